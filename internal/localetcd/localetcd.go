@@ -1,0 +1,109 @@
+// Package localetcd runs a single-member etcd server inside the process, on
+// 127.0.0.1, for `node -dev` and for tests. It is the real etcd server
+// (go.etcd.io/etcd/server/v3/embed), not a stand-in.
+package localetcd
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Config describes the server to start.
+type Config struct {
+	// Dir holds the data. Starting again on the same Dir keeps the data.
+	Dir string
+	// ClientAddr is the host:port clients reach it at; 127.0.0.1:0 picks a
+	// free port, which Server.ClientURL then reports.
+	ClientAddr string
+	// PeerAddr is the host:port of the (unused) peer listener; 127.0.0.1:0
+	// picks a free port.
+	PeerAddr string
+	// LogLevel is etcd's own log level; empty means "error", as etcd is
+	// chatty at info.
+	LogLevel string
+	// StartTimeout bounds the wait for the server to be ready; zero means 30s.
+	StartTimeout time.Duration
+}
+
+// Server is a running etcd member.
+type Server struct {
+	etcd      *embed.Etcd
+	closeOnce sync.Once
+}
+
+// Start starts the server and returns once it serves clients.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("start etcd: no data directory")
+	}
+	clientURL, err := url.Parse("http://" + orDefault(cfg.ClientAddr, "127.0.0.1:0"))
+	if err != nil {
+		return nil, fmt.Errorf("start etcd: client address: %w", err)
+	}
+	peerURL, err := url.Parse("http://" + orDefault(cfg.PeerAddr, "127.0.0.1:0"))
+	if err != nil {
+		return nil, fmt.Errorf("start etcd: peer address: %w", err)
+	}
+	ec := embed.NewConfig()
+	ec.Name = "local"
+	ec.Dir = cfg.Dir
+	ec.ListenClientUrls = []url.URL{*clientURL}
+	ec.AdvertiseClientUrls = []url.URL{*clientURL}
+	ec.ListenPeerUrls = []url.URL{*peerURL}
+	ec.AdvertisePeerUrls = []url.URL{*peerURL}
+	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	ec.LogLevel = orDefault(cfg.LogLevel, "error")
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	if cfg.LogLevel != "" {
+		ec.ZapLoggerBuilder = nil
+	}
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd: %w", err)
+	}
+	timeout := cfg.StartTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Server{etcd: e}, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("start etcd: %w", err)
+	case <-timer.C:
+		e.Close()
+		return nil, fmt.Errorf("start etcd: not ready after %v", timeout)
+	}
+}
+
+// ClientURL is the URL clients reach the server at, with the actual port.
+func (s *Server) ClientURL() string {
+	return "http://" + s.etcd.Clients[0].Addr().String()
+}
+
+// ClientAddr is the host:port of ClientURL.
+func (s *Server) ClientAddr() string {
+	return s.etcd.Clients[0].Addr().String()
+}
+
+// Close stops the server and waits until it has stopped. Closing again does
+// nothing, so a test can stop the server early and still clean up with Close.
+func (s *Server) Close() {
+	s.closeOnce.Do(s.etcd.Close)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,114 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+)
+
+// Config describes one node. Start from DefaultConfig; Validate checks it
+// before anything starts, and its errors name the flag at fault.
+type Config struct {
+	// NodeID names the node in etcd, in logs and in the routeguide-node
+	// response header. Empty means hostname:port.
+	NodeID string
+	// Listen is the gRPC listen address.
+	Listen string
+	// Advertise is the address registered in etcd. Empty means derive it.
+	Advertise string
+	// Etcd lists the etcd endpoints. Empty means standalone: serve without
+	// registering.
+	Etcd []string
+	// Service is the name the node registers under.
+	Service string
+	// LeaseTTL is the TTL of the node's etcd lease.
+	LeaseTTL time.Duration
+	// MetricsListen is the address of the HTTP metrics listener. Empty disables it.
+	MetricsListen string
+	// FeaturesFile is a features JSON file. Empty means the built-in data set.
+	FeaturesFile string
+	// DrainDelay is how long a draining node keeps serving after it has left
+	// the registry, so clients stop picking it before it stops.
+	DrainDelay time.Duration
+	// ShutdownTimeout bounds the graceful stop; after it, open calls are cut.
+	ShutdownTimeout time.Duration
+	// MaxMessageBytes bounds every message the node receives or sends.
+	MaxMessageBytes int
+	// Limits bound what one stream may send.
+	Limits routeguide.Limits
+	// NoteLimits bound the notes a standalone node keeps in memory.
+	NoteLimits notes.MemoryLimits
+	// Version is reported in the registration metadata.
+	Version string
+	// Logger receives the node's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the configuration a node runs with when no flag is given.
+func DefaultConfig() Config {
+	return Config{
+		Listen:          ":50051",
+		Etcd:            []string{"http://127.0.0.1:2379"},
+		Service:         "routeguide",
+		LeaseTTL:        10 * time.Second,
+		MetricsListen:   ":9090",
+		DrainDelay:      time.Second,
+		ShutdownTimeout: 10 * time.Second,
+		MaxMessageBytes: 1 << 20,
+		Limits: routeguide.Limits{
+			RoutePoints: 100_000,
+			ChatNotes:   10_000,
+		},
+		NoteLimits: notes.MemoryLimits{
+			PerLocation: 1000,
+			Bytes:       64 << 20,
+		},
+		Version: "dev",
+	}
+}
+
+// Validate reports the first problem with c, naming the flag that sets it.
+func (c Config) Validate() error {
+	var first error
+	check := func(ok bool, flag, format string, args ...any) {
+		if !ok && first == nil {
+			first = fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...))
+		}
+	}
+	check(validHostPort(c.Listen), "listen", "%q is not a host:port address", c.Listen)
+	check(c.Advertise == "" || validAdvertise(c.Advertise), "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
+	check(c.MetricsListen == "" || validHostPort(c.MetricsListen), "metrics-listen", "%q is not a host:port address", c.MetricsListen)
+	check(c.Service != "", "service", "must not be empty")
+	check(c.LeaseTTL >= time.Second, "lease-ttl", "%v is shorter than etcd's minimum of 1s", c.LeaseTTL)
+	check(c.DrainDelay >= 0, "drain-delay", "%v is negative", c.DrainDelay)
+	check(c.ShutdownTimeout > 0, "shutdown-timeout", "%v must be positive", c.ShutdownTimeout)
+	check(c.MaxMessageBytes >= 1024, "max-msg-size", "%d is below the 1024 bytes a request may need", c.MaxMessageBytes)
+	check(c.Limits.RoutePoints >= 0, "max-route-points", "%d is negative", c.Limits.RoutePoints)
+	check(c.Limits.ChatNotes >= 0, "max-chat-notes", "%d is negative", c.Limits.ChatNotes)
+	check(c.NoteLimits.PerLocation >= 0, "max-notes-per-location", "%d is negative", c.NoteLimits.PerLocation)
+	check(c.NoteLimits.Bytes >= 0, "max-notes-bytes", "%d is negative", c.NoteLimits.Bytes)
+	return first
+}
+
+// validHostPort accepts what net.Listen accepts for TCP: an optional host and
+// a numeric port (0 for any).
+func validHostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	_, err = strconv.ParseUint(port, 10, 16)
+	return err == nil
+}
+
+// validAdvertise accepts an address other machines can dial: a host and a
+// non-zero port.
+func validAdvertise(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	return err == nil && host != "" && validHostPort(addr) && port != "0"
+}

@@ -1,0 +1,89 @@
+// Package notes keeps the notes that RouteChat relays: the Store contract, and
+// Memory, the store of a standalone node.
+package notes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+)
+
+// ErrLimit is wrapped by every error that a store returns because one of its
+// bounds is reached. The service answers it with ResourceExhausted.
+var ErrLimit = errors.New("limit reached")
+
+// Store keeps notes by location.
+type Store interface {
+	// Post stores note and returns every note stored at its location, in
+	// posting order, the new one last. The returned notes are shared and must
+	// not be modified.
+	Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error)
+}
+
+// MemoryLimits bound what a Memory store holds, so a flood of notes cannot
+// exhaust the node's memory.
+type MemoryLimits struct {
+	// PerLocation is how many notes one location keeps.
+	PerLocation int
+	// Bytes bounds the memory that all notes take together, counted as the
+	// length of each message plus NoteOverhead.
+	Bytes int64
+}
+
+// NoteOverhead is what a Memory store charges for one note besides its text:
+// about what the note, its point and the index entry take in memory.
+const NoteOverhead = 128
+
+// Memory is a Store in the process's memory, for a node that serves alone.
+// Readers never wait on a slow client: Post returns a snapshot.
+type Memory struct {
+	limits MemoryLimits
+
+	mu         sync.Mutex
+	byLocation map[uint64][]*pb.RouteNote
+	count      int
+	bytes      int64
+}
+
+// NewMemory returns an empty store bounded by limits; a limit <= 0 means no bound.
+func NewMemory(limits MemoryLimits) *Memory {
+	return &Memory{limits: limits, byLocation: make(map[uint64][]*pb.RouteNote)}
+}
+
+// Post implements Store.
+func (m *Memory) Post(_ context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
+	lat, lon := note.GetLocation().GetLatitude(), note.GetLocation().GetLongitude()
+	// Keep a clean copy: the received message may carry unknown fields that
+	// would otherwise be stored and echoed to every other client.
+	note = &pb.RouteNote{Location: &pb.Point{Latitude: lat, Longitude: lon}, Message: note.GetMessage()}
+	cost := int64(len(note.Message)) + NoteOverhead
+	key := uint64(uint32(lat))<<32 | uint64(uint32(lon))
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	stored := m.byLocation[key]
+	if m.limits.PerLocation > 0 && len(stored) >= m.limits.PerLocation {
+		return nil, fmt.Errorf("this location already holds %d notes, the most it keeps: %w", m.limits.PerLocation, ErrLimit)
+	}
+	if m.limits.Bytes > 0 && m.bytes+cost > m.limits.Bytes {
+		return nil, fmt.Errorf("the note store is full (%d bytes at most): %w", m.limits.Bytes, ErrLimit)
+	}
+	// Appending never changes the elements a caller already holds, so the
+	// returned slice stays a valid snapshot after the lock is released. The
+	// capacity is clipped so a later append cannot write into it.
+	stored = append(stored, note)
+	m.byLocation[key] = stored
+	m.count++
+	m.bytes += cost
+	return stored[:len(stored):len(stored)], nil
+}
+
+// Len is the number of notes stored.
+func (m *Memory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.count
+}
