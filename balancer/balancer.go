@@ -1,0 +1,62 @@
+// Package balancer is how RouteGuide clients spread calls over nodes: a
+// round-robin policy, chosen by service config, and the dial options that
+// every client uses with it. It knows nothing of etcd: any resolver that
+// hands gRPC a list of endpoints works with it.
+package balancer
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/base"
+	"google.golang.org/grpc/balancer/roundrobin"
+	"google.golang.org/grpc/connectivity"
+)
+
+// Name is the name of the policy in service configs.
+const Name = "routeguide_round_robin"
+
+func init() {
+	balancer.Register(builder{})
+}
+
+// The policy is gRPC's round_robin, unchanged in how it picks, with one
+// addition: when the resolver reports no endpoints at all, calls fail with a
+// message that names the target. round_robin itself says only "no children
+// to pick from", which tells an operator nothing about which service has no
+// nodes (TestNoEndpointsFailFastNamingTheTarget).
+type builder struct{}
+
+func (builder) Name() string { return Name }
+
+func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	b := &roundRobin{target: opts.Target.String()}
+	b.Balancer = balancer.Get(roundrobin.Name).Build(&stateInterceptor{ClientConn: cc, parent: b}, opts)
+	return b
+}
+
+type roundRobin struct {
+	balancer.Balancer
+	target      string
+	noEndpoints atomic.Bool
+}
+
+func (b *roundRobin) UpdateClientConnState(s balancer.ClientConnState) error {
+	b.noEndpoints.Store(len(s.ResolverState.Endpoints) == 0 && len(s.ResolverState.Addresses) == 0)
+	return b.Balancer.UpdateClientConnState(s)
+}
+
+// stateInterceptor sits between round_robin and the channel to replace the
+// picker that fails calls when there is nothing to pick from.
+type stateInterceptor struct {
+	balancer.ClientConn
+	parent *roundRobin
+}
+
+func (c *stateInterceptor) UpdateState(s balancer.State) {
+	if s.ConnectivityState == connectivity.TransientFailure && c.parent.noEndpoints.Load() {
+		s.Picker = base.NewErrPicker(fmt.Errorf("%s resolves to no endpoints: no node of the service is registered", c.parent.target))
+	}
+	c.ClientConn.UpdateState(s)
+}

@@ -1,0 +1,88 @@
+package balancer
+
+import (
+	"time"
+
+	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/health" // registers the client-side health checking that healthCheckConfig turns on
+	"google.golang.org/grpc/keepalive"
+)
+
+// HealthService is the service whose health clients watch on every node. A
+// node that turns it NOT_SERVING (as a draining node does) stops getting new
+// calls at once, before its registry key is even gone.
+const HealthService = "routeguide.RouteGuide"
+
+// ServiceConfig is the service config of every RouteGuide client:
+//
+//   - loadBalancingConfig: our round robin (round_robin plus a clear error
+//     when no node is registered), so calls spread evenly over every node.
+//   - healthCheckConfig: each connection watches grpc.health.v1 for
+//     routeguide.RouteGuide; a node that is not SERVING is not picked.
+//   - retryPolicy for GetFeature and ListFeatures, which change nothing and
+//     can safely run twice: an UNAVAILABLE answer (the node went away between
+//     the pick and the call, or refused the connection) is retried on another
+//     node, up to 4 attempts in all, a few milliseconds apart. A stream is
+//     retried only until its first response arrives, so a client never sees
+//     a feature twice. RecordRoute and RouteChat change state and are never
+//     retried.
+const ServiceConfig = `{
+  "loadBalancingConfig": [{"` + Name + `": {}}],
+  "healthCheckConfig": {"serviceName": "` + HealthService + `"},
+  "methodConfig": [{
+    "name": [
+      {"service": "routeguide.RouteGuide", "method": "GetFeature"},
+      {"service": "routeguide.RouteGuide", "method": "ListFeatures"}
+    ],
+    "retryPolicy": {
+      "maxAttempts": 4,
+      "initialBackoff": "0.01s",
+      "maxBackoff": "0.1s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]
+}`
+
+// Keepalive: the client pings a connection that has been quiet for
+// ClientKeepalive.Time and drops it when no answer comes within Timeout, so a
+// node that vanished without closing its connections (power loss, a cut
+// cable) is given up after at most Time+Timeout = 13s, even with no call in
+// flight. gRPC does not let clients ping more often than every 10s. Nodes
+// must permit that rate, or they would close the connection with
+// too_many_pings: ServerEnforcement allows a ping every 5s, half the client's
+// interval, so jitter never trips it.
+var (
+	ClientKeepalive = keepalive.ClientParameters{
+		Time:                10 * time.Second,
+		Timeout:             3 * time.Second,
+		PermitWithoutStream: true,
+	}
+	ServerEnforcement = keepalive.EnforcementPolicy{
+		MinTime:             5 * time.Second,
+		PermitWithoutStream: true,
+	}
+	// ServerKeepalive lets a node find clients that vanished the same way.
+	ServerKeepalive = keepalive.ServerParameters{
+		Time:    30 * time.Second,
+		Timeout: 10 * time.Second,
+	}
+)
+
+// DialOptions are the options every RouteGuide client dials with, besides its
+// transport credentials and resolver: the service config and keepalive.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultServiceConfig(ServiceConfig),
+		grpc.WithKeepaliveParams(ClientKeepalive),
+	}
+}
+
+// ServerOptions are the keepalive options a node must serve with to match
+// the clients' DialOptions.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(ServerEnforcement),
+		grpc.KeepaliveParams(ServerKeepalive),
+	}
+}

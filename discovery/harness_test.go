@@ -1,0 +1,162 @@
+package discovery
+
+import (
+	"context"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+)
+
+// startEtcd starts a real single-member etcd on a free 127.0.0.1 port.
+func startEtcd(t *testing.T) *localetcd.Server {
+	t.Helper()
+	s, err := localetcd.Start(localetcd.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func newClient(t *testing.T, endpoints ...string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// stateRecorder is the gRPC side of a resolver under test: it keeps every
+// state the resolver hands over.
+type stateRecorder struct {
+	mu     sync.Mutex
+	states []resolver.State
+	errs   []error
+}
+
+func (r *stateRecorder) UpdateState(s resolver.State) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.states = append(r.states, s)
+	return nil
+}
+
+func (r *stateRecorder) ReportError(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
+}
+
+func (r *stateRecorder) NewAddress([]resolver.Address) {}
+
+func (r *stateRecorder) ParseServiceConfig(string) *serviceconfig.ParseResult { return nil }
+
+// last returns the latest state's addresses and whether there was any state.
+func (r *stateRecorder) last() ([]string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.states) == 0 {
+		return nil, false
+	}
+	var addrs []string
+	for _, ep := range r.states[len(r.states)-1].Endpoints {
+		for _, a := range ep.Addresses {
+			addrs = append(addrs, a.Addr)
+		}
+	}
+	return addrs, true
+}
+
+func (r *stateRecorder) lastState() resolver.State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.states[len(r.states)-1]
+}
+
+func (r *stateRecorder) updates() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.states)
+}
+
+// counters counts what resolvers and registrars report.
+type counters struct {
+	mu                                             sync.Mutex
+	updated, restarts, malformed                   int
+	registered, unregistered, keptAlive, leaseLost int
+}
+
+func (c *counters) add(f *int) { c.mu.Lock(); *f++; c.mu.Unlock() }
+func (c *counters) get(f *int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return *f
+}
+
+func (c *counters) Updated(string, int)   { c.add(&c.updated) }
+func (c *counters) WatchRestarted(string) { c.add(&c.restarts) }
+func (c *counters) Malformed(string)      { c.add(&c.malformed) }
+func (c *counters) Registered()           { c.add(&c.registered) }
+func (c *counters) Unregistered()         { c.add(&c.unregistered) }
+func (c *counters) KeptAlive()            { c.add(&c.keptAlive) }
+func (c *counters) LeaseLost()            { c.add(&c.leaseLost) }
+
+func parseTarget(t *testing.T, s string) resolver.Target {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resolver.Target{URL: *u}
+}
+
+// goroutinesIn counts the goroutines whose stack holds function fn. The
+// etcd server and gRPC run goroutines of their own in the test process, so
+// a test of our goroutines counts ours by name.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
+}
