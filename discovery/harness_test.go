@@ -29,7 +29,7 @@ func startEtcd(t *testing.T) *localetcd.Server {
 
 func newClient(t *testing.T, endpoints ...string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	cli, err := NewEtcdClient(EtcdConfig{Endpoints: endpoints})
 	if err != nil {
 		t.Fatal(err)
 	}
