@@ -66,7 +66,7 @@ func (m *Memory) Post(_ context.Context, note *pb.RouteNote) ([]*pb.RouteNote, e
 	defer m.mu.Unlock()
 	stored := m.byLocation[key]
 	if m.limits.PerLocation > 0 && len(stored) >= m.limits.PerLocation {
-		return nil, fmt.Errorf("this location already holds %d notes, the most it keeps: %w", m.limits.PerLocation, ErrLimit)
+		return nil, fmt.Errorf("this location is full (it keeps %d notes at most): %w", m.limits.PerLocation, ErrLimit)
 	}
 	if m.limits.Bytes > 0 && m.bytes+cost > m.limits.Bytes {
 		return nil, fmt.Errorf("the note store is full (%d bytes at most): %w", m.limits.Bytes, ErrLimit)
