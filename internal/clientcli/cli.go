@@ -1,0 +1,259 @@
+// Package clientcli is the RouteGuide command-line client: it parses the
+// flags and the command, dials the cluster, makes the calls and prints what
+// comes back, for people or as JSON.
+package clientcli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+
+	"google.golang.org/grpc"
+
+	"github.com/routeguide-cluster/routeguide/internal/flagenv"
+	"github.com/routeguide-cluster/routeguide/internal/load"
+)
+
+// Exit statuses.
+const (
+	ExitOK     = 0 // the command did what it was asked
+	ExitFailed = 1 // an RPC failed
+	ExitUsage  = 2 // the command line or the input was wrong
+)
+
+// IO is where a command reads its input and writes its output. Results go to
+// Stdout; usage, errors and the progress bar go to Stderr.
+type IO struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Option changes how Main runs.
+type Option func(*cli)
+
+// WithDial makes every command dial through dial instead of Dial.
+func WithDial(dial DialFunc) Option {
+	return func(c *cli) { c.dial = dial }
+}
+
+// withSeed makes record and tour draw their routes from a fixed seed.
+func withSeed(seed uint64) Option {
+	return func(c *cli) { c.rng = rand.New(rand.NewPCG(seed, seed)) }
+}
+
+// withProgress makes load report its progress to report as well.
+func withProgress(report func(load.Progress)) Option {
+	return func(c *cli) { c.onProgress = report }
+}
+
+// cli is one run of the client.
+type cli struct {
+	io         IO
+	lookupEnv  func(string) (string, bool)
+	dial       DialFunc
+	cfg        Config
+	rng        *rand.Rand
+	onProgress func(load.Progress)
+}
+
+// usageError is a mistake on the command line or in the input: exit 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// errHelp asks for the usage text and exit status 0.
+var errHelp = flag.ErrHelp
+
+// command is one thing the client does.
+type command struct {
+	name, args, summary string
+	run                 func(c *cli, ctx context.Context, args []string) error
+}
+
+var commands = []command{
+	{"get", "LAT LON", "print the feature at a point", (*cli).get},
+	{"list", "LAT1 LON1 LAT2 LON2", "print every feature in the rectangle between two corners", (*cli).list},
+	{"record", "N", "record a random route of N points over known features", (*cli).record},
+	{"chat", "", "send the notes read from stdin, one \"LAT LON message\" a line,\nand print every note that comes back", (*cli).chat},
+	{"tour", "", "call all four RPCs as the canonical RouteGuide client does,\nwith several GetFeature calls in flight at once", (*cli).tour},
+	{"load", "[LOAD FLAGS]", "call from several workers at once and report ok, failed by\ncode, QPS, p50/p90/p99 latency and the calls each node answered", (*cli).load},
+}
+
+// Main runs the client with args (without the program name) and returns the
+// exit status: 0 on success, 1 when an RPC failed, 2 on bad usage. Flags take
+// their defaults from the environment through lookupEnv (os.LookupEnv in a
+// program). When ctx ends, the command stops; load still prints its summary.
+func Main(ctx context.Context, args []string, stdio IO, lookupEnv func(string) (string, bool), opts ...Option) int {
+	if stdio.Stdin == nil {
+		stdio.Stdin = strings.NewReader("")
+	}
+	if lookupEnv == nil {
+		lookupEnv = func(string) (string, bool) { return "", false }
+	}
+	c := &cli{
+		io:        stdio,
+		lookupEnv: lookupEnv,
+		dial:      Dial,
+		cfg:       DefaultConfig(),
+		rng:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+	for _, opt := range opts {
+		opt(c)
+	}
+	return c.main(ctx, args)
+}
+
+func (c *cli) main(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	c.cfg.register(fs)
+	err := flagenv.Parse(fs, args, c.lookupEnv)
+	if errors.Is(err, flag.ErrHelp) {
+		c.usage()
+		return ExitOK
+	}
+	if err == nil {
+		err = c.cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(c.io.Stderr, "client: %v\n", err)
+		return ExitUsage
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(c.io.Stderr, "client: no command given")
+		fmt.Fprintln(c.io.Stderr)
+		c.usage()
+		return ExitUsage
+	}
+	name, rest := fs.Arg(0), fs.Args()[1:]
+	if name == "help" {
+		c.usage()
+		return ExitOK
+	}
+	for _, cmd := range commands {
+		if cmd.name == name {
+			return c.exit(name, cmd.run(c, ctx, rest))
+		}
+	}
+	fmt.Fprintf(c.io.Stderr, "client: unknown command %q\n\n", name)
+	c.usage()
+	return ExitUsage
+}
+
+// exit reports err, the outcome of command name, and returns the exit status.
+func (c *cli) exit(name string, err error) int {
+	var usage usageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, errHelp):
+		c.usage()
+		return ExitOK
+	case errors.As(err, &usage):
+		fmt.Fprintf(c.io.Stderr, "client %s: %v\n", name, err)
+		return ExitUsage
+	case errors.Is(err, errRPCsFailed): // load has printed its summary
+		return ExitFailed
+	default:
+		fmt.Fprintf(c.io.Stderr, "client %s: %v\n", name, err)
+		return ExitFailed
+	}
+}
+
+// connect dials the configured target. A target that cannot be dialled is a
+// usage error: gRPC dials lazily, so only the flags can be wrong here.
+func (c *cli) connect(ctx context.Context) (*grpc.ClientConn, error) {
+	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return conn, nil
+}
+
+// wantArgs checks the positional arguments of a command, and turns -h into a
+// request for help.
+func wantArgs(args []string, n int, names string) error {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			return errHelp
+		}
+	}
+	if len(args) != n {
+		if n == 0 {
+			return usagef("takes no arguments, got %q", args)
+		}
+		return usagef("want %s, got %d argument%s", names, len(args), plural(len(args)))
+	}
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func (c *cli) usage() {
+	w := c.io.Stderr
+	fmt.Fprint(w, "Usage: client [FLAGS] COMMAND [ARGS]\n\n")
+	fmt.Fprint(w, "A client for a RouteGuide cluster. Coordinates are decimal degrees.\n\nCommands:\n")
+	for _, cmd := range commands {
+		lines := strings.Split(cmd.summary, "\n")
+		fmt.Fprintf(w, "  %-26s %s\n", strings.TrimSpace(cmd.name+" "+cmd.args), lines[0])
+		for _, line := range lines[1:] {
+			fmt.Fprintf(w, "  %-26s %s\n", "", line)
+		}
+	}
+	fmt.Fprintf(w, "  %-26s %s\n", "help", "print this text")
+
+	fmt.Fprint(w, "\nFlags, before the command:\n")
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	defaults := DefaultConfig()
+	defaults.register(fs)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+
+	fmt.Fprint(w, "\nLoad flags, after \"load\":\n")
+	lfs := flag.NewFlagSet("load", flag.ContinueOnError)
+	registerLoad(lfs, new(load.Config))
+	lfs.SetOutput(w)
+	lfs.PrintDefaults()
+	fmt.Fprintf(w, `
+  mix is %s. Each record sends
+  %d points of known features; each chat sends %d notes at random points.
+
+Output:
+  Text for people by default; [node ID] names the node that answered (from
+  the %s response header). With --json, get, record, tour and
+  load print one JSON object; list and chat print JSON lines, one object per
+  feature or note as it arrives. load draws a progress bar on stderr when
+  stderr is a terminal.
+
+Environment:
+  Every flag may also be set by %s<FLAG>, upper case with underscores
+  (%s=127.0.0.1:50051, %s=32); flags win.
+
+Exit status: 0 on success, 1 when an RPC failed, 2 on bad usage.
+
+Examples:
+  client --target 127.0.0.1:50051 get 40.9 -74.3
+  client --target 127.0.0.1:50051 list 40 -75 42 -73
+  client --target 127.0.0.1:50051 record 20
+  printf '40.9 -74.3 hello\n40.9 -74.3 again\n' | client --target 127.0.0.1:50051 chat
+  client --target 127.0.0.1:50051 tour
+  client --target 127.0.0.1:50051 load --rpc get --concurrency 8 --requests 10000
+  client --target 127.0.0.1:50051 --json load --rpc mix --concurrency 32 --duration 30s
+`, mixDescription, load.RoutePoints, load.ChatNotes, load.NodeHeader,
+		flagenv.Prefix, flagenv.VarName("target"), flagenv.VarName("concurrency"))
+}
+
+const mixDescription = "70% get, 10% list, 10% record and 10% chat"

@@ -1,0 +1,263 @@
+// Package load drives RouteGuide calls over one client connection from several
+// workers at once and measures them: successes, failures by status code,
+// throughput, latency percentiles and the node that answered each call.
+package load
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide/features"
+)
+
+// NodeHeader is the response header in which a node names itself. It is the
+// same as node.NodeHeader (a test keeps them equal); clients do not import
+// the server's package for one string.
+const NodeHeader = "routeguide-node"
+
+// NodeOf returns the node named by a call's header, or by its trailer when the
+// call ended before any header was sent, or "" when neither names one.
+func NodeOf(header, trailer metadata.MD) string {
+	if v := header[NodeHeader]; len(v) > 0 {
+		return v[0]
+	}
+	if v := trailer[NodeHeader]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// DefaultProgressInterval is how often Run reports progress unless told otherwise.
+const DefaultProgressInterval = 250 * time.Millisecond
+
+// Config describes one load run. Validate checks it; its errors name the
+// command-line flag that sets the field at fault.
+type Config struct {
+	// RPC is the call every worker makes, or Mix.
+	RPC RPC
+	// Concurrency is the number of workers, each with one call in flight.
+	Concurrency int
+	// Duration ends the run: no call starts after it, and calls in flight
+	// finish. Exactly one of Duration and Requests is set.
+	Duration time.Duration
+	// Requests is the number of calls to make, across all workers.
+	Requests int
+	// Timeout is the deadline of each call.
+	Timeout time.Duration
+	// Progress, when set, is called every ProgressInterval while the run goes
+	// on, and once more with the final counts before Run returns. Calls never
+	// overlap.
+	Progress func(Progress)
+	// ProgressInterval is how often Progress is called; 0 means
+	// DefaultProgressInterval.
+	ProgressInterval time.Duration
+	// Seed seeds the random points and the mix; 0 means a random seed.
+	Seed uint64
+}
+
+// Validate reports the first problem with c.
+func (c Config) Validate() error {
+	switch {
+	case !c.RPC.valid():
+		return fmt.Errorf("--rpc: %q is not one of %s", string(c.RPC), rpcNames())
+	case c.Concurrency < 1:
+		return fmt.Errorf("--concurrency: %d must be at least 1", c.Concurrency)
+	case c.Duration < 0:
+		return fmt.Errorf("--duration: %v is negative", c.Duration)
+	case c.Requests < 0:
+		return fmt.Errorf("--requests: %d is negative", c.Requests)
+	case c.Duration > 0 && c.Requests > 0:
+		return errors.New("--duration and --requests: give one, not both")
+	case c.Duration == 0 && c.Requests == 0:
+		return errors.New("--duration or --requests: give one of them")
+	case c.Timeout <= 0:
+		return fmt.Errorf("--timeout: %v must be positive", c.Timeout)
+	case c.ProgressInterval < 0:
+		return fmt.Errorf("progress interval %v is negative", c.ProgressInterval)
+	}
+	return nil
+}
+
+// Progress is a snapshot of a run that is still going.
+type Progress struct {
+	// Done counts the calls that finished, OK and Failed together.
+	Done, OK, Failed int
+	// Requests is the number of calls to make, or 0 for a timed run.
+	Requests int
+	// Elapsed is the time since the run started; Duration is the configured
+	// length of a timed run, or 0.
+	Elapsed, Duration time.Duration
+	// QPS is the rate of finished calls since the previous report, or over
+	// the whole run in the final report.
+	QPS float64
+}
+
+// Run makes calls on conn as cfg says until Requests calls have finished or
+// Duration has passed, and returns what it measured. When ctx ends first, Run
+// stops early: calls cut short by it are counted neither as OK nor as failed,
+// and the result covers what finished before. Every goroutine Run starts has
+// ended when it returns. The error is for an invalid cfg only.
+func Run(ctx context.Context, conn grpc.ClientConnInterface, cfg Config) (Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return Result{}, err
+	}
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = DefaultProgressInterval
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+
+	// Workers stop starting calls when stop ends; calls in flight run under
+	// ctx, so that a timed run lets its last calls finish.
+	stop := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		stop, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	count := cfg.Concurrency
+	if cfg.Requests > 0 {
+		count = min(count, cfg.Requests)
+	}
+	t := &tickets{limit: int64(cfg.Requests)}
+	client := pb.NewRouteGuideClient(conn)
+	points := featurePoints()
+	workers := make([]*worker, count)
+	for i := range workers {
+		workers[i] = newWorker(client, cfg, points, rand.New(rand.NewPCG(seed, uint64(i))))
+	}
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(func() { w.run(ctx, stop, t) })
+	}
+	if cfg.Progress != nil {
+		r := &reporter{cfg: cfg, workers: workers, start: start, lastAt: start}
+		finished := make(chan struct{})
+		var reporting sync.WaitGroup
+		reporting.Go(func() { r.loop(finished) })
+		wg.Wait()
+		close(finished)
+		reporting.Wait()
+		r.report(time.Now(), true)
+	} else {
+		wg.Wait()
+	}
+	return merge(workers, time.Since(start)), nil
+}
+
+// featurePoints are the points of the built-in features, where calls go.
+func featurePoints() []*pb.Point {
+	all := features.Default().All()
+	points := make([]*pb.Point, len(all))
+	for i, f := range all {
+		points[i] = f.Location
+	}
+	if len(points) == 0 {
+		points = append(points, &pb.Point{})
+	}
+	return points
+}
+
+// tickets hands out the calls of a run with a fixed number of requests.
+type tickets struct {
+	issued atomic.Int64
+	limit  int64 // 0: no limit
+}
+
+func (t *tickets) take() bool {
+	return t.limit == 0 || t.issued.Add(1) <= t.limit
+}
+
+// reporter calls Config.Progress from one goroutine.
+type reporter struct {
+	cfg      Config
+	workers  []*worker
+	start    time.Time
+	lastDone int
+	lastAt   time.Time
+}
+
+func (r *reporter) loop(finished <-chan struct{}) {
+	ticker := time.NewTicker(r.cfg.ProgressInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-finished:
+			return
+		case now := <-ticker.C:
+			r.report(now, false)
+		}
+	}
+}
+
+func (r *reporter) report(now time.Time, final bool) {
+	p := Progress{Requests: r.cfg.Requests, Duration: r.cfg.Duration, Elapsed: now.Sub(r.start)}
+	for _, w := range r.workers {
+		p.OK += int(w.okCount.Load())
+		p.Failed += int(w.failedCount.Load())
+	}
+	p.Done = p.OK + p.Failed
+	from, before := r.lastAt, r.lastDone
+	if final { // the whole run, not the last moments
+		from, before = r.start, 0
+	}
+	if since := now.Sub(from); since > 0 {
+		p.QPS = float64(p.Done-before) / since.Seconds()
+	}
+	r.lastDone, r.lastAt = p.Done, now
+	r.cfg.Progress(p)
+}
+
+// merge adds up what the workers measured.
+func merge(workers []*worker, elapsed time.Duration) Result {
+	res := Result{Errors: map[string]int{}, ByNode: map[string]int{}, Elapsed: elapsed}
+	var latencies []time.Duration
+	for _, w := range workers {
+		res.OK += int(w.okCount.Load())
+		res.Failed += int(w.failedCount.Load())
+		for code, n := range w.codes {
+			if n > 0 {
+				res.Errors[codes.Code(code).String()] += n
+			}
+		}
+		for code, n := range w.otherCodes {
+			res.Errors[code.String()] += n
+		}
+		for node, n := range w.byNode {
+			res.ByNode[node] += n
+		}
+		latencies = append(latencies, w.latencies...)
+	}
+	if elapsed > 0 {
+		res.QPS = float64(res.OK+res.Failed) / elapsed.Seconds()
+	}
+	slices.Sort(latencies)
+	res.P50 = percentile(latencies, 50)
+	res.P90 = percentile(latencies, 90)
+	res.P99 = percentile(latencies, 99)
+	return res
+}
+
+// percentile is the nearest-rank percentile p of sorted, or 0 when it is empty.
+func percentile(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := (p*len(sorted) + 99) / 100 // ceil(p/100 * n), from 1
+	return sorted[max(rank, 1)-1]
+}
