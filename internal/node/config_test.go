@@ -1,0 +1,57 @@
+package node
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Errorf("DefaultConfig().Validate() = %v", err)
+	}
+}
+
+func TestValidateNamesTheFlagAtFault(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Config)
+		flag   string // "" for a valid config
+	}{
+		{"listen without a port", func(c *Config) { c.Listen = "localhost" }, "--listen"},
+		{"listen port out of range", func(c *Config) { c.Listen = ":65536" }, "--listen"},
+		{"listen on any port", func(c *Config) { c.Listen = "127.0.0.1:0" }, ""},
+		{"advertise without a host", func(c *Config) { c.Advertise = ":50051" }, "--advertise"},
+		{"advertise port 0", func(c *Config) { c.Advertise = "10.0.0.1:0" }, "--advertise"},
+		{"advertise host and port", func(c *Config) { c.Advertise = "10.0.0.1:50051" }, ""},
+		{"metrics-listen not an address", func(c *Config) { c.MetricsListen = "metrics" }, "--metrics-listen"},
+		{"metrics disabled", func(c *Config) { c.MetricsListen = "" }, ""},
+		{"standalone", func(c *Config) { c.Etcd = nil }, ""},
+		{"empty service", func(c *Config) { c.Service = "" }, "--service"},
+		{"lease shorter than a second", func(c *Config) { c.LeaseTTL = 500 * time.Millisecond }, "--lease-ttl"},
+		{"negative drain delay", func(c *Config) { c.DrainDelay = -time.Second }, "--drain-delay"},
+		{"no drain delay", func(c *Config) { c.DrainDelay = 0 }, ""},
+		{"zero shutdown timeout", func(c *Config) { c.ShutdownTimeout = 0 }, "--shutdown-timeout"},
+		{"tiny messages", func(c *Config) { c.MaxMessageBytes = 1023 }, "--max-msg-size"},
+		{"negative route points", func(c *Config) { c.Limits.RoutePoints = -1 }, "--max-route-points"},
+		{"negative chat notes", func(c *Config) { c.Limits.ChatNotes = -1 }, "--max-chat-notes"},
+		{"negative notes per location", func(c *Config) { c.NoteLimits.PerLocation = -1 }, "--max-notes-per-location"},
+		{"negative notes bytes", func(c *Config) { c.NoteLimits.Bytes = -1 }, "--max-notes-bytes"},
+		{"unbounded limits", func(c *Config) {
+			c.Limits.RoutePoints, c.Limits.ChatNotes, c.NoteLimits.PerLocation, c.NoteLimits.Bytes = 0, 0, 0, 0
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			tt.change(&cfg)
+			err := cfg.Validate()
+			switch {
+			case tt.flag == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tt.flag != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.flag+": ") || strings.Contains(err.Error(), "\n")):
+				t.Errorf("Validate() = %v, want one line starting with %s", err, tt.flag)
+			}
+		})
+	}
+}
