@@ -330,15 +330,15 @@ func TestFlagsAndEnvironmentFillTheConfig(t *testing.T) {
 		"ROUTEGUIDE_LOG_LEVEL":       "debug",
 	}
 	lookup := func(name string) (string, bool) { v, ok := env[name]; return v, ok }
-	cfg, logOpts, err := parseConfig([]string{"--max-notes-bytes=6000", "--drain-delay=0s"}, lookup, io.Discard)
+	cfg, opts, err := parseConfig([]string{"--max-notes-bytes=6000", "--drain-delay=0s"}, lookup, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(cfg.Etcd, []string{"http://a:2379", "http://b:2379"}) {
 		t.Errorf("Etcd = %q", cfg.Etcd)
 	}
-	if cfg.NoteLimits.Bytes != 6000 || cfg.DrainDelay != 0 || logOpts.level.String() != "DEBUG" || logOpts.format != "text" {
-		t.Errorf("got %+v, %+v", cfg, logOpts)
+	if cfg.NoteLimits.Bytes != 6000 || cfg.DrainDelay != 0 || opts.log.level.String() != "DEBUG" || opts.log.format != "text" {
+		t.Errorf("got %+v, %+v", cfg, opts)
 	}
 	if def := node.DefaultConfig(); cfg.LeaseTTL != def.LeaseTTL || cfg.Listen != def.Listen {
 		t.Errorf("defaults not kept: %+v", cfg)

@@ -12,8 +12,6 @@ import (
 	"math/rand/v2"
 	"strings"
 
-	"google.golang.org/grpc"
-
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 )
@@ -170,7 +168,7 @@ func (c *cli) exit(name string, err error) int {
 
 // connect dials the configured target. A target that cannot be dialled is a
 // usage error: gRPC dials lazily, so only the flags can be wrong here.
-func (c *cli) connect(ctx context.Context) (*grpc.ClientConn, error) {
+func (c *cli) connect(ctx context.Context) (*Conn, error) {
 	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd)
 	if err != nil {
 		return nil, usageError{err}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
+	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
@@ -359,15 +360,15 @@ func TestTourCallsAllFourRPCsAsTheCanonicalClientDoes(t *testing.T) {
 // round robin, and returns once calls have reached every node, so that a
 // test does not depend on how fast the connections come up.
 func dialRoundRobin(addrs ...string) DialFunc {
-	return func(ctx context.Context, _ string, _ []string) (*grpc.ClientConn, error) {
+	return func(ctx context.Context, _ string, _ []string) (*Conn, error) {
 		r := manual.NewBuilderWithScheme("nodes")
 		var state resolver.State
 		for _, a := range addrs {
 			state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}})
 		}
 		r.InitialState(state)
-		conn, err := grpc.NewClient(r.Scheme()+":///routeguide", grpc.WithResolvers(r),
-			grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultServiceConfig(roundRobin))
+		opts := append(balancer.DialOptions(), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(r.Scheme()+":///routeguide", opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -380,7 +381,7 @@ func dialRoundRobin(addrs ...string) DialFunc {
 			}
 			seen[load.NodeOf(header, nil)] = true
 		}
-		return conn, nil
+		return &Conn{ClientConn: conn}, nil
 	}
 }
 
@@ -583,9 +584,9 @@ func TestHelpPrintsUsageToStderrAndExitsZero(t *testing.T) {
 	}
 }
 
-func TestEtcdTargetsAreRefusedUntilResolutionIsBuiltIn(t *testing.T) {
-	out := run(t, invocation{args: []string{"get", "40.9", "-74.3"}})
-	want := "client get: etcd:/// targets need etcd resolution, which is not built in yet; pass --target host:port\n"
+func TestEtcdTargetWithoutEtcdEndpointsIsAUsageError(t *testing.T) {
+	out := run(t, invocation{args: []string{"--etcd=", "get", "40.9", "-74.3"}})
+	want := "client get: target etcd:///routeguide is resolved through etcd, but --etcd is empty\n"
 	if out.code != ExitUsage || out.stderr != want {
 		t.Errorf("exit %d, stderr %q; want %d, %q", out.code, out.stderr, ExitUsage, want)
 	}

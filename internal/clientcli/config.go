@@ -5,11 +5,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/routeguide-cluster/routeguide/balancer"
+	"github.com/routeguide-cluster/routeguide/discovery"
 )
 
 // Config is what the flags before the command set. TLS (--tls-ca,
@@ -73,25 +79,56 @@ func (l *listFlag) Set(s string) error {
 // DialFunc opens the client connection for a target. Every command dials
 // through one, so that resolution, balancing and credentials live in one
 // place.
-type DialFunc func(ctx context.Context, target string, etcdEndpoints []string) (*grpc.ClientConn, error)
+type DialFunc func(ctx context.Context, target string, etcdEndpoints []string) (*Conn, error)
 
-// roundRobin spreads calls over every address a target resolves to.
-const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
+// Conn is a connection to the cluster, with the etcd client that keeps an
+// etcd:/// target resolved; Close closes both.
+type Conn struct {
+	*grpc.ClientConn
+	etcd *clientv3.Client // nil for targets that gRPC resolves by itself
+}
 
-// Dial is the DialFunc that Main uses unless told otherwise. It connects
-// without TLS to a host:port target (or any target gRPC resolves by itself),
-// balancing round robin over its addresses. etcd:/// targets are refused
-// until etcd resolution is built in.
-func Dial(_ context.Context, target string, _ []string) (*grpc.ClientConn, error) {
-	if strings.HasPrefix(target, "etcd:") {
-		return nil, errors.New("etcd:/// targets need etcd resolution, which is not built in yet; pass --target host:port")
+// Close closes the connection, then the etcd client it resolved through.
+func (c *Conn) Close() error {
+	err := c.ClientConn.Close()
+	if c.etcd != nil {
+		if etcdErr := c.etcd.Close(); err == nil {
+			err = etcdErr
+		}
 	}
-	conn, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(roundRobin),
-	)
+	return err
+}
+
+// Dial is the DialFunc that Main uses unless told otherwise. etcd:///SERVICE
+// targets are resolved from the etcd endpoints with discovery's resolver;
+// other targets (host:port, dns:///name) are resolved by gRPC. Either way the
+// connection uses the dial options of package balancer: round robin over
+// healthy nodes, retries of idempotent calls, keepalive.
+func Dial(_ context.Context, target string, etcdEndpoints []string) (*Conn, error) {
+	opts := append(balancer.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn := &Conn{}
+	if strings.HasPrefix(target, discovery.Scheme+":") {
+		if len(etcdEndpoints) == 0 {
+			return nil, fmt.Errorf("target %s is resolved through etcd, but --etcd is empty", target)
+		}
+		cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: etcdEndpoints})
+		if err != nil {
+			return nil, err
+		}
+		conn.etcd = cli
+		opts = append(opts, grpc.WithResolvers(discovery.NewBuilder(cli, discovery.WithResolverLogger(quietLogger))))
+	}
+	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {
+		if conn.etcd != nil {
+			conn.etcd.Close()
+		}
 		return nil, fmt.Errorf("dial %s: %w", target, err)
 	}
+	conn.ClientConn = cc
 	return conn, nil
 }
+
+// quietLogger keeps the resolver's warnings (an etcd outage, a malformed
+// entry) on stderr and its routine news off it.
+var quietLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -1,5 +1,5 @@
 // Package node runs one RouteGuide node: the gRPC server with health checking,
-// reflection and its interceptors, from start to a drained stop.
+// reflection and its interceptors, its registration in etcd, and its drain.
 package node
 
 import (
@@ -11,11 +11,14 @@ import (
 	"strconv"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/routeguide-cluster/routeguide/balancer"
+	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
@@ -25,14 +28,17 @@ import (
 // Node is one RouteGuide server. New prepares it and takes its port; Run
 // serves until its context ends, then drains.
 type Node struct {
-	cfg      Config
-	id       string
-	logger   *slog.Logger
-	listener net.Listener
-	server   *grpc.Server
-	health   *health.Server
-	features *features.DB
-	ready    chan struct{}
+	cfg       Config
+	id        string
+	advertise string // the gRPC address registered in etcd
+	logger    *slog.Logger
+	listener  net.Listener
+	server    *grpc.Server
+	health    *health.Server
+	features  *features.DB
+	etcd      *clientv3.Client // nil for a standalone node
+	registrar *discovery.Registrar
+	ready     chan struct{}
 }
 
 // New validates cfg, loads the features and listens on cfg.Listen, so that a
@@ -52,9 +58,22 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for gRPC: %w", err)
 	}
+	port := listener.Addr().(*net.TCPAddr).Port
 	id := cfg.NodeID
 	if id == "" {
-		id = defaultNodeID(listener.Addr())
+		id = defaultNodeID(port)
+	}
+	var advertise string
+	var etcd *clientv3.Client
+	if len(cfg.Etcd) > 0 {
+		if advertise, err = discovery.AdvertiseAddr(cfg.Advertise, cfg.Listen, port, nil); err != nil {
+			listener.Close()
+			return nil, err
+		}
+		if etcd, err = discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: cfg.Etcd}); err != nil {
+			listener.Close()
+			return nil, err
+		}
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -63,13 +82,15 @@ func New(cfg Config) (*Node, error) {
 	logger = logger.With("node_id", id)
 
 	n := &Node{
-		cfg:      cfg,
-		id:       id,
-		logger:   logger,
-		listener: listener,
-		health:   health.NewServer(),
-		features: db,
-		ready:    make(chan struct{}),
+		cfg:       cfg,
+		id:        id,
+		advertise: advertise,
+		logger:    logger,
+		listener:  listener,
+		health:    health.NewServer(),
+		features:  db,
+		etcd:      etcd,
+		ready:     make(chan struct{}),
 	}
 	n.server = n.newGRPCServer(notes.NewMemory(cfg.NoteLimits))
 	return n, nil
@@ -79,7 +100,7 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 	headerUnary, headerStream := nodeHeaderInterceptors(n.id)
 	logUnary, logStream := logInterceptors(n.logger)
 	recoverUnary, recoverStream := recoveryInterceptors(n.logger, n.id)
-	server := grpc.NewServer(
+	opts := append(balancer.ServerOptions(),
 		grpc.MaxRecvMsgSize(n.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(n.cfg.MaxMessageBytes),
 		// The header goes first so that every response carries it; recovery
@@ -87,6 +108,7 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 		grpc.ChainUnaryInterceptor(headerUnary, logUnary, recoverUnary),
 		grpc.ChainStreamInterceptor(headerStream, logStream, recoverStream),
 	)
+	server := grpc.NewServer(opts...)
 	pb.RegisterRouteGuideServer(server, routeguide.NewServer(routeguide.Config{
 		Features: n.features,
 		Notes:    store,
@@ -100,8 +122,8 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 }
 
 // HealthService is the service name whose health a node reports besides the
-// server as a whole (""). Clients check it (see package balancer).
-var HealthService = pb.RouteGuide_ServiceDesc.ServiceName
+// server as a whole (""). Clients watch it (see package balancer).
+const HealthService = balancer.HealthService
 
 func (n *Node) setServing(status healthpb.HealthCheckResponse_ServingStatus) {
 	n.health.SetServingStatus("", status)
@@ -114,33 +136,110 @@ func (n *Node) ID() string { return n.id }
 // Addr is the address the gRPC server listens on.
 func (n *Node) Addr() net.Addr { return n.listener.Addr() }
 
-// Ready is closed once the node is serving.
+// AdvertisedAddr is the gRPC address registered in etcd; empty for a
+// standalone node.
+func (n *Node) AdvertisedAddr() string { return n.advertise }
+
+// Ready is closed once the node is serving and, unless it is standalone,
+// registered in etcd for the first time.
 func (n *Node) Ready() <-chan struct{} { return n.ready }
 
-// Run serves until ctx ends and then drains: health turns NOT_SERVING, the
-// node keeps serving for the drain delay so clients move away, and the server
-// stops gracefully within the shutdown timeout. It returns nil after a clean
-// drain, or the error that stopped serving.
+// Registered reports whether the node's key is live in etcd now. A
+// standalone node is never registered.
+func (n *Node) Registered() bool { return n.registrar != nil && n.registrar.Live() }
+
+// Run serves until ctx ends and then drains (see drain). A node registers
+// only once it serves and its health is SERVING, and keeps serving its
+// clients whatever etcd does. Run returns nil after a clean drain, or the
+// error that stopped the node: the gRPC server failed, or another live node
+// holds its id.
 func (n *Node) Run(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- n.server.Serve(n.listener) }()
 	n.setServing(healthpb.HealthCheckResponse_SERVING)
-	n.logger.Info("serving", "addr", n.listener.Addr().String(), "features", n.features.Len())
-	close(n.ready)
+	n.logger.Info("serving", "addr", n.listener.Addr().String(), "advertise", n.advertise, "features", n.features.Len())
 
-	select {
-	case err := <-served:
-		n.server.Stop()
-		return fmt.Errorf("serve gRPC: %w", err)
-	case <-ctx.Done():
+	var registered <-chan struct{}
+	var failed <-chan error
+	if n.etcd != nil {
+		reg, err := discovery.StartRegistrar(discovery.Registration{
+			Client:   n.etcd,
+			Service:  n.cfg.Service,
+			Addr:     n.advertise,
+			Metadata: discovery.Metadata{NodeID: n.id, MetricsAddr: n.MetricsAddr(), Version: n.cfg.Version},
+			TTL:      n.cfg.LeaseTTL,
+			Logger:   n.logger,
+		})
+		if err != nil {
+			n.server.Stop()
+			n.etcd.Close()
+			return err
+		}
+		n.registrar = reg
+		registered, failed = reg.Registered(), reg.Failed()
+	} else {
+		close(n.ready)
 	}
-	n.drain()
-	<-served
-	return nil
+
+	for {
+		select {
+		case err := <-served:
+			n.stopNow()
+			return fmt.Errorf("serve gRPC: %w", err)
+		case err := <-failed:
+			n.stopNow()
+			return fmt.Errorf("register in etcd: %w", err)
+		case <-registered:
+			registered = nil
+			close(n.ready)
+		case <-ctx.Done():
+			n.drain()
+			<-served
+			return nil
+		}
+	}
 }
 
+// MetricsAddr is the advertised address of the metrics listener: the
+// advertised host with the metrics port. Empty when there is none.
+func (n *Node) MetricsAddr() string {
+	_, port, err := net.SplitHostPort(n.cfg.MetricsListen)
+	if n.cfg.MetricsListen == "" || err != nil || port == "0" {
+		return ""
+	}
+	host, _, _ := net.SplitHostPort(n.advertise)
+	return net.JoinHostPort(host, port)
+}
+
+// stopNow stops everything without a drain, after a failure.
+func (n *Node) stopNow() {
+	n.server.Stop()
+	if n.registrar != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		n.registrar.Deregister(ctx)
+		cancel()
+	}
+	if n.etcd != nil {
+		n.etcd.Close()
+	}
+}
+
+// drain leaves the cluster without failing a call: the lease is revoked, so
+// the key disappears at once and resolvers drop the node; health turns
+// NOT_SERVING, so clients that watch it stop picking the node at once; the
+// node keeps serving for the drain delay, for the clients that have not yet
+// heard; then the server stops gracefully, waiting for open calls until the
+// shutdown timeout, and cuts what is left.
 func (n *Node) drain() {
 	n.logger.Info("draining", "drain_delay", n.cfg.DrainDelay.String())
+	if n.registrar != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+		if err := n.registrar.Deregister(ctx); err != nil {
+			// The key goes when the lease expires, within the TTL.
+			n.logger.Warn("could not revoke the lease", "error", err)
+		}
+		cancel()
+	}
 	// Shutdown turns every status NOT_SERVING and keeps it there, and health
 	// watchers hear of it at once.
 	n.health.Shutdown()
@@ -155,12 +254,15 @@ func (n *Node) drain() {
 	defer timer.Stop()
 	select {
 	case <-stopped:
-		n.logger.Info("stopped")
 	case <-timer.C:
 		n.logger.Warn("graceful stop timed out; closing open calls", "shutdown_timeout", n.cfg.ShutdownTimeout.String())
 		n.server.Stop()
 		<-stopped
 	}
+	if n.etcd != nil {
+		n.etcd.Close()
+	}
+	n.logger.Info("stopped")
 }
 
 func wait(d time.Duration) {
@@ -173,14 +275,10 @@ func wait(d time.Duration) {
 }
 
 // defaultNodeID is hostname:port, unique per host and port.
-func defaultNodeID(addr net.Addr) string {
+func defaultNodeID(port int) string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "node"
-	}
-	port := 0
-	if tcp, ok := addr.(*net.TCPAddr); ok {
-		port = tcp.Port
 	}
 	return host + ":" + strconv.Itoa(port)
 }
