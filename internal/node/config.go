@@ -85,6 +85,7 @@ func (c Config) Validate() error {
 	check(c.MetricsListen == "" || validHostPort(c.MetricsListen), "metrics-listen", "%q is not a host:port address", c.MetricsListen)
 	check(c.Service != "", "service", "must not be empty")
 	check(c.LeaseTTL >= time.Second, "lease-ttl", "%v is shorter than etcd's minimum of 1s", c.LeaseTTL)
+	check(c.LeaseTTL%time.Second == 0, "lease-ttl", "%v is not a whole number of seconds, as etcd leases are", c.LeaseTTL)
 	check(c.DrainDelay >= 0, "drain-delay", "%v is negative", c.DrainDelay)
 	check(c.ShutdownTimeout > 0, "shutdown-timeout", "%v must be positive", c.ShutdownTimeout)
 	check(c.MaxMessageBytes >= 1024, "max-msg-size", "%d is below the 1024 bytes a request may need", c.MaxMessageBytes)

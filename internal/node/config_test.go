@@ -29,6 +29,7 @@ func TestValidateNamesTheFlagAtFault(t *testing.T) {
 		{"standalone", func(c *Config) { c.Etcd = nil }, ""},
 		{"empty service", func(c *Config) { c.Service = "" }, "--service"},
 		{"lease shorter than a second", func(c *Config) { c.LeaseTTL = 500 * time.Millisecond }, "--lease-ttl"},
+		{"lease of a fraction of a second", func(c *Config) { c.LeaseTTL = 1500 * time.Millisecond }, "--lease-ttl"},
 		{"negative drain delay", func(c *Config) { c.DrainDelay = -time.Second }, "--drain-delay"},
 		{"no drain delay", func(c *Config) { c.DrainDelay = 0 }, ""},
 		{"zero shutdown timeout", func(c *Config) { c.ShutdownTimeout = 0 }, "--shutdown-timeout"},
