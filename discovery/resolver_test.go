@@ -106,7 +106,7 @@ func TestResolverSkipsAndCountsMalformedValues(t *testing.T) {
 	if _, err := cli.Put(ctx, "routeguide/good", `{"Op":0,"Addr":"10.0.0.1:50051"}`); err != nil {
 		t.Fatal(err)
 	}
-	rec := buildResolver(t, NewBuilder(cli, WithResolverEvents(events)), "etcd:///routeguide")
+	rec := buildResolver(t, NewBuilder(cli, WithEvents(events)), "etcd:///routeguide")
 	eventually(t, 5*time.Second, "good endpoint not resolved", addrsAre(rec, "10.0.0.1:50051"))
 
 	bad := []string{
@@ -147,7 +147,7 @@ func TestResolverKeepsEndpointsWhileEtcdIsDownAndFollowsWhenItReturns(t *testing
 	if _, err := cli.Put(ctx, "routeguide/n1", `{"Op":0,"Addr":"10.0.0.1:50051"}`); err != nil {
 		t.Fatal(err)
 	}
-	rec := buildResolver(t, NewBuilder(cli, WithResolverBackoff(Backoff{Base: time.Millisecond, Max: 50 * time.Millisecond})), "etcd:///routeguide")
+	rec := buildResolver(t, NewBuilder(cli, WithBackoff(Backoff{Base: time.Millisecond, Max: 50 * time.Millisecond})), "etcd:///routeguide")
 	eventually(t, 5*time.Second, "n1 not resolved", addrsAre(rec, "10.0.0.1:50051"))
 
 	etcd.Close()
@@ -197,7 +197,7 @@ func TestResolverFollowsAgainAfterCutOffAndCompaction(t *testing.T) {
 	if _, err := admin.Put(ctx, "routeguide/n1", `{"Op":0,"Addr":"10.0.0.1:50051"}`); err != nil {
 		t.Fatal(err)
 	}
-	ours := buildResolver(t, NewBuilder(behindProxy, WithResolverBackoff(Backoff{Base: time.Millisecond, Max: 50 * time.Millisecond})), "etcd:///routeguide")
+	ours := buildResolver(t, NewBuilder(behindProxy, WithBackoff(Backoff{Base: time.Millisecond, Max: 50 * time.Millisecond})), "etcd:///routeguide")
 	upstreamBuilder, err := upstream.NewBuilder(behindProxy)
 	if err != nil {
 		t.Fatal(err)
@@ -241,12 +241,12 @@ func TestResolverCloseStopsItsGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "no state", addrsAre(rec))
-	if n := goroutinesIn("discovery.(*etcdResolver).run"); n != 1 {
+	if n := goroutinesIn("discovery.(*follower).run"); n != 1 {
 		t.Fatalf("%d resolver goroutines running, want 1", n)
 	}
 	r.Close()
 	// Close waits for the goroutine, so it must be gone at once.
-	if n := goroutinesIn("discovery.(*etcdResolver).run"); n != 0 {
+	if n := goroutinesIn("discovery.(*follower).run"); n != 0 {
 		t.Errorf("%d resolver goroutines still running after Close", n)
 	}
 }

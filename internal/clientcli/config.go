@@ -116,7 +116,7 @@ func Dial(_ context.Context, target string, etcdEndpoints []string) (*Conn, erro
 			return nil, err
 		}
 		conn.etcd = cli
-		opts = append(opts, grpc.WithResolvers(discovery.NewBuilder(cli, discovery.WithResolverLogger(quietLogger))))
+		opts = append(opts, grpc.WithResolvers(discovery.NewBuilder(cli, discovery.WithLogger(quietLogger))))
 	}
 	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,6 +41,12 @@ type Node struct {
 	etcd      *clientv3.Client // nil for a standalone node
 	registrar *discovery.Registrar
 	ready     chan struct{}
+	serving   atomic.Bool
+
+	metrics         *nodeMetrics
+	metricsListener net.Listener // nil when metrics are off
+	httpServer      *http.Server
+	view            *discovery.View // the registry, for /sd; nil when standalone
 }
 
 // New validates cfg, loads the features and listens on cfg.Listen, so that a
@@ -81,18 +89,36 @@ func New(cfg Config) (*Node, error) {
 	}
 	logger = logger.With("node_id", id)
 
-	n := &Node{
-		cfg:       cfg,
-		id:        id,
-		advertise: advertise,
-		logger:    logger,
-		listener:  listener,
-		health:    health.NewServer(),
-		features:  db,
-		etcd:      etcd,
-		ready:     make(chan struct{}),
+	store := notes.NewMemory(cfg.NoteLimits)
+	metrics, err := newNodeMetrics(db.Len(), store)
+	if err != nil {
+		listener.Close()
+		return nil, err
 	}
-	n.server = n.newGRPCServer(notes.NewMemory(cfg.NoteLimits))
+	var metricsListener net.Listener
+	if cfg.MetricsListen != "" {
+		if metricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			listener.Close()
+			return nil, fmt.Errorf("listen for metrics: %w", err)
+		}
+	}
+	n := &Node{
+		cfg:             cfg,
+		id:              id,
+		advertise:       advertise,
+		logger:          logger,
+		listener:        listener,
+		health:          health.NewServer(),
+		features:        db,
+		etcd:            etcd,
+		ready:           make(chan struct{}),
+		metrics:         metrics,
+		metricsListener: metricsListener,
+	}
+	n.server = n.newGRPCServer(store)
+	if metricsListener != nil {
+		n.httpServer = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
 	return n, nil
 }
 
@@ -100,22 +126,33 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 	headerUnary, headerStream := nodeHeaderInterceptors(n.id)
 	logUnary, logStream := logInterceptors(n.logger)
 	recoverUnary, recoverStream := recoveryInterceptors(n.logger, n.id)
+	// The header goes first so that every response carries it; recovery
+	// sits innermost so the logger and the metrics see the Internal status
+	// it makes. Without a metrics listener nobody could read the gRPC
+	// metrics, so the node does not pay for them.
+	unary := []grpc.UnaryServerInterceptor{headerUnary, logUnary, recoverUnary}
+	stream := []grpc.StreamServerInterceptor{headerStream, logStream, recoverStream}
+	if n.metricsListener != nil {
+		unary = append([]grpc.UnaryServerInterceptor{n.metrics.grpc.UnaryServerInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{n.metrics.grpc.StreamServerInterceptor()}, stream...)
+	}
 	opts := append(balancer.ServerOptions(),
 		grpc.MaxRecvMsgSize(n.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(n.cfg.MaxMessageBytes),
-		// The header goes first so that every response carries it; recovery
-		// sits innermost so the logger sees the Internal status it makes.
-		grpc.ChainUnaryInterceptor(headerUnary, logUnary, recoverUnary),
-		grpc.ChainStreamInterceptor(headerStream, logStream, recoverStream),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	)
 	server := grpc.NewServer(opts...)
 	pb.RegisterRouteGuideServer(server, routeguide.NewServer(routeguide.Config{
 		Features: n.features,
 		Notes:    store,
 		Limits:   n.cfg.Limits,
+		Observer: n.metrics,
 	}))
 	healthpb.RegisterHealthServer(server, n.health)
 	reflection.Register(server)
+	// Every method's series exist from the start, at zero.
+	n.metrics.grpc.InitializeMetrics(server)
 	// Not serving until Run says so: a health probe must not pass before then.
 	n.setServing(healthpb.HealthCheckResponse_NOT_SERVING)
 	return server
@@ -156,7 +193,11 @@ func (n *Node) Registered() bool { return n.registrar != nil && n.registrar.Live
 func (n *Node) Run(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- n.server.Serve(n.listener) }()
+	if n.httpServer != nil {
+		go n.httpServer.Serve(n.metricsListener)
+	}
 	n.setServing(healthpb.HealthCheckResponse_SERVING)
+	n.serving.Store(true)
 	n.logger.Info("serving", "addr", n.listener.Addr().String(), "advertise", n.advertise, "features", n.features.Len())
 
 	var registered <-chan struct{}
@@ -169,6 +210,7 @@ func (n *Node) Run(ctx context.Context) error {
 			Metadata: discovery.Metadata{NodeID: n.id, MetricsAddr: n.MetricsAddr(), Version: n.cfg.Version},
 			TTL:      n.cfg.LeaseTTL,
 			Logger:   n.logger,
+			Events:   n.metrics.registration,
 		})
 		if err != nil {
 			n.server.Stop()
@@ -177,6 +219,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		n.registrar = reg
 		registered, failed = reg.Registered(), reg.Failed()
+		n.view = discovery.WatchService(n.etcd, n.cfg.Service, discovery.WithLogger(n.logger))
 	} else {
 		close(n.ready)
 	}
@@ -201,26 +244,48 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 // MetricsAddr is the advertised address of the metrics listener: the
-// advertised host with the metrics port. Empty when there is none.
+// advertised host (127.0.0.1 for a standalone node) with the port the
+// metrics listener took. Empty when metrics are off.
 func (n *Node) MetricsAddr() string {
-	_, port, err := net.SplitHostPort(n.cfg.MetricsListen)
-	if n.cfg.MetricsListen == "" || err != nil || port == "0" {
+	if n.metricsListener == nil {
 		return ""
 	}
-	host, _, _ := net.SplitHostPort(n.advertise)
-	return net.JoinHostPort(host, port)
+	host := "127.0.0.1"
+	if n.advertise != "" {
+		host, _, _ = net.SplitHostPort(n.advertise)
+	}
+	port := n.metricsListener.Addr().(*net.TCPAddr).Port
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
 // stopNow stops everything without a drain, after a failure.
 func (n *Node) stopNow() {
+	n.serving.Store(false)
 	n.server.Stop()
 	if n.registrar != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		n.registrar.Deregister(ctx)
 		cancel()
 	}
+	n.closeRest()
+}
+
+// closeRest stops what outlives the gRPC server: the registry view, the etcd
+// client and the metrics server, which answers until the very end so that
+// the last scrape sees the drain.
+func (n *Node) closeRest() {
+	if n.view != nil {
+		n.view.Close()
+	}
 	if n.etcd != nil {
 		n.etcd.Close()
+	}
+	if n.httpServer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := n.httpServer.Shutdown(ctx); err != nil {
+			n.httpServer.Close()
+		}
 	}
 }
 
@@ -243,6 +308,7 @@ func (n *Node) drain() {
 	// Shutdown turns every status NOT_SERVING and keeps it there, and health
 	// watchers hear of it at once.
 	n.health.Shutdown()
+	n.serving.Store(false)
 	wait(n.cfg.DrainDelay)
 
 	stopped := make(chan struct{})
@@ -259,9 +325,7 @@ func (n *Node) drain() {
 		n.server.Stop()
 		<-stopped
 	}
-	if n.etcd != nil {
-		n.etcd.Close()
-	}
+	n.closeRest()
 	n.logger.Info("stopped")
 }
 

@@ -1,0 +1,62 @@
+package discovery
+
+import (
+	"context"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// View is a live copy of the nodes registered under one service, fed by a
+// watch, for readers that must not query etcd on every request (the /sd
+// endpoint that Prometheus polls, say). It follows the registry the way the
+// resolver does, and keeps its last list while etcd is out of reach.
+type View struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	synced chan struct{}
+
+	mu        sync.RWMutex
+	endpoints []Endpoint
+}
+
+// WatchService starts a View of service; Close stops it.
+func WatchService(client *clientv3.Client, service string, opts ...Option) *View {
+	ctx, cancel := context.WithCancel(context.Background())
+	v := &View{cancel: cancel, done: make(chan struct{}), synced: make(chan struct{})}
+	f := newFollower(client, service, newFollowOptions(opts), v.set)
+	go func() {
+		defer close(v.done)
+		f.run(ctx)
+	}()
+	return v
+}
+
+func (v *View) set(eps []Endpoint) {
+	v.mu.Lock()
+	v.endpoints = eps
+	v.mu.Unlock()
+	select {
+	case <-v.synced:
+	default:
+		close(v.synced)
+	}
+}
+
+// Synced is closed once the View has listed the registry for the first time.
+func (v *View) Synced() <-chan struct{} { return v.synced }
+
+// Endpoints returns the registered nodes in key order. The slice is shared:
+// do not modify it.
+func (v *View) Endpoints() []Endpoint {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.endpoints
+}
+
+// Close stops following the registry and waits until the View's goroutine
+// has ended.
+func (v *View) Close() {
+	v.cancel()
+	<-v.done
+}

@@ -1,0 +1,94 @@
+package node
+
+import (
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/routeguide-cluster/routeguide/discovery"
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+)
+
+// nodeMetrics are everything a node exports, in a registry of its own, so
+// that several nodes in one process (node -dev, tests) do not mix their
+// series and nothing else in the process adds to them.
+type nodeMetrics struct {
+	registry     *prometheus.Registry
+	grpc         *grpcprom.ServerMetrics
+	registration *discovery.RegistrationMetrics
+
+	routeDistance prometheus.Histogram
+	routePoints   prometheus.Histogram
+	notesPosted   prometheus.Counter
+	rejections    *prometheus.CounterVec
+}
+
+func newNodeMetrics(featureCount int, store *notes.Memory) (*nodeMetrics, error) {
+	reg := prometheus.NewRegistry()
+	m := &nodeMetrics{
+		registry: reg,
+		// go-grpc-middleware's standard gRPC server metrics, with the
+		// handling-time histogram that latency dashboards need.
+		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
+		)),
+		routeDistance: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "routeguide_route_distance_meters",
+			Help:    "Distance per route recorded by RecordRoute, in metres.",
+			Buckets: prometheus.ExponentialBuckets(100, 10, 7),
+		}),
+		routePoints: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "routeguide_route_points",
+			Help:    "Points per route recorded by RecordRoute.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}),
+		notesPosted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "routeguide_notes_posted_total",
+			Help: "Notes stored by RouteChat.",
+		}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "routeguide_limit_rejections_total",
+			Help: "Requests refused with RESOURCE_EXHAUSTED because a limit was reached, by limit.",
+		}, []string{"limit"}),
+	}
+	for _, limit := range []string{"route_points", "chat_notes", "stored_notes"} {
+		m.rejections.WithLabelValues(limit) // every series exists from the start, at 0
+	}
+	collectorsToRegister := []prometheus.Collector{
+		m.grpc, m.routeDistance, m.routePoints, m.notesPosted, m.rejections,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "routeguide_features_loaded",
+			Help: "Features in the node's feature database.",
+		}, func() float64 { return float64(featureCount) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	}
+	if store != nil {
+		collectorsToRegister = append(collectorsToRegister, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "routeguide_notes_stored",
+			Help: "Notes the node holds in memory.",
+		}, func() float64 { return float64(store.Len()) }))
+	}
+	for _, c := range collectorsToRegister {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if m.registration, err = discovery.NewRegistrationMetrics(reg); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// The service's Observer.
+
+func (m *nodeMetrics) RouteRecorded(s *pb.RouteSummary) {
+	m.routeDistance.Observe(float64(s.Distance))
+	m.routePoints.Observe(float64(s.PointCount))
+}
+
+func (m *nodeMetrics) NotePosted() { m.notesPosted.Inc() }
+
+func (m *nodeMetrics) LimitRejected(limit string) { m.rejections.WithLabelValues(limit).Inc() }
