@@ -1,0 +1,459 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
+	channelzservice "google.golang.org/grpc/channelz/service"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/routeguide-cluster/routeguide/discovery"
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/clientcli"
+	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+)
+
+// The cluster tests run three node processes (the binary TestMain built)
+// registered in a real etcd that runs in the test process, and a client in
+// the test process that dials etcd:///routeguide as the client command does.
+
+const (
+	clusterTarget = "etcd:///routeguide"
+	clusterTTL    = 3 * time.Second
+	clusterDrain  = time.Second
+)
+
+// clusterNode is one node process of a cluster test.
+type clusterNode struct {
+	*process
+	id   string
+	addr string // the address it registered
+	key  string
+}
+
+// startClusterNode starts a node registered in etcd, returns once it has
+// logged its registration, and kills it when the test ends.
+func startClusterNode(t *testing.T, etcdURL, id string) *clusterNode {
+	t.Helper()
+	p, _ := startServing(t, "--etcd", etcdURL, "--listen", "127.0.0.1:0", "--metrics-listen=", "--node-id", id,
+		"--lease-ttl", clusterTTL.String(), "--drain-delay", clusterDrain.String(), "--log-format", "json")
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		for range p.records { // the reader closes records at the end of stderr
+		}
+		p.cmd.Wait()
+	})
+	r := p.waitFor(t, "registered")
+	addr, _ := r["addr"].(string)
+	key, _ := r["key"].(string)
+	if addr == "" || key != discovery.Prefix("routeguide")+id {
+		t.Fatalf("node %s registered %v, want its address under routeguide/%s", id, r, id)
+	}
+	return &clusterNode{process: p, id: id, addr: addr, key: key}
+}
+
+// liveCluster is etcd, three node processes, and a client connection whose
+// calls are logged.
+type liveCluster struct {
+	etcd     *localetcd.Server
+	registry *registryEvents
+	nodes    []*clusterNode
+	conn     *clientcli.Conn
+	calls    *answerLog
+}
+
+func startLiveCluster(t *testing.T) *liveCluster {
+	t.Helper()
+	etcd, err := localetcd.Start(localetcd.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+	c := &liveCluster{etcd: etcd, registry: watchRegistryEvents(t, etcd.ClientURL())}
+	for i := range 3 {
+		c.nodes = append(c.nodes, startClusterNode(t, etcd.ClientURL(), fmt.Sprintf("n%d", i+1)))
+	}
+	c.conn, err = clientcli.Dial(t.Context(), clusterTarget, []string{etcd.ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.conn.Close() })
+	c.calls = &answerLog{ClientConnInterface: c.conn}
+	waitEveryNodeAnswers(t, c.calls, c.nodes)
+	return c
+}
+
+// waitEveryNodeAnswers makes calls until every node has answered one: from
+// then on, the client's round robin holds them all.
+func waitEveryNodeAnswers(t *testing.T, calls *answerLog, nodes []*clusterNode) {
+	t.Helper()
+	start := time.Now()
+	client := pb.NewRouteGuideClient(calls)
+	pollUntil(t, 10*time.Second, "every node to answer a call", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		client.GetFeature(ctx, &pb.Point{Latitude: 409146138, Longitude: -746188906})
+		for _, n := range nodes {
+			if calls.count(n.id, start, time.Time{}) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// pollUntil polls cond until it holds, and fails t if it does not within.
+func pollUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after %v for %s", within, what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// answerLog is a connection that notes, for every unary call, when it ended
+// and which node answered it. Streams pass through unlogged.
+type answerLog struct {
+	grpc.ClientConnInterface
+	mu      sync.Mutex
+	answers []answer
+}
+
+type answer struct {
+	node string
+	at   time.Time
+}
+
+func (l *answerLog) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	var header, trailer metadata.MD
+	err := l.ClientConnInterface.Invoke(ctx, method, args, reply, append(opts, grpc.Header(&header), grpc.Trailer(&trailer))...)
+	if id := load.NodeOf(header, trailer); id != "" {
+		l.mu.Lock()
+		l.answers = append(l.answers, answer{node: id, at: time.Now()})
+		l.mu.Unlock()
+	}
+	return err
+}
+
+// count counts the calls node answered after from and before to; an empty
+// node means any node, a zero to means now.
+func (l *answerLog) count(node string, from, to time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, a := range l.answers {
+		if (node == "" || a.node == node) && a.at.After(from) && (to.IsZero() || a.at.Before(to)) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *answerLog) last(node string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range slices.Backward(l.answers) {
+		if a.node == node {
+			return a.at
+		}
+	}
+	return time.Time{}
+}
+
+// registryEvents notes when each key of the registry was deleted, as seen
+// by a watch of its own.
+type registryEvents struct {
+	mu      sync.Mutex
+	deletes map[string]time.Time
+}
+
+func watchRegistryEvents(t *testing.T, etcdURL string) *registryEvents {
+	t.Helper()
+	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcdURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	watch := cli.Watch(ctx, discovery.Prefix("routeguide"), clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done; cli.Close() })
+	// The watch must be up before anything it should see happens.
+	select {
+	case resp := <-watch:
+		if !resp.Created {
+			t.Fatalf("watch of the registry: %v", resp.Err())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch of the registry not created within 10s")
+	}
+	r := &registryEvents{deletes: map[string]time.Time{}}
+	go func() {
+		defer close(done)
+		for resp := range watch {
+			now := time.Now()
+			r.mu.Lock()
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					r.deletes[string(ev.Kv.Key)] = now
+				}
+			}
+			r.mu.Unlock()
+		}
+	}()
+	return r
+}
+
+func (r *registryEvents) deletedAt(key string) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.deletes[key]
+}
+
+// channelz is the in-process channelz service: it counts the calls picked
+// for each subchannel (each node address), retried attempts included, which
+// no response can tell. Importing its package turns channelz on.
+var channelz = func() channelzpb.ChannelzServer {
+	var r captureRegistrar
+	channelzservice.RegisterChannelzServiceToServer(&r)
+	return r.impl.(channelzpb.ChannelzServer)
+}()
+
+type captureRegistrar struct{ impl any }
+
+func (r *captureRegistrar) RegisterService(_ *grpc.ServiceDesc, impl any) { r.impl = impl }
+
+// subchannelOf returns the id of the subchannel to addr of the client's
+// channel to target.
+func subchannelOf(t *testing.T, target, addr string) int64 {
+	t.Helper()
+	top, err := channelz.GetTopChannels(t.Context(), &channelzpb.GetTopChannelsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range top.GetChannel() {
+		if ch.GetData().GetTarget() != target {
+			continue
+		}
+		for _, ref := range ch.GetSubchannelRef() {
+			if data, ok := subchannelData(ref.GetSubchannelId()); ok && data.GetTarget() == addr {
+				return ref.GetSubchannelId()
+			}
+		}
+	}
+	t.Fatalf("no subchannel to %s in the channel to %s", addr, target)
+	return 0
+}
+
+func subchannelData(id int64) (*channelzpb.ChannelData, bool) {
+	resp, err := channelz.GetSubchannel(context.Background(), &channelzpb.GetSubchannelRequest{SubchannelId: id})
+	if err != nil {
+		return nil, false
+	}
+	return resp.GetSubchannel().GetData(), true
+}
+
+// pickWatch follows one subchannel until gRPC removes it (when its node
+// leaves the registry) and keeps the last figures it had.
+type pickWatch struct {
+	done chan struct{}
+	last *channelzpb.ChannelData
+}
+
+func watchPicks(t *testing.T, id int64) *pickWatch {
+	t.Helper()
+	w := &pickWatch{done: make(chan struct{})}
+	w.last, _ = subchannelData(id)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(func() { cancel(); <-w.done })
+	go func() {
+		defer close(w.done)
+		for ctx.Err() == nil {
+			// channelz keeps a removed subchannel for a while, shut down.
+			data, ok := subchannelData(id)
+			if !ok || data.GetState().GetState() == channelzpb.ChannelConnectivityState_SHUTDOWN {
+				return
+			}
+			w.last = data
+			time.Sleep(time.Millisecond) // polling interval
+		}
+	}()
+	return w
+}
+
+// wait returns the subchannel's last figures once it is gone.
+func (w *pickWatch) wait(t *testing.T) *channelzpb.ChannelData {
+	t.Helper()
+	select {
+	case <-w.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the subchannel of the node was not removed within 15s")
+	}
+	return w.last
+}
+
+// fault is what happened around a signal sent to one node under load.
+type fault struct {
+	victim     *clusterNode
+	before     *channelzpb.ChannelData // its subchannel just before the signal
+	after      *channelzpb.ChannelData // its subchannel when removed
+	signalled  time.Time
+	exitErr    error
+	exited     time.Time
+	keyRemoved time.Time
+	result     load.Result
+	calls      *answerLog
+}
+
+// signalUnderLoad runs rpc from 8 workers (5s deadline each) over a cluster
+// of three node processes, sends sig to one of them once it has answered 200
+// unary calls, waits for it to exit and for its key to leave etcd, lets the
+// load run on 500 more calls and stops it.
+func signalUnderLoad(t *testing.T, sig syscall.Signal, rpc load.RPC) *fault {
+	t.Helper()
+	c := startLiveCluster(t)
+	f := &fault{victim: c.nodes[1], calls: c.calls}
+	sub := subchannelOf(t, clusterTarget, f.victim.addr)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	type outcome struct {
+		res load.Result
+		err error
+	}
+	loaded := make(chan outcome, 1)
+	loadStart := time.Now()
+	go func() {
+		res, err := load.Run(ctx, c.calls, load.Config{RPC: rpc, Concurrency: 8, Duration: time.Minute, Timeout: 5 * time.Second})
+		loaded <- outcome{res, err}
+	}()
+	stopped := false
+	stop := func() outcome {
+		cancel()
+		stopped = true
+		return <-loaded
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			stop()
+		}
+	})
+	pollUntil(t, 10*time.Second, f.victim.id+" to answer 200 calls", func() bool {
+		return c.calls.count(f.victim.id, loadStart, time.Time{}) >= 200
+	})
+
+	f.before, _ = subchannelData(sub)
+	picks := watchPicks(t, sub)
+	f.signalled = time.Now()
+	f.victim.signal(t, sig)
+	f.exitErr = f.victim.wait(t)
+	f.exited = time.Now()
+	pollUntil(t, 2*clusterTTL, f.victim.key+" to leave etcd", func() bool { return !c.registry.deletedAt(f.victim.key).IsZero() })
+	f.keyRemoved = c.registry.deletedAt(f.victim.key)
+	f.after = picks.wait(t)
+	gone := time.Now()
+	pollUntil(t, 10*time.Second, "500 calls after the node left", func() bool { return c.calls.count("", gone, time.Time{}) >= 500 })
+	out := stop()
+	if out.err != nil {
+		t.Fatalf("load: %v", out.err)
+	}
+	f.result = out.res
+	return f
+}
+
+// checkNoCallFailed checks the counts every fault must keep: no failed call,
+// and the victim answered its share until the signal and nothing after it
+// exited, while the others went on.
+func (f *fault) checkNoCallFailed(t *testing.T) {
+	t.Helper()
+	res := f.result
+	if res.Failed != 0 {
+		t.Errorf("%d of %d calls failed: %v", res.Failed, res.OK+res.Failed, res.Errors)
+	}
+	if n := f.calls.count(f.victim.id, time.Time{}, f.signalled); n < 200 {
+		t.Errorf("%s answered %d calls before the signal, want at least 200", f.victim.id, n)
+	}
+	if n := f.calls.count(f.victim.id, f.exited, time.Time{}); n != 0 {
+		t.Errorf("%s answered %d calls after it exited", f.victim.id, n)
+	}
+	for id, n := range res.ByNode {
+		if id != f.victim.id && f.calls.count(id, f.keyRemoved, time.Time{}) == 0 {
+			t.Errorf("%s (%d calls in all) answered none after %s left", id, n, f.victim.id)
+		}
+	}
+}
+
+func (f *fault) log(t *testing.T) {
+	t.Helper()
+	since := func(at time.Time) string { return at.Sub(f.signalled).Round(100 * time.Microsecond).String() }
+	lastPick := f.after.GetLastCallStartedTimestamp().AsTime()
+	t.Logf("after the signal: last pick for %s %s; last response from it %s; exited %s; key removed from etcd %s (TTL %v)",
+		f.victim.id, since(lastPick), since(f.calls.last(f.victim.id)), since(f.exited), since(f.keyRemoved), clusterTTL)
+	t.Logf("attempts picked for %s after the signal: %d; attempts on it that failed after the signal (in flight then, or picked later) and were retried: %d",
+		f.victim.id, f.after.GetCallsStarted()-f.before.GetCallsStarted(), f.after.GetCallsFailed()-f.before.GetCallsFailed())
+	res := f.result
+	t.Logf("load: ok=%d failed=%d errors=%v qps=%.0f p50=%v p99=%v by_node=%v", res.OK, res.Failed, res.Errors, res.QPS, res.P50, res.P99, res.ByNode)
+}
+
+// TestSIGTERMUnderLoadFailsNoCall runs GetFeature, which is retried on
+// UNAVAILABLE, and the mix, whose RecordRoute and RouteChat streams are not:
+// a drain must not need the retries.
+func TestSIGTERMUnderLoadFailsNoCall(t *testing.T) {
+	for _, rpc := range []load.RPC{load.Get, load.Mix} {
+		t.Run(string(rpc), func(t *testing.T) { testSIGTERMUnderLoad(t, rpc) })
+	}
+}
+
+func testSIGTERMUnderLoad(t *testing.T, rpc load.RPC) {
+	f := signalUnderLoad(t, syscall.SIGTERM, rpc)
+	if f.exitErr != nil {
+		t.Errorf("node after SIGTERM: %v, want exit status 0; stderr:\n%s", f.exitErr, strings.Join(f.victim.lines, "\n"))
+	}
+	var messages []string
+	for _, r := range f.victim.logged {
+		messages = append(messages, fmt.Sprint(r["msg"]))
+	}
+	for _, want := range []string{"draining", "deregistered", "stopped"} {
+		if !slices.Contains(messages, want) {
+			t.Errorf("logged %q, want a %q record", messages, want)
+		}
+	}
+	if took := f.keyRemoved.Sub(f.signalled); took >= clusterDrain {
+		t.Errorf("key removed %v after SIGTERM, want at once (before the drain delay of %v ends)", took, clusterDrain)
+	}
+	if left := f.calls.last(f.victim.id).Sub(f.signalled); left >= clusterDrain {
+		t.Errorf("last response from %s %v after SIGTERM: the client kept picking it past the drain delay of %v", f.victim.id, left, clusterDrain)
+	}
+	f.checkNoCallFailed(t)
+	f.log(t)
+}
+
+// TestSIGKILLUnderLoadFailsNoCall runs GetFeature only: the calls in flight
+// on the killed node fail, and only the retry policy of GetFeature and
+// ListFeatures makes them succeed on another node. RecordRoute and RouteChat
+// streams in flight there would fail, and must.
+func TestSIGKILLUnderLoadFailsNoCall(t *testing.T) {
+	f := signalUnderLoad(t, syscall.SIGKILL, load.Get)
+	if status, ok := f.victim.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !status.Signaled() || status.Signal() != syscall.SIGKILL {
+		t.Errorf("node after SIGKILL: %v, want killed by SIGKILL", f.exitErr)
+	}
+	if took := f.keyRemoved.Sub(f.signalled); took > clusterTTL+time.Second {
+		t.Errorf("key removed %v after SIGKILL, want within the TTL of %v", took, clusterTTL)
+	}
+	if lastPick := f.after.GetLastCallStartedTimestamp().AsTime().Sub(f.signalled); lastPick >= time.Second {
+		t.Errorf("last pick for the dead %s %v after SIGKILL: the client went on picking it", f.victim.id, lastPick)
+	}
+	f.checkNoCallFailed(t)
+	f.log(t)
+}

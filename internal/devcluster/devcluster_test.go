@@ -1,0 +1,533 @@
+package devcluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/routeguide-cluster/routeguide/discovery"
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/clientcli"
+	"github.com/routeguide-cluster/routeguide/internal/devcluster"
+	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/node"
+)
+
+// target is what clients dial, as the client command does by default.
+const target = "etcd:///routeguide"
+
+// somewhere is a point with a feature, for single calls.
+var somewhere = &pb.Point{Latitude: 409146138, Longitude: -746188906}
+
+// nodeTemplate is the configuration test nodes start from: free ports, no
+// metrics listener, a short lease and drain, and logs at Warn and above in
+// the test's output.
+func nodeTemplate(t *testing.T) node.Config {
+	cfg := node.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.MetricsListen = ""
+	cfg.LeaseTTL = 3 * time.Second
+	cfg.DrainDelay = 200 * time.Millisecond
+	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return cfg
+}
+
+// startCluster starts an embedded etcd on a free port and nodes nodes from
+// template, and closes them all when the test ends.
+func startCluster(t *testing.T, nodes int, template node.Config) *devcluster.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	c, err := devcluster.Start(ctx, devcluster.Config{Nodes: nodes, Node: template, EtcdAddr: "127.0.0.1:0", Logger: template.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+// dial connects to the cluster the way the client command does.
+func dial(t *testing.T, c *devcluster.Cluster) *clientcli.Conn {
+	t.Helper()
+	conn, err := clientcli.Dial(t.Context(), target, []string{c.EtcdURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func ids(nodes []*node.Node) []string {
+	var ids []string
+	for _, n := range nodes {
+		ids = append(ids, n.ID())
+	}
+	return ids
+}
+
+// waitFor polls cond until it holds, and fails t if it does not within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after %v for %s", within, what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// getFeature makes one GetFeature call and returns the node that answered.
+func getFeature(ctx context.Context, conn grpc.ClientConnInterface, opts ...grpc.CallOption) (string, error) {
+	var header, trailer metadata.MD
+	_, err := pb.NewRouteGuideClient(conn).GetFeature(ctx, somewhere, append(opts, grpc.Header(&header), grpc.Trailer(&trailer))...)
+	return load.NodeOf(header, trailer), err
+}
+
+// waitAllAnswer makes calls until every node in want has answered one: from
+// then on, the client's round robin holds them all.
+func waitAllAnswer(t *testing.T, conn grpc.ClientConnInterface, want ...string) {
+	t.Helper()
+	seen := map[string]bool{}
+	waitFor(t, 10*time.Second, fmt.Sprintf("every one of %v to answer", want), func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		if id, err := getFeature(ctx, conn); err == nil {
+			seen[id] = true
+		}
+		for _, id := range want {
+			if !seen[id] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// answerLog is a connection that notes, for every unary call, when it ended
+// and which node answered it. load.Run counts calls per node; the log also
+// says when they were answered.
+type answerLog struct {
+	grpc.ClientConnInterface
+	mu      sync.Mutex
+	answers []answer
+}
+
+type answer struct {
+	node string
+	at   time.Time
+}
+
+func (l *answerLog) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	var header, trailer metadata.MD
+	err := l.ClientConnInterface.Invoke(ctx, method, args, reply, append(opts, grpc.Header(&header), grpc.Trailer(&trailer))...)
+	if id := load.NodeOf(header, trailer); id != "" {
+		l.mu.Lock()
+		l.answers = append(l.answers, answer{node: id, at: time.Now()})
+		l.mu.Unlock()
+	}
+	return err
+}
+
+// count counts the calls that node answered after from and before to; an
+// empty node means any node, a zero to means now.
+func (l *answerLog) count(node string, from, to time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, c := range l.answers {
+		if (node == "" || c.node == node) && c.at.After(from) && (to.IsZero() || c.at.Before(to)) {
+			n++
+		}
+	}
+	return n
+}
+
+// first and last return when node answered its first and last call, or the
+// zero time.
+func (l *answerLog) first(node string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.answers {
+		if c.node == node {
+			return c.at
+		}
+	}
+	return time.Time{}
+}
+
+func (l *answerLog) last(node string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range slices.Backward(l.answers) {
+		if c.node == node {
+			return c.at
+		}
+	}
+	return time.Time{}
+}
+
+// backgroundLoad is a load.Run that goes on until stopped.
+type backgroundLoad struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	result load.Result
+	err    error
+}
+
+// startLoad runs rpc from 8 workers, each call with a 5s deadline, until
+// stop. Calls that stop cuts short are counted neither OK nor failed.
+func startLoad(t *testing.T, conn grpc.ClientConnInterface, rpc load.RPC) *backgroundLoad {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &backgroundLoad{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		b.result, b.err = load.Run(ctx, conn, load.Config{RPC: rpc, Concurrency: 8, Duration: time.Minute, Timeout: 5 * time.Second})
+	}()
+	t.Cleanup(func() { b.cancel(); <-b.done })
+	return b
+}
+
+func (b *backgroundLoad) stop(t *testing.T) load.Result {
+	t.Helper()
+	b.cancel()
+	<-b.done
+	if b.err != nil {
+		t.Fatalf("load: %v", b.err)
+	}
+	return b.result
+}
+
+// registryWatch notes when each key of the registry was written, as seen by
+// a watch of its own.
+type registryWatch struct {
+	mu   sync.Mutex
+	puts map[string]time.Time
+}
+
+func watchRegistry(t *testing.T, etcdURL string) *registryWatch {
+	t.Helper()
+	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcdURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	watch := cli.Watch(ctx, discovery.Prefix("routeguide"), clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done; cli.Close() })
+	w := &registryWatch{puts: map[string]time.Time{}}
+	select {
+	case resp := <-watch:
+		if !resp.Created {
+			t.Fatalf("watch of the registry: %v", resp.Err())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch of the registry not created within 10s")
+	}
+	go func() {
+		defer close(done)
+		for resp := range watch {
+			now := time.Now()
+			w.mu.Lock()
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypePut {
+					w.puts[string(ev.Kv.Key)] = now
+				}
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *registryWatch) putAt(key string) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.puts[key]
+}
+
+// TestDrainUnderLoadFailsNoCall drains one node of three while eight workers
+// call without pause. The drained node answers its share until the drain
+// begins; then its clients must stop picking it within the drain delay,
+// while it still serves, and no call may fail. GetFeature is retried on
+// UNAVAILABLE, which could hide a bad drain; the mix has RecordRoute and
+// RouteChat streams, which are never retried.
+func TestDrainUnderLoadFailsNoCall(t *testing.T) {
+	for _, rpc := range []load.RPC{load.Get, load.Mix} {
+		t.Run(string(rpc), func(t *testing.T) { testDrainUnderLoad(t, rpc) })
+	}
+}
+
+func testDrainUnderLoad(t *testing.T, rpc load.RPC) {
+	template := nodeTemplate(t)
+	template.DrainDelay = time.Second
+	cluster := startCluster(t, 3, template)
+	conn := dial(t, cluster)
+	waitAllAnswer(t, conn, ids(cluster.Nodes())...)
+	victim := cluster.Nodes()[1]
+	others := slices.DeleteFunc(ids(cluster.Nodes()), func(id string) bool { return id == victim.ID() })
+
+	// The log sees the unary calls only: all of get, 70% of the mix.
+	calls := &answerLog{ClientConnInterface: conn}
+	loadStart := time.Now()
+	background := startLoad(t, calls, rpc)
+	waitFor(t, 10*time.Second, "the node to be drained to answer 200 calls", func() bool {
+		return calls.count(victim.ID(), loadStart, time.Time{}) >= 200
+	})
+
+	drainStart := time.Now()
+	if err := cluster.StopNode(victim); err != nil {
+		t.Fatalf("StopNode: %v", err)
+	}
+	stopped := time.Now()
+	// The load goes on over the two nodes left.
+	waitFor(t, 10*time.Second, "500 calls after the drain", func() bool { return calls.count("", stopped, time.Time{}) >= 500 })
+	res := background.stop(t)
+
+	if res.Failed != 0 {
+		t.Errorf("%d of %d calls failed during the drain: %v", res.Failed, res.OK+res.Failed, res.Errors)
+	}
+	if res.ByNode[victim.ID()] == 0 {
+		t.Errorf("by_node %v: the drained node %s answered no call", res.ByNode, victim.ID())
+	}
+	if n := calls.count(victim.ID(), stopped, time.Time{}); n != 0 {
+		t.Errorf("%s answered %d calls after it stopped", victim.ID(), n)
+	}
+	for _, id := range others {
+		if calls.count(id, stopped, time.Time{}) == 0 {
+			t.Errorf("%s answered no call after the drain", id)
+		}
+	}
+	left := calls.last(victim.ID()).Sub(drainStart)
+	if left >= template.DrainDelay {
+		t.Errorf("the drained node answered its last call %v after the drain began: the client kept picking it past the drain delay of %v", left, template.DrainDelay)
+	}
+	t.Logf("last response from the drained node %v after StopNode was called (drain delay %v); StopNode took %v; the node answered %d calls after the drain began",
+		left.Round(time.Microsecond), template.DrainDelay, stopped.Sub(drainStart).Round(time.Millisecond),
+		calls.count(victim.ID(), drainStart, time.Time{}))
+	t.Logf("load: ok=%d failed=%d qps=%.0f p50=%v p99=%v by_node=%v", res.OK, res.Failed, res.QPS, res.P50, res.P99, res.ByNode)
+}
+
+func TestRoundRobinSplitsEvenlyOverThreeNodes(t *testing.T) {
+	cluster := startCluster(t, 3, nodeTemplate(t))
+	conn := dial(t, cluster)
+	nodes := ids(cluster.Nodes())
+	waitAllAnswer(t, conn, nodes...)
+
+	const calls = 3000
+	res, err := load.Run(t.Context(), conn, load.Config{RPC: load.Get, Concurrency: 8, Requests: calls, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != calls {
+		t.Fatalf("ok=%d failed=%d %v, want %d calls OK", res.OK, res.Failed, res.Errors, calls)
+	}
+	share := calls / len(nodes)
+	for _, id := range nodes {
+		if got := res.ByNode[id]; got < share*9/10 || got > share*11/10 {
+			t.Errorf("%s answered %d calls, want %d ± 10%%; by_node %v", id, got, share, res.ByNode)
+		}
+	}
+	if len(res.ByNode) != len(nodes) {
+		t.Errorf("by_node %v names other nodes than %v", res.ByNode, nodes)
+	}
+	t.Logf("by_node %v", res.ByNode)
+}
+
+// TestNewNodeServesWithinASecondOfRegistering measures, under load, the time
+// from a new node's key appearing in etcd to the first response from it.
+func TestNewNodeServesWithinASecondOfRegistering(t *testing.T) {
+	template := nodeTemplate(t)
+	cluster := startCluster(t, 2, template)
+	conn := dial(t, cluster)
+	waitAllAnswer(t, conn, ids(cluster.Nodes())...)
+	registry := watchRegistry(t, cluster.EtcdURL())
+	calls := &answerLog{ClientConnInterface: conn}
+	background := startLoad(t, calls, load.Get)
+
+	const trials = 5
+	var delays []time.Duration
+	for i := range trials {
+		cfg := template
+		cfg.NodeID = fmt.Sprintf("new-%d", i+1)
+		key := discovery.Prefix(cfg.Service) + cfg.NodeID
+		n, err := cluster.StartNode(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "the watch to see "+key, func() bool { return !registry.putAt(key).IsZero() })
+		waitFor(t, 5*time.Second, cfg.NodeID+" to answer a call", func() bool { return !calls.first(cfg.NodeID).IsZero() })
+		delay := calls.first(cfg.NodeID).Sub(registry.putAt(key))
+		if delay >= time.Second {
+			t.Errorf("%s answered its first call %v after its key appeared, want < 1s", cfg.NodeID, delay)
+		}
+		delays = append(delays, delay)
+		if err := cluster.StopNode(n); err != nil {
+			t.Fatalf("StopNode %s: %v", cfg.NodeID, err)
+		}
+	}
+	res := background.stop(t)
+	if res.Failed != 0 {
+		t.Errorf("%d of %d calls failed while nodes joined and left: %v", res.Failed, res.OK+res.Failed, res.Errors)
+	}
+	slices.Sort(delays)
+	t.Logf("key written → first response from the new node, %d trials: min %v, median %v, max %v (all: %v)",
+		trials, delays[0], delays[trials/2], delays[trials-1], delays)
+	t.Logf("load: ok=%d failed=%d qps=%.0f by_node=%v", res.OK, res.Failed, res.QPS, res.ByNode)
+}
+
+func TestNoNodesFailsFastNamingTheService(t *testing.T) {
+	template := nodeTemplate(t)
+	cluster := startCluster(t, 1, template)
+	if err := cluster.StopNode(cluster.Nodes()[0]); err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, cluster)
+
+	const deadline = 5 * time.Second
+	ctx, cancel := context.WithTimeout(t.Context(), deadline)
+	defer cancel()
+	start := time.Now()
+	_, err := getFeature(ctx, conn)
+	took := time.Since(start)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("GetFeature with no node: %v, want Unavailable", err)
+	}
+	if took >= time.Second {
+		t.Errorf("GetFeature with no node failed after %v, want < 1s (its deadline was %v)", took, deadline)
+	}
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, target) {
+		t.Errorf("error %q does not name %s", msg, target)
+	}
+	t.Logf("failed in %v: %v", took, err)
+
+	// A call that waits for a node gets one as soon as one registers.
+	type outcome struct {
+		node string
+		err  error
+	}
+	waiting := make(chan struct{})
+	result := make(chan outcome, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		close(waiting)
+		id, err := getFeature(ctx, conn, grpc.WaitForReady(true))
+		result <- outcome{id, err}
+	}()
+	<-waiting
+	cfg := template
+	cfg.NodeID = "late"
+	if _, err := cluster.StartNode(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-result; got.err != nil || got.node != "late" {
+		t.Errorf("waiting GetFeature: answered by %q, %v; want answered by late", got.node, got.err)
+	}
+}
+
+func TestDuplicateNodeIDIsRefused(t *testing.T) {
+	template := nodeTemplate(t)
+	template.NodeID = "n1"
+	cluster := startCluster(t, 1, template)
+	first := cluster.Nodes()[0]
+
+	cfg := template
+	cfg.Etcd = []string{cluster.EtcdURL()}
+	second, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.AdvertisedAddr() == first.AdvertisedAddr() {
+		t.Fatalf("both nodes advertise %s", first.AdvertisedAddr())
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = second.Run(ctx)
+	took := time.Since(start)
+	if !errors.Is(err, discovery.ErrNodeIDTaken) {
+		t.Fatalf("Run of a second n1 = %v, want ErrNodeIDTaken", err)
+	}
+	if took > template.LeaseTTL {
+		t.Errorf("Run of a second n1 returned after %v, want well within the TTL of %v", took, template.LeaseTTL)
+	}
+	t.Logf("refused in %v: %v", took, err)
+
+	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{cluster.EtcdURL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	key := discovery.Prefix(cfg.Service) + "n1"
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 {
+		t.Fatalf("%s: %d keys, want 1", key, len(resp.Kvs))
+	}
+	if ep, err := discovery.DecodeEndpoint(key, resp.Kvs[0].Value); err != nil || ep.Addr != first.AdvertisedAddr() {
+		t.Errorf("%s holds %+v (%v), want the first node's %s", key, ep, err, first.AdvertisedAddr())
+	}
+	// And the first node still serves every call.
+	res, err := load.Run(ctx, dial(t, cluster), load.Config{RPC: load.Get, Concurrency: 2, Requests: 50, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 50 || res.ByNode["n1"] != 50 {
+		t.Errorf("after the refusal: ok=%d failed=%d by_node=%v, want 50 calls answered by n1", res.OK, res.Failed, res.ByNode)
+	}
+}
+
+// TestCloseLeavesNoGoroutine runs a cluster through what `node -dev` does:
+// start, serve a client, drain one node, close.
+func TestCloseLeavesNoGoroutine(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	template := nodeTemplate(t)
+	template.DrainDelay = 0
+	cluster, err := devcluster.Start(ctx, devcluster.Config{Nodes: 3, Node: template, EtcdAddr: "127.0.0.1:0", Logger: template.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.Close() }) // if the test stops early; closing again does nothing
+	conn, err := clientcli.Dial(ctx, target, []string{cluster.EtcdURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := load.Run(ctx, conn, load.Config{RPC: load.Mix, Concurrency: 4, Requests: 200, Timeout: 5 * time.Second})
+	if err != nil || res.OK != 200 {
+		t.Errorf("load: %+v, %v", res, err)
+	}
+	if err := cluster.StopNode(cluster.Nodes()[0]); err != nil {
+		t.Errorf("StopNode: %v", err)
+	}
+	if err := conn.Close(); err != nil {
+		t.Errorf("close the client: %v", err)
+	}
+	if err := cluster.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	goleak.VerifyNone(t, before)
+}
