@@ -90,6 +90,10 @@ func NewResolverMetrics(reg prometheus.Registerer) (*ResolverMetrics, error) {
 func (m *ResolverMetrics) Updated(service string, n int) {
 	m.endpoints.WithLabelValues(service).Set(float64(n))
 	m.updates.WithLabelValues(service).Inc()
+	// A series exists only once touched: touch the rarer ones too, so that
+	// a dashboard shows 0 rather than nothing until the first event.
+	m.restarts.WithLabelValues(service)
+	m.malformed.WithLabelValues(service)
 }
 func (m *ResolverMetrics) WatchRestarted(service string) { m.restarts.WithLabelValues(service).Inc() }
 func (m *ResolverMetrics) Malformed(service string)      { m.malformed.WithLabelValues(service).Inc() }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"strings"
 
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
@@ -19,7 +20,7 @@ import (
 // Exit statuses.
 const (
 	ExitOK     = 0 // the command did what it was asked
-	ExitFailed = 1 // an RPC failed
+	ExitFailed = 1 // an RPC failed, or the metrics listener could not start
 	ExitUsage  = 2 // the command line or the input was wrong
 )
 
@@ -48,6 +49,12 @@ func withProgress(report func(load.Progress)) Option {
 	return func(c *cli) { c.onProgress = report }
 }
 
+// withMetricsAddr tells report the address the metrics server listens on,
+// once it does: the port that --metrics-listen HOST:0 took.
+func withMetricsAddr(report func(net.Addr)) Option {
+	return func(c *cli) { c.onMetricsAddr = report }
+}
+
 // cli is one run of the client.
 type cli struct {
 	io         IO
@@ -56,6 +63,12 @@ type cli struct {
 	cfg        Config
 	rng        *rand.Rand
 	onProgress func(load.Progress)
+
+	// serveMetrics says that the command serves metrics when it connects:
+	// it runs for long and --metrics-listen is set.
+	serveMetrics  bool
+	metrics       *metricsServer // while the command runs
+	onMetricsAddr func(net.Addr)
 }
 
 // usageError is a mistake on the command line or in the input: exit 2.
@@ -75,21 +88,25 @@ var errHelp = flag.ErrHelp
 type command struct {
 	name, args, summary string
 	run                 func(c *cli, ctx context.Context, args []string) error
+	// longRunning commands serve metrics with --metrics-listen; the others
+	// are over before anyone could scrape them, and ignore it.
+	longRunning bool
 }
 
 var commands = []command{
-	{"get", "LAT LON", "print the feature at a point", (*cli).get},
-	{"list", "LAT1 LON1 LAT2 LON2", "print every feature in the rectangle between two corners", (*cli).list},
-	{"record", "N", "record a random route of N points over known features", (*cli).record},
-	{"chat", "", "send the notes read from stdin, one \"LAT LON message\" a line,\nand print every note that comes back", (*cli).chat},
-	{"tour", "", "call all four RPCs as the canonical RouteGuide client does,\nwith several GetFeature calls in flight at once", (*cli).tour},
-	{"load", "[LOAD FLAGS]", "call from several workers at once and report ok, failed by\ncode, QPS, p50/p90/p99 latency and the calls each node answered", (*cli).load},
+	{"get", "LAT LON", "print the feature at a point", (*cli).get, false},
+	{"list", "LAT1 LON1 LAT2 LON2", "print every feature in the rectangle between two corners", (*cli).list, false},
+	{"record", "N", "record a random route of N points over known features", (*cli).record, false},
+	{"chat", "", "send the notes read from stdin, one \"LAT LON message\" a line,\nand print every note that comes back", (*cli).chat, true},
+	{"tour", "", "call all four RPCs as the canonical RouteGuide client does,\nwith several GetFeature calls in flight at once", (*cli).tour, false},
+	{"load", "[LOAD FLAGS]", "call from several workers at once and report ok, failed by\ncode, QPS, p50/p90/p99 latency and the calls each node answered", (*cli).load, true},
 }
 
 // Main runs the client with args (without the program name) and returns the
-// exit status: 0 on success, 1 when an RPC failed, 2 on bad usage. Flags take
-// their defaults from the environment through lookupEnv (os.LookupEnv in a
-// program). When ctx ends, the command stops; load still prints its summary.
+// exit status: 0 on success, 1 when an RPC failed (or load and chat could not
+// listen on --metrics-listen), 2 on bad usage. Flags take their defaults from
+// the environment through lookupEnv (os.LookupEnv in a program). When ctx
+// ends, the command stops; load still prints its summary.
 func Main(ctx context.Context, args []string, stdio IO, lookupEnv func(string) (string, bool), opts ...Option) int {
 	if stdio.Stdin == nil {
 		stdio.Stdin = strings.NewReader("")
@@ -138,12 +155,24 @@ func (c *cli) main(ctx context.Context, args []string) int {
 	}
 	for _, cmd := range commands {
 		if cmd.name == name {
-			return c.exit(name, cmd.run(c, ctx, rest))
+			return c.exit(name, c.run(ctx, cmd, rest))
 		}
 	}
 	fmt.Fprintf(c.io.Stderr, "client: unknown command %q\n\n", name)
 	c.usage()
 	return ExitUsage
+}
+
+// run runs cmd, and stops the metrics server, if it started one, once cmd is
+// done: it serves for the whole life of the command, summary included.
+func (c *cli) run(ctx context.Context, cmd command, args []string) error {
+	c.serveMetrics = cmd.longRunning && c.cfg.MetricsListen != ""
+	err := cmd.run(c, ctx, args)
+	if c.metrics != nil {
+		c.metrics.Close()
+		c.metrics = nil
+	}
+	return err
 }
 
 // exit reports err, the outcome of command name, and returns the exit status.
@@ -167,9 +196,26 @@ func (c *cli) exit(name string, err error) int {
 }
 
 // connect dials the configured target. A target that cannot be dialled is a
-// usage error: gRPC dials lazily, so only the flags can be wrong here.
+// usage error: gRPC dials lazily, so only the flags can be wrong here. A
+// command that serves metrics listens first, so that a port in use fails it
+// (exit 1) before any call is made; the metrics server runs until the
+// command returns.
 func (c *cli) connect(ctx context.Context) (*Conn, error) {
-	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd)
+	var opts []DialOption
+	if c.serveMetrics {
+		m, err := newClientMetrics()
+		if err != nil {
+			return nil, err
+		}
+		if c.metrics, err = serveMetrics(c.cfg.MetricsListen, m.registry); err != nil {
+			return nil, err
+		}
+		if c.onMetricsAddr != nil {
+			c.onMetricsAddr(c.metrics.Addr())
+		}
+		opts = m.dialOptions()
+	}
+	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd, opts...)
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -236,11 +282,27 @@ Output:
   feature or note as it arrives. load draws a progress bar on stderr when
   stderr is a terminal.
 
+Metrics:
+  With --metrics-listen HOST:PORT, load and chat serve Prometheus metrics at
+  http://HOST:PORT/metrics for as long as they run:
+    grpc_client_started_total, grpc_client_handled_total,
+    grpc_client_msg_sent_total, grpc_client_msg_received_total and the
+    grpc_client_handling_seconds histogram (go-grpc-middleware);
+    routeguide_resolver_endpoints, routeguide_resolver_updates_total,
+    routeguide_resolver_watch_restarts_total and
+    routeguide_resolver_malformed_entries_total, by service (etcd:/// only);
+    routeguide_client_calls_total by node_id (from the %s header,
+    "unknown" when no node answered), grpc_method and grpc_code;
+    and the Go and process collectors.
+  They listen before they dial: a port in use exits 1. get, list, record and
+  tour end before anyone could scrape them, and ignore the flag.
+
 Environment:
   Every flag may also be set by %s<FLAG>, upper case with underscores
   (%s=127.0.0.1:50051, %s=32); flags win.
 
-Exit status: 0 on success, 1 when an RPC failed, 2 on bad usage.
+Exit status: 0 on success, 1 when an RPC failed or the metrics port is
+in use, 2 on bad usage.
 
 Examples:
   client --target 127.0.0.1:50051 get 40.9 -74.3
@@ -250,7 +312,8 @@ Examples:
   client --target 127.0.0.1:50051 tour
   client --target 127.0.0.1:50051 load --rpc get --concurrency 8 --requests 10000
   client --target 127.0.0.1:50051 --json load --rpc mix --concurrency 32 --duration 30s
-`, mixDescription, load.RoutePoints, load.ChatNotes, load.NodeHeader,
+  client --metrics-listen 127.0.0.1:9100 load --duration 5m
+`, mixDescription, load.RoutePoints, load.ChatNotes, load.NodeHeader, load.NodeHeader,
 		flagenv.Prefix, flagenv.VarName("target"), flagenv.VarName("concurrency"))
 }
 

@@ -360,7 +360,7 @@ func TestTourCallsAllFourRPCsAsTheCanonicalClientDoes(t *testing.T) {
 // round robin, and returns once calls have reached every node, so that a
 // test does not depend on how fast the connections come up.
 func dialRoundRobin(addrs ...string) DialFunc {
-	return func(ctx context.Context, _ string, _ []string) (*Conn, error) {
+	return func(ctx context.Context, _ string, _ []string, dialOpts ...DialOption) (*Conn, error) {
 		r := manual.NewBuilderWithScheme("nodes")
 		var state resolver.State
 		for _, a := range addrs {
@@ -368,6 +368,7 @@ func dialRoundRobin(addrs ...string) DialFunc {
 		}
 		r.InitialState(state)
 		opts := append(balancer.DialOptions(), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		opts = append(opts, newDialSettings(dialOpts).grpc...)
 		conn, err := grpc.NewClient(r.Scheme()+":///routeguide", opts...)
 		if err != nil {
 			return nil, err
@@ -575,7 +576,7 @@ func TestHelpPrintsUsageToStderrAndExitsZero(t *testing.T) {
 			if out.code != ExitOK || out.stdout != "" {
 				t.Errorf("exit %d, stdout %q; want 0 and nothing", out.code, out.stdout)
 			}
-			for _, want := range []string{"Usage: client", "get LAT LON", "list LAT1 LON1 LAT2 LON2", "record N", "chat", "tour", "load [LOAD FLAGS]", "-concurrency", "ROUTEGUIDE_", "Examples:", "client --target 127.0.0.1:50051 get 40.9 -74.3"} {
+			for _, want := range []string{"Usage: client", "get LAT LON", "list LAT1 LON1 LAT2 LON2", "record N", "chat", "tour", "load [LOAD FLAGS]", "-concurrency", "-metrics-listen", "Metrics:", "routeguide_client_calls_total", "ROUTEGUIDE_", "Examples:", "client --target 127.0.0.1:50051 get 40.9 -74.3"} {
 				if !strings.Contains(out.stderr, want) {
 					t.Errorf("usage lacks %q", want)
 				}

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,8 +21,8 @@ import (
 )
 
 // Config is what the flags before the command set. TLS (--tls-ca,
-// --tls-cert, --tls-key), etcd authentication and --metrics-listen will be
-// fields here, read by the Dial that uses them.
+// --tls-cert, --tls-key) and etcd authentication will be fields here, read by
+// the Dial that uses them.
 type Config struct {
 	// Target is the gRPC target: host:port, or etcd:///SERVICE.
 	Target string
@@ -31,6 +33,9 @@ type Config struct {
 	Timeout time.Duration
 	// JSON asks for JSON output instead of text for people.
 	JSON bool
+	// MetricsListen is where load and chat serve Prometheus metrics while
+	// they run, as host:port. Empty turns metrics off.
+	MetricsListen string
 }
 
 // DefaultConfig is the configuration when no flag is given.
@@ -49,8 +54,22 @@ func (c Config) Validate() error {
 		return errors.New("--target: must not be empty")
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout: %v must be positive", c.Timeout)
+	case c.MetricsListen != "" && !validHostPort(c.MetricsListen):
+		return fmt.Errorf("--metrics-listen: %q is not a host:port address", c.MetricsListen)
 	}
 	return nil
+}
+
+// validHostPort accepts what net.Listen accepts for TCP: an optional host and
+// a numeric port (0 for any). The node checks its --metrics-listen the same
+// way.
+func validHostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	_, err = strconv.ParseUint(port, 10, 16)
+	return err == nil
 }
 
 // register adds the flags that set c to fs.
@@ -59,6 +78,7 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.Var((*listFlag)(&c.Etcd), "etcd", "comma-separated etcd `endpoints`, for etcd:/// targets")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "deadline of each RPC; chat has none")
 	fs.BoolVar(&c.JSON, "json", c.JSON, "print JSON (see Output)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "serve Prometheus metrics on `host:port` while load or chat runs (see Metrics); empty is off")
 }
 
 // listFlag is a comma-separated list; the empty string is the empty list.
@@ -78,8 +98,38 @@ func (l *listFlag) Set(s string) error {
 
 // DialFunc opens the client connection for a target. Every command dials
 // through one, so that resolution, balancing and credentials live in one
-// place.
-type DialFunc func(ctx context.Context, target string, etcdEndpoints []string) (*Conn, error)
+// place. It must honour opts: they carry the client's metrics.
+type DialFunc func(ctx context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error)
+
+// DialOption adds to what Dial does.
+type DialOption func(*dialSettings)
+
+// dialSettings is what the DialOptions of one Dial ask for.
+type dialSettings struct {
+	grpc   []grpc.DialOption
+	events discovery.ResolverEvents // nil: nobody listens
+}
+
+func newDialSettings(opts []DialOption) dialSettings {
+	var s dialSettings
+	for _, opt := range opts {
+		opt(&s)
+	}
+	return s
+}
+
+// WithGRPCOptions adds gRPC dial options, interceptors for example, to those
+// Dial always uses.
+func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
+	return func(s *dialSettings) { s.grpc = append(s.grpc, opts...) }
+}
+
+// WithResolverEvents reports how the resolver of an etcd:/// target follows
+// the registry to events, a *discovery.ResolverMetrics for example. Other
+// targets have no such resolver and ignore it.
+func WithResolverEvents(events discovery.ResolverEvents) DialOption {
+	return func(s *dialSettings) { s.events = events }
+}
 
 // Conn is a connection to the cluster, with the etcd client that keeps an
 // etcd:/// target resolved; Close closes both.
@@ -103,9 +153,11 @@ func (c *Conn) Close() error {
 // targets are resolved from the etcd endpoints with discovery's resolver;
 // other targets (host:port, dns:///name) are resolved by gRPC. Either way the
 // connection uses the dial options of package balancer: round robin over
-// healthy nodes, retries of idempotent calls, keepalive.
-func Dial(_ context.Context, target string, etcdEndpoints []string) (*Conn, error) {
-	opts := append(balancer.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+// healthy nodes, retries of idempotent calls, keepalive; opts add to them.
+func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
+	settings := newDialSettings(opts)
+	dialOpts := append(balancer.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}
 	if strings.HasPrefix(target, discovery.Scheme+":") {
 		if len(etcdEndpoints) == 0 {
@@ -116,9 +168,13 @@ func Dial(_ context.Context, target string, etcdEndpoints []string) (*Conn, erro
 			return nil, err
 		}
 		conn.etcd = cli
-		opts = append(opts, grpc.WithResolvers(discovery.NewBuilder(cli, discovery.WithLogger(quietLogger))))
+		resolverOpts := []discovery.Option{discovery.WithLogger(quietLogger)}
+		if settings.events != nil {
+			resolverOpts = append(resolverOpts, discovery.WithEvents(settings.events))
+		}
+		dialOpts = append(dialOpts, grpc.WithResolvers(discovery.NewBuilder(cli, resolverOpts...)))
 	}
-	cc, err := grpc.NewClient(target, opts...)
+	cc, err := grpc.NewClient(target, dialOpts...)
 	if err != nil {
 		if conn.etcd != nil {
 			conn.etcd.Close()
