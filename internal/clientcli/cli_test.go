@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -24,7 +23,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/load"
-	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/nodetest"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 
@@ -32,32 +31,7 @@ import (
 // and returns its address.
 func startNode(t *testing.T, id string) string {
 	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Etcd = nil
-	cfg.MetricsListen = ""
-	cfg.NodeID = id
-	cfg.DrainDelay = 0
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	n, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node %s: %v", id, err)
-		}
-	})
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		t.Fatalf("node %s stopped before it was ready: %v", id, err)
-	}
-	return n.Addr().String()
+	return nodetest.Start(t, id).Addr().String()
 }
 
 // deadAddr is an address where nothing listens: a port that was just free.

@@ -3,7 +3,6 @@ package load
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"maps"
 	"net"
 	"slices"
@@ -17,37 +16,13 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/nodetest"
 )
 
 // startNode runs a standalone node on an ephemeral port until the test ends.
 func startNode(tb testing.TB, id string) *node.Node {
 	tb.Helper()
-	cfg := node.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Etcd = nil
-	cfg.MetricsListen = ""
-	cfg.NodeID = id
-	cfg.DrainDelay = 0
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	n, err := node.New(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("node %s: %v", id, err)
-		}
-	})
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		tb.Fatalf("node %s stopped before it was ready: %v", id, err)
-	}
-	return n
+	return nodetest.Start(tb, id)
 }
 
 // dial connects to addr and, unless it is dead, makes one call so that the
