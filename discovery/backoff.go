@@ -18,8 +18,16 @@ type Backoff struct {
 // node is back in the registry about 2s at most after etcd returns.
 var DefaultBackoff = Backoff{Base: 50 * time.Millisecond, Max: 2 * time.Second}
 
-// Delay is the wait before retry number attempt (from 0).
+// Delay is the wait before retry number attempt (from 0). A zero Base or Max
+// takes DefaultBackoff's, so that a half-set Backoff never retries in a tight
+// loop.
 func (b Backoff) Delay(attempt int) time.Duration {
+	if b.Base <= 0 {
+		b.Base = DefaultBackoff.Base
+	}
+	if b.Max <= 0 {
+		b.Max = DefaultBackoff.Max
+	}
 	ceiling := b.Max
 	if attempt < 32 {
 		if d := b.Base << attempt; d > 0 && d < ceiling {

@@ -144,6 +144,12 @@ func (f *follower) follow(ctx context.Context, listed func()) error {
 	}
 	f.handOn()
 	listed()
+	// A ResolveNow hint that came while the follower was current must not cut
+	// short the wait after the next failure.
+	select {
+	case <-f.poke:
+	default:
+	}
 	if restarted {
 		f.logger.Info("following the registry again", "endpoints", len(f.endpoints), "revision", resp.Header.Revision)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,10 +63,10 @@ func (reg Registration) validate() error {
 	switch {
 	case reg.Client == nil:
 		return errors.New("register: no etcd client")
-	case reg.Service == "":
-		return errors.New("register: service name is empty")
-	case reg.Metadata.NodeID == "":
-		return errors.New("register: node id is empty")
+	case reg.Service == "" || strings.Contains(reg.Service, "/"):
+		return fmt.Errorf("register: service name %q must be non-empty and without '/', or one service's prefix would hold another's", reg.Service)
+	case reg.Metadata.NodeID == "" || strings.Contains(reg.Metadata.NodeID, "/"):
+		return fmt.Errorf("register: node id %q must be non-empty and without '/'", reg.Metadata.NodeID)
 	case reg.TTL < time.Second:
 		return fmt.Errorf("register: lease TTL %v is below etcd's minimum of 1s", reg.TTL)
 	}
@@ -90,9 +92,15 @@ type Registrar struct {
 	registered chan struct{} // closed at the first registration
 	failed     chan error    // receives the error that stopped the Registrar for good
 	live       atomic.Bool
+	listeners  sync.WaitGroup // the keepalive listeners of the sessions
+
+	deregisterOnce sync.Once
+	deregisterErr  error
 
 	// Owned by the run goroutine until done is closed.
-	session *concurrency.Session
+	session        *concurrency.Session
+	everRegistered bool
+	lastLease      clientv3.LeaseID // the lease of the last successful write
 }
 
 // StartRegistrar validates reg and starts registering in the background. A
@@ -137,7 +145,8 @@ func StartRegistrar(reg Registration) (*Registrar, error) {
 func (r *Registrar) Registered() <-chan struct{} { return r.registered }
 
 // Failed receives the error that stopped the Registrar before it could
-// register at all: today only ErrNodeIDTaken.
+// register at all: today only ErrNodeIDTaken. Call Deregister after it too,
+// to release the lease.
 func (r *Registrar) Failed() <-chan error { return r.failed }
 
 // Live reports whether the node's key is live in etcd, as far as the
@@ -146,8 +155,15 @@ func (r *Registrar) Live() bool { return r.live.Load() }
 
 // Deregister stops the Registrar and revokes its lease, so that the key
 // disappears at once rather than at the end of the TTL. It waits for the
-// background goroutine, and for the revoke until ctx ends.
+// background goroutines, and for the revoke until ctx ends; when the revoke
+// fails, the key goes when the lease expires. Later calls return the first
+// call's result.
 func (r *Registrar) Deregister(ctx context.Context) error {
+	r.deregisterOnce.Do(func() { r.deregisterErr = r.deregister(ctx) })
+	return r.deregisterErr
+}
+
+func (r *Registrar) deregister(ctx context.Context) error {
 	r.cancel()
 	<-r.done
 	r.setLive(false)
@@ -155,6 +171,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 		return nil
 	}
 	r.session.Orphan()
+	r.listeners.Wait()
 	if _, err := r.reg.Client.Revoke(ctx, r.session.Lease()); err != nil {
 		return fmt.Errorf("deregister %s: revoke lease: %w", r.key, err)
 	}
@@ -176,18 +193,17 @@ func (r *Registrar) setLive(live bool) {
 // run registers, waits until the registration is lost, and starts over.
 func (r *Registrar) run(ctx context.Context) {
 	defer close(r.done)
-	var everRegistered bool
 	var lastErr string
 	for failures := 0; ; {
 		err := r.registerAndHold(ctx, func() {
-			everRegistered = true
+			r.everRegistered = true
 			failures, lastErr = 0, ""
 		})
 		if ctx.Err() != nil {
 			return
 		}
 		r.setLive(false)
-		if errors.Is(err, ErrNodeIDTaken) && !everRegistered {
+		if errors.Is(err, ErrNodeIDTaken) && !r.everRegistered {
 			r.logger.Error("cannot register", "error", err)
 			r.failed <- err
 			return
@@ -226,6 +242,7 @@ func (r *Registrar) registerAndHold(ctx context.Context, registered func()) erro
 	if err != nil {
 		return err
 	}
+	r.lastLease = r.session.Lease()
 	r.setLive(true)
 	registered()
 	select {
@@ -258,7 +275,10 @@ func (r *Registrar) newSession(ctx context.Context) (*concurrency.Session, error
 	}
 	kept, err := r.reg.Client.KeepAlive(session.Ctx(), lease.ID)
 	if err == nil {
+		// The channel closes when the session ends (Orphan, or the lease is lost).
+		r.listeners.Add(1)
 		go func() {
+			defer r.listeners.Done()
 			for range kept {
 				r.events.KeptAlive()
 			}
@@ -292,20 +312,29 @@ func (r *Registrar) put(ctx context.Context) (int64, error) {
 }
 
 // takeOver replaces a key that is already live when it is this node's own:
-// written under this session's lease, or by an earlier run of this node at
-// the same address (a process restarted faster than its old lease expired).
-// A key at another address belongs to another node: never overwrite it.
+// written under this session's lease or this Registrar's last one (a lease
+// the client gave up on while etcd still held it), or, before this Registrar
+// has ever registered, by an earlier run of this node at the same address (a
+// process restarted faster than its old lease expired). Anything else
+// belongs to another node: never overwrite it. Once registered, not even a
+// holder at the same address is taken over, or two processes with one id
+// and one advertised name would overwrite each other's key forever.
 func (r *Registrar) takeOver(ctx context.Context, held *mvccpb.KeyValue) (int64, error) {
 	lease := r.session.Lease()
-	if clientv3.LeaseID(held.Lease) == lease && string(held.Value) == r.value {
+	heldLease := clientv3.LeaseID(held.Lease)
+	if heldLease == lease && string(held.Value) == r.value {
 		return held.ModRevision, nil
 	}
-	if ep, err := DecodeEndpoint(r.key, held.Value); err != nil || ep.Addr != r.reg.Addr {
-		holder := "an unreadable value"
-		if err == nil {
-			holder = "a node at " + ep.Addr
+	ours := heldLease == lease || (r.lastLease != clientv3.NoLease && heldLease == r.lastLease)
+	if !ours {
+		ep, err := DecodeEndpoint(r.key, held.Value)
+		if r.everRegistered || err != nil || ep.Addr != r.reg.Addr {
+			holder := "an unreadable value"
+			if err == nil {
+				holder = "a node at " + ep.Addr
+			}
+			return 0, fmt.Errorf("%w: %s is held by %s under another lease, and this node advertises %s", ErrNodeIDTaken, r.key, holder, r.reg.Addr)
 		}
-		return 0, fmt.Errorf("%w: %s is held by %s, and this node advertises %s", ErrNodeIDTaken, r.key, holder, r.reg.Addr)
 	}
 	resp, err := r.reg.Client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(r.key), "=", held.ModRevision)).
@@ -317,7 +346,7 @@ func (r *Registrar) takeOver(ctx context.Context, held *mvccpb.KeyValue) (int64,
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("take over %s: key changed during the write", r.key)
 	}
-	r.logger.Info("took over the key of an earlier run at the same address", "old_lease", fmt.Sprintf("%x", held.Lease))
+	r.logger.Info("took over a key this node wrote before", "old_lease", fmt.Sprintf("%x", held.Lease))
 	return resp.Header.Revision, nil
 }
 

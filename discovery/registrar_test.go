@@ -272,3 +272,42 @@ func TestRegistrationIsValidated(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoLiveNodesWithOneIDAndAddressDoNotFight: a second process with the
+// same id and advertised address looks like a restart of the first, so it
+// takes the key over once; the first, which registered before, must not
+// take it back, or the two would overwrite each other for ever.
+func TestTwoLiveNodesWithOneIDAndAddressDoNotFight(t *testing.T) {
+	ctx := testContext(t)
+	cli := newClient(t, startEtcd(t).ClientURL())
+	firstEvents := &counters{}
+	reg := registration(cli, "n1", "10.0.0.1:50051")
+	reg.Events = firstEvents
+	first := startRegistrar(t, reg)
+	waitRegistered(t, first)
+
+	second := startRegistrar(t, registration(cli, "n1", "10.0.0.1:50051"))
+	waitRegistered(t, second)
+	eventually(t, 5*time.Second, "first registrar did not notice the key was taken", not(first.Live))
+
+	before, err := cli.Get(ctx, reg.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Give the first registrar time for several retries (its backoff is at
+	// most 100ms here); not one of them may write the key.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond) // observation window, not synchronisation
+		after, err := cli.Get(ctx, reg.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Kvs[0].ModRevision != before.Kvs[0].ModRevision {
+			t.Fatalf("the key was written again (revision %d, then %d): the registrars fight over it", before.Kvs[0].ModRevision, after.Kvs[0].ModRevision)
+		}
+	}
+	if got := firstEvents.get(&firstEvents.registered); got != 1 {
+		t.Errorf("first registrar registered %d times, want 1", got)
+	}
+}

@@ -98,6 +98,12 @@ func (c *Cluster) nodeConfig(i int) (node.Config, error) {
 			return cfg, fmt.Errorf("--metrics-listen: %w", err)
 		}
 	}
+	if cfg.Advertise != "" {
+		// Each node must register its own port, not the first node's.
+		if cfg.Advertise, err = shiftPort(cfg.Advertise, i); err != nil {
+			return cfg, fmt.Errorf("--advertise: %w", err)
+		}
+	}
 	if cfg.NodeID != "" && c.cfg.Nodes > 1 {
 		cfg.NodeID = fmt.Sprintf("%s-%d", cfg.NodeID, i+1)
 	}
@@ -129,6 +135,22 @@ func (c *Cluster) EtcdURL() string { return c.etcd.ClientURL() }
 
 // Etcd is the embedded etcd server, for tests that stop it.
 func (c *Cluster) Etcd() *localetcd.Server { return c.etcd }
+
+// RestartEtcd starts the embedded etcd again, on the same data directory and
+// client address, after a test has stopped it with Etcd().Close(); it stops
+// it first if it still runs. The nodes' clients reconnect to the address
+// they know. Call it from the goroutine that calls the Cluster's other
+// methods.
+func (c *Cluster) RestartEtcd() error {
+	addr := c.etcd.ClientAddr()
+	c.etcd.Close()
+	etcd, err := localetcd.Start(localetcd.Config{Dir: c.dir, ClientAddr: addr})
+	if err != nil {
+		return fmt.Errorf("restart etcd: %w", err)
+	}
+	c.etcd = etcd
+	return nil
+}
 
 // Nodes returns the nodes that are running, in the order they started.
 func (c *Cluster) Nodes() []*node.Node {

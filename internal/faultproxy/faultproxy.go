@@ -50,6 +50,9 @@ func (p *Proxy) Addr() string { return p.listener.Addr().String() }
 func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.mode == silent {
+		close(p.resumed) // release the pipes held back, into closed connections
+	}
 	p.mode = refusing
 	for c := range p.conns {
 		c.Close()
@@ -87,8 +90,8 @@ func (p *Proxy) Close() {
 	}
 	if p.mode == silent {
 		close(p.resumed)
-		p.mode = refusing
 	}
+	p.mode = refusing
 	p.mu.Unlock()
 	p.wg.Wait()
 }

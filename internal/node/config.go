@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/routeguide"
@@ -83,7 +84,8 @@ func (c Config) Validate() error {
 	check(validHostPort(c.Listen), "listen", "%q is not a host:port address", c.Listen)
 	check(c.Advertise == "" || validAdvertise(c.Advertise), "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
 	check(c.MetricsListen == "" || validHostPort(c.MetricsListen), "metrics-listen", "%q is not a host:port address", c.MetricsListen)
-	check(c.Service != "", "service", "must not be empty")
+	check(c.Service != "" && !strings.Contains(c.Service, "/"), "service", "%q must be non-empty and without '/'", c.Service)
+	check(!strings.Contains(c.NodeID, "/"), "node-id", "%q must not contain '/'", c.NodeID)
 	check(c.LeaseTTL >= time.Second, "lease-ttl", "%v is shorter than etcd's minimum of 1s", c.LeaseTTL)
 	check(c.LeaseTTL%time.Second == 0, "lease-ttl", "%v is not a whole number of seconds, as etcd leases are", c.LeaseTTL)
 	check(c.DrainDelay >= 0, "drain-delay", "%v is negative", c.DrainDelay)

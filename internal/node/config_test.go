@@ -28,6 +28,8 @@ func TestValidateNamesTheFlagAtFault(t *testing.T) {
 		{"metrics disabled", func(c *Config) { c.MetricsListen = "" }, ""},
 		{"standalone", func(c *Config) { c.Etcd = nil }, ""},
 		{"empty service", func(c *Config) { c.Service = "" }, "--service"},
+		{"service with a slash", func(c *Config) { c.Service = "routeguide/canary" }, "--service"},
+		{"node id with a slash", func(c *Config) { c.NodeID = "a/b" }, "--node-id"},
 		{"lease shorter than a second", func(c *Config) { c.LeaseTTL = 500 * time.Millisecond }, "--lease-ttl"},
 		{"lease of a fraction of a second", func(c *Config) { c.LeaseTTL = 1500 * time.Millisecond }, "--lease-ttl"},
 		{"negative drain delay", func(c *Config) { c.DrainDelay = -time.Second }, "--drain-delay"},

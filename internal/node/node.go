@@ -93,12 +93,18 @@ func New(cfg Config) (*Node, error) {
 	metrics, err := newNodeMetrics(db.Len(), store)
 	if err != nil {
 		listener.Close()
+		if etcd != nil {
+			etcd.Close()
+		}
 		return nil, err
 	}
 	var metricsListener net.Listener
 	if cfg.MetricsListen != "" {
 		if metricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			listener.Close()
+			if etcd != nil {
+				etcd.Close()
+			}
 			return nil, fmt.Errorf("listen for metrics: %w", err)
 		}
 	}
@@ -185,7 +191,7 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 // standalone node is never registered.
 func (n *Node) Registered() bool { return n.registrar != nil && n.registrar.Live() }
 
-// Run serves until ctx ends and then drains (see drain). A node registers
+// Run serves until ctx ends and then drains (see drain). Call it once. A node registers
 // only once it serves and its health is SERVING, and keeps serving its
 // clients whatever etcd does. Run returns nil after a clean drain, or the
 // error that stopped the node: the gRPC server failed, or another live node
@@ -193,9 +199,6 @@ func (n *Node) Registered() bool { return n.registrar != nil && n.registrar.Live
 func (n *Node) Run(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- n.server.Serve(n.listener) }()
-	if n.httpServer != nil {
-		go n.httpServer.Serve(n.metricsListener)
-	}
 	n.setServing(healthpb.HealthCheckResponse_SERVING)
 	n.serving.Store(true)
 	n.logger.Info("serving", "addr", n.listener.Addr().String(), "advertise", n.advertise, "features", n.features.Len())
@@ -213,8 +216,7 @@ func (n *Node) Run(ctx context.Context) error {
 			Events:   n.metrics.registration,
 		})
 		if err != nil {
-			n.server.Stop()
-			n.etcd.Close()
+			n.stopNow()
 			return err
 		}
 		n.registrar = reg
@@ -222,6 +224,10 @@ func (n *Node) Run(ctx context.Context) error {
 		n.view = discovery.WatchService(n.etcd, n.cfg.Service, discovery.WithLogger(n.logger))
 	} else {
 		close(n.ready)
+	}
+	// Started only now: its handlers read the registrar and the view.
+	if n.httpServer != nil {
+		go n.httpServer.Serve(n.metricsListener)
 	}
 
 	for {
@@ -298,10 +304,12 @@ func (n *Node) closeRest() {
 func (n *Node) drain() {
 	n.logger.Info("draining", "drain_delay", n.cfg.DrainDelay.String())
 	if n.registrar != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+		// A revoke takes milliseconds; when etcd is out of reach, waiting
+		// longer only delays the drain, and the key goes when the lease
+		// expires, within the TTL.
+		ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 		if err := n.registrar.Deregister(ctx); err != nil {
-			// The key goes when the lease expires, within the TTL.
-			n.logger.Warn("could not revoke the lease", "error", err)
+			n.logger.Warn("could not revoke the lease; the key expires with it", "error", err, "lease_ttl", n.cfg.LeaseTTL.String())
 		}
 		cancel()
 	}
@@ -328,6 +336,9 @@ func (n *Node) drain() {
 	n.closeRest()
 	n.logger.Info("stopped")
 }
+
+// revokeTimeout bounds the lease revoke at the start of a drain.
+const revokeTimeout = 2 * time.Second
 
 func wait(d time.Duration) {
 	if d <= 0 {
