@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Builds every image deploy/docker-compose.yml uses, without pulling anything
+# from any registry:
+#
+#   routeguide/node:dev        cmd/node, and grpc-health-probe for its healthcheck
+#   routeguide/client:dev      cmd/client
+#   routeguide/etcd:dev        etcd and etcdctl, from etcd's Go module at the
+#                              version go.mod requires (deploy/etcd/build)
+#   routeguide/prometheus:dev  Prometheus from Debian's package, with the libraries it links
+#
+# The Go binaries are built here, static (CGO_ENABLED=0); each image is FROM
+# scratch (deploy/Dockerfile.prebuilt), runs as 65532:65532, and holds nothing
+# but them. After it, `docker compose -f deploy/docker-compose.yml up -d` (or
+# docker-compose) pulls nothing. Re-runs are quick: Go's build cache and
+# Docker's layer cache make an unchanged image a no-op.
+#
+# Needs: go, docker, and Debian's apt. It takes /usr/bin/prometheus when the
+# prometheus package is installed; otherwise it unpacks the package (apt-get
+# download, then dpkg-deb -x: nothing is installed, no service started).
+# Usage: bash deploy/build-images.sh
+set -euo pipefail
+trap 'echo "build-images.sh: FAILED (line $LINENO: $BASH_COMMAND)" >&2' ERR
+
+# The one place the health probe's version is pinned for this script;
+# deploy/Dockerfile has the same (TestPinnedVersionsAgree checks it).
+GRPC_HEALTH_PROBE_VERSION=v0.4.61
+TAG=dev
+
+cd "$(dirname "$0")/.."
+root=$PWD
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { echo "build-images.sh: $*" >&2; exit 1; }
+
+command -v go >/dev/null || PATH="/usr/local/go/bin:$PATH"
+command -v go >/dev/null || die "go is not on PATH (nor in /usr/local/go/bin)"
+command -v docker >/dev/null || die "docker is not on PATH"
+docker info >/dev/null 2>&1 || die "docker info fails: is the Docker daemon running, and may this user use it?"
+command -v ldd >/dev/null || die "ldd is not on PATH"
+
+# etcd: the build module must pin the version the routeguide module uses.
+etcd_version=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
+for mod in go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3; do
+  pinned=$(cd deploy/etcd/build && go list -m -f '{{.Version}}' "$mod")
+  if [ "$pinned" != "$etcd_version" ]; then
+    die "deploy/etcd/build pins $mod $pinned, but go.mod requires go.etcd.io/etcd/server/v3 $etcd_version. Align them:
+  (cd deploy/etcd/build && go mod edit -require=go.etcd.io/etcd/server/v3@$etcd_version -require=go.etcd.io/etcd/etcdctl/v3@$etcd_version && go mod tidy)"
+  fi
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/routeguide-images.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+ctx=$work/context # the build context: only what the images hold
+mkdir -p "$ctx"/{node,client,etcd,prometheus,empty} "$work/deb"
+
+export CGO_ENABLED=0 GOOS=linux
+gobuild=(go build -trimpath -buildvcs=false -ldflags='-s -w')
+
+say "go build: node, client (routeguide $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+"${gobuild[@]}" -o "$ctx/node/node" ./cmd/node
+"${gobuild[@]}" -o "$ctx/client/client" ./cmd/client
+
+say "go install: github.com/grpc-ecosystem/grpc-health-probe@$GRPC_HEALTH_PROBE_VERSION"
+GOBIN="$ctx/node" go install -trimpath -buildvcs=false -ldflags='-s -w' \
+  "github.com/grpc-ecosystem/grpc-health-probe@$GRPC_HEALTH_PROBE_VERSION"
+
+say "go build: etcd, etcdctl $etcd_version (deploy/etcd/build)"
+(cd deploy/etcd/build && "${gobuild[@]}" -o "$ctx/etcd/" ./cmd/etcd ./cmd/etcdctl)
+
+if [ -x /usr/bin/prometheus ]; then
+  prometheus=/usr/bin/prometheus
+  prometheus_version=$(dpkg-query -W -f='${Version}' prometheus 2>/dev/null || echo unknown)
+  say "prometheus $prometheus_version: $prometheus (installed) and the libraries ldd lists"
+else
+  say "prometheus: not installed; unpacking Debian's package (apt-get download prometheus)"
+  if ! (cd "$work/deb" && apt-get download prometheus); then
+    [ "$(id -u)" = 0 ] || die "apt-get download prometheus failed; run apt-get update (as root), or apt-get install prometheus"
+    apt-get update -qq
+    (cd "$work/deb" && apt-get download prometheus) || die "apt-get download prometheus failed"
+  fi
+  deb=$(echo "$work"/deb/prometheus_*.deb)
+  dpkg-deb -x "$deb" "$work/deb/root"
+  prometheus=$work/deb/root/usr/bin/prometheus
+  prometheus_version=$(dpkg-deb -f "$deb" Version)
+  say "prometheus $prometheus_version: $(basename "$deb") and the libraries ldd lists"
+fi
+libs=$(ldd "$prometheus") || die "ldd $prometheus failed"
+if grep -q 'not found' <<<"$libs"; then
+  die "ldd $prometheus: a library is missing:
+$libs"
+fi
+mkdir -p "$ctx/prometheus/usr/bin"
+cp "$prometheus" "$ctx/prometheus/usr/bin/prometheus"
+echo "  /usr/bin/prometheus"
+for f in $(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$libs"); do
+  cp -L --parents "$f" "$ctx/prometheus/"
+  echo "  $f"
+done
+
+build() {
+  local target=$1
+  shift
+  say "docker build: routeguide/$target:$TAG"
+  docker build --target "$target" -t "routeguide/$target:$TAG" "$@" \
+    -f "$root/deploy/Dockerfile.prebuilt" "$ctx"
+}
+# The legacy builder (no BuildKit) builds every stage up to the target, so
+# the prometheus target gets the etcd stage's argument too, for its cache.
+build node
+build client
+build etcd --build-arg "ETCD_VERSION=$etcd_version"
+build prometheus --build-arg "ETCD_VERSION=$etcd_version" --build-arg "PROMETHEUS_VERSION=$prometheus_version"
+
+say "built:"
+docker image ls --filter "reference=routeguide/*:$TAG" --format '{{.Repository}}:{{.Tag}}  {{.ID}}  {{.Size}}'
