@@ -43,8 +43,8 @@ func NewRegistrationMetrics(reg prometheus.Registerer) (*RegistrationMetrics, er
 }
 
 func (m *RegistrationMetrics) Registered() {
-	m.registered.Set(1)
 	m.registrations.Inc()
+	m.registered.Set(1)
 }
 func (m *RegistrationMetrics) Unregistered() { m.registered.Set(0) }
 func (m *RegistrationMetrics) KeptAlive()    { m.lastKeepAlive.Set(float64(time.Now().UnixNano()) / 1e9) }

@@ -47,8 +47,9 @@ func recoveryInterceptors(logger *slog.Logger, nodeID string) (grpc.UnaryServerI
 	return recovery.UnaryServerInterceptor(handler), recovery.StreamServerInterceptor(handler)
 }
 
-// logInterceptors log every finished call: calls that succeed at Debug, calls
-// the client got wrong at Info, and failures of the server at Error.
+// logInterceptors log every finished call: calls that succeed or that the
+// client cancelled at Debug, calls the client got wrong at Info, and failures
+// of the server at Error.
 //
 // We do not use go-grpc-middleware's logging interceptor: it builds its fields
 // (with fmt and several slices) on every call before asking the logger whether
@@ -90,9 +91,11 @@ func logCall(ctx context.Context, logger *slog.Logger, method string, start time
 // levelFor says how much an operator cares about a call that ended with code.
 func levelFor(code codes.Code) slog.Level {
 	switch code {
-	case codes.OK:
+	case codes.OK, codes.Canceled:
+		// A cancelled call is the client's choice: every client that goes
+		// away cancels its health watch, which is no news to an operator.
 		return slog.LevelDebug
-	case codes.Canceled, codes.InvalidArgument, codes.NotFound, codes.AlreadyExists,
+	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists,
 		codes.PermissionDenied, codes.Unauthenticated, codes.ResourceExhausted,
 		codes.FailedPrecondition, codes.OutOfRange, codes.DeadlineExceeded:
 		return slog.LevelInfo
