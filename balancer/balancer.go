@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/balancer/roundrobin"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/resolver"
 )
 
 // Name is the name of the policy in service configs.
@@ -21,11 +22,12 @@ func init() {
 	balancer.Register(builder{})
 }
 
-// The policy is gRPC's round_robin, unchanged in how it picks, with one
-// addition: when the resolver reports no endpoints at all, calls fail with a
-// message that names the target. round_robin itself says only "no children
+// The policy is gRPC's round_robin, unchanged in how it picks, with two
+// additions. When the resolver reports no endpoints at all, calls fail with a
+// message that names the target: round_robin itself says only "no children
 // to pick from", which tells an operator nothing about which service has no
-// nodes (TestNoEndpointsFailFastNamingTheTarget).
+// nodes (TestNoEndpointsFailFastNamingTheTarget). And when the dialer asked
+// for Metrics, it counts picks per endpoint and the endpoints ready.
 type builder struct{}
 
 func (builder) Name() string { return Name }
@@ -40,10 +42,16 @@ type roundRobin struct {
 	balancer.Balancer
 	target      string
 	noEndpoints atomic.Bool
+	picks       atomic.Pointer[pickCounter] // nil without Metrics
 }
 
 func (b *roundRobin) UpdateClientConnState(s balancer.ClientConnState) error {
 	b.noEndpoints.Store(len(s.ResolverState.Endpoints) == 0 && len(s.ResolverState.Addresses) == 0)
+	if m := metricsFor(s.BalancerConfig); m != nil && b.picks.Load() == nil {
+		b.picks.Store(&pickCounter{metrics: m, target: b.target})
+	}
+	// round_robin takes no config of its own.
+	s.BalancerConfig = nil
 	return b.Balancer.UpdateClientConnState(s)
 }
 
@@ -57,6 +65,18 @@ type stateInterceptor struct {
 func (c *stateInterceptor) UpdateState(s balancer.State) {
 	if s.ConnectivityState == connectivity.TransientFailure && c.parent.noEndpoints.Load() {
 		s.Picker = base.NewErrPicker(fmt.Errorf("%s resolves to no endpoints: no node of the service is registered", c.parent.target))
+	} else if picks := c.parent.picks.Load(); picks != nil {
+		s.Picker = picks.wrap(s.Picker)
 	}
 	c.ClientConn.UpdateState(s)
+}
+
+func (c *stateInterceptor) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
+	picks := c.parent.picks.Load()
+	if picks == nil {
+		return c.ClientConn.NewSubConn(addrs, opts)
+	}
+	return picks.track(addrs, opts, func(opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
+		return c.ClientConn.NewSubConn(addrs, opts)
+	})
 }

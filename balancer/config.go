@@ -1,6 +1,8 @@
 package balancer
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,7 +29,7 @@ const HealthService = "routeguide.RouteGuide"
 //     a feature twice. RecordRoute and RouteChat change state and are never
 //     retried.
 const ServiceConfig = `{
-  "loadBalancingConfig": [{"` + Name + `": {}}],
+  "loadBalancingConfig": [{"` + Name + `": ` + policyConfigPlaceholder + `}],
   "healthCheckConfig": {"serviceName": "` + HealthService + `"},
   "methodConfig": [{
     "name": [
@@ -69,11 +71,33 @@ var (
 	}
 )
 
+// policyConfigPlaceholder is the policy's config in ServiceConfig; DialOptions
+// replaces it to name the caller's Metrics.
+const policyConfigPlaceholder = "{}"
+
+// DialOption changes what DialOptions returns.
+type DialOption func(*dialOptions)
+
+type dialOptions struct{ metrics *Metrics }
+
+// WithMetrics makes the policy report its picks and ready endpoints to m.
+func WithMetrics(m *Metrics) DialOption {
+	return func(o *dialOptions) { o.metrics = m }
+}
+
 // DialOptions are the options every RouteGuide client dials with, besides its
 // transport credentials and resolver: the service config and keepalive.
-func DialOptions() []grpc.DialOption {
+func DialOptions(opts ...DialOption) []grpc.DialOption {
+	var o dialOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	serviceConfig := ServiceConfig
+	if o.metrics != nil {
+		serviceConfig = strings.Replace(serviceConfig, `"`+Name+`": `+policyConfigPlaceholder, fmt.Sprintf(`"%s": {"metrics": %q}`, Name, o.metrics.id), 1)
+	}
 	return []grpc.DialOption{
-		grpc.WithDefaultServiceConfig(ServiceConfig),
+		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithKeepaliveParams(ClientKeepalive),
 	}
 }

@@ -106,8 +106,9 @@ type DialOption func(*dialSettings)
 
 // dialSettings is what the DialOptions of one Dial ask for.
 type dialSettings struct {
-	grpc   []grpc.DialOption
-	events discovery.ResolverEvents // nil: nobody listens
+	grpc     []grpc.DialOption
+	events   discovery.ResolverEvents // nil: nobody listens
+	balancer []balancer.DialOption
 }
 
 func newDialSettings(opts []DialOption) dialSettings {
@@ -129,6 +130,12 @@ func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
 // targets have no such resolver and ignore it.
 func WithResolverEvents(events discovery.ResolverEvents) DialOption {
 	return func(s *dialSettings) { s.events = events }
+}
+
+// WithBalancerMetrics makes the balancing policy report its picks and ready
+// endpoints to m.
+func WithBalancerMetrics(m *balancer.Metrics) DialOption {
+	return func(s *dialSettings) { s.balancer = append(s.balancer, balancer.WithMetrics(m)) }
 }
 
 // Conn is a connection to the cluster, with the etcd client that keeps an
@@ -156,7 +163,7 @@ func (c *Conn) Close() error {
 // healthy nodes, retries of idempotent calls, keepalive; opts add to them.
 func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
 	settings := newDialSettings(opts)
-	dialOpts := append(balancer.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dialOpts := append(balancer.DialOptions(settings.balancer...), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}
 	if strings.HasPrefix(target, discovery.Scheme+":") {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 )
@@ -30,6 +31,7 @@ type clientMetrics struct {
 	registry *prometheus.Registry
 	grpc     *grpcprom.ClientMetrics
 	resolver *discovery.ResolverMetrics
+	balancer *balancer.Metrics
 	calls    *callCounter
 }
 
@@ -59,6 +61,9 @@ func newClientMetrics() (*clientMetrics, error) {
 	if m.resolver, err = discovery.NewResolverMetrics(reg); err != nil {
 		return nil, err
 	}
+	if m.balancer, err = balancer.NewMetrics(reg); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -70,6 +75,7 @@ func (m *clientMetrics) dialOptions() []DialOption {
 			grpc.WithChainStreamInterceptor(m.grpc.StreamClientInterceptor(), m.calls.stream),
 		),
 		WithResolverEvents(m.resolver),
+		WithBalancerMetrics(m.balancer),
 	}
 }
 

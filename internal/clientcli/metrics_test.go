@@ -86,6 +86,17 @@ func sum(families map[string]*dto.MetricFamily, name string, labels map[string]s
 	return total
 }
 
+// seriesWith returns the series of metric name that carry labels and have counted something.
+func seriesWith(all map[string]*dto.MetricFamily, name string, labels map[string]string) []*dto.Metric {
+	var found []*dto.Metric
+	for _, m := range all[name].GetMetric() {
+		if hasLabels(m, labels) && m.GetCounter().GetValue() > 0 {
+			found = append(found, m)
+		}
+	}
+	return found
+}
+
 func hasLabels(m *dto.Metric, want map[string]string) bool {
 	found := 0
 	for _, l := range m.GetLabel() {
@@ -185,6 +196,13 @@ func TestLoadServesClientResolverAndPerNodeMetricsWhileItRuns(t *testing.T) {
 		}
 		if got := sum(f, "routeguide_resolver_updates_total", service); got < 1 {
 			return fmt.Errorf("routeguide_resolver_updates_total %v = %v, want at least 1", service, got)
+		}
+		target := map[string]string{"target": "etcd:///routeguide"}
+		if got := sum(f, "routeguide_balancer_ready_endpoints", target); got != 2 {
+			return fmt.Errorf("routeguide_balancer_ready_endpoints %v = %v, want 2", target, got)
+		}
+		if got := len(seriesWith(f, "routeguide_balancer_picks_total", target)); got != 2 {
+			return fmt.Errorf("routeguide_balancer_picks_total has %d endpoints, want 2", got)
 		}
 		return nil
 	})

@@ -1,0 +1,83 @@
+package balancer
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver/manual"
+)
+
+// gather returns the value of every series of metric name, by the value of
+// label key.
+func gather(t *testing.T, reg *prometheus.Registry, name, key string) map[string]float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			values[label(m, key)] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return values
+}
+
+func label(m *dto.Metric, key string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == key {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func TestMetricsCountPicksPerEndpointAndReadyEndpoints(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backends := startBackends(t, 3)
+	r := manual.NewBuilderWithScheme("test")
+	r.InitialState(stateOf(backends))
+	opts := append(DialOptions(WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("test:///routeguide", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	waitFor(t, func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
+	if got := gather(t, reg, "routeguide_balancer_ready_endpoints", "target")["test:///routeguide"]; got != 3 {
+		t.Errorf("ready endpoints = %v, want 3", got)
+	}
+
+	before := gather(t, reg, "routeguide_balancer_picks_total", "addr")
+	const calls = 300
+	callsPerBackend(t, conn, calls)
+	after := gather(t, reg, "routeguide_balancer_picks_total", "addr")
+	total := 0.0
+	for _, b := range backends {
+		picked := after[b.addr] - before[b.addr]
+		total += picked
+		if picked < 90 || picked > 110 {
+			t.Errorf("%s picked %v times of %d, want about a third", b.addr, picked, calls)
+		}
+	}
+	if total != calls {
+		t.Errorf("%v picks counted for %d calls", total, calls)
+	}
+
+	backends[0].health.SetServingStatus(HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
+	waitFor(t, func() bool {
+		return gather(t, reg, "routeguide_balancer_ready_endpoints", "target")["test:///routeguide"] == 2
+	})
+}
