@@ -14,10 +14,10 @@ import (
 	"google.golang.org/grpc"
 	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
 	channelzservice "google.golang.org/grpc/channelz/service"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
@@ -69,7 +69,7 @@ type liveCluster struct {
 	registry *registryEvents
 	nodes    []*clusterNode
 	conn     *clientcli.Conn
-	calls    *answerLog
+	calls    *answerlog.Log
 }
 
 func startLiveCluster(t *testing.T) *liveCluster {
@@ -88,14 +88,14 @@ func startLiveCluster(t *testing.T) *liveCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.conn.Close() })
-	c.calls = &answerLog{ClientConnInterface: c.conn}
+	c.calls = answerlog.New(c.conn)
 	waitEveryNodeAnswers(t, c.calls, c.nodes)
 	return c
 }
 
 // waitEveryNodeAnswers makes calls until every node has answered one: from
 // then on, the client's round robin holds them all.
-func waitEveryNodeAnswers(t *testing.T, calls *answerLog, nodes []*clusterNode) {
+func waitEveryNodeAnswers(t *testing.T, calls *answerlog.Log, nodes []*clusterNode) {
 	t.Helper()
 	start := time.Now()
 	client := pb.NewRouteGuideClient(calls)
@@ -104,7 +104,7 @@ func waitEveryNodeAnswers(t *testing.T, calls *answerLog, nodes []*clusterNode) 
 		defer cancel()
 		client.GetFeature(ctx, &pb.Point{Latitude: 409146138, Longitude: -746188906})
 		for _, n := range nodes {
-			if calls.count(n.id, start, time.Time{}) == 0 {
+			if calls.Count(n.id, start, time.Time{}) == 0 {
 				return false
 			}
 		}
@@ -122,55 +122,6 @@ func pollUntil(t *testing.T, within time.Duration, what string, cond func() bool
 		}
 		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
 	}
-}
-
-// answerLog is a connection that notes, for every unary call, when it ended
-// and which node answered it. Streams pass through unlogged.
-type answerLog struct {
-	grpc.ClientConnInterface
-	mu      sync.Mutex
-	answers []answer
-}
-
-type answer struct {
-	node string
-	at   time.Time
-}
-
-func (l *answerLog) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	var header, trailer metadata.MD
-	err := l.ClientConnInterface.Invoke(ctx, method, args, reply, append(opts, grpc.Header(&header), grpc.Trailer(&trailer))...)
-	if id := load.NodeOf(header, trailer); id != "" {
-		l.mu.Lock()
-		l.answers = append(l.answers, answer{node: id, at: time.Now()})
-		l.mu.Unlock()
-	}
-	return err
-}
-
-// count counts the calls node answered after from and before to; an empty
-// node means any node, a zero to means now.
-func (l *answerLog) count(node string, from, to time.Time) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, a := range l.answers {
-		if (node == "" || a.node == node) && a.at.After(from) && (to.IsZero() || a.at.Before(to)) {
-			n++
-		}
-	}
-	return n
-}
-
-func (l *answerLog) last(node string) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, a := range slices.Backward(l.answers) {
-		if a.node == node {
-			return a.at
-		}
-	}
-	return time.Time{}
 }
 
 // registryEvents notes when each key of the registry was deleted, as seen
@@ -314,7 +265,7 @@ type fault struct {
 	exited     time.Time
 	keyRemoved time.Time
 	result     load.Result
-	calls      *answerLog
+	calls      *answerlog.Log
 }
 
 // signalUnderLoad runs rpc from 8 workers (5s deadline each) over a cluster
@@ -350,7 +301,7 @@ func signalUnderLoad(t *testing.T, sig syscall.Signal, rpc load.RPC) *fault {
 		}
 	})
 	pollUntil(t, 10*time.Second, f.victim.id+" to answer 200 calls", func() bool {
-		return c.calls.count(f.victim.id, loadStart, time.Time{}) >= 200
+		return c.calls.Count(f.victim.id, loadStart, time.Time{}) >= 200
 	})
 
 	f.before, _ = subchannelData(sub)
@@ -363,7 +314,7 @@ func signalUnderLoad(t *testing.T, sig syscall.Signal, rpc load.RPC) *fault {
 	f.keyRemoved = c.registry.deletedAt(f.victim.key)
 	f.after = picks.wait(t)
 	gone := time.Now()
-	pollUntil(t, 10*time.Second, "500 calls after the node left", func() bool { return c.calls.count("", gone, time.Time{}) >= 500 })
+	pollUntil(t, 10*time.Second, "500 calls after the node left", func() bool { return c.calls.Count("", gone, time.Time{}) >= 500 })
 	out := stop()
 	if out.err != nil {
 		t.Fatalf("load: %v", out.err)
@@ -381,14 +332,14 @@ func (f *fault) checkNoCallFailed(t *testing.T) {
 	if res.Failed != 0 {
 		t.Errorf("%d of %d calls failed: %v", res.Failed, res.OK+res.Failed, res.Errors)
 	}
-	if n := f.calls.count(f.victim.id, time.Time{}, f.signalled); n < 200 {
+	if n := f.calls.Count(f.victim.id, time.Time{}, f.signalled); n < 200 {
 		t.Errorf("%s answered %d calls before the signal, want at least 200", f.victim.id, n)
 	}
-	if n := f.calls.count(f.victim.id, f.exited, time.Time{}); n != 0 {
+	if n := f.calls.Count(f.victim.id, f.exited, time.Time{}); n != 0 {
 		t.Errorf("%s answered %d calls after it exited", f.victim.id, n)
 	}
 	for id, n := range res.ByNode {
-		if id != f.victim.id && f.calls.count(id, f.keyRemoved, time.Time{}) == 0 {
+		if id != f.victim.id && f.calls.Count(id, f.keyRemoved, time.Time{}) == 0 {
 			t.Errorf("%s (%d calls in all) answered none after %s left", id, n, f.victim.id)
 		}
 	}
@@ -399,7 +350,7 @@ func (f *fault) log(t *testing.T) {
 	since := func(at time.Time) string { return at.Sub(f.signalled).Round(100 * time.Microsecond).String() }
 	lastPick := f.after.GetLastCallStartedTimestamp().AsTime()
 	t.Logf("after the signal: last pick for %s %s; last response from it %s; exited %s; key removed from etcd %s (TTL %v)",
-		f.victim.id, since(lastPick), since(f.calls.last(f.victim.id)), since(f.exited), since(f.keyRemoved), clusterTTL)
+		f.victim.id, since(lastPick), since(f.calls.Last(f.victim.id)), since(f.exited), since(f.keyRemoved), clusterTTL)
 	t.Logf("attempts picked for %s after the signal: %d; attempts on it that failed after the signal (in flight then, or picked later) and were retried: %d",
 		f.victim.id, f.after.GetCallsStarted()-f.before.GetCallsStarted(), f.after.GetCallsFailed()-f.before.GetCallsFailed())
 	res := f.result
@@ -432,7 +383,7 @@ func testSIGTERMUnderLoad(t *testing.T, rpc load.RPC) {
 	if took := f.keyRemoved.Sub(f.signalled); took >= clusterDrain {
 		t.Errorf("key removed %v after SIGTERM, want at once (before the drain delay of %v ends)", took, clusterDrain)
 	}
-	if left := f.calls.last(f.victim.id).Sub(f.signalled); left >= clusterDrain {
+	if left := f.calls.Last(f.victim.id).Sub(f.signalled); left >= clusterDrain {
 		t.Errorf("last response from %s %v after SIGTERM: the client kept picking it past the drain delay of %v", f.victim.id, left, clusterDrain)
 	}
 	f.checkNoCallFailed(t)

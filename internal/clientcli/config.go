@@ -6,9 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
+	"github.com/routeguide-cluster/routeguide/internal/listenaddr"
 )
 
 // Config is what the flags before the command set. TLS (--tls-ca,
@@ -54,22 +53,10 @@ func (c Config) Validate() error {
 		return errors.New("--target: must not be empty")
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout: %v must be positive", c.Timeout)
-	case c.MetricsListen != "" && !validHostPort(c.MetricsListen):
+	case c.MetricsListen != "" && !listenaddr.Valid(c.MetricsListen):
 		return fmt.Errorf("--metrics-listen: %q is not a host:port address", c.MetricsListen)
 	}
 	return nil
-}
-
-// validHostPort accepts what net.Listen accepts for TCP: an optional host and
-// a numeric port (0 for any). The node checks its --metrics-listen the same
-// way.
-func validHostPort(addr string) bool {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	_, err = strconv.ParseUint(port, 10, 16)
-	return err == nil
 }
 
 // register adds the flags that set c to fs.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
@@ -120,69 +121,6 @@ func waitAllAnswer(t *testing.T, conn grpc.ClientConnInterface, want ...string) 
 		}
 		return true
 	})
-}
-
-// answerLog is a connection that notes, for every unary call, when it ended
-// and which node answered it. load.Run counts calls per node; the log also
-// says when they were answered.
-type answerLog struct {
-	grpc.ClientConnInterface
-	mu      sync.Mutex
-	answers []answer
-}
-
-type answer struct {
-	node string
-	at   time.Time
-}
-
-func (l *answerLog) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	var header, trailer metadata.MD
-	err := l.ClientConnInterface.Invoke(ctx, method, args, reply, append(opts, grpc.Header(&header), grpc.Trailer(&trailer))...)
-	if id := load.NodeOf(header, trailer); id != "" {
-		l.mu.Lock()
-		l.answers = append(l.answers, answer{node: id, at: time.Now()})
-		l.mu.Unlock()
-	}
-	return err
-}
-
-// count counts the calls that node answered after from and before to; an
-// empty node means any node, a zero to means now.
-func (l *answerLog) count(node string, from, to time.Time) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, c := range l.answers {
-		if (node == "" || c.node == node) && c.at.After(from) && (to.IsZero() || c.at.Before(to)) {
-			n++
-		}
-	}
-	return n
-}
-
-// first and last return when node answered its first and last call, or the
-// zero time.
-func (l *answerLog) first(node string) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, c := range l.answers {
-		if c.node == node {
-			return c.at
-		}
-	}
-	return time.Time{}
-}
-
-func (l *answerLog) last(node string) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, c := range slices.Backward(l.answers) {
-		if c.node == node {
-			return c.at
-		}
-	}
-	return time.Time{}
 }
 
 // backgroundLoad is a load.Run that goes on until stopped.
@@ -287,11 +225,11 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC) {
 	others := slices.DeleteFunc(ids(cluster.Nodes()), func(id string) bool { return id == victim.ID() })
 
 	// The log sees the unary calls only: all of get, 70% of the mix.
-	calls := &answerLog{ClientConnInterface: conn}
+	calls := answerlog.New(conn)
 	loadStart := time.Now()
 	background := startLoad(t, calls, rpc)
 	waitFor(t, 10*time.Second, "the node to be drained to answer 200 calls", func() bool {
-		return calls.count(victim.ID(), loadStart, time.Time{}) >= 200
+		return calls.Count(victim.ID(), loadStart, time.Time{}) >= 200
 	})
 
 	drainStart := time.Now()
@@ -300,7 +238,7 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC) {
 	}
 	stopped := time.Now()
 	// The load goes on over the two nodes left.
-	waitFor(t, 10*time.Second, "500 calls after the drain", func() bool { return calls.count("", stopped, time.Time{}) >= 500 })
+	waitFor(t, 10*time.Second, "500 calls after the drain", func() bool { return calls.Count("", stopped, time.Time{}) >= 500 })
 	res := background.stop(t)
 
 	if res.Failed != 0 {
@@ -309,21 +247,21 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC) {
 	if res.ByNode[victim.ID()] == 0 {
 		t.Errorf("by_node %v: the drained node %s answered no call", res.ByNode, victim.ID())
 	}
-	if n := calls.count(victim.ID(), stopped, time.Time{}); n != 0 {
+	if n := calls.Count(victim.ID(), stopped, time.Time{}); n != 0 {
 		t.Errorf("%s answered %d calls after it stopped", victim.ID(), n)
 	}
 	for _, id := range others {
-		if calls.count(id, stopped, time.Time{}) == 0 {
+		if calls.Count(id, stopped, time.Time{}) == 0 {
 			t.Errorf("%s answered no call after the drain", id)
 		}
 	}
-	left := calls.last(victim.ID()).Sub(drainStart)
+	left := calls.Last(victim.ID()).Sub(drainStart)
 	if left >= template.DrainDelay {
 		t.Errorf("the drained node answered its last call %v after the drain began: the client kept picking it past the drain delay of %v", left, template.DrainDelay)
 	}
 	t.Logf("last response from the drained node %v after StopNode was called (drain delay %v); StopNode took %v; the node answered %d calls after the drain began",
 		left.Round(time.Microsecond), template.DrainDelay, stopped.Sub(drainStart).Round(time.Millisecond),
-		calls.count(victim.ID(), drainStart, time.Time{}))
+		calls.Count(victim.ID(), drainStart, time.Time{}))
 	t.Logf("load: ok=%d failed=%d qps=%.0f p50=%v p99=%v by_node=%v", res.OK, res.Failed, res.QPS, res.P50, res.P99, res.ByNode)
 }
 
@@ -361,7 +299,7 @@ func TestNewNodeServesWithinASecondOfRegistering(t *testing.T) {
 	conn := dial(t, cluster)
 	waitAllAnswer(t, conn, ids(cluster.Nodes())...)
 	registry := watchRegistry(t, cluster.EtcdURL())
-	calls := &answerLog{ClientConnInterface: conn}
+	calls := answerlog.New(conn)
 	background := startLoad(t, calls, load.Get)
 
 	const trials = 5
@@ -375,8 +313,8 @@ func TestNewNodeServesWithinASecondOfRegistering(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, 5*time.Second, "the watch to see "+key, func() bool { return !registry.putAt(key).IsZero() })
-		waitFor(t, 5*time.Second, cfg.NodeID+" to answer a call", func() bool { return !calls.first(cfg.NodeID).IsZero() })
-		delay := calls.first(cfg.NodeID).Sub(registry.putAt(key))
+		waitFor(t, 5*time.Second, cfg.NodeID+" to answer a call", func() bool { return !calls.First(cfg.NodeID).IsZero() })
+		delay := calls.First(cfg.NodeID).Sub(registry.putAt(key))
 		if delay >= time.Second {
 			t.Errorf("%s answered its first call %v after its key appeared, want < 1s", cfg.NodeID, delay)
 		}

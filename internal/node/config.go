@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/routeguide-cluster/routeguide/internal/listenaddr"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
@@ -81,9 +81,9 @@ func (c Config) Validate() error {
 			first = fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...))
 		}
 	}
-	check(validHostPort(c.Listen), "listen", "%q is not a host:port address", c.Listen)
+	check(listenaddr.Valid(c.Listen), "listen", "%q is not a host:port address", c.Listen)
 	check(c.Advertise == "" || validAdvertise(c.Advertise), "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
-	check(c.MetricsListen == "" || validHostPort(c.MetricsListen), "metrics-listen", "%q is not a host:port address", c.MetricsListen)
+	check(c.MetricsListen == "" || listenaddr.Valid(c.MetricsListen), "metrics-listen", "%q is not a host:port address", c.MetricsListen)
 	check(c.Service != "" && !strings.Contains(c.Service, "/"), "service", "%q must be non-empty and without '/'", c.Service)
 	check(!strings.Contains(c.NodeID, "/"), "node-id", "%q must not contain '/'", c.NodeID)
 	check(c.LeaseTTL >= time.Second, "lease-ttl", "%v is shorter than etcd's minimum of 1s", c.LeaseTTL)
@@ -98,20 +98,9 @@ func (c Config) Validate() error {
 	return first
 }
 
-// validHostPort accepts what net.Listen accepts for TCP: an optional host and
-// a numeric port (0 for any).
-func validHostPort(addr string) bool {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	_, err = strconv.ParseUint(port, 10, 16)
-	return err == nil
-}
-
 // validAdvertise accepts an address other machines can dial: a host and a
 // non-zero port.
 func validAdvertise(addr string) bool {
 	host, port, err := net.SplitHostPort(addr)
-	return err == nil && host != "" && validHostPort(addr) && port != "0"
+	return err == nil && host != "" && listenaddr.Valid(addr) && port != "0"
 }
