@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Metadata describes a registered node to those who find it in etcd. It is
@@ -68,6 +69,11 @@ func EncodeEndpoint(addr string, md Metadata) (string, error) {
 // dropped rather than failing the endpoint, since the address alone is
 // enough to serve; a missing node id is taken from the key.
 func DecodeEndpoint(key string, value []byte) (Endpoint, error) {
+	if !utf8.ValidString(key) {
+		// Its last element would become a node id that JSON, Prometheus
+		// labels and logs cannot carry as it is.
+		return Endpoint{}, fmt.Errorf("registry key %q is not valid UTF-8", key)
+	}
 	var v endpointValue
 	if err := json.Unmarshal(value, &v); err != nil {
 		return Endpoint{}, fmt.Errorf("registry value under %q: %w", key, err)
