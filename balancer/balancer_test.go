@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/routeguide-cluster/routeguide/internal/poll"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -152,11 +153,5 @@ func TestServiceConfigParses(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
+	poll.Until(t, 10*time.Second, "the condition", cond)
 }

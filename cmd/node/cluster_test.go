@@ -21,6 +21,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/poll"
 )
 
 // The cluster tests run three node processes (the binary TestMain built)
@@ -115,13 +116,7 @@ func waitEveryNodeAnswers(t *testing.T, calls *answerlog.Log, nodes []*clusterNo
 // pollUntil polls cond until it holds, and fails t if it does not within.
 func pollUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting after %v for %s", within, what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
-	}
+	poll.Until(t, within, what, cond)
 }
 
 // registryEvents notes when each key of the registry was deleted, as seen

@@ -25,6 +25,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/poll"
 )
 
 // target is what clients dial, as the client command does by default.
@@ -87,13 +88,7 @@ func ids(nodes []*node.Node) []string {
 // waitFor polls cond until it holds, and fails t if it does not within.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting after %v for %s", within, what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
-	}
+	poll.Until(t, within, what, cond)
 }
 
 // getFeature makes one GetFeature call and returns the node that answered.

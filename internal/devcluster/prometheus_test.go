@@ -229,7 +229,7 @@ scrape_configs:
 		want[n.MetricsAddr()] = n.ID()
 	}
 	var up []sample
-	poll(t, 20*time.Second, `up{job="routeguide"} == 1 for every node`, func() (bool, string) {
+	pollReporting(t, 20*time.Second, `up{job="routeguide"} == 1 for every node`, func() (bool, string) {
 		up, err = prom.query(t, `up{job="routeguide"}`)
 		if err != nil || len(up) != len(want) {
 			return false, fmt.Sprintf("%v %v", up, err)
@@ -250,7 +250,7 @@ scrape_configs:
 
 	// The sum reaches every call once each node has been scraped after the load.
 	const handled = `sum(grpc_server_handled_total{grpc_method="GetFeature",job="routeguide"}) > 0`
-	poll(t, 10*time.Second, handled+" to count every call", func() (bool, string) {
+	pollReporting(t, 10*time.Second, handled+" to count every call", func() (bool, string) {
 		got, err := prom.query(t, handled)
 		return err == nil && len(got) == 1 && got[0].value == calls, fmt.Sprintf("%v %v", got, err)
 	})
@@ -258,9 +258,9 @@ scrape_configs:
 		ready.Round(time.Millisecond), allUp.Round(time.Millisecond), res.ByNode)
 }
 
-// poll calls cond until it holds, and fails t after within with what cond
+// pollReporting calls cond until it holds, and fails t after within with what cond
 // last said.
-func poll(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
+func pollReporting(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
