@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/load"
+
+	pollpkg "github.com/routeguide-cluster/routeguide/internal/poll"
 )
 
 const (
@@ -603,17 +605,7 @@ func (c *cluster) dumpLogs(t *testing.T) {
 // with check's last word if timeout passes first.
 func poll(t *testing.T, timeout time.Duration, what string, check func() (done bool, state string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		done, state := check()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s; last: %s", timeout, what, state)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	pollpkg.UntilReported(t, timeout, 250*time.Millisecond, what, check)
 }
 
 func assertNoFailures(t *testing.T, res load.Result) {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/poll"
 )
 
 // requirePrometheus is the variable CI sets so that the end-to-end test with
@@ -258,19 +259,9 @@ scrape_configs:
 		ready.Round(time.Millisecond), allUp.Round(time.Millisecond), res.ByNode)
 }
 
-// pollReporting calls cond until it holds, and fails t after within with what cond
-// last said.
+// pollReporting calls cond every 100ms until it holds, and fails t after
+// within with what cond last said.
 func pollReporting(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting after %v for %s; last: %s", within, what, last)
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval, not synchronisation
-	}
+	poll.UntilReported(t, within, 100*time.Millisecond, what, cond)
 }

@@ -24,3 +24,22 @@ func Until(tb testing.TB, within time.Duration, what string, cond func() bool) {
 		time.Sleep(Interval)
 	}
 }
+
+// UntilReported checks check every interval until it reports done, and
+// fails tb if it has not within, with check's last word on the state it saw.
+// For checks that are slow or costly (a docker command, a Prometheus query),
+// where the interval matters and the last state explains a failure.
+func UntilReported(tb testing.TB, within, interval time.Duration, what string, check func() (done bool, state string)) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		done, state := check()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("still waiting after %v for %s; last: %s", within, what, state)
+		}
+		time.Sleep(interval)
+	}
+}

@@ -47,3 +47,20 @@ func (r *recorder) Fatalf(format string, args ...any) {
 	r.msg = fmt.Sprintf(format, args...)
 	runtime.Goexit()
 }
+
+func TestUntilReportedFailsWithTheLastStateItSaw(t *testing.T) {
+	rec := &recorder{T: t}
+	done := make(chan struct{})
+	checks := 0
+	go func() {
+		defer close(done)
+		UntilReported(rec, 20*time.Millisecond, time.Millisecond, "three targets up", func() (bool, string) {
+			checks++
+			return false, fmt.Sprintf("%d up", checks)
+		})
+	}()
+	<-done
+	if want := fmt.Sprintf("still waiting after 20ms for three targets up; last: %d up", checks); rec.msg != want {
+		t.Errorf("failure %q, want %q", rec.msg, want)
+	}
+}
