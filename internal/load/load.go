@@ -120,14 +120,6 @@ func Run(ctx context.Context, conn grpc.ClientConnInterface, cfg Config) (Result
 		seed = rand.Uint64()
 	}
 
-	// Workers stop starting calls when stop ends; calls in flight run under
-	// ctx, so that a timed run lets its last calls finish.
-	stop := ctx
-	if cfg.Duration > 0 {
-		var cancel context.CancelFunc
-		stop, cancel = context.WithTimeout(ctx, cfg.Duration)
-		defer cancel()
-	}
 	count := cfg.Concurrency
 	if cfg.Requests > 0 {
 		count = min(count, cfg.Requests)
@@ -140,7 +132,16 @@ func Run(ctx context.Context, conn grpc.ClientConnInterface, cfg Config) (Result
 		workers[i] = newWorker(client, cfg, points, rand.New(rand.NewPCG(seed, uint64(i))))
 	}
 
+	// Workers stop starting calls when stop ends; calls in flight run under
+	// ctx, so that a timed run lets its last calls finish. The deadline is
+	// taken from start so that Elapsed is never shorter than Duration.
 	start := time.Now()
+	stop := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		stop, cancel = context.WithDeadline(ctx, start.Add(cfg.Duration))
+		defer cancel()
+	}
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Go(func() { w.run(ctx, stop, t) })
