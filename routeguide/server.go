@@ -171,6 +171,10 @@ func (s *Server) postError(err error) error {
 	case errors.Is(err, notes.ErrLimit):
 		s.observer.LimitRejected("stored_notes")
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, notes.ErrUnavailable):
+		// Before the context errors: a store that gave up after its own
+		// timeout may wrap DeadlineExceeded while the client still waits.
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	default:

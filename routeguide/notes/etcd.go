@@ -1,0 +1,343 @@
+package notes
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+)
+
+// ErrUnavailable is wrapped by every error that a store returns because its
+// backend could not be reached or did not answer in time, while the caller
+// still waited. The service answers it with Unavailable, so that a client
+// may retry on another node or later.
+var ErrUnavailable = errors.New("note store unavailable")
+
+// EtcdConfig configures an Etcd store. Every node of a cluster must use the
+// same Prefix to share its notes; the other fields may differ from node to
+// node, and each applies to the notes that node posts and prunes.
+type EtcdConfig struct {
+	// Prefix is the etcd key prefix under which every note is kept, as
+	// <Prefix><latitude>,<longitude>/<random id>. It must end with "/".
+	Prefix string
+	// PerLocation is how many notes one location keeps: posting beyond it
+	// deletes the oldest ones.
+	PerLocation int
+	// MaxAge is how long a note is kept. A note expires between MaxAge and
+	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see Etcd). At least 1s,
+	// as etcd leases count whole seconds; it is required because it is the only
+	// bound on the notes of all locations together.
+	MaxAge time.Duration
+	// MaxMessageBytes is the longest message a note may carry, in bytes. It
+	// keeps every put well below etcd's request size limit (1.5 MiB by default).
+	MaxMessageBytes int
+	// Timeout bounds the etcd work of one Post. When it passes while the
+	// caller still waits, Post fails with ErrUnavailable: a chat stream has
+	// no deadline, and without this bound it would hang for as long as etcd
+	// is down.
+	Timeout time.Duration
+}
+
+// DefaultEtcdConfig is the configuration of a cluster node's store when no
+// flag changes it.
+func DefaultEtcdConfig() EtcdConfig {
+	return EtcdConfig{
+		Prefix:          "routeguide-notes/",
+		PerLocation:     1000,
+		MaxAge:          24 * time.Hour,
+		MaxMessageBytes: 64 << 10,
+		Timeout:         5 * time.Second,
+	}
+}
+
+// maxMessageBytesLimit keeps a note, JSON-escaped (up to 6 bytes per byte),
+// under etcd's default request size limit of 1.5 MiB.
+const maxMessageBytesLimit = 256 << 10
+
+// Validate reports the first problem with c, naming the field at fault.
+func (c EtcdConfig) Validate() error {
+	switch {
+	case c.Prefix == "" || !strings.HasSuffix(c.Prefix, "/"):
+		return fmt.Errorf("notes etcd config: Prefix %q must be non-empty and end with \"/\"", c.Prefix)
+	case c.PerLocation < 1:
+		return fmt.Errorf("notes etcd config: PerLocation %d must be at least 1", c.PerLocation)
+	case c.MaxAge < time.Second:
+		return fmt.Errorf("notes etcd config: MaxAge %v must be at least 1s, as etcd leases count whole seconds", c.MaxAge)
+	case c.MaxMessageBytes < 1 || c.MaxMessageBytes > maxMessageBytesLimit:
+		return fmt.Errorf("notes etcd config: MaxMessageBytes %d must be between 1 and %d", c.MaxMessageBytes, maxMessageBytesLimit)
+	case c.Timeout <= 0:
+		return fmt.Errorf("notes etcd config: Timeout %v must be positive", c.Timeout)
+	}
+	return nil
+}
+
+// LeaseBuckets is how many leases an Etcd store grants per MaxAge: notes
+// posted within the same MaxAge/LeaseBuckets share one lease, so a busy node
+// grants a lease every MaxAge/8 instead of one per note.
+const LeaseBuckets = 8
+
+// pruneBatch is how many deletes go into one transaction, below etcd's
+// default limit of 128 operations per transaction.
+const pruneBatch = 100
+
+// EtcdStats counts what an Etcd store met that its callers do not see.
+type EtcdStats struct {
+	// Skipped counts values under the prefix that did not decode as a note
+	// of their location. They are left out of answers.
+	Skipped uint64
+	// PruneFailures counts posts after which deleting the notes beyond
+	// PerLocation failed. The post itself succeeded; a later post at the
+	// location deletes them.
+	PruneFailures uint64
+}
+
+// Etcd is a Store in etcd, shared by every node that uses the same Prefix:
+// a note posted through one node is in the answers of all of them.
+//
+// A note is put under <Prefix><lat>,<lon>/, and the answer is read in the
+// same transaction, so it holds exactly the notes stored at the put's
+// revision, ordered by the revision that created each. Two nodes therefore
+// answer in one posting order, and an answer is always a prefix of what a
+// later post at the location sees (less what retention removed since).
+//
+// Retention by count: the answer holds the newest PerLocation notes, and a
+// post that finds more deletes the older ones. Retention by age: every note
+// is attached to a lease. Notes posted within one bucket of
+// MaxAge/LeaseBuckets share a lease of TTL MaxAge plus one bucket, rounded up
+// to whole seconds, so a note lives at least MaxAge and at most about
+// MaxAge*(1+1/LeaseBuckets)+1s. etcd itself checks expiry about every 500ms
+// and, after a leader change, extends every lease by its full TTL, so after
+// an election a note may live up to one TTL longer.
+//
+// Etcd starts no goroutine and owns nothing to close; the caller closes the
+// client after the last Post.
+type Etcd struct {
+	cli *clientv3.Client
+	cfg EtcdConfig
+
+	skipped       atomic.Uint64
+	pruneFailures atomic.Uint64
+
+	// grant is held, as a one-slot semaphore that a waiter can leave when
+	// its context ends, by the one Post that grants the next lease, so that
+	// concurrent posts at a bucket's end grant one lease and not one each.
+	grant chan struct{}
+	mu    sync.Mutex // guards lease and leaseUntil
+	lease clientv3.LeaseID
+	// leaseUntil is when the current lease stops taking new notes.
+	leaseUntil time.Time
+}
+
+// NewEtcd returns a store that keeps notes in etcd through cli.
+func NewEtcd(cli *clientv3.Client, cfg EtcdConfig) (*Etcd, error) {
+	if cli == nil {
+		return nil, errors.New("notes etcd store: no etcd client")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Etcd{cli: cli, cfg: cfg, grant: make(chan struct{}, 1)}, nil
+}
+
+// Stats returns the store's counters since it was made.
+func (e *Etcd) Stats() EtcdStats {
+	return EtcdStats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load()}
+}
+
+// LocationPrefix is the etcd key prefix of the notes at a location.
+func (e *Etcd) LocationPrefix(lat, lon int32) string {
+	return fmt.Sprintf("%s%d,%d/", e.cfg.Prefix, lat, lon)
+}
+
+// Post implements Store.
+func (e *Etcd) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
+	lat, lon := note.GetLocation().GetLatitude(), note.GetLocation().GetLongitude()
+	if len(note.GetMessage()) > e.cfg.MaxMessageBytes {
+		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", e.cfg.MaxMessageBytes, ErrLimit)
+	}
+	// Only the location and the message are stored: unknown fields of the
+	// received message must not reach the other clients.
+	value, err := protojson.Marshal(&pb.RouteNote{Location: &pb.Point{Latitude: lat, Longitude: lon}, Message: note.GetMessage()})
+	if err != nil {
+		return nil, fmt.Errorf("store note: encode: %w", err)
+	}
+	opCtx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+	defer cancel()
+	answer, err := e.post(opCtx, lat, lon, value)
+	if err != nil {
+		return nil, e.postError(ctx, err)
+	}
+	return answer, nil
+}
+
+// post stores value at the location and returns the notes there, retrying
+// once with a new lease when the current one is gone.
+func (e *Etcd) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.RouteNote, error) {
+	for attempt := 0; ; attempt++ {
+		lease, err := e.currentLease(ctx)
+		if err != nil {
+			return nil, err
+		}
+		answer, err := e.putAndRead(ctx, lat, lon, value, lease)
+		// A lease vanishes when it was revoked, or expired while this node
+		// still used it (its clock ran slow, or etcd was away long enough).
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) && attempt == 0 {
+			e.forgetLease(lease)
+			continue
+		}
+		return answer, err
+	}
+}
+
+// putAndRead puts the note and reads the location's newest PerLocation
+// notes in one transaction, then deletes the older ones if any.
+func (e *Etcd) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
+	location := e.LocationPrefix(lat, lon)
+	var id [16]byte
+	_, _ = rand.Read(id[:]) // crypto/rand never fails on supported platforms
+	key := location + hex.EncodeToString(id[:])
+	resp, err := e.cli.Txn(ctx).
+		// A random 128-bit id does not collide; the comparison makes sure
+		// that a note can never replace another.
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(
+			clientv3.OpPut(key, string(value), clientv3.WithLease(lease)),
+			clientv3.OpGet(location, clientv3.WithPrefix(),
+				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
+				clientv3.WithLimit(int64(e.cfg.PerLocation))),
+		).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("put note %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("put note %s: the key exists already", key)
+	}
+	read := resp.Responses[1].GetResponseRange()
+	answer := make([]*pb.RouteNote, 0, len(read.Kvs))
+	for i := len(read.Kvs) - 1; i >= 0; i-- {
+		n, ok := decodeNote(read.Kvs[i].Value, lat, lon)
+		if !ok {
+			e.skipped.Add(1)
+			continue
+		}
+		answer = append(answer, n)
+	}
+	if read.Count > int64(len(read.Kvs)) && len(read.Kvs) > 0 {
+		oldestKept := read.Kvs[len(read.Kvs)-1].CreateRevision
+		if err := e.prune(ctx, location, oldestKept); err != nil {
+			e.pruneFailures.Add(1)
+		}
+	}
+	return answer, nil
+}
+
+// prune deletes the notes at location created before the revision
+// oldestKept. It is safe when nodes prune at once: each deletes only notes
+// that had PerLocation newer ones, and deleting a deleted key does nothing.
+func (e *Etcd) prune(ctx context.Context, location string, oldestKept int64) error {
+	for {
+		old, err := e.cli.Get(ctx, location, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithMaxCreateRev(oldestKept-1), clientv3.WithLimit(pruneBatch))
+		if err != nil {
+			return fmt.Errorf("list notes to prune at %s: %w", location, err)
+		}
+		if len(old.Kvs) == 0 {
+			return nil
+		}
+		deletes := make([]clientv3.Op, len(old.Kvs))
+		for i, kv := range old.Kvs {
+			deletes[i] = clientv3.OpDelete(string(kv.Key))
+		}
+		if _, err := e.cli.Txn(ctx).Then(deletes...).Commit(); err != nil {
+			return fmt.Errorf("prune %d notes at %s: %w", len(deletes), location, err)
+		}
+		if !old.More {
+			return nil
+		}
+	}
+}
+
+// decodeNote returns the note that value holds, if it is one at (lat, lon).
+func decodeNote(value []byte, lat, lon int32) (*pb.RouteNote, bool) {
+	n := new(pb.RouteNote)
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(value, n); err != nil {
+		return nil, false
+	}
+	if n.Location == nil || n.Location.Latitude != lat || n.Location.Longitude != lon {
+		return nil, false
+	}
+	return n, true
+}
+
+// currentLease returns the lease for a note posted now, granting the next
+// one when the current bucket is over.
+func (e *Etcd) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
+	if lease, ok := e.usableLease(); ok {
+		return lease, nil
+	}
+	select {
+	case e.grant <- struct{}{}:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("wait for a lease: %w", ctx.Err())
+	}
+	defer func() { <-e.grant }()
+	// Another post may have granted it while this one waited.
+	if lease, ok := e.usableLease(); ok {
+		return lease, nil
+	}
+	bucket := e.cfg.MaxAge / LeaseBuckets
+	// The bucket is counted from before the request, so that a note posted
+	// before leaseUntil has at least MaxAge left on the lease, whenever
+	// etcd started counting it.
+	start := time.Now()
+	ttl := int64((e.cfg.MaxAge + bucket + time.Second - 1) / time.Second)
+	resp, err := e.cli.Grant(ctx, ttl)
+	if err != nil {
+		return 0, fmt.Errorf("grant a lease of %ds for notes: %w", ttl, err)
+	}
+	e.mu.Lock()
+	e.lease, e.leaseUntil = resp.ID, start.Add(bucket)
+	e.mu.Unlock()
+	return resp.ID, nil
+}
+
+func (e *Etcd) usableLease() (clientv3.LeaseID, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lease, e.lease != 0 && time.Now().Before(e.leaseUntil)
+}
+
+// forgetLease drops lease if it is still the current one, so that the next
+// post grants another.
+func (e *Etcd) forgetLease(lease clientv3.LeaseID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lease == lease {
+		e.lease, e.leaseUntil = 0, time.Time{}
+	}
+}
+
+// postError says why a post failed in the terms of the Store contract: the
+// caller's own context, a bound of etcd (ErrLimit), or etcd unreachable
+// (ErrUnavailable).
+func (e *Etcd) postError(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("store note in etcd: %w", ctx.Err())
+	case errors.Is(err, rpctypes.ErrNoSpace), errors.Is(err, rpctypes.ErrRequestTooLarge):
+		return fmt.Errorf("store note in etcd: %w: %w", ErrLimit, err)
+	default:
+		return fmt.Errorf("store note in etcd (within %v): %w: %w", e.cfg.Timeout, ErrUnavailable, err)
+	}
+}
