@@ -12,9 +12,9 @@ import (
 // Proxy forwards TCP connections from its own address to a target.
 type Proxy struct {
 	listener net.Listener
-	target   string
 
 	mu      sync.Mutex
+	target  string // "" until SetTarget: connections are closed at once
 	mode    mode
 	conns   map[net.Conn]struct{}
 	wg      sync.WaitGroup
@@ -29,7 +29,10 @@ const (
 	silent          // nothing is forwarded; connections stay open
 )
 
-// Start listens on 127.0.0.1 at a free port and forwards to target.
+// Start listens on 127.0.0.1 at a free port and forwards to target. An empty
+// target closes every connection until SetTarget names one: the proxy's
+// address can then be handed out (as a node's advertised address, or an etcd
+// member's peer URL) before the server behind it has a port.
 func Start(target string) (*Proxy, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -44,6 +47,14 @@ func Start(target string) (*Proxy, error) {
 
 // Addr is the address clients dial instead of the target.
 func (p *Proxy) Addr() string { return p.listener.Addr().String() }
+
+// SetTarget makes new connections go to target; connections open already
+// stay with the target they were made to.
+func (p *Proxy) SetTarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+}
 
 // Cut closes every connection and refuses new ones, as a crashed host whose
 // kernel still answers with resets would.
@@ -104,13 +115,13 @@ func (p *Proxy) accept() {
 			return
 		}
 		p.mu.Lock()
-		refuse := p.mode == refusing
+		refuse, target := p.mode == refusing, p.target
 		p.mu.Unlock()
-		if refuse {
+		if refuse || target == "" {
 			client.Close()
 			continue
 		}
-		server, err := net.Dial("tcp", p.target)
+		server, err := net.Dial("tcp", target)
 		if err != nil {
 			client.Close()
 			continue

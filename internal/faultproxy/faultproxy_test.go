@@ -94,3 +94,31 @@ func TestCloseAfterBlackholeAndCutReturns(t *testing.T) {
 		t.Fatal("Close did not return")
 	}
 }
+
+// TestProxyWithoutTargetRefusesUntilSetTarget: the proxy's address can be
+// handed out before the server behind it listens.
+func TestProxyWithoutTargetRefusesUntilSetTarget(t *testing.T) {
+	p, err := Start("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := roundTrip(t, c, "early"); err == nil {
+		t.Fatal("a proxy without a target carried data")
+	}
+	c.Close()
+
+	p.SetTarget(echoServer(t))
+	c, err = net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := roundTrip(t, c, "hello"); err != nil {
+		t.Fatalf("after SetTarget: %v", err)
+	}
+}
