@@ -1,0 +1,75 @@
+// Package testcerts gives a test a fresh certificate authority, a server
+// certificate for 127.0.0.1, ::1 and localhost, and a client certificate,
+// written as PEM files into the test's temporary directory. Every call makes
+// new keys, so two calls make two CAs that do not trust each other.
+package testcerts
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/routeguide-cluster/routeguide/internal/certgen"
+)
+
+// ClientName is the common name of the client certificate; etcd takes it as
+// the user name of a client that authenticates by certificate.
+const ClientName = "routeguide-client"
+
+// Files are the paths of one CA's files.
+type Files struct {
+	Dir string
+	// CA is the CA certificate, which both sides trust.
+	CA string
+	// ServerCert and ServerKey are valid for 127.0.0.1, ::1 and localhost,
+	// for servers and clients both, as an etcd member's certificate is.
+	ServerCert, ServerKey string
+	// ClientCert and ClientKey are a client certificate named ClientName.
+	ClientCert, ClientKey string
+
+	ca *certgen.CA
+}
+
+// New makes a CA with a server and a client certificate, and writes them
+// into a new temporary directory of tb.
+func New(tb testing.TB) Files {
+	tb.Helper()
+	ca, err := certgen.NewCA("routeguide test CA", 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := Files{Dir: tb.TempDir(), ca: ca}
+	f.CA = f.Write(tb, "ca.pem", ca.CertPEM)
+	f.ServerCert, f.ServerKey = f.Issue(tb, "server", certgen.Leaf{
+		CommonName: "localhost",
+		DNSNames:   []string{"localhost"},
+		IPs:        []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		Server:     true,
+		Client:     true,
+	})
+	f.ClientCert, f.ClientKey = f.Issue(tb, "client", certgen.Leaf{CommonName: ClientName, Client: true})
+	return f
+}
+
+// Issue makes another certificate signed by the same CA and writes it as
+// NAME.pem and NAME-key.pem; it returns their paths.
+func (f Files) Issue(tb testing.TB, name string, leaf certgen.Leaf) (certFile, keyFile string) {
+	tb.Helper()
+	pair, err := f.ca.Issue(leaf)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return f.Write(tb, name+".pem", pair.CertPEM), f.Write(tb, name+"-key.pem", pair.KeyPEM)
+}
+
+// Write writes data to a file called name in the directory and returns its
+// path; tests of bad files write theirs with it.
+func (f Files) Write(tb testing.TB, name string, data []byte) string {
+	tb.Helper()
+	path := filepath.Join(f.Dir, name)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}

@@ -1,0 +1,222 @@
+// Package tlsfiles turns the PEM files that TLS flags name into a
+// *tls.Config for a server or a client. Its errors name the flag and the file
+// at fault, so that a node or client with a bad file exits with one line
+// that says what to fix. Every configuration asks for TLS 1.2 at least.
+//
+// The files are read once: a node picks up a renewed certificate when it
+// restarts.
+package tlsfiles
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// MinVersion is the oldest TLS version a server accepts or a client offers.
+const MinVersion = tls.VersionTLS12
+
+// Server names the files of a server's TLS: its certificate and key, and,
+// for mutual TLS, the CA that every client's certificate must chain to.
+//
+// The flag names in errors are a prefix with -cert, -key and -client-ca:
+// prefix "tls" names --tls-cert, --tls-key and --tls-client-ca.
+type Server struct {
+	CertFile, KeyFile string
+	// ClientCAFile, when set, turns on mutual TLS: a client without a
+	// certificate signed by this CA is refused during the handshake.
+	ClientCAFile string
+}
+
+// Enabled reports whether any file is set, that is whether the server is to
+// serve TLS at all.
+func (s Server) Enabled() bool {
+	return s.CertFile != "" || s.KeyFile != "" || s.ClientCAFile != ""
+}
+
+// Validate checks that the files that go together are set together,
+// without reading them.
+func (s Server) Validate(prefix string) error {
+	f := flags(prefix)
+	if err := checkPair(s.CertFile, s.KeyFile, f); err != nil {
+		return err
+	}
+	if s.ClientCAFile != "" && s.CertFile == "" {
+		return fmt.Errorf("%s: mutual TLS needs the server's own certificate too: set %s and %s", f.clientCA, f.cert, f.key)
+	}
+	return nil
+}
+
+// Config reads the files into a server configuration; it is nil, with no
+// error, when no file is set.
+func (s Server) Config(prefix string) (*tls.Config, error) {
+	if !s.Enabled() {
+		return nil, nil
+	}
+	if err := s.Validate(prefix); err != nil {
+		return nil, err
+	}
+	f := flags(prefix)
+	pair, err := loadPair(s.CertFile, s.KeyFile, f)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{MinVersion: MinVersion, Certificates: []tls.Certificate{pair}}
+	if s.ClientCAFile != "" {
+		if cfg.ClientCAs, err = loadPool(s.ClientCAFile, f.clientCA); err != nil {
+			return nil, err
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// Client names the files of a client's TLS: the CA that the server's
+// certificate must chain to, and, for mutual TLS, the client's own
+// certificate and key.
+//
+// The flag names in errors are a prefix with -ca, -cert, -key and
+// -server-name: prefix "etcd" names --etcd-ca, --etcd-cert and --etcd-key.
+type Client struct {
+	// CAFile is the CA to trust; empty means the system's roots.
+	CAFile            string
+	CertFile, KeyFile string
+	// ServerName is the name the server's certificate must carry; empty
+	// means the host in the address dialled. Set it when the addresses are
+	// IPs the certificate does not list, as the nodes' addresses in etcd
+	// are: a certificate for "node.routeguide" then serves any node.
+	ServerName string
+}
+
+// Enabled reports whether anything is set, that is whether the client is to
+// speak TLS at all.
+func (c Client) Enabled() bool {
+	return c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" || c.ServerName != ""
+}
+
+// Validate checks that the files that go together are set together,
+// without reading them.
+func (c Client) Validate(prefix string) error {
+	return checkPair(c.CertFile, c.KeyFile, flags(prefix))
+}
+
+// Config reads the files into a client configuration; it is nil, with no
+// error, when nothing is set.
+func (c Client) Config(prefix string) (*tls.Config, error) {
+	if !c.Enabled() {
+		return nil, nil
+	}
+	if err := c.Validate(prefix); err != nil {
+		return nil, err
+	}
+	f := flags(prefix)
+	cfg := &tls.Config{MinVersion: MinVersion, ServerName: c.ServerName}
+	if c.CAFile != "" {
+		var err error
+		if cfg.RootCAs, err = loadPool(c.CAFile, f.ca); err != nil {
+			return nil, err
+		}
+	}
+	if c.CertFile != "" {
+		pair, err := loadPair(c.CertFile, c.KeyFile, f)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// flagNames are the flags of one TLS configuration, as errors name them.
+type flagNames struct{ ca, cert, key, clientCA string }
+
+func flags(prefix string) flagNames {
+	p := "--" + prefix + "-"
+	return flagNames{ca: p + "ca", cert: p + "cert", key: p + "key", clientCA: p + "client-ca"}
+}
+
+func checkPair(certFile, keyFile string, f flagNames) error {
+	switch {
+	case certFile != "" && keyFile == "":
+		return fmt.Errorf("%s: set without %s; give both or neither", f.cert, f.key)
+	case certFile == "" && keyFile != "":
+		return fmt.Errorf("%s: set without %s; give both or neither", f.key, f.cert)
+	}
+	return nil
+}
+
+// loadPair reads a certificate and its key, and checks that they go
+// together and that the certificate is valid now: an expired certificate
+// would fail every handshake, so it is better refused at the start.
+func loadPair(certFile, keyFile string, f flagNames) (tls.Certificate, error) {
+	certPEM, err := readFile(certFile, f.cert)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if !hasBlock(certPEM, func(t string) bool { return t == "CERTIFICATE" }) {
+		return tls.Certificate{}, fmt.Errorf("%s: %s holds no PEM certificate", f.cert, certFile)
+	}
+	keyPEM, err := readFile(keyFile, f.key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if !hasBlock(keyPEM, func(t string) bool { return strings.HasSuffix(t, "PRIVATE KEY") }) {
+		return tls.Certificate{}, fmt.Errorf("%s: %s holds no PEM private key", f.key, keyFile)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		if strings.Contains(err.Error(), "does not match") {
+			return tls.Certificate{}, fmt.Errorf("%s: %s is not the key of the certificate in %s (%s): %w", f.key, keyFile, certFile, f.cert, err)
+		}
+		return tls.Certificate{}, fmt.Errorf("%s, %s: %s and %s: %w", f.cert, f.key, certFile, keyFile, err)
+	}
+	now := time.Now()
+	switch leaf := pair.Leaf; {
+	case now.After(leaf.NotAfter):
+		return tls.Certificate{}, fmt.Errorf("%s: the certificate in %s expired at %s", f.cert, certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return tls.Certificate{}, fmt.Errorf("%s: the certificate in %s is not valid before %s", f.cert, certFile, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return pair, nil
+}
+
+// loadPool reads the CA certificates in file.
+func loadPool(file, flag string) (*x509.CertPool, error) {
+	data, err := readFile(file, flag)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: %s holds no PEM certificate", flag, file)
+	}
+	return pool, nil
+}
+
+// readFile reads file; os's error already names it ("open /x: no such file
+// or directory"), and the flag is added in front.
+func readFile(file, flag string) ([]byte, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	return data, nil
+}
+
+// hasBlock reports whether data holds a PEM block whose type is wanted.
+func hasBlock(data []byte, wanted func(blockType string) bool) bool {
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return false
+		}
+		if wanted(block.Type) {
+			return true
+		}
+	}
+}
