@@ -27,22 +27,29 @@ func messages(list []*pb.RouteNote) []string {
 	return out
 }
 
-func TestMemoryPostAnswersTheLocationsNotesInPostingOrder(t *testing.T) {
-	m := notes.NewMemory(notes.MemoryLimits{})
-	steps := []struct {
-		note *pb.RouteNote
-		want []string
-	}{
-		{note(1, 1, "a1"), []string{"a1"}},
-		{note(1, 1, "a2"), []string{"a1", "a2"}},
-		{note(1, 2, "b1"), []string{"b1"}},
-		{note(2, 1, "c1"), []string{"c1"}}, // swapped coordinates are another location
-		{note(-1, -1, "d1"), []string{"d1"}},
-		{note(1, 1, "a3"), []string{"a1", "a2", "a3"}},
-		{note(1, 1, "a3"), []string{"a1", "a2", "a3", "a3"}}, // the same text twice is two notes
-	}
-	for _, step := range steps {
-		got, err := m.Post(t.Context(), step.note)
+// postingOrderSteps are posts and the answer each must get from an empty
+// store without limits. Every Store must pass them.
+var postingOrderSteps = []struct {
+	note *pb.RouteNote
+	want []string
+}{
+	{note(1, 1, "a1"), []string{"a1"}},
+	{note(1, 1, "a2"), []string{"a1", "a2"}},
+	{note(1, 2, "b1"), []string{"b1"}},
+	{note(2, 1, "c1"), []string{"c1"}}, // swapped coordinates are another location
+	{note(-1, -1, "d1"), []string{"d1"}},
+	{note(1, 10, "e1"), []string{"e1"}}, // a location whose key extends another's
+	{note(11, 1, "f1"), []string{"f1"}}, // and one that another's key ends
+	{note(1, 1, "a3"), []string{"a1", "a2", "a3"}},
+	{note(1, 1, "a3"), []string{"a1", "a2", "a3", "a3"}},   // the same text twice is two notes
+	{note(1, 1, ""), []string{"a1", "a2", "a3", "a3", ""}}, // an empty message is a note
+}
+
+// checkPostingOrder runs postingOrderSteps against an empty store.
+func checkPostingOrder(t *testing.T, store notes.Store) {
+	t.Helper()
+	for _, step := range postingOrderSteps {
+		got, err := store.Post(t.Context(), step.note)
 		if err != nil {
 			t.Fatalf("post %q: %v", step.note.Message, err)
 		}
@@ -55,8 +62,13 @@ func TestMemoryPostAnswersTheLocationsNotesInPostingOrder(t *testing.T) {
 			}
 		}
 	}
-	if m.Len() != len(steps) {
-		t.Errorf("Len = %d, want %d", m.Len(), len(steps))
+}
+
+func TestMemoryPostAnswersTheLocationsNotesInPostingOrder(t *testing.T) {
+	m := notes.NewMemory(notes.MemoryLimits{})
+	checkPostingOrder(t, m)
+	if m.Len() != len(postingOrderSteps) {
+		t.Errorf("Len = %d, want %d", m.Len(), len(postingOrderSteps))
 	}
 }
 

@@ -1,0 +1,493 @@
+package notes_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/routeguide-cluster/routeguide/discovery"
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+)
+
+// TestMain fails the package when a test leaves goroutines running: every
+// etcd server, client and gRPC server a test starts is stopped by its cleanup.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// startEtcd starts a real etcd on an ephemeral port, stopped by t's cleanup.
+func startEtcd(t testing.TB) *localetcd.Server {
+	t.Helper()
+	srv, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// newClient is an etcd client as a node has one, closed by t's cleanup.
+func newClient(t testing.TB, url string) *clientv3.Client {
+	t.Helper()
+	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// testConfig is the default configuration with a prefix of the test's own.
+func testConfig(t testing.TB) notes.EtcdConfig {
+	cfg := notes.DefaultEtcdConfig()
+	cfg.Prefix = "notes-test/" + t.Name() + "/"
+	return cfg
+}
+
+func newEtcd(t testing.TB, cli *clientv3.Client, cfg notes.EtcdConfig) *notes.Etcd {
+	t.Helper()
+	store, err := notes.NewEtcd(cli, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
+}
+
+// keysAt lists the keys etcd holds at a location, oldest first.
+func keysAt(t testing.TB, cli *clientv3.Client, store *notes.Etcd, lat, lon int32) []*mvccpb.KeyValue {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), store.LocationPrefix(lat, lon), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Kvs
+}
+
+func countAt(t testing.TB, cli *clientv3.Client, store *notes.Etcd, lat, lon int32) int {
+	t.Helper()
+	return len(keysAt(t, cli, store, lat, lon))
+}
+
+func TestEtcdConfigValidateNamesTheField(t *testing.T) {
+	tests := []struct {
+		field  string
+		change func(*notes.EtcdConfig)
+	}{
+		{"Prefix", func(c *notes.EtcdConfig) { c.Prefix = "" }},
+		{"Prefix", func(c *notes.EtcdConfig) { c.Prefix = "notes" }},
+		{"PerLocation", func(c *notes.EtcdConfig) { c.PerLocation = 0 }},
+		{"MaxAge", func(c *notes.EtcdConfig) { c.MaxAge = 999 * time.Millisecond }},
+		{"MaxMessageBytes", func(c *notes.EtcdConfig) { c.MaxMessageBytes = 0 }},
+		{"MaxMessageBytes", func(c *notes.EtcdConfig) { c.MaxMessageBytes = 1 << 20 }},
+		{"Timeout", func(c *notes.EtcdConfig) { c.Timeout = 0 }},
+	}
+	if err := notes.DefaultEtcdConfig().Validate(); err != nil {
+		t.Fatalf("the default config: %v", err)
+	}
+	for _, tt := range tests {
+		cfg := notes.DefaultEtcdConfig()
+		tt.change(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), tt.field) {
+			t.Errorf("config %+v: error %v, want one naming %s", cfg, err, tt.field)
+		}
+		// NewEtcd validates before it uses the client.
+		if _, err := notes.NewEtcd(&clientv3.Client{}, cfg); err == nil {
+			t.Errorf("NewEtcd accepted config %+v", cfg)
+		}
+	}
+}
+
+func TestEtcdPostAnswersTheLocationsNotesInPostingOrder(t *testing.T) {
+	cli := newClient(t, startEtcd(t).ClientURL())
+	checkPostingOrder(t, newEtcd(t, cli, testConfig(t)))
+}
+
+func TestEtcdTwoStoresOnOneEtcdAnswerInOnePostingOrder(t *testing.T) {
+	srv := startEtcd(t)
+	cfg := testConfig(t)
+	// Two nodes: each its own client and store.
+	stores := []*notes.Etcd{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
+	var want []string
+	for i := range 10 {
+		msg := fmt.Sprintf("note %d via store %d", i, i%2)
+		want = append(want, msg)
+		got, err := stores[i%2].Post(t.Context(), note(7, 7, msg))
+		if err != nil {
+			t.Fatalf("post %q: %v", msg, err)
+		}
+		if !slices.Equal(messages(got), want) {
+			t.Fatalf("post %q = %q, want %q", msg, messages(got), want)
+		}
+	}
+}
+
+func TestEtcdConcurrentPostsOnTwoStoresAreConsistentViewsOfOneOrder(t *testing.T) {
+	const posters, each = 8, 20
+	srv := startEtcd(t)
+	cfg := testConfig(t)
+	stores := []*notes.Etcd{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
+	answers := make([][][]string, posters)
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Go(func() {
+			for i := range each {
+				sent := fmt.Sprintf("poster %d no %d", p, i)
+				got, err := stores[p%2].Post(t.Context(), note(5, 5, sent))
+				if err != nil {
+					t.Errorf("post %q: %v", sent, err)
+					return
+				}
+				if len(got) == 0 || got[len(got)-1].Message != sent {
+					t.Errorf("post %q: the answer does not end with it: %q", sent, messages(got))
+				}
+				answers[p] = append(answers[p], messages(got))
+			}
+		})
+	}
+	wg.Wait()
+	last, err := stores[0].Post(t.Context(), note(5, 5, "last"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := messages(last)
+	if len(order) != posters*each+1 {
+		t.Fatalf("the location holds %d notes, want %d: a note was lost", len(order), posters*each+1)
+	}
+	seen := make(map[string]bool)
+	for _, m := range order {
+		if seen[m] {
+			t.Fatalf("%q is twice in the posting order", m)
+		}
+		seen[m] = true
+	}
+	for p := range answers {
+		for i, answer := range answers[p] {
+			// Each answer is the whole location at its put's revision: a
+			// prefix of the final order, whichever node answered it.
+			if !slices.Equal(answer, order[:len(answer)]) {
+				t.Fatalf("poster %d, post %d: answer %q is not a prefix of the posting order", p, i, answer)
+			}
+		}
+	}
+}
+
+func TestEtcdKeepsTheNewestPerLocationNotes(t *testing.T) {
+	cli := newClient(t, startEtcd(t).ClientURL())
+	cfg := testConfig(t)
+	cfg.PerLocation = 3
+	store := newEtcd(t, cli, cfg)
+	if _, err := store.Post(t.Context(), note(9, 9, "elsewhere")); err != nil {
+		t.Fatal(err)
+	}
+	var posted []string
+	for i := range 7 {
+		msg := fmt.Sprintf("a%d", i)
+		posted = append(posted, msg)
+		got, err := store.Post(t.Context(), note(1, 1, msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := posted[max(0, len(posted)-3):]
+		if !slices.Equal(messages(got), want) {
+			t.Errorf("post %q = %q, want the newest 3: %q", msg, messages(got), want)
+		}
+		if n := countAt(t, cli, store, 1, 1); n != len(want) {
+			t.Errorf("after post %q etcd holds %d notes at the location, want %d", msg, n, len(want))
+		}
+	}
+	if n := countAt(t, cli, store, 9, 9); n != 1 {
+		t.Errorf("another location holds %d notes, want its 1", n)
+	}
+	if s := store.Stats(); s != (notes.EtcdStats{}) {
+		t.Errorf("stats %+v, want none skipped or failed", s)
+	}
+}
+
+func TestEtcdConcurrentPruningKeepsTheNewestPerLocation(t *testing.T) {
+	const posters, each, keep = 6, 15, 4
+	srv := startEtcd(t)
+	cfg := testConfig(t)
+	cfg.PerLocation = keep
+	cli := newClient(t, srv.ClientURL())
+	stores := []*notes.Etcd{newEtcd(t, cli, cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Go(func() {
+			for i := range each {
+				sent := fmt.Sprintf("poster %d no %d", p, i)
+				got, err := stores[p%2].Post(t.Context(), note(3, 3, sent))
+				if err != nil {
+					t.Errorf("post %q: %v", sent, err)
+					return
+				}
+				if len(got) > keep || len(got) == 0 || got[len(got)-1].Message != sent {
+					t.Errorf("post %q = %q, want at most %d notes ending with it", sent, messages(got), keep)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// One more post prunes whatever was left by posts pruning concurrently.
+	last, err := stores[0].Post(t.Context(), note(3, 3, "last"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvs := keysAt(t, cli, stores[0], 3, 3)
+	if len(kvs) != keep || len(last) != keep {
+		t.Fatalf("etcd holds %d notes and the last answer has %d, want %d", len(kvs), len(last), keep)
+	}
+	for i, kv := range kvs {
+		if !strings.Contains(string(kv.Value), last[i].Message) {
+			t.Errorf("etcd keeps %s, the answer says %q", kv.Value, last[i].Message)
+		}
+	}
+	for _, s := range stores {
+		if st := s.Stats(); st.PruneFailures != 0 {
+			t.Errorf("stats %+v, want no prune failure", st)
+		}
+	}
+}
+
+func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
+	cli := newClient(t, startEtcd(t).ClientURL())
+	cfg := testConfig(t)
+	cfg.MaxAge = 2 * time.Second
+	bucket := cfg.MaxAge / notes.LeaseBuckets
+	store := newEtcd(t, cli, cfg)
+
+	before := time.Now()
+	if _, err := store.Post(t.Context(), note(1, 1, "first")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Post(t.Context(), note(1, 1, "second")); err != nil {
+		t.Fatal(err)
+	}
+	kvs := keysAt(t, cli, store, 1, 1)
+	if len(kvs) != 2 || kvs[0].Lease == 0 || kvs[0].Lease != kvs[1].Lease {
+		t.Fatalf("notes posted in one bucket have leases %v, want one shared lease", kvs)
+	}
+	firstLease := clientv3.LeaseID(kvs[0].Lease)
+	ttl, err := cli.TimeToLive(t.Context(), firstLease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// MaxAge plus one bucket, rounded up to whole seconds.
+	if ttl.GrantedTTL != 3 {
+		t.Errorf("lease TTL %ds, want 3", ttl.GrantedTTL)
+	}
+
+	// Once the bucket is over, a post takes a new lease.
+	poll.Until(t, 5*time.Second, "a post with a new lease", func() bool {
+		if _, err := store.Post(t.Context(), note(2, 2, "later")); err != nil {
+			t.Fatal(err)
+		}
+		kvs := keysAt(t, cli, store, 2, 2)
+		return kvs[len(kvs)-1].Lease != int64(firstLease)
+	})
+	if since := time.Since(before); since < bucket {
+		t.Errorf("a new lease after %v, before the bucket of %v was over", since, bucket)
+	}
+
+	poll.Until(t, 10*time.Second, "the first notes to expire", func() bool {
+		return countAt(t, cli, store, 1, 1) == 0
+	})
+	if lived := time.Since(before); lived < cfg.MaxAge {
+		t.Errorf("notes expired after %v, before MaxAge %v", lived, cfg.MaxAge)
+	}
+	got, err := store.Post(t.Context(), note(1, 1, "after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"after"}; !slices.Equal(messages(got), want) {
+		t.Errorf("after expiry the answer is %q, want %q", messages(got), want)
+	}
+}
+
+func TestEtcdPostGrantsANewLeaseWhenItsLeaseIsGone(t *testing.T) {
+	cli := newClient(t, startEtcd(t).ClientURL())
+	store := newEtcd(t, cli, testConfig(t)) // MaxAge 24h: the lease would serve 3h
+	if _, err := store.Post(t.Context(), note(1, 1, "first")); err != nil {
+		t.Fatal(err)
+	}
+	lease := clientv3.LeaseID(keysAt(t, cli, store, 1, 1)[0].Lease)
+	// Revoking deletes the notes on the lease, as expiry would.
+	if _, err := cli.Revoke(t.Context(), lease); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Post(t.Context(), note(1, 1, "second"))
+	if err != nil {
+		t.Fatalf("post after the lease was revoked: %v", err)
+	}
+	if want := []string{"second"}; !slices.Equal(messages(got), want) {
+		t.Errorf("answer %q, want %q", messages(got), want)
+	}
+	kvs := keysAt(t, cli, store, 1, 1)
+	if len(kvs) != 1 || kvs[0].Lease == 0 || kvs[0].Lease == int64(lease) {
+		t.Errorf("the note after the revoke has lease %x, want a new one (old %x)", kvs[0].Lease, lease)
+	}
+}
+
+func TestEtcdSkipsAndCountsValuesThatAreNotNotesOfTheLocation(t *testing.T) {
+	cli := newClient(t, startEtcd(t).ClientURL())
+	store := newEtcd(t, cli, testConfig(t))
+	if _, err := store.Post(t.Context(), note(1, 1, "before")); err != nil {
+		t.Fatal(err)
+	}
+	location := store.LocationPrefix(1, 1)
+	garbage := map[string]string{
+		"not json":           "garbage",
+		"not a note":         `[1,2,3]`,
+		"wrong field type":   `{"message": 5}`,
+		"no location":        `{"message": "nowhere"}`,
+		"another location":   `{"location": {"latitude": 1, "longitude": 10}, "message": "moved"}`,
+		"invalid utf-8":      "{\"location\": {\"latitude\": 1, \"longitude\": 1}, \"message\": \"\xff\"}",
+		"empty":              "",
+		"truncated protobuf": "\x0a\x04\x08",
+	}
+	for name, value := range garbage {
+		if _, err := cli.Put(t.Context(), location+name, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A value with a field this version does not know is still a note.
+	if _, err := cli.Put(t.Context(), location+"newer", `{"location": {"latitude": 1, "longitude": 1}, "message": "newer", "mood": "happy"}`); err != nil {
+		t.Fatal(err)
+	}
+	for round := 1; round <= 2; round++ {
+		got, err := store.Post(t.Context(), note(1, 1, "after"))
+		if err != nil {
+			t.Fatalf("post with garbage at the location: %v", err)
+		}
+		want := []string{"before", "newer", "after"}
+		if round == 2 {
+			want = []string{"before", "newer", "after", "after"}
+		}
+		if !slices.Equal(messages(got), want) {
+			t.Errorf("round %d: answer %q, want %q", round, messages(got), want)
+		}
+		// Every read counts what it skipped.
+		if s := store.Stats(); s.Skipped != uint64(round*len(garbage)) {
+			t.Errorf("round %d: %d values skipped, want %d", round, s.Skipped, round*len(garbage))
+		}
+	}
+}
+
+func TestEtcdRefusesAMessageOverMaxMessageBytes(t *testing.T) {
+	cli := newClient(t, startEtcd(t).ClientURL())
+	cfg := testConfig(t)
+	cfg.MaxMessageBytes = 8
+	store := newEtcd(t, cli, cfg)
+	if _, err := store.Post(t.Context(), note(1, 1, "12345678")); err != nil {
+		t.Fatalf("a message of exactly the limit: %v", err)
+	}
+	_, err := store.Post(t.Context(), note(1, 1, "123456789"))
+	if !errors.Is(err, notes.ErrLimit) || !strings.Contains(err.Error(), "at most 8 bytes") {
+		t.Fatalf("a message one byte over: %v, want ErrLimit naming 8 bytes", err)
+	}
+	if n := countAt(t, cli, store, 1, 1); n != 1 {
+		t.Errorf("etcd holds %d notes, want 1", n)
+	}
+}
+
+func TestEtcdStoresNoUnknownFields(t *testing.T) {
+	cli := newClient(t, startEtcd(t).ClientURL())
+	store := newEtcd(t, cli, testConfig(t))
+	sent := note(1, 1, "hello")
+	sent.ProtoReflect().SetUnknown([]byte{0xca, 0x06, 0x03, 'a', 'b', 'c'}) // field 99, "abc"
+	got, err := store.Post(t.Context(), sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got[0].ProtoReflect().GetUnknown()) != 0 {
+		t.Errorf("the answer carries unknown fields %x", got[0].ProtoReflect().GetUnknown())
+	}
+}
+
+func TestEtcdPostWhileEtcdIsDownFailsUnavailableAndRecovers(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := localetcd.Start(localetcd.Config{Dir: dir, ClientAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	addr := srv.ClientAddr()
+	cli := newClient(t, srv.ClientURL())
+	cfg := testConfig(t)
+	cfg.Timeout = time.Second
+	store := newEtcd(t, cli, cfg)
+	if _, err := store.Post(t.Context(), note(1, 1, "before")); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Close()
+	// The caller would wait 10s; the store gives up after its Timeout.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = store.Post(ctx, note(1, 1, "while down"))
+	if !errors.Is(err, notes.ErrUnavailable) || errors.Is(err, notes.ErrLimit) {
+		t.Errorf("post while etcd is down: %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > cfg.Timeout+2*time.Second {
+		t.Errorf("post while etcd is down took %v, want about the Timeout %v", took, cfg.Timeout)
+	}
+	// A caller's deadline shorter than Timeout is the caller's own.
+	short, cancelShort := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancelShort()
+	start = time.Now()
+	_, err = store.Post(short, note(1, 1, "while down"))
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, notes.ErrUnavailable) {
+		t.Errorf("post with a 200ms deadline while etcd is down: %v, want the caller's DeadlineExceeded", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("post with a 200ms deadline took %v", took)
+	}
+	cancelled, cancelNow := context.WithCancel(t.Context())
+	cancelNow()
+	if _, err := store.Post(cancelled, note(1, 1, "cancelled")); !errors.Is(err, context.Canceled) {
+		t.Errorf("post with a cancelled context: %v, want Canceled", err)
+	}
+
+	srv, err = localetcd.Start(localetcd.Config{Dir: dir, ClientAddr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	var got []*pb.RouteNote
+	poll.Until(t, 20*time.Second, "a post once etcd is back", func() bool {
+		got, err = store.Post(t.Context(), note(1, 1, "after"))
+		return err == nil
+	})
+	// Nothing posted while etcd was down was stored, nothing before was lost.
+	if want := []string{"before", "after"}; !slices.Equal(messages(got), want) {
+		t.Errorf("after etcd returned: %q, want %q", messages(got), want)
+	}
+}
+
+func BenchmarkEtcdPost(b *testing.B) {
+	cli := newClient(b, startEtcd(b).ClientURL())
+	cfg := testConfig(b)
+	cfg.PerLocation = 100
+	store := newEtcd(b, cli, cfg)
+	i := 0
+	for b.Loop() {
+		if _, err := store.Post(b.Context(), note(int32(i%16), 1, "a note of a usual length, some words")); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
