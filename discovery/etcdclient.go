@@ -1,11 +1,15 @@
 package discovery
 
 import (
+	"cmp"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -13,15 +17,46 @@ import (
 	"google.golang.org/grpc/backoff"
 )
 
-// EtcdConfig is how nodes and clients reach etcd.
+// EtcdConfig is how nodes and clients reach etcd. Its String, GoString and
+// LogValue leave the password out, so that printing or logging it is safe.
 type EtcdConfig struct {
 	// Endpoints are the URLs of the etcd members.
 	Endpoints []string
 	// Username and Password authenticate to etcd when Username is set.
 	Username string
 	Password string
-	// TLS secures the connection when set.
+	// TLS secures the connection when set: it holds the CA to trust, and
+	// the client's certificate when etcd asks for one.
 	TLS *tls.Config
+	// AuthTimeout bounds the wait for the first token when Username is set;
+	// zero means DefaultAuthTimeout.
+	AuthTimeout time.Duration
+}
+
+// DefaultAuthTimeout is how long NewEtcdClient waits for etcd to
+// authenticate the user.
+const DefaultAuthTimeout = 10 * time.Second
+
+// String describes the configuration without the password.
+func (c EtcdConfig) String() string {
+	password := "none"
+	if c.Password != "" {
+		password = "set"
+	}
+	return fmt.Sprintf("etcd %v (user %q, password %s, TLS %t)", c.Endpoints, c.Username, password, c.TLS != nil)
+}
+
+// GoString is String, so that %#v does not print the password either.
+func (c EtcdConfig) GoString() string { return c.String() }
+
+// LogValue is what slog records of the configuration: no password.
+func (c EtcdConfig) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Any("endpoints", c.Endpoints),
+		slog.String("username", c.Username),
+		slog.Bool("password_set", c.Password != ""),
+		slog.Bool("tls", c.TLS != nil),
+	)
 }
 
 // NewEtcdClient returns an etcd client configured for a long-lived process
@@ -34,6 +69,12 @@ type EtcdConfig struct {
 //     the client moves to another member of the cluster.
 //
 // The client does not wait for a connection: calls do, within their context.
+// The one exception is a client with a Username: etcd's client fetches its
+// token while it is made, and waits for etcd to answer. That wait is bounded
+// by AuthTimeout, so that a process that starts while etcd is out of reach
+// fails with a clear error rather than hanging; once running, the client
+// fetches a new token by itself whenever etcd asks for one (after an etcd
+// restart, say), so later outages are ridden out like any other.
 func NewEtcdClient(cfg EtcdConfig) (*clientv3.Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("etcd: no endpoints")
@@ -45,11 +86,16 @@ func NewEtcdClient(cfg EtcdConfig) (*clientv3.Client, error) {
 	if err != nil {
 		logger = zap.NewNop()
 	}
+	var authTimeout time.Duration // etcd's client bounds only the token fetch with it
+	if cfg.Username != "" {
+		authTimeout = cmp.Or(cfg.AuthTimeout, DefaultAuthTimeout)
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            cfg.Endpoints,
 		Username:             cfg.Username,
 		Password:             cfg.Password,
 		TLS:                  cfg.TLS,
+		DialTimeout:          authTimeout,
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		Logger:               logger,
@@ -61,7 +107,56 @@ func NewEtcdClient(cfg EtcdConfig) (*clientv3.Client, error) {
 		},
 	})
 	if err != nil {
+		if cfg.Username != "" {
+			return nil, fmt.Errorf("authenticate to etcd %v as %q: %w", cfg.Endpoints, cfg.Username, describeAuthError(err))
+		}
 		return nil, fmt.Errorf("etcd client for %v: %w", cfg.Endpoints, err)
 	}
 	return cli, nil
+}
+
+// IsAuthError reports whether err is etcd refusing who the client is or
+// what it may do: wrong user or password, no user where etcd requires one,
+// or no permission on a key. Retrying with the same credentials cannot
+// succeed, so a node treats such an error as fatal instead of retrying.
+func IsAuthError(err error) bool {
+	err = rpctypes.Error(err)
+	return errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrPermissionDenied) ||
+		errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrUserNotFound)
+}
+
+// describeAuthError adds what to do to etcd's terse errors.
+func describeAuthError(err error) error {
+	switch e := rpctypes.Error(err); {
+	case errors.Is(e, rpctypes.ErrAuthFailed):
+		return fmt.Errorf("authentication failed: wrong username or password: %w", err)
+	case errors.Is(e, rpctypes.ErrUserEmpty):
+		return fmt.Errorf("etcd requires a user, and none was given: %w", err)
+	case errors.Is(e, rpctypes.ErrPermissionDenied):
+		return fmt.Errorf("permission denied: the user's role must allow this: %w", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("no answer from etcd (out of reach, or a TLS handshake that fails?): %w", err)
+	}
+	return err
+}
+
+// CheckAccess asks etcd whether the client may do what a node does: write
+// key and read every key under prefix. It changes nothing: the write sits in
+// a transaction whose condition (a version below zero) never holds, and etcd
+// checks the permissions of every operation of a transaction, whichever
+// branch runs. An answer that is not an access error (etcd out of reach)
+// comes back as it is, for the caller to decide.
+func CheckAccess(ctx context.Context, cli *clientv3.Client, key, prefix string) error {
+	_, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Version(key), "<", 0)).
+		Then(clientv3.OpPut(key, "")).
+		Else(clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())).
+		Commit()
+	if err != nil {
+		if IsAuthError(err) {
+			return fmt.Errorf("write %s and read %s: %w", key, prefix, describeAuthError(err))
+		}
+		return fmt.Errorf("check access to %s: %w", key, err)
+	}
+	return nil
 }

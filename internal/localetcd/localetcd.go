@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -29,11 +30,25 @@ type Config struct {
 	LogLevel string
 	// StartTimeout bounds the wait for the server to be ready; zero means 30s.
 	StartTimeout time.Duration
+	// ClientTLS, when its CertFile is set, serves clients over TLS (https
+	// URLs) instead of plain HTTP, as a production etcd does.
+	ClientTLS ClientTLS
+}
+
+// ClientTLS is the TLS of the client listener: the server's certificate
+// and key and, to require client certificates, the CA they must chain to.
+type ClientTLS struct {
+	CertFile, KeyFile string
+	// CAFile, when set, makes every client present a certificate signed by
+	// it (etcd's --client-cert-auth); etcd then also takes the certificate's
+	// common name as the user name of a client that sends no password.
+	CAFile string
 }
 
 // Server is a running etcd member.
 type Server struct {
 	etcd      *embed.Etcd
+	scheme    string // of the client URL: http, or https with ClientTLS
 	closeOnce sync.Once
 }
 
@@ -42,7 +57,11 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("start etcd: no data directory")
 	}
-	clientURL, err := url.Parse("http://" + orDefault(cfg.ClientAddr, "127.0.0.1:0"))
+	scheme := "http"
+	if cfg.ClientTLS.CertFile != "" {
+		scheme = "https"
+	}
+	clientURL, err := url.Parse(scheme + "://" + orDefault(cfg.ClientAddr, "127.0.0.1:0"))
 	if err != nil {
 		return nil, fmt.Errorf("start etcd: client address: %w", err)
 	}
@@ -58,6 +77,12 @@ func Start(cfg Config) (*Server, error) {
 	ec.ListenPeerUrls = []url.URL{*peerURL}
 	ec.AdvertisePeerUrls = []url.URL{*peerURL}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	ec.ClientTLSInfo = transport.TLSInfo{
+		CertFile:       cfg.ClientTLS.CertFile,
+		KeyFile:        cfg.ClientTLS.KeyFile,
+		TrustedCAFile:  cfg.ClientTLS.CAFile,
+		ClientCertAuth: cfg.ClientTLS.CAFile != "",
+	}
 	ec.LogLevel = orDefault(cfg.LogLevel, "error")
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	if cfg.LogLevel != "" {
@@ -75,7 +100,7 @@ func Start(cfg Config) (*Server, error) {
 	defer timer.Stop()
 	select {
 	case <-e.Server.ReadyNotify():
-		return &Server{etcd: e}, nil
+		return &Server{etcd: e, scheme: scheme}, nil
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("start etcd: %w", err)
@@ -87,7 +112,7 @@ func Start(cfg Config) (*Server, error) {
 
 // ClientURL is the URL clients reach the server at, with the actual port.
 func (s *Server) ClientURL() string {
-	return "http://" + s.etcd.Clients[0].Addr().String()
+	return s.scheme + "://" + s.etcd.Clients[0].Addr().String()
 }
 
 // ClientAddr is the host:port of ClientURL.

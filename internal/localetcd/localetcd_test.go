@@ -2,10 +2,16 @@ package localetcd
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
 func TestStartServesClientsAndKeepsDataAcrossRestarts(t *testing.T) {
@@ -58,4 +64,61 @@ func get(t *testing.T, url, k string) string {
 		return ""
 	}
 	return string(resp.Kvs[0].Value)
+}
+
+func TestClientTLSAndAuth(t *testing.T) {
+	certs := testcerts.New(t)
+	s, err := Start(Config{Dir: t.TempDir(), ClientTLS: ClientTLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey, CAFile: certs.CA}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.HasPrefix(s.ClientURL(), "https://") {
+		t.Fatalf("ClientURL = %s, want https", s.ClientURL())
+	}
+	clientTLS, err := tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}.Config("etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := s.EnableAuth(ctx, clientTLS, "rootpw", User{Name: "app", Password: "apppw", Prefix: "app/"}); err != nil {
+		t.Fatal(err)
+	}
+	connect := func(user, password string) (*clientv3.Client, error) {
+		return clientv3.New(clientv3.Config{Endpoints: []string{s.ClientURL()}, TLS: clientTLS, Username: user, Password: password, DialTimeout: 10 * time.Second})
+	}
+	app, err := connect("app", "apppw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if _, err := app.Put(ctx, "app/k", "v"); err != nil {
+		t.Errorf("app writes under its prefix: %v", err)
+	}
+	if _, err := app.Put(ctx, "other/k", "v"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		t.Errorf("app writes outside its prefix: err = %v, want permission denied", err)
+	}
+	if cli, err := connect("app", "wrong"); !errors.Is(err, rpctypes.ErrAuthFailed) {
+		if cli != nil {
+			cli.Close()
+		}
+		t.Errorf("wrong password: err = %v, want authentication failed", err)
+	}
+	// Without a client certificate the handshake fails, so the call never
+	// reaches etcd and waits for its deadline.
+	noCert, err := tlsfiles.Client{CAFile: certs.CA}.Config("etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.ClientURL()}, TLS: noCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	shortCtx, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	if _, err := cli.Get(shortCtx, "app/k"); err == nil {
+		t.Error("a client without certificate read from etcd")
+	}
 }
