@@ -50,8 +50,14 @@ const ServiceConfig = `{
 // ClientKeepalive.Time and drops it when no answer comes within Timeout, so a
 // node that vanished without closing its connections (power loss, a cut
 // cable) is given up after at most Time+Timeout = 13s, even with no call in
-// flight. gRPC does not let clients ping more often than every 10s. Nodes
-// must permit that rate, or they would close the connection with
+// flight. gRPC does not let clients ping more often than every 10s (it raises
+// a shorter Time to 10s), so 13s is close to the least there is: a shorter
+// Timeout would save a second or two at the risk of dropping a node that is
+// only busy. Until keepalive gives the connection up, round robin still
+// picks it, and the attempt timeout (DefaultAttemptTimeout) moves each
+// idempotent call picked for it to another node.
+//
+// Nodes must permit that rate, or they would close the connection with
 // too_many_pings: ServerEnforcement allows a ping every 5s, half the client's
 // interval, so jitter never trips it.
 var (
@@ -78,7 +84,10 @@ const policyConfigPlaceholder = "{}"
 // DialOption changes what DialOptions returns.
 type DialOption func(*dialOptions)
 
-type dialOptions struct{ metrics *Metrics }
+type dialOptions struct {
+	metrics        *Metrics
+	attemptTimeout time.Duration
+}
 
 // WithMetrics makes the policy report its picks and ready endpoints to m.
 func WithMetrics(m *Metrics) DialOption {
@@ -86,9 +95,13 @@ func WithMetrics(m *Metrics) DialOption {
 }
 
 // DialOptions are the options every RouteGuide client dials with, besides its
-// transport credentials and resolver: the service config and keepalive.
+// transport credentials and resolver: the service config, keepalive, and a
+// timeout on each attempt of an idempotent call, so that a node that went
+// silent costs a call one attempt timeout rather than its whole deadline
+// (see attempt.go: the retry policy never retries a deadline, and keepalive
+// takes 13s to give a silent connection up).
 func DialOptions(opts ...DialOption) []grpc.DialOption {
-	var o dialOptions
+	o := dialOptions{attemptTimeout: DefaultAttemptTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -96,10 +109,10 @@ func DialOptions(opts ...DialOption) []grpc.DialOption {
 	if o.metrics != nil {
 		serviceConfig = strings.Replace(serviceConfig, `"`+Name+`": `+policyConfigPlaceholder, fmt.Sprintf(`"%s": {"metrics": %q}`, Name, o.metrics.id), 1)
 	}
-	return []grpc.DialOption{
+	return append([]grpc.DialOption{
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithKeepaliveParams(ClientKeepalive),
-	}
+	}, attemptOptions(o.attemptTimeout)...)
 }
 
 // ServerOptions are the keepalive options a node must serve with to match

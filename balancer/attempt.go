@@ -1,0 +1,340 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Attempt timeouts: why the retry policy is not enough.
+//
+// The retryPolicy in ServiceConfig retries GetFeature and ListFeatures on
+// UNAVAILABLE, which is what a call gets from a node that went away with its
+// connections closed (a drain, a crash: the kernel resets them). A node cut
+// off without a reset (a frozen host, a pulled cable, a partition) answers
+// nothing at all: a call picked for it waits until the caller's deadline and
+// fails DEADLINE_EXCEEDED, and gRPC never retries that code, since the
+// deadline is the caller's and has passed (gRFC A6; its per-attempt timeout
+// was left out of the spec). Keepalive gives the connection up, but only
+// ClientKeepalive.Time+Timeout after the last byte it read (13s; gRPC does
+// not let a client ping more often than every 10s), and until then round
+// robin goes on picking it for a call in three.
+//
+// So each idempotent call gets a timeout per attempt (attemptTimeout,
+// DefaultAttemptTimeout unless WithAttemptTimeout says otherwise). An
+// attempt that has no answer in time is cancelled and the call is made again
+// on a fresh pick, while the caller's own deadline has room; an attempt
+// picked for a node on which an attempt of the same call already timed out
+// is cancelled as soon as it is sent, so one silent node costs a call one
+// attempt timeout, not a string of them (TestAttemptTimeoutAvoidsTheNodesThatHung).
+// Each timed-out attempt doubles the next one's timeout, and after
+// maxTimedAttempts the call waits as long as its deadline allows: a cluster
+// that is merely slow still answers, later, instead of seeing its calls cut
+// again and again (TestAttemptTimeoutNeverFailsACallThatOnlyNeedsTime).
+//
+// A unary call's attempt is a deadline, which the node sees too. A server
+// stream is timed until its first message only, then it is the caller's: a
+// stream that has delivered a feature is never made again, so a client never
+// sees a feature twice. RecordRoute and RouteChat change state and are never
+// made twice: they pass through untouched.
+
+// DefaultAttemptTimeout is how long an attempt of an idempotent call waits
+// for its answer, or a ListFeatures stream for its first feature, before the
+// call is made again on another node. A node answers in milliseconds; one
+// second leaves a loaded node a wide margin, and is what a silent node costs
+// a call at most.
+const DefaultAttemptTimeout = time.Second
+
+// maxTimedAttempts is how many attempts of a call have a timeout of their
+// own: 1, 2 and 4 times the attempt timeout. The next is bounded by the
+// caller's deadline only.
+const maxTimedAttempts = 3
+
+// maxAvoided bounds the attempts of one call that are cancelled for having
+// been picked for a node that already timed out, so that a call whose only
+// node is silent does not spin: it then waits on that node like any attempt.
+// With one node silent in three, 16 picks in a row for it are a chance in
+// 40 million.
+const maxAvoided = 16
+
+// idempotentMethods are the calls that can safely run twice: those the
+// retryPolicy of ServiceConfig names (TestAttemptTimeoutCoversTheMethodsWithARetryPolicy).
+var idempotentMethods = map[string]bool{
+	"/routeguide.RouteGuide/GetFeature":   true,
+	"/routeguide.RouteGuide/ListFeatures": true,
+}
+
+// WithAttemptTimeout sets the timeout of each attempt of an idempotent call;
+// zero or less turns attempt timeouts off, leaving only the retry policy.
+func WithAttemptTimeout(d time.Duration) DialOption {
+	return func(o *dialOptions) { o.attemptTimeout = d }
+}
+
+var (
+	errAttemptTimedOut = errors.New("attempt timed out; made again on another node")
+	errAvoided         = errors.New("attempt picked a node that timed out before; made again")
+)
+
+// attemptOptions are the interceptors that time attempts out, and the stats
+// handler that tells them where each attempt was sent.
+func attemptOptions(timeout time.Duration) []grpc.DialOption {
+	if timeout <= 0 {
+		return nil
+	}
+	a := attempts{timeout: timeout}
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(a.unary),
+		grpc.WithChainStreamInterceptor(a.stream),
+		grpc.WithStatsHandler(sentTo{}),
+	}
+}
+
+type attempts struct{ timeout time.Duration }
+
+func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if !idempotentMethods[method] {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	c := &call{parent: ctx, base: a.timeout}
+	for {
+		attemptCtx := c.begin(true)
+		err := invoker(attemptCtx, method, req, reply, cc, opts...)
+		again := c.again(err)
+		c.end()
+		if !again {
+			return err
+		}
+	}
+}
+
+func (a attempts) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if !idempotentMethods[method] || desc.ClientStreams || !desc.ServerStreams {
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	s := &timedStream{
+		call: &call{parent: ctx, base: a.timeout},
+		open: func(ctx context.Context) (grpc.ClientStream, error) { return streamer(ctx, desc, cc, method, opts...) },
+	}
+	if err := s.attempt(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// call is one idempotent call and its attempts, made one after another.
+type call struct {
+	parent   context.Context // the caller's
+	base     time.Duration
+	timedOut int  // attempts that timed out so far
+	timed    bool // the attempt in progress has a timeout
+
+	ctx       context.Context // of the attempt in progress
+	cancel    context.CancelCauseFunc
+	stopTimer func() bool // for a stream: stops its timeout; false once it has fired
+
+	mu      sync.Mutex // the stats handler reaches the fields below from within the attempt
+	peer    string     // where the attempt in progress was sent, once it is
+	hung    map[string]bool
+	avoided int
+}
+
+type callKey struct{}
+
+// begin starts an attempt. A unary attempt's timeout is a deadline; a
+// stream's is a timer that stopTimer stops once the first message is in.
+func (c *call) begin(unary bool) context.Context {
+	ctx, cancel := context.WithCancelCause(context.WithValue(c.parent, callKey{}, c))
+	c.stopTimer = func() bool { return true }
+	d := c.timeout()
+	c.timed = d > 0
+	if c.timed {
+		if unary {
+			var stop context.CancelFunc
+			ctx, stop = context.WithTimeoutCause(ctx, d, errAttemptTimedOut)
+			cancelBoth := cancel
+			cancel = func(cause error) { cancelBoth(cause); stop() }
+		} else {
+			timer := time.AfterFunc(d, func() { cancel(errAttemptTimedOut) })
+			c.stopTimer = timer.Stop
+		}
+	}
+	c.mu.Lock()
+	c.ctx, c.cancel, c.peer = ctx, cancel, ""
+	c.mu.Unlock()
+	return ctx
+}
+
+// timeout is the timeout of the next attempt, 0 for none.
+func (c *call) timeout() time.Duration {
+	if c.timedOut >= maxTimedAttempts {
+		return 0
+	}
+	return c.base << c.timedOut
+}
+
+// again reports whether the attempt that ended with err is to be made again:
+// it was cut short by its own timeout, or for its pick, while the caller
+// still waits.
+func (c *call) again(err error) bool {
+	if err == nil || c.parent.Err() != nil {
+		return false
+	}
+	code := status.Code(err)
+	if code != codes.DeadlineExceeded && code != codes.Canceled {
+		return false
+	}
+	cause := context.Cause(c.ctx)
+	if cause == errAvoided {
+		return true
+	}
+	// The node learns a unary attempt's deadline, and may report it passed
+	// a moment before the client's own timer fires: a deadline that is not
+	// the caller's is the attempt's.
+	if cause == errAttemptTimedOut || (code == codes.DeadlineExceeded && c.timed) {
+		c.timedOut++
+		c.mu.Lock()
+		if c.peer != "" {
+			if c.hung == nil {
+				c.hung = map[string]bool{}
+			}
+			c.hung[c.peer] = true
+		}
+		c.mu.Unlock()
+		return true
+	}
+	return false
+}
+
+// end releases the attempt's context.
+func (c *call) end() {
+	c.stopTimer()
+	c.cancel(nil)
+}
+
+// sentTo notes that the attempt in progress went to addr, and cancels it if
+// an earlier attempt of the call timed out there.
+func (c *call) sentTo(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.peer = addr
+	if c.hung[addr] && c.avoided < maxAvoided {
+		c.avoided++
+		c.cancel(errAvoided)
+	}
+}
+
+// sentTo is the stats handler that tells a call where each attempt went:
+// gRPC reports the connection of a stream when it sends the stream's headers,
+// before any answer, which is when an attempt to a node that hung before can
+// still be called off at no cost.
+type sentTo struct{}
+
+func (sentTo) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (sentTo) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	h, ok := s.(*stats.OutHeader)
+	if !ok || !h.Client || h.RemoteAddr == nil {
+		return
+	}
+	if c, ok := ctx.Value(callKey{}).(*call); ok {
+		c.sentTo(h.RemoteAddr.String())
+	}
+}
+
+func (sentTo) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (sentTo) HandleConn(context.Context, stats.ConnStats) {}
+
+// timedStream is a server stream whose attempts are timed until the first
+// message. It holds the one request the caller sent, to send it again.
+type timedStream struct {
+	grpc.ClientStream // the attempt in progress
+	*call
+	open func(context.Context) (grpc.ClientStream, error)
+
+	req       any
+	closeSent bool
+	received  bool // the first message (or the end) came: the stream is the caller's
+}
+
+// attempt opens streams until one is open or the call gives up.
+func (s *timedStream) attempt() error {
+	for {
+		stream, err := s.open(s.begin(false))
+		if err == nil {
+			s.ClientStream = stream
+			// Errors of these show in RecvMsg, which decides.
+			if s.req != nil {
+				stream.SendMsg(s.req)
+			}
+			if s.closeSent {
+				stream.CloseSend()
+			}
+			return nil
+		}
+		again := s.again(err)
+		s.end()
+		if !again {
+			return err
+		}
+	}
+}
+
+func (s *timedStream) SendMsg(m any) error {
+	if !s.received {
+		// gRPC encodes m before SendMsg returns, and so may the caller
+		// change it after; another attempt sends the message as it was.
+		if pm, ok := m.(proto.Message); ok {
+			s.req = proto.Clone(pm)
+		} else {
+			s.req = m
+		}
+	}
+	return s.ClientStream.SendMsg(m)
+}
+
+func (s *timedStream) CloseSend() error {
+	s.closeSent = true
+	return s.ClientStream.CloseSend()
+}
+
+func (s *timedStream) RecvMsg(m any) error {
+	if s.received {
+		err := s.ClientStream.RecvMsg(m)
+		if err != nil {
+			s.end()
+		}
+		return err
+	}
+	for {
+		err := s.ClientStream.RecvMsg(m)
+		if err == nil || err == io.EOF {
+			if s.stopTimer() {
+				s.received = true
+				if err != nil {
+					s.end()
+				}
+				return err
+			}
+			// The timeout fired as the message came, and took the stream
+			// with it: make the call again, and m with it.
+			err = status.Error(codes.Canceled, errAttemptTimedOut.Error())
+		}
+		again := s.again(err)
+		s.end()
+		if !again {
+			return err
+		}
+		if err := s.attempt(); err != nil {
+			return err
+		}
+	}
+}
