@@ -68,7 +68,7 @@ func TestEtcdCredentials(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(rpctypes.Error(errors.Unwrap(err)), tt.wantErr) && !IsAuthError(err) {
+			if !errors.Is(err, tt.wantErr) {
 				t.Errorf("err = %v, want %v", err, tt.wantErr)
 			}
 			if !IsAuthError(err) {
