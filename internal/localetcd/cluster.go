@@ -1,0 +1,196 @@
+package localetcd
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"github.com/routeguide-cluster/routeguide/internal/faultproxy"
+)
+
+// ClusterConfig describes a cluster of several members, for fault tests.
+type ClusterConfig struct {
+	// Dir holds the members' data, each in a directory of its own.
+	Dir string
+	// Members is how many members to start; 3 when zero.
+	Members int
+	// LogLevel is etcd's own log level, as in Config.
+	LogLevel string
+	// StartTimeout bounds the wait for every member to be ready; zero means 30s.
+	StartTimeout time.Duration
+}
+
+// Cluster is a running etcd cluster on 127.0.0.1.
+//
+// Every member is reached, by clients and by the other members alike, through
+// a proxy of its own (package faultproxy). The proxies are what make the
+// cluster possible on free ports: each member must know every member's peer
+// URL before any of them starts, and etcd cannot be handed a listener it did
+// not open. A proxy listens first, at a free port that is never given up, and
+// is told where its member listens once the member has started; so no port is
+// picked, released and hoped still free. They are also how Lose cuts a member
+// off as abruptly as a crash.
+type Cluster struct {
+	members []*Member
+}
+
+// Member is one member of a Cluster.
+type Member struct {
+	name          string
+	etcd          *embed.Etcd
+	client, peers *faultproxy.Proxy
+	stopOnce      sync.Once
+}
+
+// StartCluster starts the members and returns once each serves clients.
+func StartCluster(cfg ClusterConfig) (*Cluster, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("start etcd cluster: no data directory")
+	}
+	if cfg.Members == 0 {
+		cfg.Members = 3
+	}
+	c := &Cluster{}
+	var initial []string
+	for i := range cfg.Members {
+		m := &Member{name: fmt.Sprintf("m%d", i)}
+		c.members = append(c.members, m)
+		var err error
+		if m.client, err = faultproxy.Start(""); err == nil {
+			m.peers, err = faultproxy.Start("")
+		}
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("start etcd cluster: member %s: %w", m.name, err)
+		}
+		initial = append(initial, m.name+"=http://"+m.peers.Addr())
+	}
+	token := "localetcd-" + rand.Text()
+	for _, m := range c.members {
+		ec := embed.NewConfig()
+		ec.Name = m.name
+		ec.Dir = filepath.Join(cfg.Dir, m.name)
+		ec.ListenClientUrls = []url.URL{{Scheme: "http", Host: "127.0.0.1:0"}}
+		ec.AdvertiseClientUrls = []url.URL{{Scheme: "http", Host: m.client.Addr()}}
+		ec.ListenPeerUrls = []url.URL{{Scheme: "http", Host: "127.0.0.1:0"}}
+		ec.AdvertisePeerUrls = []url.URL{{Scheme: "http", Host: m.peers.Addr()}}
+		ec.InitialCluster = strings.Join(initial, ",")
+		ec.InitialClusterToken = token
+		ec.ClusterState = embed.ClusterStateFlagNew
+		ec.LogLevel = orDefault(cfg.LogLevel, "error")
+		ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		if cfg.LogLevel != "" {
+			ec.ZapLoggerBuilder = nil
+		}
+		// StartEtcd does not wait for the other members: they are waited
+		// for together below.
+		e, err := embed.StartEtcd(ec)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("start etcd cluster: member %s: %w", m.name, err)
+		}
+		m.etcd = e
+		m.client.SetTarget(e.Clients[0].Addr().String())
+		m.peers.SetTarget(e.Peers[0].Addr().String())
+	}
+	timeout := cfg.StartTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for _, m := range c.members {
+		select {
+		case <-m.etcd.Server.ReadyNotify():
+		case err := <-m.etcd.Err():
+			c.Close()
+			return nil, fmt.Errorf("start etcd cluster: member %s: %w", m.name, err)
+		case <-timer.C:
+			c.Close()
+			return nil, fmt.Errorf("start etcd cluster: member %s not ready after %v", m.name, timeout)
+		}
+	}
+	return c, nil
+}
+
+// Members are the members, lost ones included, in the order they started.
+func (c *Cluster) Members() []*Member { return c.members }
+
+// ClientURLs are the URLs of every member, for clients.
+func (c *Cluster) ClientURLs() []string {
+	var urls []string
+	for _, m := range c.members {
+		urls = append(urls, m.ClientURL())
+	}
+	return urls
+}
+
+// Leader is the member that leads the cluster now, as it says itself, or nil
+// while none does (during an election).
+func (c *Cluster) Leader() *Member {
+	for _, m := range c.members {
+		if m.running() && m.etcd.Server.Leader() == m.etcd.Server.MemberID() {
+			return m
+		}
+	}
+	return nil
+}
+
+// Close stops every member that still runs and its proxies.
+func (c *Cluster) Close() {
+	for _, m := range c.members {
+		m.Lose()
+	}
+}
+
+// Name is the member's name in the cluster.
+func (m *Member) Name() string { return m.name }
+
+// ClientURL is the URL clients reach the member at.
+func (m *Member) ClientURL() string { return "http://" + m.client.Addr() }
+
+// Lose stops the member as abruptly as a crash does: every connection to it,
+// from clients and from the other members, is reset at once and new ones are
+// refused, and the member stops without handing its leadership over. It
+// returns once the member has stopped. Losing it again does nothing.
+func (m *Member) Lose() {
+	m.stopOnce.Do(func() {
+		for _, p := range []*faultproxy.Proxy{m.client, m.peers} {
+			if p != nil {
+				p.Cut()
+			}
+		}
+		if m.etcd != nil {
+			// HardStop first: Close alone would move the leadership to
+			// another member before stopping, which a crash does not do.
+			m.etcd.Server.HardStop()
+			m.etcd.Close()
+		}
+		for _, p := range []*faultproxy.Proxy{m.client, m.peers} {
+			if p != nil {
+				p.Close()
+			}
+		}
+	})
+}
+
+// running reports whether the member was started and not lost.
+func (m *Member) running() bool {
+	if m.etcd == nil {
+		return false
+	}
+	select {
+	case <-m.etcd.Server.StopNotify():
+		return false
+	default:
+		return true
+	}
+}

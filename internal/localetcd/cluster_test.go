@@ -1,0 +1,71 @@
+package localetcd
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/routeguide-cluster/routeguide/internal/poll"
+)
+
+// TestClusterKeepsServingAfterLosingItsLeader starts three members on free
+// ports, loses the leader, and writes and reads through the two left.
+func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	c, err := StartCluster(ClusterConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.Close()
+		goleak.VerifyNone(t, before)
+	}()
+	if n := len(c.ClientURLs()); n != 3 {
+		t.Fatalf("%d client URLs, want 3", n)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.ClientURLs(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	// Every member has the write.
+	for _, m := range c.Members() {
+		if got := get(t, m.ClientURL(), "k"); got != "before" {
+			t.Errorf("member %s: k = %q, want before", m.Name(), got)
+		}
+	}
+
+	var leader *Member
+	poll.Until(t, 10*time.Second, "a leader", func() bool { leader = c.Leader(); return leader != nil })
+	start := time.Now()
+	leader.Lose()
+	lost := time.Since(start)
+	var next *Member
+	poll.Until(t, 10*time.Second, "a new leader", func() bool { next = c.Leader(); return next != nil })
+	elected := time.Since(start)
+	if next == leader {
+		t.Fatalf("the lost member %s still leads", leader.Name())
+	}
+	if _, err := cli.Put(ctx, "k", "after"); err != nil {
+		t.Fatalf("write after losing the leader: %v", err)
+	}
+	for _, m := range c.Members() {
+		if m != leader {
+			if got := get(t, m.ClientURL(), "k"); got != "after" {
+				t.Errorf("member %s: k = %q, want after", m.Name(), got)
+			}
+		}
+	}
+	if lost > 2*time.Second {
+		t.Errorf("losing the leader took %v; a crash is not graceful", lost)
+	}
+	t.Logf("leader %s lost in %v; %s leads %v after the loss", leader.Name(), lost.Round(time.Millisecond), next.Name(), elected.Round(time.Millisecond))
+}
