@@ -28,6 +28,9 @@ type Store interface {
 type MemoryLimits struct {
 	// PerLocation is how many notes one location keeps.
 	PerLocation int
+	// DropOldest makes a post to a full location drop the location's oldest
+	// note, as the Etcd store does, instead of being refused with ErrLimit.
+	DropOldest bool
 	// Bytes bounds the memory that all notes take together, counted as the
 	// length of each message plus NoteOverhead.
 	Bytes int64
@@ -65,19 +68,28 @@ func (m *Memory) Post(_ context.Context, note *pb.RouteNote) ([]*pb.RouteNote, e
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	stored := m.byLocation[key]
+	drop := 0 // how many of the oldest notes make room for this one
+	var freed int64
 	if m.limits.PerLocation > 0 && len(stored) >= m.limits.PerLocation {
-		return nil, fmt.Errorf("this location is full (it keeps %d notes at most): %w", m.limits.PerLocation, ErrLimit)
+		if !m.limits.DropOldest {
+			return nil, fmt.Errorf("this location is full (it keeps %d notes at most): %w", m.limits.PerLocation, ErrLimit)
+		}
+		drop = len(stored) - m.limits.PerLocation + 1
+		for _, old := range stored[:drop] {
+			freed += int64(len(old.Message)) + NoteOverhead
+		}
 	}
-	if m.limits.Bytes > 0 && m.bytes+cost > m.limits.Bytes {
+	if m.limits.Bytes > 0 && m.bytes-freed+cost > m.limits.Bytes {
 		return nil, fmt.Errorf("the note store is full (%d bytes at most): %w", m.limits.Bytes, ErrLimit)
 	}
-	// Appending never changes the elements a caller already holds, so the
-	// returned slice stays a valid snapshot after the lock is released. The
+	// Dropping reslices and appending writes only past the end of every
+	// snapshot handed out, so a returned slice stays valid after the lock is
+	// released (the dropped notes are not cleared for the same reason). The
 	// capacity is clipped so a later append cannot write into it.
-	stored = append(stored, note)
+	stored = append(stored[drop:], note)
 	m.byLocation[key] = stored
-	m.count++
-	m.bytes += cost
+	m.count += 1 - drop
+	m.bytes += cost - freed
 	return stored[:len(stored):len(stored)], nil
 }
 

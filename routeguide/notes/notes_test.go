@@ -309,3 +309,45 @@ func TestMemoryDoesNotStoreUnknownFields(t *testing.T) {
 			stored.ProtoReflect().GetUnknown(), stored.Location.ProtoReflect().GetUnknown())
 	}
 }
+
+func TestMemoryDropOldestKeepsTheNewestPerLocation(t *testing.T) {
+	// Bytes for exactly three notes of two bytes: dropping frees room.
+	m := notes.NewMemory(notes.MemoryLimits{PerLocation: 3, DropOldest: true, Bytes: 3*(notes.NoteOverhead+2) + notes.NoteOverhead + 1})
+	if _, err := m.Post(t.Context(), note(9, 9, "")); err != nil {
+		t.Fatal(err)
+	}
+	var posted []string
+	var snapshots [][]*pb.RouteNote
+	for i := range 9 {
+		msg := fmt.Sprintf("a%d", i)
+		posted = append(posted, msg)
+		got, err := m.Post(t.Context(), note(1, 1, msg))
+		if err != nil {
+			t.Fatalf("post %q: %v", msg, err)
+		}
+		if want := posted[max(0, len(posted)-3):]; !slices.Equal(messages(got), want) {
+			t.Errorf("post %q = %q, want the newest 3: %q", msg, messages(got), want)
+		}
+		snapshots = append(snapshots, got)
+	}
+	if m.Len() != 4 {
+		t.Errorf("Len = %d, want 3 at the full location and 1 elsewhere", m.Len())
+	}
+	// Answers handed out before a drop do not change after it.
+	for i, got := range snapshots {
+		if want := posted[max(0, i-2) : i+1]; !slices.Equal(messages(got), want) {
+			t.Errorf("answer to post %d changed to %q, want %q", i, messages(got), want)
+		}
+	}
+	// The byte bound still refuses what dropping cannot make room for.
+	if _, err := m.Post(t.Context(), note(1, 1, "a longer note")); !errors.Is(err, notes.ErrLimit) {
+		t.Errorf("a note larger than what one drop frees: %v, want ErrLimit", err)
+	}
+	got, err := m.Post(t.Context(), note(1, 1, "ok"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a7", "a8", "ok"}; !slices.Equal(messages(got), want) {
+		t.Errorf("after a refused post: %q, want %q: a refusal must drop nothing", messages(got), want)
+	}
+}
