@@ -40,7 +40,9 @@ type EtcdConfig struct {
 	// bound on the notes of all locations together.
 	MaxAge time.Duration
 	// MaxMessageBytes is the longest message a note may carry, in bytes. It
-	// keeps every put well below etcd's request size limit (1.5 MiB by default).
+	// keeps every put below etcd's request size limit (1.5 MiB by default),
+	// and PerLocation*MaxMessageBytes bounds what one Post reads from etcd
+	// and sends to the client.
 	MaxMessageBytes int
 	// Timeout bounds the etcd work of one Post. When it passes while the
 	// caller still waits, Post fails with ErrUnavailable: a chat stream has
@@ -56,14 +58,14 @@ func DefaultEtcdConfig() EtcdConfig {
 		Prefix:          "routeguide-notes/",
 		PerLocation:     1000,
 		MaxAge:          24 * time.Hour,
-		MaxMessageBytes: 64 << 10,
+		MaxMessageBytes: 4 << 10,
 		Timeout:         5 * time.Second,
 	}
 }
 
 // maxMessageBytesLimit keeps a note, JSON-escaped (up to 6 bytes per byte),
 // under etcd's default request size limit of 1.5 MiB.
-const maxMessageBytesLimit = 256 << 10
+const maxMessageBytesLimit = 200 << 10
 
 // Validate reports the first problem with c, naming the field at fault.
 func (c EtcdConfig) Validate() error {
@@ -94,7 +96,8 @@ const pruneBatch = 100
 // EtcdStats counts what an Etcd store met that its callers do not see.
 type EtcdStats struct {
 	// Skipped counts values under the prefix that did not decode as a note
-	// of their location. They are left out of answers.
+	// of their location, each time a post read one. They are left out of
+	// answers, where they take the place of a note until pruned.
 	Skipped uint64
 	// PruneFailures counts posts after which deleting the notes beyond
 	// PerLocation failed. The post itself succeeded; a later post at the

@@ -1,5 +1,6 @@
-// Package notes keeps the notes that RouteChat relays: the Store contract, and
-// Memory, the store of a standalone node.
+// Package notes keeps the notes that RouteChat relays: the Store contract,
+// Memory, the store of a standalone node, and Etcd, the store that the nodes
+// of a cluster share.
 package notes
 
 import (
