@@ -97,6 +97,10 @@ func parseConfig(args []string, lookup func(string) (string, bool), stdout io.Wr
 	fs.IntVar(&cfg.Limits.ChatNotes, "max-chat-notes", cfg.Limits.ChatNotes, "notes one RouteChat may send; 0 for no bound")
 	fs.IntVar(&cfg.NoteLimits.PerLocation, "max-notes-per-location", cfg.NoteLimits.PerLocation, "notes kept at one location; 0 for no bound")
 	fs.Int64Var(&cfg.NoteLimits.Bytes, "max-notes-bytes", cfg.NoteLimits.Bytes, "memory all stored notes may take, in `bytes`; 0 for no bound")
+	fs.StringVar(&cfg.TLS.CertFile, "tls-cert", cfg.TLS.CertFile, "serve gRPC over TLS with the certificate in this `file` (PEM), with --tls-key")
+	fs.StringVar(&cfg.TLS.KeyFile, "tls-key", cfg.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
+	fs.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", cfg.TLS.ClientCAFile, "mutual TLS: refuse clients without a certificate signed by the CA in this `file` (PEM)")
+	cfg.EtcdAuth.Register(fs)
 	fs.Var(&logOpts.format, "log-format", "log `format`: text or json")
 	fs.TextVar(&logOpts.level, "log-level", logOpts.level, "log `level`: debug, info, warn or error")
 	fs.BoolVar(&opts.dev, "dev", false, "run a local cluster in this process: an embedded etcd on 127.0.0.1:2379 and --dev-nodes nodes on the ports from --listen and --metrics-listen up")
@@ -109,6 +113,8 @@ func parseConfig(args []string, lookup func(string) (string, bool), stdout io.Wr
 		fs.PrintDefaults()
 	}
 	if err == nil {
+		// The etcd password has no flag, so that it is never on a command line.
+		cfg.EtcdAuth.LookupPassword(lookup)
 		err = cfg.Validate()
 	}
 	if err == nil && opts.dev && opts.devNodes < 1 {

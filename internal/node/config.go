@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/listenaddr"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
@@ -48,6 +50,16 @@ type Config struct {
 	Version string
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// TLS, when its files are set, serves gRPC (RouteGuide, health and
+	// reflection alike) over TLS: --tls-cert and --tls-key, and with
+	// --tls-client-ca mutual TLS, which refuses clients without a
+	// certificate from that CA.
+	TLS tlsfiles.Server
+	// EtcdAuth is how the node reaches a secured etcd: --etcd-ca,
+	// --etcd-cert, --etcd-key, --etcd-username, and the password from
+	// ROUTEGUIDE_ETCD_PASSWORD or --etcd-password-file. It prints without
+	// the password.
+	EtcdAuth etcdauth.Config
 }
 
 // DefaultConfig returns the configuration a node runs with when no flag is given.
@@ -95,8 +107,18 @@ func (c Config) Validate() error {
 	check(c.Limits.ChatNotes >= 0, "max-chat-notes", "%d is negative", c.Limits.ChatNotes)
 	check(c.NoteLimits.PerLocation >= 0, "max-notes-per-location", "%d is negative", c.NoteLimits.PerLocation)
 	check(c.NoteLimits.Bytes >= 0, "max-notes-bytes", "%d is negative", c.NoteLimits.Bytes)
+	if first == nil {
+		first = c.TLS.Validate(tlsFlags)
+	}
+	if first == nil {
+		first = c.EtcdAuth.Validate()
+	}
 	return first
 }
+
+// tlsFlags is the prefix of the gRPC TLS flags: --tls-cert, --tls-key and
+// --tls-client-ca.
+const tlsFlags = "tls"
 
 // validAdvertise accepts an address other machines can dial: a host and a
 // non-zero port.

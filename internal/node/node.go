@@ -4,6 +4,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -47,6 +49,7 @@ type Node struct {
 	metricsListener net.Listener // nil when metrics are off
 	httpServer      *http.Server
 	view            *discovery.View // the registry, for /sd; nil when standalone
+	tls             *tls.Config     // of the gRPC server; nil serves plaintext
 }
 
 // New validates cfg, loads the features and listens on cfg.Listen, so that a
@@ -55,9 +58,12 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	serverTLS, err := cfg.TLS.Config(tlsFlags)
+	if err != nil {
+		return nil, err
+	}
 	db := features.Default()
 	if cfg.FeaturesFile != "" {
-		var err error
 		if db, err = features.Load(cfg.FeaturesFile); err != nil {
 			return nil, err
 		}
@@ -78,7 +84,11 @@ func New(cfg Config) (*Node, error) {
 			listener.Close()
 			return nil, err
 		}
-		if etcd, err = discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: cfg.Etcd}); err != nil {
+		etcdCfg, err := cfg.EtcdAuth.EtcdConfig(cfg.Etcd)
+		if err == nil {
+			etcd, err = discovery.NewEtcdClient(etcdCfg)
+		}
+		if err != nil {
 			listener.Close()
 			return nil, err
 		}
@@ -120,6 +130,7 @@ func New(cfg Config) (*Node, error) {
 		ready:           make(chan struct{}),
 		metrics:         metrics,
 		metricsListener: metricsListener,
+		tls:             serverTLS,
 	}
 	n.server = n.newGRPCServer(store)
 	if metricsListener != nil {
@@ -148,6 +159,10 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 	)
+	opts = append(opts, TransportOptions()...) // see serveropts.go
+	if n.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls)))
+	}
 	server := grpc.NewServer(opts...)
 	pb.RegisterRouteGuideServer(server, routeguide.NewServer(routeguide.Config{
 		Features: n.features,
@@ -201,11 +216,15 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { served <- n.server.Serve(n.listener) }()
 	n.setServing(healthpb.HealthCheckResponse_SERVING)
 	n.serving.Store(true)
-	n.logger.Info("serving", "addr", n.listener.Addr().String(), "advertise", n.advertise, "features", n.features.Len())
+	n.logger.Info("serving", "addr", n.listener.Addr().String(), "advertise", n.advertise, "features", n.features.Len(), "tls", n.tlsMode())
 
 	var registered <-chan struct{}
 	var failed <-chan error
 	if n.etcd != nil {
+		if err := n.checkEtcdAccess(ctx); err != nil {
+			n.stopNow()
+			return fmt.Errorf("register in etcd: %w", err)
+		}
 		reg, err := discovery.StartRegistrar(discovery.Registration{
 			Client:   n.etcd,
 			Service:  n.cfg.Service,
@@ -246,6 +265,46 @@ func (n *Node) Run(ctx context.Context) error {
 			<-served
 			return nil
 		}
+	}
+}
+
+// checkEtcdAccess fails when etcd refuses the node's credentials or
+// permissions. The Registrar retries every etcd error forever, by design:
+// etcd out of reach, a lost lease and a lost leader all pass. Refused
+// credentials do not pass, and a node that retried them would serve
+// unregistered, with nothing but a warning now and then to tell why. So the
+// node asks once, before its first registration, and stops at once on an
+// access error. Any other error (etcd out of reach) is left to the
+// Registrar, which waits for etcd; an access error that arises only later
+// (a role changed at run time) is retried and logged like any other.
+func (n *Node) checkEtcdAccess(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, accessCheckTimeout)
+	defer cancel()
+	prefix := discovery.Prefix(n.cfg.Service)
+	err := discovery.CheckAccess(ctx, n.etcd, prefix+n.id, prefix)
+	if discovery.IsAuthError(err) {
+		n.logger.Error("etcd refuses the node", "error", err)
+		return err
+	}
+	if err != nil {
+		n.logger.Warn("could not check access to etcd; registering anyway", "error", err)
+	}
+	return nil
+}
+
+// accessCheckTimeout bounds checkEtcdAccess: with etcd out of reach it
+// delays only the start of the Registrar, which could not register either.
+const accessCheckTimeout = 5 * time.Second
+
+// tlsMode says, for the logs, how the gRPC server authenticates.
+func (n *Node) tlsMode() string {
+	switch {
+	case n.tls == nil:
+		return "off"
+	case n.tls.ClientCAs != nil:
+		return "mutual"
+	default:
+		return "server"
 	}
 }
 
