@@ -1,0 +1,333 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/features"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+)
+
+// canonicalServer is the baseline of issue 7: what the canonical Go example
+// server does for GetFeature, on a grpc.NewServer() with default options. It
+// scans the features comparing points with proto.Equal.
+type canonicalServer struct {
+	pb.UnimplementedRouteGuideServer
+	savedFeatures []*pb.Feature
+}
+
+func (s *canonicalServer) GetFeature(_ context.Context, point *pb.Point) (*pb.Feature, error) {
+	for _, feature := range s.savedFeatures {
+		if proto.Equal(feature.Location, point) {
+			return feature, nil
+		}
+	}
+	return &pb.Feature{Location: point}, nil
+}
+
+// hundredFeatures is the first 100 features of the built-in data set, as the
+// canonical example serves them.
+func hundredFeatures() []*pb.Feature { return features.Default().All()[:100] }
+
+// BenchmarkGetFeatureVsCanonical compares GetFeature throughput over real TCP
+// on loopback against three servers, each run in a process of its own as in
+// production (see TestServeForBenchmark), from one client connection in the
+// benchmark's process with the same callers and the same points (known
+// features picked at random):
+//
+//   - canonical: the canonical example, grpc.NewServer() with defaults;
+//   - service: our routeguide.Server over the same 100 features, with the
+//     node's TransportOptions and no interceptors;
+//   - node: a whole standalone node as `node --etcd=` runs it, with the node
+//     header, logging, recovery and metrics interceptors.
+//
+// ns/op is the inverse of the throughput the client sees. server-cpu-ns/op
+// is the server process's CPU time per call: a node's capacity is its cores
+// divided by it, and it is steadier than ns/op on a machine that the client
+// and other work share. Compare within one run, canonical/ours, by
+// sub-benchmark:
+//
+//	go test -run '^$' -bench GetFeatureVsCanonical -count 6 ./internal/node/
+func BenchmarkGetFeatureVsCanonical(b *testing.B) {
+	points := knownPoints(hundredFeatures())
+	for _, callers := range []int{1, 16} {
+		for _, server := range []string{"canonical", "service", "node"} {
+			b.Run(fmt.Sprintf("callers=%d/server=%s", callers, server), func(b *testing.B) {
+				proc := startServerProcess(b, server)
+				client := pb.NewRouteGuideClient(dialBench(b, proc.addr))
+				serverBefore := proc.cpuTime(b)
+				benchCalls(b, callers, func(i int) error {
+					_, err := client.GetFeature(context.Background(), points[i%len(points)])
+					return err
+				})
+				b.ReportMetric(float64(proc.cpuTime(b)-serverBefore)/float64(b.N), "server-cpu-ns/op")
+			})
+		}
+	}
+}
+
+// benchServerEnv names the server TestServeForBenchmark runs.
+const benchServerEnv = "ROUTEGUIDE_BENCH_SERVER"
+
+// TestServeForBenchmark is not a test: run by a benchmark as a process of its
+// own with ROUTEGUIDE_BENCH_SERVER set, it serves the server named there on
+// 127.0.0.1:0, writes the address on a line to stdout, and serves until its
+// stdin closes. Without the variable it skips.
+func TestServeForBenchmark(t *testing.T) {
+	kind := os.Getenv(benchServerEnv)
+	if kind == "" {
+		t.Skip("run by BenchmarkGetFeatureVsCanonical as the server process")
+	}
+	list := hundredFeatures()
+	var addr string
+	switch kind {
+	case "canonical":
+		addr = serveGRPC(t, grpc.NewServer(), &canonicalServer{savedFeatures: list})
+	case "service":
+		srv := routeguide.NewServer(routeguide.Config{Features: features.New(list), Notes: notes.NewMemory(notes.MemoryLimits{})})
+		addr = serveGRPC(t, grpc.NewServer(TransportOptions()...), srv)
+	case "node":
+		addr = startBenchNode(t, "127.0.0.1:0", writeFeatureList(t, list)).Addr().String()
+	default:
+		t.Fatalf("%s=%q: want canonical, service or node", benchServerEnv, kind)
+	}
+	if path := os.Getenv(benchServerProfileEnv); path != "" {
+		stop := startCPUProfile(t, path+"."+kind)
+		defer stop()
+	}
+	fmt.Println(addr)
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// benchServerProfileEnv, when set, makes the server process write a CPU
+// profile to its value followed by "." and the server's name: the profile of
+// the server alone, without the client.
+const benchServerProfileEnv = "ROUTEGUIDE_BENCH_SERVER_CPUPROFILE"
+
+func startCPUProfile(t *testing.T, path string) (stop func()) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
+// serverProcess is a server run by TestServeForBenchmark.
+type serverProcess struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startServerProcess(b *testing.B, kind string) *serverProcess {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServeForBenchmark$")
+	cmd.Env = append(os.Environ(), benchServerEnv+"="+kind)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close() // the server stops when its stdin closes
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("server process %s: %v", kind, err)
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		b.Fatalf("server process %s wrote no address: %v", kind, err)
+	}
+	go io.Copy(io.Discard, stdout) // the test's own output after the address
+	return &serverProcess{cmd: cmd, addr: strings.TrimSpace(line)}
+}
+
+// cpuTime is the CPU time, user and system, the server process has used so
+// far, from /proc (in clock ticks of 10ms: benchmarks run long enough).
+func (p *serverProcess) cpuTime(b *testing.B) time.Duration {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		b.Skipf("server CPU time: %v", err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime 14 and stime 15.
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("parse /proc/%d/stat: %q", p.cmd.Process.Pid, data)
+	}
+	return time.Duration(utime+stime) * clockTick
+}
+
+// clockTick is USER_HZ, the unit of /proc/<pid>/stat times, which is 100 on
+// every Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// benchCalls makes b.N calls from callers goroutines, each with one call in
+// flight, and reports allocations and cpu-ns/op.
+func benchCalls(b *testing.B, callers int, call func(i int) error) {
+	b.Helper()
+	if err := call(0); err != nil { // connects
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpuBefore := cpuTime(b)
+	for range callers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					return
+				}
+				if err := call(i); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
+}
+
+// knownPoints returns copies of the points of features picked at random in
+// list, as the load generator asks for them.
+func knownPoints(list []*pb.Feature) []*pb.Point {
+	rng := rand.New(rand.NewPCG(3, 4))
+	points := make([]*pb.Point, 1024)
+	for i := range points {
+		at := list[rng.IntN(len(list))].Location
+		points[i] = &pb.Point{Latitude: at.Latitude, Longitude: at.Longitude}
+	}
+	return points
+}
+
+// writeFeatureList writes list as a features file in the canonical format.
+func writeFeatureList(b testing.TB, list []*pb.Feature) string {
+	b.Helper()
+	type location struct {
+		Latitude  int32 `json:"latitude"`
+		Longitude int32 `json:"longitude"`
+	}
+	type entry struct {
+		Location location `json:"location"`
+		Name     string   `json:"name"`
+	}
+	entries := make([]entry, len(list))
+	for i, f := range list {
+		entries[i] = entry{location{f.Location.Latitude, f.Location.Longitude}, f.Name}
+	}
+	data, err := json.Marshal(entries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "features.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// serveGRPC serves impl on srv on 127.0.0.1:0 until b ends.
+func serveGRPC(b testing.TB, srv *grpc.Server, impl pb.RouteGuideServer) string {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pb.RegisterRouteGuideServer(srv, impl)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	b.Cleanup(func() {
+		srv.Stop()
+		if err := <-served; err != nil {
+			b.Errorf("serve: %v", err)
+		}
+	})
+	return lis.Addr().String()
+}
+
+// startBenchNode runs a standalone node, metrics on metricsListen ("" for
+// none), logging at Info to nowhere, until b ends.
+func startBenchNode(b testing.TB, metricsListen, featuresFile string) *Node {
+	b.Helper()
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Etcd = nil
+	cfg.MetricsListen = metricsListen
+	cfg.FeaturesFile = featuresFile
+	cfg.DrainDelay = 0
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case <-n.Ready():
+	case err := <-done:
+		b.Fatalf("Run returned before the node was ready: %v", err)
+	}
+	return n
+}
+
+// dialBench is the client of every benchmark: gRPC's defaults, as a
+// canonical client dials.
+func dialBench(b *testing.B, addr string) *grpc.ClientConn {
+	b.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return conn
+}
