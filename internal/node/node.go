@@ -160,7 +160,6 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 		grpc.ChainStreamInterceptor(stream...),
 	)
 	opts = append(opts, TransportOptions()...) // see serveropts.go
-	opts = append(opts, TransportOptions()...) // see serveropts.go
 	if n.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls)))
 	}
