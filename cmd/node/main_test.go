@@ -188,10 +188,17 @@ type process struct {
 // logs that it is serving, with the address it serves on.
 func startServing(t *testing.T, args ...string) (*process, string) {
 	t.Helper()
+	return startServingWith(t, nil, args...)
+}
+
+// startServingWith is startServing with env added to the node's environment.
+func startServingWith(t *testing.T, env []string, args ...string) (*process, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel) // kills the node if the test ends early
 	// The log format comes from the environment, to show it is read.
-	p := &process{cmd: command(ctx, []string{"ROUTEGUIDE_LOG_FORMAT=json"}, args...), ctx: ctx, records: make(chan map[string]any)}
+	env = append([]string{"ROUTEGUIDE_LOG_FORMAT=json"}, env...)
+	p := &process{cmd: command(ctx, env, args...), ctx: ctx, records: make(chan map[string]any)}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -366,6 +373,12 @@ func TestEveryValidatedFieldHasItsFlag(t *testing.T) {
 		"max-chat-notes":         "-1",
 		"max-notes-per-location": "-1",
 		"max-notes-bytes":        "-1",
+		"tls-cert":               "/cert.pem", // without its key
+		"tls-key":                "/key.pem",  // without its certificate
+		"tls-client-ca":          "/ca.pem",   // without a server certificate
+		"etcd-cert":              "/cert.pem",
+		"etcd-key":               "/key.pem",
+		"etcd-username":          "node", // without a password
 	}
 	for flag, value := range bad {
 		_, _, err := parseConfig([]string{"--" + flag + "=" + value}, func(string) (string, bool) { return "", false }, io.Discard)
