@@ -15,6 +15,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // EtcdConfig is how nodes and clients reach etcd. Its String, GoString and
@@ -82,7 +84,7 @@ func NewEtcdClient(cfg EtcdConfig) (*clientv3.Client, error) {
 	if cfg.Password != "" && cfg.Username == "" {
 		return nil, errors.New("etcd: a password is set but no username")
 	}
-	logger, err := zap.NewProductionConfig().Build(zap.IncreaseLevel(zapcore.ErrorLevel))
+	logger, err := zap.NewProductionConfig().Build(zap.IncreaseLevel(zapcore.ErrorLevel), zap.WrapCore(dropCanceled))
 	if err != nil {
 		logger = zap.NewNop()
 	}
@@ -113,6 +115,35 @@ func NewEtcdClient(cfg EtcdConfig) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("etcd client for %v: %w", cfg.Endpoints, err)
 	}
 	return cli, nil
+}
+
+// dropCanceled keeps etcd's client from logging, as errors, calls that were
+// cancelled on purpose. With a user, the client fetches a token before it
+// opens every watch, and a watch closed as its client closes logs "getToken
+// failed: context canceled": noise at the end of every client command.
+func dropCanceled(core zapcore.Core) zapcore.Core { return canceledFilter{core} }
+
+type canceledFilter struct{ zapcore.Core }
+
+func (f canceledFilter) With(fields []zapcore.Field) zapcore.Core {
+	return canceledFilter{f.Core.With(fields)}
+}
+
+func (f canceledFilter) Check(entry zapcore.Entry, checked *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if f.Enabled(entry.Level) {
+		return checked.AddCore(entry, f)
+	}
+	return checked
+}
+
+func (f canceledFilter) Write(entry zapcore.Entry, fields []zapcore.Field) error {
+	for _, field := range fields {
+		if err, ok := field.Interface.(error); ok && field.Type == zapcore.ErrorType &&
+			(errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled) {
+			return nil
+		}
+	}
+	return f.Core.Write(entry, fields)
 }
 
 // IsAuthError reports whether err is etcd refusing who the client is or

@@ -13,6 +13,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 )
@@ -136,6 +137,8 @@ func (c *cli) main(ctx context.Context, args []string) int {
 		return ExitOK
 	}
 	if err == nil {
+		// The etcd password has no flag, so that it is never on a command line.
+		c.cfg.EtcdAuth.LookupPassword(c.lookupEnv)
 		err = c.cfg.Validate()
 	}
 	if err != nil {
@@ -201,7 +204,10 @@ func (c *cli) exit(name string, err error) int {
 // (exit 1) before any call is made; the metrics server runs until the
 // command returns.
 func (c *cli) connect(ctx context.Context) (*Conn, error) {
-	var opts []DialOption
+	opts, err := c.cfg.dialOptions()
+	if err != nil {
+		return nil, usageError{err}
+	}
 	if c.serveMetrics {
 		m, err := newClientMetrics()
 		if err != nil {
@@ -213,7 +219,7 @@ func (c *cli) connect(ctx context.Context) (*Conn, error) {
 		if c.onMetricsAddr != nil {
 			c.onMetricsAddr(c.metrics.Addr())
 		}
-		opts = m.dialOptions()
+		opts = append(opts, m.dialOptions()...)
 	}
 	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd, opts...)
 	if err != nil {
@@ -297,6 +303,15 @@ Metrics:
   They listen before they dial: a port in use exits 1. get, list, record and
   tour end before anyone could scrape them, and ignore the flag.
 
+Security:
+  --tls-ca connects over TLS; with --tls-cert and --tls-key, over mutual
+  TLS. The nodes of an etcd:/// target are dialled by IP: give
+  --tls-server-name the name their certificate carries. etcd is reached
+  over TLS with https:// endpoints and --etcd-ca (and --etcd-cert,
+  --etcd-key when it asks for a client certificate); --etcd-username takes
+  its password from %s or --etcd-password-file, never
+  from a flag.
+
 Environment:
   Every flag may also be set by %s<FLAG>, upper case with underscores
   (%s=127.0.0.1:50051, %s=32); flags win.
@@ -314,7 +329,7 @@ Examples:
   client --target 127.0.0.1:50051 --json load --rpc mix --concurrency 32 --duration 30s
   client --metrics-listen 127.0.0.1:9100 load --duration 5m
 `, mixDescription, load.RoutePoints, load.ChatNotes, load.NodeHeader, load.NodeHeader,
-		flagenv.Prefix, flagenv.VarName("target"), flagenv.VarName("concurrency"))
+		etcdauth.PasswordVar, flagenv.Prefix, flagenv.VarName("target"), flagenv.VarName("concurrency"))
 }
 
 const mixDescription = "70% get, 10% list, 10% record and 10% chat"

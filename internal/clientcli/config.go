@@ -2,6 +2,7 @@ package clientcli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,16 +13,17 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
+	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/listenaddr"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
-// Config is what the flags before the command set. TLS (--tls-ca,
-// --tls-cert, --tls-key) and etcd authentication will be fields here, read by
-// the Dial that uses them.
+// Config is what the flags before the command set.
 type Config struct {
 	// Target is the gRPC target: host:port, or etcd:///SERVICE.
 	Target string
@@ -35,7 +37,19 @@ type Config struct {
 	// MetricsListen is where load and chat serve Prometheus metrics while
 	// they run, as host:port. Empty turns metrics off.
 	MetricsListen string
+	// TLS, when anything in it is set, connects to the nodes over TLS:
+	// --tls-ca, --tls-cert and --tls-key (mutual TLS), and
+	// --tls-server-name, the name the nodes' certificate must carry when
+	// the addresses dialled are IPs it does not list, as an etcd:///
+	// target's are.
+	TLS tlsfiles.Client
+	// EtcdAuth is how etcd:/// targets reach a secured etcd.
+	EtcdAuth etcdauth.Config
 }
+
+// tlsFlags is the prefix of the gRPC TLS flags: --tls-ca, --tls-cert,
+// --tls-key and --tls-server-name.
+const tlsFlags = "tls"
 
 // DefaultConfig is the configuration when no flag is given.
 func DefaultConfig() Config {
@@ -56,7 +70,31 @@ func (c Config) Validate() error {
 	case c.MetricsListen != "" && !listenaddr.Valid(c.MetricsListen):
 		return fmt.Errorf("--metrics-listen: %q is not a host:port address", c.MetricsListen)
 	}
-	return nil
+	if err := c.TLS.Validate(tlsFlags); err != nil {
+		return err
+	}
+	return c.EtcdAuth.Validate()
+}
+
+// dialOptions reads the TLS files into the options that secure a Dial: TLS
+// to the nodes, and TLS and a user for etcd.
+func (c Config) dialOptions() ([]DialOption, error) {
+	var opts []DialOption
+	nodeTLS, err := c.TLS.Config(tlsFlags)
+	if err != nil {
+		return nil, err
+	}
+	if nodeTLS != nil {
+		opts = append(opts, WithTLS(nodeTLS))
+	}
+	if strings.HasPrefix(c.Target, discovery.Scheme+":") {
+		etcd, err := c.EtcdAuth.EtcdConfig(c.Etcd)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, WithEtcdConfig(etcd))
+	}
+	return opts, nil
 }
 
 // register adds the flags that set c to fs.
@@ -66,6 +104,11 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "deadline of each RPC; chat has none")
 	fs.BoolVar(&c.JSON, "json", c.JSON, "print JSON (see Output)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "serve Prometheus metrics on `host:port` while load or chat runs (see Metrics); empty is off")
+	fs.StringVar(&c.TLS.CAFile, "tls-ca", c.TLS.CAFile, "connect over TLS, trusting the CA in this `file` (PEM) for the nodes' certificates")
+	fs.StringVar(&c.TLS.CertFile, "tls-cert", c.TLS.CertFile, "client certificate `file` (PEM) for nodes that require mutual TLS, with --tls-key")
+	fs.StringVar(&c.TLS.KeyFile, "tls-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
+	fs.StringVar(&c.TLS.ServerName, "tls-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the host dialled, an IP for etcd:/// targets)")
+	c.EtcdAuth.Register(fs)
 }
 
 // listFlag is a comma-separated list; the empty string is the empty list.
@@ -96,6 +139,8 @@ type dialSettings struct {
 	grpc     []grpc.DialOption
 	events   discovery.ResolverEvents // nil: nobody listens
 	balancer []balancer.DialOption
+	tls      *tls.Config          // nil: plaintext
+	etcd     discovery.EtcdConfig // its Endpoints are Dial's
 }
 
 func newDialSettings(opts []DialOption) dialSettings {
@@ -117,6 +162,17 @@ func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
 // targets have no such resolver and ignore it.
 func WithResolverEvents(events discovery.ResolverEvents) DialOption {
 	return func(s *dialSettings) { s.events = events }
+}
+
+// WithTLS connects to the nodes over TLS with cfg instead of plaintext.
+func WithTLS(cfg *tls.Config) DialOption {
+	return func(s *dialSettings) { s.tls = cfg }
+}
+
+// WithEtcdConfig makes an etcd:/// target reach etcd with the TLS and user
+// of cfg; the endpoints stay Dial's.
+func WithEtcdConfig(cfg discovery.EtcdConfig) DialOption {
+	return func(s *dialSettings) { s.etcd = cfg }
 }
 
 // WithBalancerMetrics makes the balancing policy report its picks and ready
@@ -150,14 +206,20 @@ func (c *Conn) Close() error {
 // healthy nodes, retries of idempotent calls, keepalive; opts add to them.
 func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
 	settings := newDialSettings(opts)
-	dialOpts := append(balancer.DialOptions(settings.balancer...), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if settings.tls != nil {
+		creds = credentials.NewTLS(settings.tls)
+	}
+	dialOpts := append(balancer.DialOptions(settings.balancer...), grpc.WithTransportCredentials(creds))
 	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}
 	if strings.HasPrefix(target, discovery.Scheme+":") {
 		if len(etcdEndpoints) == 0 {
 			return nil, fmt.Errorf("target %s is resolved through etcd, but --etcd is empty", target)
 		}
-		cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: etcdEndpoints})
+		etcdCfg := settings.etcd
+		etcdCfg.Endpoints = etcdEndpoints
+		cli, err := discovery.NewEtcdClient(etcdCfg)
 		if err != nil {
 			return nil, err
 		}
