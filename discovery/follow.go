@@ -73,7 +73,16 @@ type follower struct {
 	onChange func([]Endpoint)
 	poke     chan struct{}
 
-	endpoints map[string]Endpoint // owned by run
+	// endpoints are the registered nodes in key order, owned by run. An
+	// add or removal is a binary search and a copy of the tail: with 10,000
+	// nodes a change costs microseconds, where sorting a map's values again
+	// on every change cost milliseconds (docs/BENCHMARKS.md).
+	endpoints []Endpoint
+	listed    bool // endpoints holds a listing
+	// lend hands onChange the follower's own list, which changes after
+	// onChange returns, instead of a copy: for a callback that keeps
+	// nothing of it, as the resolver's.
+	lend bool
 }
 
 func newFollower(client *clientv3.Client, service string, opts followOptions, onChange func([]Endpoint)) *follower {
@@ -137,8 +146,10 @@ func (f *follower) follow(ctx context.Context, listed func()) error {
 	if err != nil {
 		return fmt.Errorf("list %s: %w", f.prefix, err)
 	}
-	restarted := f.endpoints != nil
-	f.endpoints = make(map[string]Endpoint, len(resp.Kvs))
+	restarted := f.listed
+	f.listed = true
+	// A listing comes in key order, so appending keeps the list sorted.
+	f.endpoints = slices.Grow(f.endpoints[:0], len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		f.put(string(kv.Key), kv.Value)
 	}
@@ -164,7 +175,7 @@ func (f *follower) follow(ctx context.Context, listed func()) error {
 			case clientv3.EventTypePut:
 				f.put(string(ev.Kv.Key), ev.Kv.Value)
 			case clientv3.EventTypeDelete:
-				delete(f.endpoints, string(ev.Kv.Key))
+				f.remove(string(ev.Kv.Key))
 			}
 		}
 		if len(wresp.Events) > 0 {
@@ -183,22 +194,39 @@ func (f *follower) follow(ctx context.Context, listed func()) error {
 func (f *follower) put(key string, value []byte) {
 	ep, err := DecodeEndpoint(key, value)
 	if err != nil {
-		delete(f.endpoints, key)
+		f.remove(key)
 		f.opts.events.Malformed(f.service)
 		f.logger.Warn("skipping malformed registry entry", "key", key, "error", err)
 		return
 	}
-	f.endpoints[key] = ep
+	i, found := f.find(key)
+	if found {
+		f.endpoints[i] = ep
+		return
+	}
+	f.endpoints = slices.Insert(f.endpoints, i, ep)
+}
+
+// remove forgets key, if it is known.
+func (f *follower) remove(key string) {
+	if i, found := f.find(key); found {
+		f.endpoints = slices.Delete(f.endpoints, i, i+1)
+	}
+}
+
+// find is where key is in endpoints, or where it would go.
+func (f *follower) find(key string) (int, bool) {
+	return slices.BinarySearchFunc(f.endpoints, key, func(ep Endpoint, key string) int { return strings.Compare(ep.Key, key) })
 }
 
 func (f *follower) handOn() {
-	list := make([]Endpoint, 0, len(f.endpoints))
-	for _, ep := range f.endpoints {
-		list = append(list, ep)
+	if f.lend {
+		f.onChange(f.endpoints)
+	} else {
+		// Never nil, as before: an empty registry is an empty list.
+		f.onChange(append(make([]Endpoint, 0, len(f.endpoints)), f.endpoints...))
 	}
-	slices.SortFunc(list, func(a, b Endpoint) int { return strings.Compare(a.Key, b.Key) })
-	f.onChange(list)
-	f.opts.events.Updated(f.service, len(list))
+	f.opts.events.Updated(f.service, len(f.endpoints))
 }
 
 type nopResolverEvents struct{}

@@ -39,7 +39,9 @@ func (b *Builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &etcdResolver{cancel: cancel, done: make(chan struct{})}
 	logger := b.opts.logger.With("service", service)
-	r.follower = newFollower(b.client, service, b.opts, func(eps []Endpoint) { pushState(cc, logger, eps) })
+	var pushed []pushedEndpoint
+	r.follower = newFollower(b.client, service, b.opts, func(eps []Endpoint) { pushed = pushState(cc, logger, eps, pushed) })
+	r.follower.lend = true // pushState keeps nothing of the list
 	go func() {
 		defer close(r.done)
 		r.follower.run(ctx)
@@ -67,16 +69,39 @@ func (r *etcdResolver) Close() {
 	<-r.done
 }
 
+// pushedEndpoint is an endpoint as last handed to gRPC.
+type pushedEndpoint struct {
+	from Endpoint
+	to   resolver.Endpoint
+}
+
 // pushState hands gRPC the endpoints, with each node's Metadata as an
 // attribute. An empty list is sent too: gRPC then fails calls at once
 // instead of letting them wait for nodes until their deadline.
-func pushState(cc resolver.ClientConn, logger *slog.Logger, eps []Endpoint) {
+//
+// eps and before are both in key order. An endpoint unchanged since before
+// is handed on as it was, without building its addresses and attributes
+// again: with 10,000 nodes one change then costs one pass over the list
+// instead of 20,000 allocations. It returns what it handed on, for the next
+// call.
+func pushState(cc resolver.ClientConn, logger *slog.Logger, eps []Endpoint, before []pushedEndpoint) []pushedEndpoint {
+	pushed := make([]pushedEndpoint, 0, len(eps))
 	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(eps))}
 	for _, ep := range eps {
-		state.Endpoints = append(state.Endpoints, resolver.Endpoint{
-			Addresses:  []resolver.Address{{Addr: ep.Addr}},
-			Attributes: attributes.New(metadataKey{}, ep.Metadata),
-		})
+		for len(before) > 0 && before[0].from.Key < ep.Key {
+			before = before[1:]
+		}
+		var to resolver.Endpoint
+		if len(before) > 0 && before[0].from == ep {
+			to = before[0].to
+		} else {
+			to = resolver.Endpoint{
+				Addresses:  []resolver.Address{{Addr: ep.Addr}},
+				Attributes: attributes.New(metadataKey{}, ep.Metadata),
+			}
+		}
+		pushed = append(pushed, pushedEndpoint{from: ep, to: to})
+		state.Endpoints = append(state.Endpoints, to)
 	}
 	if len(eps) == 0 {
 		logger.Warn("no node is registered")
@@ -84,6 +109,7 @@ func pushState(cc resolver.ClientConn, logger *slog.Logger, eps []Endpoint) {
 	// An error here means gRPC found the state unusable (no endpoints, say);
 	// it asks again through ResolveNow, and the watch already follows.
 	_ = cc.UpdateState(state)
+	return pushed
 }
 
 type metadataKey struct{}
