@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Brings up the secured cluster of deploy/docker-compose.tls.yml, as project
+# routeguide-tls (ROUTEGUIDE_TLS_PROJECT to change it):
+#
+#   1. writes the CA, certificates, keys and passwords into deploy/tls/out
+#      (go run ./deploy/tls), unless they are there;
+#   2. starts the three etcd members and waits until they are healthy;
+#   3. unless etcd's authentication is on already: adds the users root,
+#      node (read and write under routeguide/) and client (read only), and
+#      turns authentication on. etcdctl reads each password from its stdin,
+#      from the file, so that no password is ever on a command line;
+#   4. starts the rest: `up -d` with this script's arguments (--scale node=3).
+#
+# Uses `docker compose` when the plugin is there, else `docker-compose`
+# (ROUTEGUIDE_COMPOSE chooses, as in the end-to-end test).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ -n "${ROUTEGUIDE_COMPOSE:-}" ]; then
+  read -r -a compose <<<"$ROUTEGUIDE_COMPOSE"
+elif docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+else
+  compose=(docker-compose)
+fi
+project=${ROUTEGUIDE_TLS_PROJECT:-routeguide-tls}
+out=deploy/tls/out
+
+c() { "${compose[@]}" -p "$project" -f deploy/docker-compose.yml -f deploy/docker-compose.tls.yml "$@"; }
+ctl() { c exec -T etcd1 /usr/local/bin/etcdctl "$@"; }
+
+[ -f "$out/ca.pem" ] || go run ./deploy/tls -out "$out"
+
+c up -d etcd1 etcd2 etcd3
+for _ in $(seq 90); do
+  if ctl endpoint health --cluster >/dev/null 2>&1; then break; fi
+  sleep 1
+done
+ctl endpoint health --cluster
+
+if ctl auth status | grep -q 'Authentication Status: true'; then
+  echo "etcd authentication is on already"
+else
+  ctl user add root --interactive=false <"$out/etcd-root-password"
+  ctl user grant-role root root
+  ctl role add routeguide-node
+  ctl role grant-permission routeguide-node --prefix=true readwrite routeguide/
+  ctl user add node --interactive=false <"$out/etcd-node-password"
+  ctl user grant-role node routeguide-node
+  ctl role add routeguide-client
+  ctl role grant-permission routeguide-client --prefix=true read routeguide/
+  ctl user add client --interactive=false <"$out/etcd-client-password"
+  ctl user grant-role client routeguide-client
+  ctl auth enable
+fi
+
+c up -d "$@"
