@@ -74,7 +74,16 @@ func (s *Server) GetFeature(_ context.Context, point *pb.Point) (*pb.Feature, er
 	if f := s.features.At(point.Latitude, point.Longitude); f != nil {
 		return f, nil
 	}
-	return &pb.Feature{Location: &pb.Point{Latitude: point.Latitude, Longitude: point.Longitude}}, nil
+	// One allocation for the answer and its location instead of two.
+	miss := &unnamed{location: pb.Point{Latitude: point.Latitude, Longitude: point.Longitude}}
+	miss.feature.Location = &miss.location
+	return &miss.feature, nil
+}
+
+// unnamed is the answer for a point without a feature, allocated as one.
+type unnamed struct {
+	feature  pb.Feature
+	location pb.Point
 }
 
 // ListFeatures streams, in file order, every feature inside the rectangle,
