@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
@@ -261,4 +262,71 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
+}
+
+// etcdRequests reads, from the embedded etcd's gRPC server metrics in this
+// process's default Prometheus registry, how many messages etcd has received
+// for method (LeaseKeepAlive, Range, ...).
+func etcdRequests(t *testing.T, method string) float64 {
+	t.Helper()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "grpc_server_msg_received_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "grpc_method" && l.GetValue() == method {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
+
+// TestANodeCostsEtcdOneKeepalivePerThirdOfTheTTL counts what a registered
+// node and a following resolver ask of etcd while nothing changes: one
+// LeaseKeepAlive per keepalive the node hears back, and no Range (no
+// polling). It measures over six keepalives, counted by the registrar's
+// events rather than timed, and logs the interval (TTL/3 expected).
+func TestANodeCostsEtcdOneKeepalivePerThirdOfTheTTL(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := newClient(t, etcd.ClientURL())
+	events := &counters{}
+	reg := registration(cli, "n1", "10.0.0.1:50051")
+	reg.TTL = 3 * time.Second
+	reg.Events = events
+	r := startRegistrar(t, reg)
+	waitRegistered(t, r)
+	state := newLastState()
+	target, _ := url.Parse("etcd:///routeguide")
+	res, err := NewBuilder(cli).Build(resolver.Target{URL: *target}, state, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(res.Close)
+	state.waitCount(t, 1)
+	// The window opens at a keepalive and closes six keepalives later.
+	first := events.get(&events.keptAlive)
+	eventually(t, 10*time.Second, "a keepalive", func() bool { return events.get(&events.keptAlive) > first })
+	opened, keepalives, ranges := time.Now(), etcdRequests(t, "LeaseKeepAlive"), etcdRequests(t, "Range")
+	start := events.get(&events.keptAlive)
+	const window = 6
+	eventually(t, 30*time.Second, "six keepalives", func() bool { return events.get(&events.keptAlive) >= start+window })
+	elapsed := time.Since(opened)
+	gotKeepalives := etcdRequests(t, "LeaseKeepAlive") - keepalives
+	gotRanges := etcdRequests(t, "Range") - ranges
+	t.Logf("over %v: %v LeaseKeepAlive and %v Range requests at etcd; one keepalive every %v (TTL/3 = %v)",
+		elapsed.Round(time.Millisecond), gotKeepalives, gotRanges, (elapsed / window).Round(time.Millisecond), reg.TTL/3)
+	if gotKeepalives < window || gotKeepalives > window+1 {
+		t.Errorf("etcd received %v keepalives for %d answered, want one each", gotKeepalives, window)
+	}
+	if gotRanges != 0 {
+		t.Errorf("etcd received %v Range requests while nothing changed, want 0 (no polling)", gotRanges)
+	}
 }
