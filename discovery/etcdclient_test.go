@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +126,29 @@ func TestEtcdConfigNeverPrintsThePassword(t *testing.T) {
 		if !strings.Contains(out, "node") {
 			t.Errorf("the user name is missing from %q", out)
 		}
+	}
+}
+
+// TestUserWaitsForEtcdAtMostAuthTimeout: with a user, etcd's client fetches
+// a token as it is made; with etcd out of reach that must end, with an
+// error that says so, after AuthTimeout.
+func TestUserWaitsForEtcdAtMostAuthTimeout(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String()
+	l.Close()
+	start := time.Now()
+	cli, err := NewEtcdClient(EtcdConfig{Endpoints: []string{dead}, Username: "node", Password: "pw", AuthTimeout: 500 * time.Millisecond})
+	if err == nil {
+		cli.Close()
+		t.Fatal("NewEtcdClient with a user and no etcd succeeded")
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("NewEtcdClient took %v with an AuthTimeout of 500ms", took)
+	}
+	if !strings.Contains(err.Error(), "no answer from etcd") || IsAuthError(err) {
+		t.Errorf("err = %v; want it to say etcd did not answer, and not be an access error", err)
 	}
 }
