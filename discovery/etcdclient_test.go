@@ -30,7 +30,7 @@ func startAuthEtcd(t *testing.T) (*localetcd.Server, EtcdConfig) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.EnableAuth(testContext(t), tlsCfg, "root-secret", localetcd.User{Name: "node", Password: "node-secret", Prefix: "routeguide/"}); err != nil {
+	if err := s.EnableAuth(testContext(t), tlsCfg, "root-secret", localetcd.User{Name: "node", Password: "node-secret", Prefixes: []string{"routeguide/"}}); err != nil {
 		t.Fatal(err)
 	}
 	return s, EtcdConfig{Endpoints: []string{s.ClientURL()}, TLS: tlsCfg}

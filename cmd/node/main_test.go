@@ -373,6 +373,8 @@ func TestEveryValidatedFieldHasItsFlag(t *testing.T) {
 		"max-chat-notes":         "-1",
 		"max-notes-per-location": "-1",
 		"max-notes-bytes":        "-1",
+		"max-note-bytes":         "0",
+		"notes-max-age":          "10ms",
 		"tls-cert":               "/cert.pem", // without its key
 		"tls-key":                "/key.pem",  // without its certificate
 		"tls-client-ca":          "/ca.pem",   // without a server certificate

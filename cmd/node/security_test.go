@@ -35,7 +35,7 @@ func startSecuredEtcd(t *testing.T, certs testcerts.Files) string {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := s.EnableAuth(ctx, tlsCfg, "root-pw", localetcd.User{Name: "node", Password: nodePassword, Prefix: "routeguide/"}); err != nil {
+	if err := s.EnableAuth(ctx, tlsCfg, "root-pw", localetcd.User{Name: "node", Password: nodePassword, Prefixes: []string{"routeguide/", "routeguide-notes/"}}); err != nil {
 		t.Fatal(err)
 	}
 	return s.ClientURL()

@@ -45,6 +45,8 @@ else
   ctl user grant-role root root
   ctl role add routeguide-node
   ctl role grant-permission routeguide-node --prefix=true readwrite routeguide/
+  # RouteChat notes, shared by the nodes beside the registry.
+  ctl role grant-permission routeguide-node --prefix=true readwrite routeguide-notes/
   ctl user add node --interactive=false <"$out/etcd-node-password"
   ctl user grant-role node routeguide-node
   ctl role add routeguide-client

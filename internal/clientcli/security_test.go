@@ -87,8 +87,8 @@ func TestEtcdTargetOverTLSWithEtcdAuth(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	err = etcd.EnableAuth(ctx, etcdTLS, "root-pw",
-		localetcd.User{Name: "node", Password: "node-pw", Prefix: "routeguide/"},
-		localetcd.User{Name: "client", Password: "client-pw", Prefix: "routeguide/"})
+		localetcd.User{Name: "node", Password: "node-pw", Prefixes: []string{"routeguide/", "routeguide-notes/"}},
+		localetcd.User{Name: "client", Password: "client-pw", Prefixes: []string{"routeguide/"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,10 +9,10 @@ import (
 )
 
 // User is a user for EnableAuth. It gets a role of the same name that may
-// read and write the keys under Prefix, and nothing else.
+// read and write the keys under Prefixes, and nothing else.
 type User struct {
 	Name, Password string
-	Prefix         string
+	Prefixes       []string
 }
 
 // EnableAuth turns on etcd's authentication, as an operator would: it adds
@@ -35,9 +35,11 @@ func (s *Server) EnableAuth(ctx context.Context, tlsCfg *tls.Config, rootPasswor
 		if _, err := cli.RoleAdd(ctx, u.Name); err != nil {
 			return fmt.Errorf("enable auth: add role %s: %w", u.Name, err)
 		}
-		end := clientv3.GetPrefixRangeEnd(u.Prefix)
-		if _, err := cli.RoleGrantPermission(ctx, u.Name, u.Prefix, end, clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
-			return fmt.Errorf("enable auth: let role %s read and write %s: %w", u.Name, u.Prefix, err)
+		for _, prefix := range u.Prefixes {
+			end := clientv3.GetPrefixRangeEnd(prefix)
+			if _, err := cli.RoleGrantPermission(ctx, u.Name, prefix, end, clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+				return fmt.Errorf("enable auth: let role %s read and write %s: %w", u.Name, prefix, err)
+			}
 		}
 		if _, err := cli.UserAdd(ctx, u.Name, u.Password); err != nil {
 			return fmt.Errorf("enable auth: add user %s: %w", u.Name, err)

@@ -82,7 +82,7 @@ func TestClientTLSAndAuth(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	if err := s.EnableAuth(ctx, clientTLS, "rootpw", User{Name: "app", Password: "apppw", Prefix: "app/"}); err != nil {
+	if err := s.EnableAuth(ctx, clientTLS, "rootpw", User{Name: "app", Password: "apppw", Prefixes: []string{"app/"}}); err != nil {
 		t.Fatal(err)
 	}
 	connect := func(user, password string) (*clientv3.Client, error) {

@@ -44,8 +44,12 @@ type Config struct {
 	MaxMessageBytes int
 	// Limits bound what one stream may send.
 	Limits routeguide.Limits
-	// NoteLimits bound the notes a standalone node keeps in memory.
+	// NoteLimits bound the notes RouteChat keeps. PerLocation and
+	// MessageBytes hold for both stores: etcd's, shared by a cluster, and a
+	// standalone node's memory; Bytes bounds that memory.
 	NoteLimits notes.MemoryLimits
+	// NoteMaxAge is how long a cluster keeps a note in etcd (see notes.Etcd).
+	NoteMaxAge time.Duration
 	// Version is reported in the registration metadata.
 	Version string
 	// Logger receives the node's logs; nil means slog.Default().
@@ -77,11 +81,16 @@ func DefaultConfig() Config {
 			RoutePoints: 100_000,
 			ChatNotes:   10_000,
 		},
+		// A full location forgets its oldest note, in memory as in etcd,
+		// so a busy spot keeps chatting rather than refusing every note.
 		NoteLimits: notes.MemoryLimits{
-			PerLocation: 1000,
-			Bytes:       64 << 20,
+			PerLocation:  1000,
+			DropOldest:   true,
+			Bytes:        64 << 20,
+			MessageBytes: 4 << 10,
 		},
-		Version: "dev",
+		NoteMaxAge: 24 * time.Hour,
+		Version:    "dev",
 	}
 }
 
@@ -106,7 +115,10 @@ func (c Config) Validate() error {
 	check(c.Limits.RoutePoints >= 0, "max-route-points", "%d is negative", c.Limits.RoutePoints)
 	check(c.Limits.ChatNotes >= 0, "max-chat-notes", "%d is negative", c.Limits.ChatNotes)
 	check(c.NoteLimits.PerLocation >= 0, "max-notes-per-location", "%d is negative", c.NoteLimits.PerLocation)
+	check(c.NoteLimits.PerLocation > 0 || len(c.Etcd) == 0, "max-notes-per-location", "must be at least 1 with --etcd: a cluster's notes live in etcd and need a bound")
 	check(c.NoteLimits.Bytes >= 0, "max-notes-bytes", "%d is negative", c.NoteLimits.Bytes)
+	check(c.NoteLimits.MessageBytes >= 1 && c.NoteLimits.MessageBytes <= notes.MaxMessageBytesLimit, "max-note-bytes", "%d is not between 1 and %d", c.NoteLimits.MessageBytes, notes.MaxMessageBytesLimit)
+	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than etcd's minimum lease of 1s", c.NoteMaxAge)
 	if first == nil {
 		first = c.TLS.Validate(tlsFlags)
 	}

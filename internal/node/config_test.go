@@ -40,7 +40,12 @@ func TestValidateNamesTheFlagAtFault(t *testing.T) {
 		{"negative chat notes", func(c *Config) { c.Limits.ChatNotes = -1 }, "--max-chat-notes"},
 		{"negative notes per location", func(c *Config) { c.NoteLimits.PerLocation = -1 }, "--max-notes-per-location"},
 		{"negative notes bytes", func(c *Config) { c.NoteLimits.Bytes = -1 }, "--max-notes-bytes"},
-		{"unbounded limits", func(c *Config) {
+		{"unbounded notes per location in a cluster", func(c *Config) { c.NoteLimits.PerLocation = 0 }, "--max-notes-per-location"},
+		{"empty note messages only", func(c *Config) { c.NoteLimits.MessageBytes = 0 }, "--max-note-bytes"},
+		{"note messages too large for etcd", func(c *Config) { c.NoteLimits.MessageBytes = 1 << 20 }, "--max-note-bytes"},
+		{"notes kept under a second", func(c *Config) { c.NoteMaxAge = 500 * time.Millisecond }, "--notes-max-age"},
+		{"unbounded limits when standalone", func(c *Config) {
+			c.Etcd = nil
 			c.Limits.RoutePoints, c.Limits.ChatNotes, c.NoteLimits.PerLocation, c.NoteLimits.Bytes = 0, 0, 0, 0
 		}, ""},
 	}

@@ -24,7 +24,7 @@ type nodeMetrics struct {
 	rejections    *prometheus.CounterVec
 }
 
-func newNodeMetrics(featureCount int, store *notes.Memory) (*nodeMetrics, error) {
+func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 	reg := prometheus.NewRegistry()
 	m := &nodeMetrics{
 		registry: reg,
@@ -64,11 +64,25 @@ func newNodeMetrics(featureCount int, store *notes.Memory) (*nodeMetrics, error)
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
-	if store != nil {
+	switch store := store.(type) {
+	case *notes.Memory:
 		collectorsToRegister = append(collectorsToRegister, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "routeguide_notes_stored",
 			Help: "Notes the node holds in memory.",
 		}, func() float64 { return float64(store.Len()) }))
+	case *notes.Etcd:
+		// Counting the notes in etcd would read the whole prefix on every
+		// scrape; what etcd holds is etcd's own metrics' business.
+		collectorsToRegister = append(collectorsToRegister,
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_unreadable_total",
+				Help: "Values under the notes prefix in etcd that were not a note, each time a post read one.",
+			}, func() float64 { return float64(store.Stats().Skipped) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_prune_failures_total",
+				Help: "Posts after which deleting a location's notes beyond --max-notes-per-location failed; a later post retries.",
+			}, func() float64 { return float64(store.Stats().PruneFailures) }),
+		)
 	}
 	for _, c := range collectorsToRegister {
 		if err := reg.Register(c); err != nil {

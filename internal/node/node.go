@@ -99,8 +99,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	logger = logger.With("node_id", id)
 
-	store := notes.NewMemory(cfg.NoteLimits)
-	metrics, err := newNodeMetrics(db.Len(), store)
+	store, err := newNoteStore(cfg, etcd)
+	var metrics *nodeMetrics
+	if err == nil {
+		metrics, err = newNodeMetrics(db.Len(), store)
+	}
 	if err != nil {
 		listener.Close()
 		if etcd != nil {
@@ -138,6 +141,26 @@ func New(cfg Config) (*Node, error) {
 	}
 	return n, nil
 }
+
+// newNoteStore returns where RouteChat keeps its notes: in etcd when the
+// node is part of a cluster, so that every node answers with the same notes
+// in the same order, and in memory when it serves alone.
+func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
+	if etcd == nil {
+		return notes.NewMemory(cfg.NoteLimits), nil
+	}
+	ecfg := notes.DefaultEtcdConfig()
+	ecfg.Prefix = NotesPrefix(cfg.Service)
+	ecfg.PerLocation = cfg.NoteLimits.PerLocation
+	ecfg.MaxAge = cfg.NoteMaxAge
+	ecfg.MaxMessageBytes = cfg.NoteLimits.MessageBytes
+	return notes.NewEtcd(etcd, ecfg)
+}
+
+// NotesPrefix is the etcd prefix under which the nodes of service share
+// RouteChat notes. It is beside the registry, not inside it, so that
+// resolvers listing the registry never read notes.
+func NotesPrefix(service string) string { return service + "-notes/" }
 
 func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 	headerUnary, headerStream := nodeHeaderInterceptors(n.id)
@@ -282,6 +305,12 @@ func (n *Node) checkEtcdAccess(ctx context.Context) error {
 	defer cancel()
 	prefix := discovery.Prefix(n.cfg.Service)
 	err := discovery.CheckAccess(ctx, n.etcd, prefix+n.id, prefix)
+	if err == nil {
+		// RouteChat keeps its notes beside the registry: a role that
+		// covers only the registry would fail every chat.
+		notesPrefix := NotesPrefix(n.cfg.Service)
+		err = discovery.CheckAccess(ctx, n.etcd, notesPrefix+n.id, notesPrefix)
+	}
 	if discovery.IsAuthError(err) {
 		n.logger.Error("etcd refuses the node", "error", err)
 		return err

@@ -458,8 +458,8 @@ func TestLimitsApplyThroughTheNode(t *testing.T) {
 		{"chat longer than --max-chat-notes", func(c *Config) { c.Limits.ChatNotes = 1 }, func(ctx context.Context, client pb.RouteGuideClient) error {
 			return chat(ctx, client, 2)
 		}},
-		{"location fuller than --max-notes-per-location", func(c *Config) { c.NoteLimits.PerLocation = 1 }, func(ctx context.Context, client pb.RouteGuideClient) error {
-			return chat(ctx, client, 2)
+		{"note longer than --max-note-bytes", func(c *Config) { c.NoteLimits.MessageBytes = 1 }, func(ctx context.Context, client pb.RouteGuideClient) error {
+			return chat(ctx, client, 11) // the eleventh note's message is "10"
 		}},
 	}
 	for _, tt := range tests {
@@ -645,5 +645,36 @@ func TestClientsCheckingHealthLeaveDuringTheDrainDelay(t *testing.T) {
 	}
 	if records := tn.logs.records(t, "graceful stop timed out; closing open calls"); len(records) != 0 {
 		t.Errorf("the drain timed out: %v", records)
+	}
+}
+
+func TestAFullLocationForgetsItsOldestNote(t *testing.T) {
+	tn := startNode(t, func(c *Config) { c.NoteLimits.PerLocation = 2 }, nil)
+	stream, err := tn.client().RouteChat(callContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{"0"}, {"0", "1"}, {"1", "2"}, {"2", "3"}}
+	for i, answer := range want {
+		if err := stream.Send(&pb.RouteNote{Location: &pb.Point{}, Message: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for range answer {
+			note, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("note %d: %v", i, err)
+			}
+			got = append(got, note.GetMessage())
+		}
+		if !slices.Equal(got, answer) {
+			t.Errorf("note %d answered %q, want %q", i, got, answer)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if err := drain(stream.Recv); err != nil {
+		t.Errorf("chat ended with %v, want a clean end", err)
 	}
 }

@@ -194,9 +194,10 @@ func startSecuredEtcd(t *testing.T) securedEtcd {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	users := []localetcd.User{
-		{Name: "node", Password: nodePassword, Prefix: "routeguide/"},
-		{Name: "other", Password: "other-pw", Prefix: "other/"},
-		{Name: testcerts.ClientName, Password: "unused-pw", Prefix: "routeguide/"},
+		{Name: "node", Password: nodePassword, Prefixes: []string{"routeguide/", "routeguide-notes/"}},
+		{Name: "other", Password: "other-pw", Prefixes: []string{"other/"}},
+		{Name: "registry-only", Password: "registry-pw", Prefixes: []string{"routeguide/"}},
+		{Name: testcerts.ClientName, Password: "unused-pw", Prefixes: []string{"routeguide/", "routeguide-notes/"}},
 	}
 	if err := s.EnableAuth(ctx, clientTLS(t, certs), "root-pw", users...); err != nil {
 		t.Fatal(err)
@@ -281,21 +282,29 @@ func TestNodeWithWrongEtcdPasswordFailsAtOnce(t *testing.T) {
 // not leave it retrying forever.
 func TestNodeWithoutPermissionStopsAtFirstRegistration(t *testing.T) {
 	etcd := startSecuredEtcd(t)
-	tn := newTestNode(t, func(c *Config) {
-		c.Etcd = []string{etcd.ClientURL()}
-		c.EtcdAuth = etcd.auth("other", "other-pw")
-	}, nil)
-	err := runUntilItStops(t, tn)
-	if err == nil || !strings.Contains(err.Error(), "register in etcd:") || !strings.Contains(err.Error(), "permission denied") {
-		t.Errorf("Run: %v; want register in etcd: ... permission denied", err)
-	}
-	if !discovery.IsAuthError(err) {
-		t.Errorf("IsAuthError(%v) = false", err)
-	}
-	select {
-	case <-tn.Ready():
-		t.Error("the node said it was ready")
-	default:
+	for _, tt := range []struct{ user, password, names string }{
+		{"other", "other-pw", "routeguide/"},
+		// The registry alone is not enough: RouteChat's notes live beside it.
+		{"registry-only", "registry-pw", NotesPrefix("routeguide")},
+	} {
+		t.Run(tt.user, func(t *testing.T) {
+			tn := newTestNode(t, func(c *Config) {
+				c.Etcd = []string{etcd.ClientURL()}
+				c.EtcdAuth = etcd.auth(tt.user, tt.password)
+			}, nil)
+			err := runUntilItStops(t, tn)
+			if err == nil || !strings.Contains(err.Error(), "register in etcd:") || !strings.Contains(err.Error(), "permission denied") || !strings.Contains(err.Error(), tt.names) {
+				t.Errorf("Run: %v; want register in etcd: ... %s ... permission denied", err, tt.names)
+			}
+			if !discovery.IsAuthError(err) {
+				t.Errorf("IsAuthError(%v) = false", err)
+			}
+			select {
+			case <-tn.Ready():
+				t.Error("the node said it was ready")
+			default:
+			}
+		})
 	}
 }
 

@@ -63,9 +63,10 @@ func DefaultEtcdConfig() EtcdConfig {
 	}
 }
 
-// maxMessageBytesLimit keeps a note, JSON-escaped (up to 6 bytes per byte),
+// MaxMessageBytesLimit is the largest MaxMessageBytes. It keeps a note,
+// JSON-escaped (up to 6 bytes per byte),
 // under etcd's default request size limit of 1.5 MiB.
-const maxMessageBytesLimit = 200 << 10
+const MaxMessageBytesLimit = 200 << 10
 
 // Validate reports the first problem with c, naming the field at fault.
 func (c EtcdConfig) Validate() error {
@@ -76,8 +77,8 @@ func (c EtcdConfig) Validate() error {
 		return fmt.Errorf("notes etcd config: PerLocation %d must be at least 1", c.PerLocation)
 	case c.MaxAge < time.Second:
 		return fmt.Errorf("notes etcd config: MaxAge %v must be at least 1s, as etcd leases count whole seconds", c.MaxAge)
-	case c.MaxMessageBytes < 1 || c.MaxMessageBytes > maxMessageBytesLimit:
-		return fmt.Errorf("notes etcd config: MaxMessageBytes %d must be between 1 and %d", c.MaxMessageBytes, maxMessageBytesLimit)
+	case c.MaxMessageBytes < 1 || c.MaxMessageBytes > MaxMessageBytesLimit:
+		return fmt.Errorf("notes etcd config: MaxMessageBytes %d must be between 1 and %d", c.MaxMessageBytes, MaxMessageBytesLimit)
 	case c.Timeout <= 0:
 		return fmt.Errorf("notes etcd config: Timeout %v must be positive", c.Timeout)
 	}

@@ -35,6 +35,9 @@ type MemoryLimits struct {
 	// Bytes bounds the memory that all notes take together, counted as the
 	// length of each message plus NoteOverhead.
 	Bytes int64
+	// MessageBytes bounds one note's message, as EtcdConfig.MaxMessageBytes
+	// does in the cluster, so a node answers alike alone and in a cluster.
+	MessageBytes int
 }
 
 // NoteOverhead is what a Memory store charges for one note besides its text:
@@ -63,6 +66,9 @@ func (m *Memory) Post(_ context.Context, note *pb.RouteNote) ([]*pb.RouteNote, e
 	// Keep a clean copy: the received message may carry unknown fields that
 	// would otherwise be stored and echoed to every other client.
 	note = &pb.RouteNote{Location: &pb.Point{Latitude: lat, Longitude: lon}, Message: note.GetMessage()}
+	if m.limits.MessageBytes > 0 && len(note.Message) > m.limits.MessageBytes {
+		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", m.limits.MessageBytes, ErrLimit)
+	}
 	cost := int64(len(note.Message)) + NoteOverhead
 	key := uint64(uint32(lat))<<32 | uint64(uint32(lon))
 

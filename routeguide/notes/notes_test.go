@@ -141,6 +141,15 @@ func TestMemoryLimitsRefuseWithErrLimitAndKeepWhatIsStored(t *testing.T) {
 			},
 		},
 		{
+			name:   "message bytes",
+			limits: notes.MemoryLimits{MessageBytes: 3},
+			posts: []post{
+				{note(1, 1, "abc"), []string{"abc"}, ""}, // exactly the bound
+				{note(1, 1, "abcd"), nil, "at most 3 bytes"},
+				{note(1, 1, "é"), []string{"abc", "é"}, ""}, // bytes, not characters: 2
+			},
+		},
+		{
 			name:   "a note larger than the whole store",
 			limits: notes.MemoryLimits{Bytes: notes.NoteOverhead - 1},
 			posts: []post{
