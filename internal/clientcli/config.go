@@ -136,11 +136,14 @@ type DialOption func(*dialSettings)
 
 // dialSettings is what the DialOptions of one Dial ask for.
 type dialSettings struct {
-	grpc     []grpc.DialOption
-	events   discovery.ResolverEvents // nil: nobody listens
-	balancer []balancer.DialOption
-	tls      *tls.Config          // nil: plaintext
-	etcd     discovery.EtcdConfig // its Endpoints are Dial's
+	// callInterceptors wrap package balancer's, so they see each call once
+	// however many attempts balancer makes of it.
+	callInterceptors []grpc.DialOption
+	grpc             []grpc.DialOption
+	events           discovery.ResolverEvents // nil: nobody listens
+	balancer         []balancer.DialOption
+	tls              *tls.Config          // nil: plaintext
+	etcd             discovery.EtcdConfig // its Endpoints are Dial's
 }
 
 func newDialSettings(opts []DialOption) dialSettings {
@@ -155,6 +158,15 @@ func newDialSettings(opts []DialOption) dialSettings {
 // Dial always uses.
 func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
 	return func(s *dialSettings) { s.grpc = append(s.grpc, opts...) }
+}
+
+// withCallInterceptors adds interceptors that see whole calls: they are
+// outside the ones of package balancer that time out and make again an
+// attempt of an idempotent call.
+func withCallInterceptors(unary grpc.UnaryClientInterceptor, stream grpc.StreamClientInterceptor) DialOption {
+	return func(s *dialSettings) {
+		s.callInterceptors = append(s.callInterceptors, grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream))
+	}
 }
 
 // WithResolverEvents reports how the resolver of an etcd:/// target follows
@@ -210,7 +222,8 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 	if settings.tls != nil {
 		creds = credentials.NewTLS(settings.tls)
 	}
-	dialOpts := append(balancer.DialOptions(settings.balancer...), grpc.WithTransportCredentials(creds))
+	dialOpts := append(settings.callInterceptors, balancer.DialOptions(settings.balancer...)...)
+	dialOpts = append(dialOpts, grpc.WithTransportCredentials(creds))
 	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}
 	if strings.HasPrefix(target, discovery.Scheme+":") {

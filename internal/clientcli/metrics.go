@@ -70,10 +70,10 @@ func newClientMetrics() (*clientMetrics, error) {
 // dialOptions make a connection report its calls and its resolver into m.
 func (m *clientMetrics) dialOptions() []DialOption {
 	return []DialOption{
-		WithGRPCOptions(
-			grpc.WithChainUnaryInterceptor(m.grpc.UnaryClientInterceptor(), m.calls.unary),
-			grpc.WithChainStreamInterceptor(m.grpc.StreamClientInterceptor(), m.calls.stream),
-		),
+		// Counted once per call, as users see them: a timed-out attempt
+		// that balancer makes again on another node is no failed call.
+		withCallInterceptors(m.grpc.UnaryClientInterceptor(), m.grpc.StreamClientInterceptor()),
+		withCallInterceptors(m.calls.unary, m.calls.stream),
 		WithResolverEvents(m.resolver),
 		WithBalancerMetrics(m.balancer),
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -481,5 +482,64 @@ func TestOneShotCommandsIgnoreMetricsListen(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want 0: the port in use is not theirs to listen on", out.code, out.stderr)
 			}
 		})
+	}
+}
+
+// hangsOnce answers GetFeature, but holds the first call until its caller
+// gives up on it, as a node that froze for a moment would.
+type hangsOnce struct {
+	pb.UnimplementedRouteGuideServer
+	calls atomic.Int32
+}
+
+func (s *hangsOnce) GetFeature(ctx context.Context, p *pb.Point) (*pb.Feature, error) {
+	if s.calls.Add(1) == 1 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &pb.Feature{Location: p}, nil
+}
+
+// TestACallMadeAgainAfterATimedOutAttemptCountsOnce guards where the call
+// metrics sit: outside package balancer's attempt timeout, so that the
+// attempt it gives up on and makes again is not counted as a failed call.
+func TestACallMadeAgainAfterATimedOutAttemptCountsOnce(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	hanging := &hangsOnce{}
+	pb.RegisterRouteGuideServer(server, hanging)
+	go server.Serve(listener)
+	t.Cleanup(server.Stop)
+	m, err := newClientMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := dialWith(t, listener.Addr().String(), m)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := client.GetFeature(ctx, &pb.Point{}); err != nil {
+		t.Fatalf("GetFeature: %v; want the second attempt's answer", err)
+	}
+	if got := hanging.calls.Load(); got < 2 {
+		t.Fatalf("the server saw %d attempt, want more: the test proves nothing", got)
+	}
+	gathered, err := m.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := map[string]*dto.MetricFamily{}
+	for _, f := range gathered {
+		families[f.GetName()] = f
+	}
+	for _, name := range []string{"grpc_client_started_total", "grpc_client_handled_total", "routeguide_client_calls_total"} {
+		if got := sum(families, name, nil); got != 1 {
+			t.Errorf("%s adds up to %v, want 1", name, got)
+		}
+	}
+	if got := sum(families, "grpc_client_handled_total", map[string]string{"grpc_code": "OK"}); got != 1 {
+		t.Errorf("grpc_client_handled_total{grpc_code=OK} = %v, want 1", got)
 	}
 }
