@@ -3,55 +3,17 @@ package routeguide_test
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/canonical"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
-
-// canonicalServer is the baseline: what the canonical Go example server does.
-// GetFeature scans every feature comparing points with proto.Equal;
-// ListFeatures scans every feature too.
-type canonicalServer struct {
-	pb.UnimplementedRouteGuideServer
-	savedFeatures []*pb.Feature
-}
-
-func (s *canonicalServer) GetFeature(_ context.Context, point *pb.Point) (*pb.Feature, error) {
-	for _, feature := range s.savedFeatures {
-		if proto.Equal(feature.Location, point) {
-			return feature, nil
-		}
-	}
-	return &pb.Feature{Location: point}, nil
-}
-
-func (s *canonicalServer) ListFeatures(rect *pb.Rectangle, stream pb.RouteGuide_ListFeaturesServer) error {
-	for _, feature := range s.savedFeatures {
-		if canonicalInRange(feature.Location, rect) {
-			if err := stream.Send(feature); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func canonicalInRange(point *pb.Point, rect *pb.Rectangle) bool {
-	left := math.Min(float64(rect.Lo.Longitude), float64(rect.Hi.Longitude))
-	right := math.Max(float64(rect.Lo.Longitude), float64(rect.Hi.Longitude))
-	top := math.Max(float64(rect.Lo.Latitude), float64(rect.Hi.Latitude))
-	bottom := math.Min(float64(rect.Lo.Latitude), float64(rect.Hi.Latitude))
-	return float64(point.Longitude) >= left && float64(point.Longitude) <= right &&
-		float64(point.Latitude) >= bottom && float64(point.Latitude) <= top
-}
 
 // benchSet is a feature list with the boxes that ListFeatures is asked about.
 type benchSet struct {
@@ -115,7 +77,7 @@ var implementations = []struct {
 	new  func(set benchSet) pb.RouteGuideServer
 }{
 	{"routeguide", func(set benchSet) pb.RouteGuideServer { return routeguide.NewServer(config(set.db)) }},
-	{"canonical", func(set benchSet) pb.RouteGuideServer { return &canonicalServer{savedFeatures: set.list} }},
+	{"canonical", func(set benchSet) pb.RouteGuideServer { return &canonical.Server{Features: set.list} }},
 }
 
 // skipSlow skips, under -short, the canonical server's scans of a million

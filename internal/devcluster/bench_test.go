@@ -6,11 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"sync"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/answerlog"
@@ -116,7 +113,7 @@ func BenchmarkJoinLatency(b *testing.B) {
 	cluster, template := benchCluster(b, 2)
 	conn := benchDial(b, "etcd:///routeguide", cluster.EtcdURL())
 	waitNodesAnswer(b, conn, 2)
-	puts := watchPuts(b, cluster.EtcdURL())
+	registry := watchRegistry(b, cluster.EtcdURL())
 	calls := answerlog.New(conn)
 	ctx, cancel := context.WithCancel(context.Background())
 	loaded := make(chan load.Result, 1)
@@ -135,9 +132,9 @@ func BenchmarkJoinLatency(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		poll.Until(b, 5*time.Second, "the watch to see "+key, func() bool { return !puts.at(key).IsZero() })
+		poll.Until(b, 5*time.Second, "the watch to see "+key, func() bool { return !registry.putAt(key).IsZero() })
 		poll.Until(b, 5*time.Second, cfg.NodeID+" to answer a call", func() bool { return !calls.First(cfg.NodeID).IsZero() })
-		delays = append(delays, calls.First(cfg.NodeID).Sub(puts.at(key)))
+		delays = append(delays, calls.First(cfg.NodeID).Sub(registry.putAt(key)))
 		if err := cluster.StopNode(n); err != nil {
 			b.Fatal(err)
 		}
@@ -154,47 +151,4 @@ func BenchmarkJoinLatency(b *testing.B) {
 	b.ReportMetric(pct(50), "p50-ms")
 	b.ReportMetric(pct(99), "p99-ms")
 	b.ReportMetric(float64(delays[len(delays)-1])/1e6, "max-ms")
-}
-
-// puts notes when each key of the registry was written, as a watch of its
-// own sees it.
-type puts struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-func (p *puts) at(key string) time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.m[key]
-}
-
-func watchPuts(b *testing.B, etcdURL string) *puts {
-	b.Helper()
-	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcdURL}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	watch := cli.Watch(ctx, discovery.Prefix("routeguide"), clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	if resp := <-watch; !resp.Created {
-		b.Fatalf("watch of the registry: %v", resp.Err())
-	}
-	p := &puts{m: map[string]time.Time{}}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for resp := range watch {
-			now := time.Now()
-			p.mu.Lock()
-			for _, ev := range resp.Events {
-				if ev.Type == clientv3.EventTypePut {
-					p.m[string(ev.Kv.Key)] = now
-				}
-			}
-			p.mu.Unlock()
-		}
-	}()
-	b.Cleanup(func() { cancel(); <-done; cli.Close() })
-	return p
 }

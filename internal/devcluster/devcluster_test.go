@@ -157,7 +157,7 @@ type registryWatch struct {
 	puts map[string]time.Time
 }
 
-func watchRegistry(t *testing.T, etcdURL string) *registryWatch {
+func watchRegistry(t testing.TB, etcdURL string) *registryWatch {
 	t.Helper()
 	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcdURL}})
 	if err != nil {

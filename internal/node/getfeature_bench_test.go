@@ -23,30 +23,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/canonical"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
-
-// canonicalServer is the baseline of issue 7: what the canonical Go example
-// server does for GetFeature, on a grpc.NewServer() with default options. It
-// scans the features comparing points with proto.Equal.
-type canonicalServer struct {
-	pb.UnimplementedRouteGuideServer
-	savedFeatures []*pb.Feature
-}
-
-func (s *canonicalServer) GetFeature(_ context.Context, point *pb.Point) (*pb.Feature, error) {
-	for _, feature := range s.savedFeatures {
-		if proto.Equal(feature.Location, point) {
-			return feature, nil
-		}
-	}
-	return &pb.Feature{Location: point}, nil
-}
 
 // hundredFeatures is the first 100 features of the built-in data set, as the
 // canonical example serves them.
@@ -105,7 +88,7 @@ func TestServeForBenchmark(t *testing.T) {
 	var addr string
 	switch kind {
 	case "canonical":
-		addr = serveGRPC(t, grpc.NewServer(), &canonicalServer{savedFeatures: list})
+		addr = serveGRPC(t, grpc.NewServer(), &canonical.Server{Features: list})
 	case "service":
 		srv := routeguide.NewServer(routeguide.Config{Features: features.New(list), Notes: notes.NewMemory(notes.MemoryLimits{})})
 		addr = serveGRPC(t, grpc.NewServer(TransportOptions()...), srv)

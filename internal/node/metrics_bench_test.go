@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"syscall"
 	"testing"
 	"time"
@@ -69,30 +67,7 @@ func cpuTime(b *testing.B) time.Duration {
 // Info to nowhere, and returns a client of it; both stop when b ends.
 func benchNode(b *testing.B, metricsListen string) pb.RouteGuideClient {
 	b.Helper()
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Etcd = nil
-	cfg.MetricsListen = metricsListen
-	cfg.DrainDelay = 0
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	n, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("Run: %v", err)
-		}
-	})
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		b.Fatalf("Run returned before the node was ready: %v", err)
-	}
+	n := startBenchNode(b, metricsListen, "")
 	conn, err := grpc.NewClient(n.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
