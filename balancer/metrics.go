@@ -97,12 +97,17 @@ func (p *pickCounter) track(addrs []resolver.Address, opts balancer.NewSubConnOp
 		return create(opts)
 	}
 	var created atomic.Pointer[balancer.SubConn]
+	addr := addrs[0].Addr
 	listener := opts.StateListener
 	opts.StateListener = func(s balancer.SubConnState) {
 		if s.ConnectivityState == connectivity.Shutdown {
 			if sc := created.Load(); sc != nil {
 				p.bySC.Delete(*sc)
 			}
+			// An endpoint that left takes its series along: in a cluster
+			// whose nodes come and go on new addresses, a long-lived
+			// client would otherwise keep a series per address it ever saw.
+			p.metrics.picks.DeleteLabelValues(p.target, addr)
 		}
 		if listener != nil {
 			listener(s)
@@ -113,7 +118,7 @@ func (p *pickCounter) track(addrs []resolver.Address, opts balancer.NewSubConnOp
 		return nil, err
 	}
 	created.Store(&sc)
-	p.bySC.Store(sc, p.metrics.picks.WithLabelValues(p.target, addrs[0].Addr))
+	p.bySC.Store(sc, p.metrics.picks.WithLabelValues(p.target, addr))
 	return sc, nil
 }
 

@@ -81,3 +81,30 @@ func TestMetricsCountPicksPerEndpointAndReadyEndpoints(t *testing.T) {
 		return gather(t, reg, "routeguide_balancer_ready_endpoints", "target")["test:///routeguide"] == 2
 	})
 }
+
+func TestAnEndpointThatLeavesTakesItsPickSeriesAlong(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backends := startBackends(t, 3)
+	r := manual.NewBuilderWithScheme("test")
+	r.InitialState(stateOf(backends))
+	opts := append(DialOptions(WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("test:///routeguide", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	waitFor(t, func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
+
+	r.UpdateState(stateOf(backends[1:]))
+	waitFor(t, func() bool {
+		_, left := gather(t, reg, "routeguide_balancer_picks_total", "addr")[backends[0].addr]
+		return !left
+	})
+	if got := gather(t, reg, "routeguide_balancer_picks_total", "addr"); len(got) != 2 {
+		t.Errorf("pick series %v, want the 2 endpoints that stayed", got)
+	}
+}
