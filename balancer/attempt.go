@@ -108,6 +108,7 @@ func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *
 		attemptCtx := c.begin(true)
 		err := invoker(attemptCtx, method, req, reply, cc, opts...)
 		again := c.again(err)
+		err = c.callerErr(err)
 		c.end()
 		if !again {
 			return err
@@ -213,6 +214,21 @@ func (c *call) again(err error) bool {
 	return false
 }
 
+// callerErr is what the caller sees of err, an attempt's error: when the
+// caller's own context has ended while this interceptor was cutting the
+// attempt short, the caller's DEADLINE_EXCEEDED or CANCELED, not the
+// attempt's. Call it before end, which changes the attempt's cause.
+func (c *call) callerErr(err error) error {
+	parentErr := c.parent.Err()
+	if err == nil || parentErr == nil {
+		return err
+	}
+	if cause := context.Cause(c.ctx); cause == errAvoided || cause == errAttemptTimedOut {
+		return status.FromContextError(parentErr).Err()
+	}
+	return err
+}
+
 // end releases the attempt's context.
 func (c *call) end() {
 	c.stopTimer()
@@ -281,6 +297,7 @@ func (s *timedStream) attempt() error {
 			return nil
 		}
 		again := s.again(err)
+		err = s.callerErr(err)
 		s.end()
 		if !again {
 			return err
@@ -329,6 +346,7 @@ func (s *timedStream) RecvMsg(m any) error {
 			err = status.Error(codes.Canceled, errAttemptTimedOut.Error())
 		}
 		again := s.again(err)
+		err = s.callerErr(err)
 		s.end()
 		if !again {
 			return err
