@@ -1,7 +1,9 @@
 // Package e2e tests deploy/ on a real Docker: the images that
 // deploy/build-images.sh builds and the cluster deploy/docker-compose.yml
-// makes of them, scaled, cut and restarted under load. TestCompose runs only
-// with ROUTEGUIDE_E2E_DOCKER=1 and the images built; .ci/e2e-docker does both.
+// makes of them, scaled, cut and restarted under load; and the secured
+// variant (docker-compose.tls.yml, brought up by deploy/tls/up.sh).
+// TestCompose and TestComposeTLS run only with ROUTEGUIDE_E2E_DOCKER=1 and
+// the images built; .ci/e2e-docker does both.
 // TestPinnedVersionsAgree runs always.
 package e2e
 
@@ -40,13 +42,8 @@ const (
 // member's loss and a rolling restart, asserting that no RPC fails, and then
 // that `down -v` leaves nothing behind. It logs every figure it measures.
 func TestCompose(t *testing.T) {
-	if os.Getenv("ROUTEGUIDE_E2E_DOCKER") != "1" {
-		t.Skip("\n" + strings.Repeat("*", 72) + "\n" +
-			"*** SKIPPED: the Docker end-to-end test runs only with ROUTEGUIDE_E2E_DOCKER=1\n" +
-			"*** and the images built: run `bash .ci/e2e-docker`.\n" +
-			strings.Repeat("*", 72))
-	}
-	c := newCluster(t)
+	requireDocker(t)
+	c := newCluster(t, fmt.Sprintf("routeguide-e2e-%d", os.Getpid()), "docker-compose.yml")
 	step := func(name string, f func(t *testing.T)) {
 		if !t.Run(name, f) {
 			t.FailNow() // every step builds on the one before
@@ -141,51 +138,56 @@ func TestCompose(t *testing.T) {
 		assertSpread(t, res, ids(nodes))
 	})
 
-	step("down leaves nothing", func(t *testing.T) {
-		start := time.Now()
-		c.compose(t, 3*time.Minute, "down", "-v", "--remove-orphans")
-		c.logf(t, "down -v: %v", since(start))
-		label := "label=com.docker.compose.project=" + c.project
-		for _, what := range [][]string{
-			{"ps", "-a", "-q", "--filter", label},
-			{"network", "ls", "-q", "--filter", label},
-			{"volume", "ls", "-q", "--filter", label},
-		} {
-			if out := strings.TrimSpace(docker(t, time.Minute, what...)); out != "" {
-				t.Errorf("docker %s after down -v: %s left behind", strings.Join(what, " "), strings.Join(strings.Fields(out), ", "))
-			}
-		}
-	})
+	step("down leaves nothing", c.downLeavesNothing)
 }
 
-// cluster is one compose project of deploy/docker-compose.yml, named for
-// this test run and removed when the test ends.
+// requireDocker skips a test that needs Docker and the images unless
+// ROUTEGUIDE_E2E_DOCKER=1.
+func requireDocker(t *testing.T) {
+	t.Helper()
+	if os.Getenv("ROUTEGUIDE_E2E_DOCKER") != "1" {
+		t.Skip("\n" + strings.Repeat("*", 72) + "\n" +
+			"*** SKIPPED: the Docker end-to-end test runs only with ROUTEGUIDE_E2E_DOCKER=1\n" +
+			"*** and the images built: run `bash .ci/e2e-docker`.\n" +
+			strings.Repeat("*", 72))
+	}
+}
+
+// cluster is one compose project of deploy/docker-compose.yml (and the
+// overrides given), named for this test run and removed when the test ends.
 type cluster struct {
 	command []string // docker compose, or docker-compose
-	file    string
+	files   []string // absolute paths, the base file first
 	project string
 	env     []string
 	promURL string
 	etcd1   string   // etcd1's container, once looked up
+	etcdctl []string // docker exec options for etcdctl in etcd1 (-e VAR=...)
 	loads   int      // background loads started, for their container names
 	running []string // background loads' containers not yet stopped
 	figures []string
 }
 
-func newCluster(t *testing.T) *cluster {
+// newCluster is the project named project of the compose files given,
+// relative to deploy/. A test may add to c.env before it starts anything.
+func newCluster(t *testing.T, project string, files ...string) *cluster {
 	command, err := composeCommand()
 	if err != nil {
 		t.Fatal(err)
 	}
-	file, err := filepath.Abs(filepath.Join("..", "docker-compose.yml"))
-	if err != nil {
-		t.Fatal(err)
+	var abs []string
+	for _, f := range files {
+		path, err := filepath.Abs(filepath.Join("..", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		abs = append(abs, path)
 	}
 	port := freePort(t)
 	c := &cluster{
 		command: command,
-		file:    file,
-		project: fmt.Sprintf("routeguide-e2e-%d", os.Getpid()),
+		files:   abs,
+		project: project,
 		env:     append(os.Environ(), "ROUTEGUIDE_PROMETHEUS_PORT="+strconv.Itoa(port)),
 		promURL: fmt.Sprintf("http://127.0.0.1:%d", port),
 	}
@@ -239,7 +241,11 @@ func (c *cluster) logf(t *testing.T, format string, args ...any) {
 }
 
 func (c *cluster) args(args ...string) []string {
-	return append(slices.Concat(c.command, []string{"-f", c.file, "-p", c.project}), args...)
+	argv := slices.Clone(c.command)
+	for _, f := range c.files {
+		argv = append(argv, "-f", f)
+	}
+	return append(append(argv, "-p", c.project), args...)
 }
 
 // compose runs a compose command and returns its standard output.
@@ -321,13 +327,14 @@ func (c *cluster) nodes(t *testing.T, want int) []node {
 
 // registrations maps each node id registered in etcd to the lease its key
 // is under, read through etcd1 with docker exec (quicker to poll than
-// compose exec).
+// compose exec), with the options in c.etcdctl.
 func (c *cluster) registrations(t *testing.T) map[string]int64 {
 	t.Helper()
 	if c.etcd1 == "" {
 		c.etcd1 = strings.TrimSpace(c.compose(t, time.Minute, "ps", "-q", "etcd1"))
 	}
-	out := docker(t, time.Minute, "exec", c.etcd1, etcdctl, "get", "--prefix", service+"/", "-w", "json")
+	args := slices.Concat([]string{"exec"}, c.etcdctl, []string{c.etcd1, etcdctl, "get", "--prefix", service + "/", "-w", "json"})
+	out := docker(t, time.Minute, args...)
 	var resp struct {
 		KVs []struct {
 			Key   []byte `json:"key"`
@@ -371,13 +378,22 @@ func (c *cluster) waitReregistered(t *testing.T, want []string, id string, old i
 	})
 }
 
-// waitHealthy polls until Docker reports the service's container healthy.
+// waitHealthy polls until Docker reports every container of the service
+// healthy.
 func (c *cluster) waitHealthy(t *testing.T, svc string, timeout time.Duration) {
 	t.Helper()
-	container := strings.TrimSpace(c.compose(t, time.Minute, "ps", "-q", svc))
+	containers := strings.Fields(c.compose(t, time.Minute, "ps", "-q", svc))
+	if len(containers) == 0 {
+		t.Fatalf("service %s has no container", svc)
+	}
 	poll(t, timeout, svc+" healthy", func() (bool, string) {
-		status := strings.TrimSpace(docker(t, time.Minute, "inspect", "-f", "{{.State.Health.Status}}", container))
-		return status == "healthy", "health: " + status
+		args := append([]string{"inspect", "-f", "{{.State.Health.Status}}"}, containers...)
+		status := strings.Fields(docker(t, time.Minute, args...))
+		healthy := len(status) == len(containers)
+		for _, s := range status {
+			healthy = healthy && s == "healthy"
+		}
+		return healthy, "health: " + strings.Join(status, " ")
 	})
 }
 
@@ -386,13 +402,21 @@ func (c *cluster) waitHealthy(t *testing.T, svc string, timeout time.Duration) {
 // still returns its summary; any other failure is fatal.
 func (c *cluster) load(t *testing.T, flags ...string) load.Result {
 	t.Helper()
-	args := append([]string{"run", "--rm", "-T", "client", "--json", "load", "--rpc", "get"}, flags...)
-	out, err := runQuiet(2*time.Minute, c.env, c.args(args...)...)
+	res, _, _ := c.loadWith(t, nil, flags...)
+	return res
+}
+
+// loadWith is load with options for `run` before the service name (such as
+// -e VAR=VALUE), and returns as well the client's output and how it exited.
+func (c *cluster) loadWith(t *testing.T, runOpts []string, flags ...string) (res load.Result, out string, err error) {
+	t.Helper()
+	args := slices.Concat([]string{"run", "--rm", "-T"}, runOpts, []string{"client", "--json", "load", "--rpc", "get"}, flags)
+	out, err = runQuiet(2*time.Minute, c.env, c.args(args...)...)
 	res, parseErr := parseResult(out)
 	if parseErr != nil {
 		t.Fatalf("compose %s: %v; %v\n%s", strings.Join(args, " "), err, parseErr, out)
 	}
-	return res
+	return res, out, err
 }
 
 // parseResult reads the client's JSON summary: the last line that is an object.
@@ -591,6 +615,24 @@ func (c *cluster) query(q string) ([]sample, error) {
 		out = append(out, sample{labels: r.Metric, value: v})
 	}
 	return out, nil
+}
+
+// downLeavesNothing runs `down -v` and checks that no container, network or
+// volume of the project is left.
+func (c *cluster) downLeavesNothing(t *testing.T) {
+	start := time.Now()
+	c.compose(t, 3*time.Minute, "down", "-v", "--remove-orphans")
+	c.logf(t, "down -v: %v", since(start))
+	label := "label=com.docker.compose.project=" + c.project
+	for _, what := range [][]string{
+		{"ps", "-a", "-q", "--filter", label},
+		{"network", "ls", "-q", "--filter", label},
+		{"volume", "ls", "-q", "--filter", label},
+	} {
+		if out := strings.TrimSpace(docker(t, time.Minute, what...)); out != "" {
+			t.Errorf("docker %s after down -v: %s left behind", strings.Join(what, " "), strings.Join(strings.Fields(out), ", "))
+		}
+	}
 }
 
 // dumpLogs logs what the containers said, for a failed run.

@@ -3,7 +3,8 @@
 # routeguide-tls (ROUTEGUIDE_TLS_PROJECT to change it):
 #
 #   1. writes the CA, certificates, keys and passwords into deploy/tls/out
-#      (go run ./deploy/tls), unless they are there;
+#      (go run ./deploy/tls), unless they are there; ROUTEGUIDE_TLS_DIR names
+#      another directory, which the override then mounts instead;
 #   2. starts the three etcd members and waits until they are healthy;
 #   3. unless etcd's authentication is on already: adds the users root,
 #      node (read and write under routeguide/) and client (read only), and
@@ -14,6 +15,15 @@
 # Uses `docker compose` when the plugin is there, else `docker-compose`
 # (ROUTEGUIDE_COMPOSE chooses, as in the end-to-end test).
 set -euo pipefail
+# Compose reads a relative path in the override from deploy/: make it
+# absolute, from where this script was started, for both.
+if [ -n "${ROUTEGUIDE_TLS_DIR:-}" ]; then
+  case $ROUTEGUIDE_TLS_DIR in
+    /*) ;;
+    *) ROUTEGUIDE_TLS_DIR=$PWD/$ROUTEGUIDE_TLS_DIR ;;
+  esac
+  export ROUTEGUIDE_TLS_DIR
+fi
 cd "$(dirname "$0")/../.."
 
 if [ -n "${ROUTEGUIDE_COMPOSE:-}" ]; then
@@ -24,7 +34,7 @@ else
   compose=(docker-compose)
 fi
 project=${ROUTEGUIDE_TLS_PROJECT:-routeguide-tls}
-out=deploy/tls/out
+out=${ROUTEGUIDE_TLS_DIR:-deploy/tls/out}
 
 c() { "${compose[@]}" -p "$project" -f deploy/docker-compose.yml -f deploy/docker-compose.tls.yml "$@"; }
 ctl() { c exec -T etcd1 /usr/local/bin/etcdctl "$@"; }
