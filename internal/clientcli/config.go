@@ -73,7 +73,7 @@ func (c Config) Validate() error {
 	if err := c.TLS.Validate(tlsFlags); err != nil {
 		return err
 	}
-	return c.EtcdAuth.Validate()
+	return c.EtcdAuth.ValidateFor(c.Etcd)
 }
 
 // dialOptions reads the TLS files into the options that secure a Dial: TLS

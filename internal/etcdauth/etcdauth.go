@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 
@@ -89,10 +91,57 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// ValidateFor is Validate, and checks that the settings fit endpoints, the
+// etcd URLs they are for. etcd's client drops TLS for an http:// endpoint
+// without a word, and picks one way to connect for all endpoints from the
+// first one's scheme; so TLS files with http:// endpoints, or a mix of
+// http:// and https://, would quietly not do what they say. A password
+// over plain http:// would cross the network in clear text: it is refused
+// unless every endpoint is on this host.
+func (c Config) ValidateFor(endpoints []string) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	var plain, secure, remotePlain int
+	for _, ep := range endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || u.Host == "" {
+			continue // no scheme: etcd's client uses TLS when it is configured
+		}
+		switch u.Scheme {
+		case "http":
+			plain++
+			if !isLoopback(u.Hostname()) {
+				remotePlain++
+			}
+		case "https":
+			secure++
+		}
+	}
+	tlsSet := c.TLS.CAFile != "" || c.TLS.CertFile != "" || c.TLS.KeyFile != ""
+	switch {
+	case plain > 0 && secure > 0:
+		return errors.New("--etcd: mixes http:// and https:// endpoints; etcd's client connects to all of them the way of the first")
+	case plain > 0 && tlsSet:
+		return errors.New("--etcd: http:// endpoints with --etcd-ca, --etcd-cert or --etcd-key; use https:// endpoints, or etcd's client ignores the TLS files")
+	case remotePlain > 0 && c.Username != "":
+		return errors.New("--etcd-username: the password would cross the network in clear text to http:// endpoints; use https:// endpoints with --etcd-ca")
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // EtcdConfig reads the files and returns the configuration of an etcd
 // client for endpoints.
 func (c Config) EtcdConfig(endpoints []string) (discovery.EtcdConfig, error) {
-	if err := c.Validate(); err != nil {
+	if err := c.ValidateFor(endpoints); err != nil {
 		return discovery.EtcdConfig{}, err
 	}
 	cfg := discovery.EtcdConfig{Endpoints: endpoints, Username: c.Username, Password: string(c.Password)}

@@ -49,6 +49,40 @@ func TestValidateNamesTheFlag(t *testing.T) {
 	}
 }
 
+func TestSettingsMustFitTheEndpointsScheme(t *testing.T) {
+	user := Config{Username: "node", Password: secret}
+	withCA := Config{TLS: tlsfiles.Client{CAFile: "/ca.pem"}}
+	tests := []struct {
+		name      string
+		cfg       Config
+		endpoints []string
+		want      string // "" for valid
+	}{
+		{"nothing over http", Config{}, []string{"http://etcd1:2379", "http://etcd2:2379"}, ""},
+		{"TLS over https", withCA, []string{"https://etcd1:2379"}, ""},
+		{"TLS without a scheme", withCA, []string{"etcd1:2379"}, ""},
+		{"TLS files over http", withCA, []string{"http://etcd1:2379"}, "--etcd: http:// endpoints with --etcd-ca"},
+		{"mixed schemes", Config{}, []string{"https://etcd1:2379", "http://etcd2:2379"}, "--etcd: mixes http:// and https://"},
+		{"password over https", user, []string{"https://etcd1:2379"}, ""},
+		{"password over http to this host", user, []string{"http://127.0.0.1:2379", "http://localhost:2379", "http://[::1]:2379"}, ""},
+		{"password over http to another host", user, []string{"http://127.0.0.1:2379", "http://etcd2:2379"}, "--etcd-username: the password would cross the network in clear text"},
+		{"what Validate refuses", Config{Username: "node"}, []string{"https://etcd1:2379"}, "--etcd-username: no password"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.ValidateFor(tt.endpoints)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("ValidateFor(%q) = %v, want nil", tt.endpoints, err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("ValidateFor(%q) = %v, want %q", tt.endpoints, err, tt.want)
+			case err != nil && strings.Contains(err.Error(), secret):
+				t.Errorf("ValidateFor(%q) = %v shows the password", tt.endpoints, err)
+			}
+		})
+	}
+}
+
 func TestFlagsAndEnvironment(t *testing.T) {
 	certs := testcerts.New(t)
 	env := map[string]string{

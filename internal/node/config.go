@@ -123,7 +123,7 @@ func (c Config) Validate() error {
 		first = c.TLS.Validate(tlsFlags)
 	}
 	if first == nil {
-		first = c.EtcdAuth.Validate()
+		first = c.EtcdAuth.ValidateFor(c.Etcd)
 	}
 	return first
 }
