@@ -177,6 +177,9 @@ func (s *Server) RouteChat(stream pb.RouteGuide_RouteChatServer) error {
 // postError turns a note store's error into a status for the client.
 func (s *Server) postError(err error) error {
 	switch {
+	case errors.Is(err, notes.ErrNoteTooLarge):
+		s.observer.LimitRejected("note_bytes")
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, notes.ErrLimit):
 		s.observer.LimitRejected("stored_notes")
 		return status.Error(codes.ResourceExhausted, err.Error())

@@ -948,7 +948,7 @@ func TestObserverHearsRoutesNotesAndLimits(t *testing.T) {
 	rec := newRecorder()
 	cfg := routeguide.Config{
 		Features: features.New([]*pb.Feature{feature("A", 0, 0)}),
-		Notes:    notes.NewMemory(notes.MemoryLimits{PerLocation: 1}),
+		Notes:    notes.NewMemory(notes.MemoryLimits{PerLocation: 1, MessageBytes: 30}),
 		Limits:   routeguide.Limits{RoutePoints: 2, ChatNotes: 2},
 		Observer: rec,
 	}
@@ -964,6 +964,8 @@ func TestObserverHearsRoutesNotesAndLimits(t *testing.T) {
 	wantStatus(t, err, codes.ResourceExhausted)
 	_, err = chat(ctx, client, note(2, 2, "kept"), note(3, 3, "kept"), note(4, 4, "one too many on this stream"))
 	wantStatus(t, err, codes.ResourceExhausted)
+	_, err = chat(ctx, client, note(5, 5, "a message longer than thirty bytes"))
+	wantStatus(t, err, codes.ResourceExhausted)
 	_, err = recordRoute(ctx, client, []*pb.Point{point(features.MaxLatitude+1, 0)})
 	wantStatus(t, err, codes.InvalidArgument) // not a limit
 
@@ -975,7 +977,7 @@ func TestObserverHearsRoutesNotesAndLimits(t *testing.T) {
 	if posted != 3 {
 		t.Errorf("notes posted = %d, want 3", posted)
 	}
-	if want := []string{"route_points", "stored_notes", "chat_notes"}; !slices.Equal(limits, want) {
+	if want := []string{"route_points", "stored_notes", "chat_notes", "note_bytes"}; !slices.Equal(limits, want) {
 		t.Errorf("limits rejected = %q, want %q", limits, want)
 	}
 }

@@ -52,7 +52,7 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 			Help: "Requests refused with RESOURCE_EXHAUSTED because a limit was reached, by limit.",
 		}, []string{"limit"}),
 	}
-	for _, limit := range []string{"route_points", "chat_notes", "stored_notes"} {
+	for _, limit := range []string{"route_points", "chat_notes", "stored_notes", "note_bytes"} {
 		m.rejections.WithLabelValues(limit) // every series exists from the start, at 0
 	}
 	collectorsToRegister := []prometheus.Collector{

@@ -272,7 +272,7 @@ func TestServiceMetricsFollowTheCalls(t *testing.T) {
 			t.Errorf("before any call, %s = %v, want 0", name, got)
 		}
 	}
-	for _, limit := range []string{"route_points", "chat_notes", "stored_notes"} {
+	for _, limit := range []string{"route_points", "chat_notes", "stored_notes", "note_bytes"} {
 		if got := value(families, "routeguide_limit_rejections_total", map[string]string{"limit": limit}); got != 0 {
 			t.Errorf("before any call, routeguide_limit_rejections_total{limit=%q} = %v, want 0", limit, got)
 		}

@@ -168,7 +168,7 @@ func (e *Etcd) LocationPrefix(lat, lon int32) string {
 func (e *Etcd) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
 	lat, lon := note.GetLocation().GetLatitude(), note.GetLocation().GetLongitude()
 	if len(note.GetMessage()) > e.cfg.MaxMessageBytes {
-		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", e.cfg.MaxMessageBytes, ErrLimit)
+		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", e.cfg.MaxMessageBytes, ErrNoteTooLarge)
 	}
 	// Only the location and the message are stored: unknown fields of the
 	// received message must not reach the other clients.

@@ -16,6 +16,10 @@ import (
 // bounds is reached. The service answers it with ResourceExhausted.
 var ErrLimit = errors.New("limit reached")
 
+// ErrNoteTooLarge is the ErrLimit of a note whose message is over a store's
+// bound on one message, as opposed to a store or a location that is full.
+var ErrNoteTooLarge = fmt.Errorf("note too large: %w", ErrLimit)
+
 // Store keeps notes by location.
 type Store interface {
 	// Post stores note and returns every note stored at its location, in
@@ -67,7 +71,7 @@ func (m *Memory) Post(_ context.Context, note *pb.RouteNote) ([]*pb.RouteNote, e
 	// would otherwise be stored and echoed to every other client.
 	note = &pb.RouteNote{Location: &pb.Point{Latitude: lat, Longitude: lon}, Message: note.GetMessage()}
 	if m.limits.MessageBytes > 0 && len(note.Message) > m.limits.MessageBytes {
-		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", m.limits.MessageBytes, ErrLimit)
+		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", m.limits.MessageBytes, ErrNoteTooLarge)
 	}
 	cost := int64(len(note.Message)) + NoteOverhead
 	key := uint64(uint32(lat))<<32 | uint64(uint32(lon))
