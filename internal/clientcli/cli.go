@@ -305,8 +305,8 @@ Metrics:
 
 Security:
   --tls-ca connects over TLS; with --tls-cert and --tls-key, over mutual
-  TLS. The nodes of an etcd:/// target are dialled by IP: give
-  --tls-server-name the name their certificate carries. etcd is reached
+  TLS. The nodes of etcd:///SERVICE must show a certificate for SERVICE,
+  or for the name given with --tls-server-name. etcd is reached
   over TLS with https:// endpoints and --etcd-ca (and --etcd-cert,
   --etcd-key when it asks for a client certificate); --etcd-username takes
   its password from %s or --etcd-password-file, never

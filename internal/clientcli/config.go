@@ -40,8 +40,9 @@ type Config struct {
 	// TLS, when anything in it is set, connects to the nodes over TLS:
 	// --tls-ca, --tls-cert and --tls-key (mutual TLS), and
 	// --tls-server-name, the name the nodes' certificate must carry when
-	// the addresses dialled are IPs it does not list, as an etcd:///
-	// target's are.
+	// it is not the target's host: gRPC checks a node against the target's
+	// authority, which for etcd:///routeguide is "routeguide", not the IP
+	// dialled.
 	TLS tlsfiles.Client
 	// EtcdAuth is how etcd:/// targets reach a secured etcd.
 	EtcdAuth etcdauth.Config
@@ -107,7 +108,7 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLS.CAFile, "tls-ca", c.TLS.CAFile, "connect over TLS, trusting the CA in this `file` (PEM) for the nodes' certificates")
 	fs.StringVar(&c.TLS.CertFile, "tls-cert", c.TLS.CertFile, "client certificate `file` (PEM) for nodes that require mutual TLS, with --tls-key")
 	fs.StringVar(&c.TLS.KeyFile, "tls-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
-	fs.StringVar(&c.TLS.ServerName, "tls-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the host dialled, an IP for etcd:/// targets)")
+	fs.StringVar(&c.TLS.ServerName, "tls-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the target's host, the service name for etcd:///SERVICE)")
 	c.EtcdAuth.Register(fs)
 }
 

@@ -118,7 +118,7 @@ func (c Config) Validate() error {
 	check(c.NoteLimits.PerLocation > 0 || len(c.Etcd) == 0, "max-notes-per-location", "must be at least 1 with --etcd: a cluster's notes live in etcd and need a bound")
 	check(c.NoteLimits.Bytes >= 0, "max-notes-bytes", "%d is negative", c.NoteLimits.Bytes)
 	check(c.NoteLimits.MessageBytes >= 1 && c.NoteLimits.MessageBytes <= notes.MaxMessageBytesLimit, "max-note-bytes", "%d is not between 1 and %d", c.NoteLimits.MessageBytes, notes.MaxMessageBytesLimit)
-	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than etcd's minimum lease of 1s", c.NoteMaxAge)
+	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than 1s; etcd leases count whole seconds", c.NoteMaxAge)
 	if first == nil {
 		first = c.TLS.Validate(tlsFlags)
 	}

@@ -86,9 +86,10 @@ type Client struct {
 	CAFile            string
 	CertFile, KeyFile string
 	// ServerName is the name the server's certificate must carry; empty
-	// means the host in the address dialled. Set it when the addresses are
-	// IPs the certificate does not list, as the nodes' addresses in etcd
-	// are: a certificate for "node.routeguide" then serves any node.
+	// means what gRPC checks by default, the authority of the target (for
+	// etcd:///routeguide, "routeguide", whatever IP the resolver gave).
+	// Set it when the certificate carries another name: one certificate
+	// for "node.routeguide" then serves any node.
 	ServerName string
 }
 

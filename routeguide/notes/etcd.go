@@ -37,12 +37,15 @@ type EtcdConfig struct {
 	// MaxAge is how long a note is kept. A note expires between MaxAge and
 	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see Etcd). At least 1s,
 	// as etcd leases count whole seconds; it is required because it is the only
-	// bound on the notes of all locations together.
+	// bound on the notes of all locations together. etcd raises a TTL below
+	// its own minimum (about 1.5 election timeouts, 2s by default) to that
+	// minimum, so a MaxAge of a second or two lasts a little longer.
 	MaxAge time.Duration
 	// MaxMessageBytes is the longest message a note may carry, in bytes. It
 	// keeps every put below etcd's request size limit (1.5 MiB by default),
-	// and PerLocation*MaxMessageBytes bounds what one Post reads from etcd
-	// and sends to the client.
+	// and PerLocation*MaxMessageBytes bounds what one Post sends to the
+	// client (what it reads from etcd is JSON, up to 6 times that when
+	// every byte needs escaping).
 	MaxMessageBytes int
 	// Timeout bounds the etcd work of one Post. When it passes while the
 	// caller still waits, Post fails with ErrUnavailable: a chat stream has
