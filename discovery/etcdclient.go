@@ -88,7 +88,10 @@ func NewEtcdClient(cfg EtcdConfig) (*clientv3.Client, error) {
 	if err != nil {
 		logger = zap.NewNop()
 	}
-	var authTimeout time.Duration // etcd's client bounds only the token fetch with it
+	// etcd's client bounds the first token fetch with DialTimeout, and the
+	// wait for a lease's first keepalive answer with DialTimeout+1s; without
+	// a user, both keep etcd's defaults.
+	var authTimeout time.Duration
 	if cfg.Username != "" {
 		authTimeout = cmp.Or(cfg.AuthTimeout, DefaultAuthTimeout)
 	}

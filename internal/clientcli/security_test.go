@@ -114,7 +114,7 @@ func TestEtcdTargetOverTLSWithEtcdAuth(t *testing.T) {
 		// gRPC checks the target's authority, the service name, whatever
 		// address it dials: a certificate for "routeguide" would do too.
 		{"no server name", nil, "client-pw", ExitFailed, "valid for node.routeguide, not routeguide"},
-		{"wrong etcd password", []string{"--tls-server-name", nodeName}, "nope", ExitUsage, "authentication failed: wrong username or password"},
+		{"wrong etcd password", []string{"--tls-server-name", nodeName}, "nope", ExitFailed, "authentication failed: wrong username or password"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
