@@ -12,6 +12,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 )
 
 // Config describes one node. Start from DefaultConfig; Validate checks it
@@ -48,7 +49,7 @@ type Config struct {
 	// MessageBytes hold for both stores: etcd's, shared by a cluster, and a
 	// standalone node's memory; Bytes bounds that memory.
 	NoteLimits notes.MemoryLimits
-	// NoteMaxAge is how long a cluster keeps a note in etcd (see notes.Etcd).
+	// NoteMaxAge is how long a cluster keeps a note in etcd (see package etcdnotes).
 	NoteMaxAge time.Duration
 	// Version is reported in the registration metadata.
 	Version string
@@ -117,7 +118,7 @@ func (c Config) Validate() error {
 	check(c.NoteLimits.PerLocation >= 0, "max-notes-per-location", "%d is negative", c.NoteLimits.PerLocation)
 	check(c.NoteLimits.PerLocation > 0 || len(c.Etcd) == 0, "max-notes-per-location", "must be at least 1 with --etcd: a cluster's notes live in etcd and need a bound")
 	check(c.NoteLimits.Bytes >= 0, "max-notes-bytes", "%d is negative", c.NoteLimits.Bytes)
-	check(c.NoteLimits.MessageBytes >= 1 && c.NoteLimits.MessageBytes <= notes.MaxMessageBytesLimit, "max-note-bytes", "%d is not between 1 and %d", c.NoteLimits.MessageBytes, notes.MaxMessageBytesLimit)
+	check(c.NoteLimits.MessageBytes >= 1 && c.NoteLimits.MessageBytes <= etcdnotes.MaxMessageBytesLimit, "max-note-bytes", "%d is not between 1 and %d", c.NoteLimits.MessageBytes, etcdnotes.MaxMessageBytesLimit)
 	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than 1s; etcd leases count whole seconds", c.NoteMaxAge)
 	if first == nil {
 		first = c.TLS.Validate(tlsFlags)

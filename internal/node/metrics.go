@@ -8,6 +8,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 )
 
 // nodeMetrics are everything a node exports, in a registry of its own, so
@@ -70,7 +71,7 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 			Name: "routeguide_notes_stored",
 			Help: "Notes the node holds in memory.",
 		}, func() float64 { return float64(store.Len()) }))
-	case *notes.Etcd:
+	case *etcdnotes.Store:
 		// Counting the notes in etcd would read the whole prefix on every
 		// scrape; what etcd holds is etcd's own metrics' business.
 		collectorsToRegister = append(collectorsToRegister,

@@ -27,6 +27,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 )
 
 // Node is one RouteGuide server. New prepares it and takes its port; Run
@@ -149,12 +150,12 @@ func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
 	if etcd == nil {
 		return notes.NewMemory(cfg.NoteLimits), nil
 	}
-	ecfg := notes.DefaultEtcdConfig()
+	ecfg := etcdnotes.DefaultConfig()
 	ecfg.Prefix = NotesPrefix(cfg.Service)
 	ecfg.PerLocation = cfg.NoteLimits.PerLocation
 	ecfg.MaxAge = cfg.NoteMaxAge
 	ecfg.MaxMessageBytes = cfg.NoteLimits.MessageBytes
-	return notes.NewEtcd(etcd, ecfg)
+	return etcdnotes.New(etcd, ecfg)
 }
 
 // NotesPrefix is the etcd prefix under which the nodes of service share

@@ -1,6 +1,7 @@
-// Package notes keeps the notes that RouteChat relays: the Store contract,
-// Memory, the store of a standalone node, and Etcd, the store that the nodes
-// of a cluster share.
+// Package notes keeps the notes that RouteChat relays: the Store contract
+// and Memory, the store of a standalone node. Package etcdnotes holds the
+// store that the nodes of a cluster share, apart, so that the service links
+// no etcd code.
 package notes
 
 import (
@@ -15,6 +16,12 @@ import (
 // ErrLimit is wrapped by every error that a store returns because one of its
 // bounds is reached. The service answers it with ResourceExhausted.
 var ErrLimit = errors.New("limit reached")
+
+// ErrUnavailable is wrapped by every error that a store returns because its
+// backend could not be reached or did not answer in time, while the caller
+// still waited. The service answers it with Unavailable, so that a client
+// may retry on another node or later.
+var ErrUnavailable = errors.New("note store unavailable")
 
 // ErrNoteTooLarge is the ErrLimit of a note whose message is over a store's
 // bound on one message, as opposed to a store or a location that is full.
@@ -34,12 +41,12 @@ type MemoryLimits struct {
 	// PerLocation is how many notes one location keeps.
 	PerLocation int
 	// DropOldest makes a post to a full location drop the location's oldest
-	// note, as the Etcd store does, instead of being refused with ErrLimit.
+	// note, as the etcd store (package etcdnotes) does, instead of being refused with ErrLimit.
 	DropOldest bool
 	// Bytes bounds the memory that all notes take together, counted as the
 	// length of each message plus NoteOverhead.
 	Bytes int64
-	// MessageBytes bounds one note's message, as EtcdConfig.MaxMessageBytes
+	// MessageBytes bounds one note's message, as etcdnotes.Config.MaxMessageBytes
 	// does in the cluster, so a node answers alike alone and in a cluster.
 	MessageBytes int
 }

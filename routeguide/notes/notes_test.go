@@ -13,62 +13,20 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
-func note(lat, lon int32, message string) *pb.RouteNote {
-	return &pb.RouteNote{Location: &pb.Point{Latitude: lat, Longitude: lon}, Message: message}
-}
-
-func messages(list []*pb.RouteNote) []string {
-	out := make([]string, len(list))
-	for i, n := range list {
-		out[i] = n.Message
-	}
-	return out
-}
-
-// postingOrderSteps are posts and the answer each must get from an empty
-// store without limits. Every Store must pass them.
-var postingOrderSteps = []struct {
-	note *pb.RouteNote
-	want []string
-}{
-	{note(1, 1, "a1"), []string{"a1"}},
-	{note(1, 1, "a2"), []string{"a1", "a2"}},
-	{note(1, 2, "b1"), []string{"b1"}},
-	{note(2, 1, "c1"), []string{"c1"}}, // swapped coordinates are another location
-	{note(-1, -1, "d1"), []string{"d1"}},
-	{note(1, 10, "e1"), []string{"e1"}}, // a location whose key extends another's
-	{note(11, 1, "f1"), []string{"f1"}}, // and one that another's key ends
-	{note(1, 1, "a3"), []string{"a1", "a2", "a3"}},
-	{note(1, 1, "a3"), []string{"a1", "a2", "a3", "a3"}},   // the same text twice is two notes
-	{note(1, 1, ""), []string{"a1", "a2", "a3", "a3", ""}}, // an empty message is a note
-}
-
-// checkPostingOrder runs postingOrderSteps against an empty store.
-func checkPostingOrder(t *testing.T, store notes.Store) {
-	t.Helper()
-	for _, step := range postingOrderSteps {
-		got, err := store.Post(t.Context(), step.note)
-		if err != nil {
-			t.Fatalf("post %q: %v", step.note.Message, err)
-		}
-		if !slices.Equal(messages(got), step.want) {
-			t.Errorf("post %q at %v = %q, want %q", step.note.Message, step.note.Location, messages(got), step.want)
-		}
-		for _, n := range got {
-			if !proto.Equal(n.Location, step.note.Location) {
-				t.Errorf("post at %v returned a note at %v", step.note.Location, n.Location)
-			}
-		}
-	}
-}
+// note and messages are short names for what every store's tests use.
+var (
+	note     = notestest.Note
+	messages = notestest.Messages
+)
 
 func TestMemoryPostAnswersTheLocationsNotesInPostingOrder(t *testing.T) {
 	m := notes.NewMemory(notes.MemoryLimits{})
-	checkPostingOrder(t, m)
-	if m.Len() != len(postingOrderSteps) {
-		t.Errorf("Len = %d, want %d", m.Len(), len(postingOrderSteps))
+	notestest.CheckPostingOrder(t, m)
+	if m.Len() != len(notestest.PostingOrderSteps) {
+		t.Errorf("Len = %d, want %d", m.Len(), len(notestest.PostingOrderSteps))
 	}
 }
 

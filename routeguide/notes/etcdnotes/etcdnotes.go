@@ -1,4 +1,6 @@
-package notes
+// Package etcdnotes keeps RouteChat's notes in etcd, shared by every node
+// of a cluster: a note posted through one node is in the answers of all.
+package etcdnotes
 
 import (
 	"context"
@@ -16,18 +18,13 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
 
-// ErrUnavailable is wrapped by every error that a store returns because its
-// backend could not be reached or did not answer in time, while the caller
-// still waited. The service answers it with Unavailable, so that a client
-// may retry on another node or later.
-var ErrUnavailable = errors.New("note store unavailable")
-
-// EtcdConfig configures an Etcd store. Every node of a cluster must use the
+// Config configures a Store. Every node of a cluster must use the
 // same Prefix to share its notes; the other fields may differ from node to
 // node, and each applies to the notes that node posts and prunes.
-type EtcdConfig struct {
+type Config struct {
 	// Prefix is the etcd key prefix under which every note is kept, as
 	// <Prefix><latitude>,<longitude>/<random id>. It must end with "/".
 	Prefix string
@@ -48,16 +45,16 @@ type EtcdConfig struct {
 	// every byte needs escaping).
 	MaxMessageBytes int
 	// Timeout bounds the etcd work of one Post. When it passes while the
-	// caller still waits, Post fails with ErrUnavailable: a chat stream has
+	// caller still waits, Post fails with notes.ErrUnavailable: a chat stream has
 	// no deadline, and without this bound it would hang for as long as etcd
 	// is down.
 	Timeout time.Duration
 }
 
-// DefaultEtcdConfig is the configuration of a cluster node's store when no
+// DefaultConfig is the configuration of a cluster node's store when no
 // flag changes it.
-func DefaultEtcdConfig() EtcdConfig {
-	return EtcdConfig{
+func DefaultConfig() Config {
+	return Config{
 		Prefix:          "routeguide-notes/",
 		PerLocation:     1000,
 		MaxAge:          24 * time.Hour,
@@ -72,7 +69,7 @@ func DefaultEtcdConfig() EtcdConfig {
 const MaxMessageBytesLimit = 200 << 10
 
 // Validate reports the first problem with c, naming the field at fault.
-func (c EtcdConfig) Validate() error {
+func (c Config) Validate() error {
 	switch {
 	case c.Prefix == "" || !strings.HasSuffix(c.Prefix, "/"):
 		return fmt.Errorf("notes etcd config: Prefix %q must be non-empty and end with \"/\"", c.Prefix)
@@ -88,7 +85,7 @@ func (c EtcdConfig) Validate() error {
 	return nil
 }
 
-// LeaseBuckets is how many leases an Etcd store grants per MaxAge: notes
+// LeaseBuckets is how many leases a Store grants per MaxAge: notes
 // posted within the same MaxAge/LeaseBuckets share one lease, so a busy node
 // grants a lease every MaxAge/8 instead of one per note.
 const LeaseBuckets = 8
@@ -97,8 +94,8 @@ const LeaseBuckets = 8
 // default limit of 128 operations per transaction.
 const pruneBatch = 100
 
-// EtcdStats counts what an Etcd store met that its callers do not see.
-type EtcdStats struct {
+// Stats counts what a Store met that its callers do not see.
+type Stats struct {
 	// Skipped counts values under the prefix that did not decode as a note
 	// of their location, each time a post read one. They are left out of
 	// answers, where they take the place of a note until pruned.
@@ -109,7 +106,7 @@ type EtcdStats struct {
 	PruneFailures uint64
 }
 
-// Etcd is a Store in etcd, shared by every node that uses the same Prefix:
+// Store is a notes.Store in etcd, shared by every node that uses the same Prefix:
 // a note posted through one node is in the answers of all of them.
 //
 // A note is put under <Prefix><lat>,<lon>/, and the answer is read in the
@@ -129,9 +126,9 @@ type EtcdStats struct {
 //
 // Etcd starts no goroutine and owns nothing to close; the caller closes the
 // client after the last Post.
-type Etcd struct {
+type Store struct {
 	cli *clientv3.Client
-	cfg EtcdConfig
+	cfg Config
 
 	skipped       atomic.Uint64
 	pruneFailures atomic.Uint64
@@ -146,32 +143,32 @@ type Etcd struct {
 	leaseUntil time.Time
 }
 
-// NewEtcd returns a store that keeps notes in etcd through cli.
-func NewEtcd(cli *clientv3.Client, cfg EtcdConfig) (*Etcd, error) {
+// New returns a store that keeps notes in etcd through cli.
+func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 	if cli == nil {
 		return nil, errors.New("notes etcd store: no etcd client")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Etcd{cli: cli, cfg: cfg, grant: make(chan struct{}, 1)}, nil
+	return &Store{cli: cli, cfg: cfg, grant: make(chan struct{}, 1)}, nil
 }
 
 // Stats returns the store's counters since it was made.
-func (e *Etcd) Stats() EtcdStats {
-	return EtcdStats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load()}
+func (e *Store) Stats() Stats {
+	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load()}
 }
 
 // LocationPrefix is the etcd key prefix of the notes at a location.
-func (e *Etcd) LocationPrefix(lat, lon int32) string {
+func (e *Store) LocationPrefix(lat, lon int32) string {
 	return fmt.Sprintf("%s%d,%d/", e.cfg.Prefix, lat, lon)
 }
 
-// Post implements Store.
-func (e *Etcd) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
+// Post implements notes.Store.
+func (e *Store) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
 	lat, lon := note.GetLocation().GetLatitude(), note.GetLocation().GetLongitude()
 	if len(note.GetMessage()) > e.cfg.MaxMessageBytes {
-		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", e.cfg.MaxMessageBytes, ErrNoteTooLarge)
+		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", e.cfg.MaxMessageBytes, notes.ErrNoteTooLarge)
 	}
 	// Only the location and the message are stored: unknown fields of the
 	// received message must not reach the other clients.
@@ -190,7 +187,7 @@ func (e *Etcd) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, e
 
 // post stores value at the location and returns the notes there, retrying
 // once with a new lease when the current one is gone.
-func (e *Etcd) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.RouteNote, error) {
+func (e *Store) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.RouteNote, error) {
 	for attempt := 0; ; attempt++ {
 		lease, err := e.currentLease(ctx)
 		if err != nil {
@@ -209,7 +206,7 @@ func (e *Etcd) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.Ro
 
 // putAndRead puts the note and reads the location's newest PerLocation
 // notes in one transaction, then deletes the older ones if any.
-func (e *Etcd) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
+func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
 	location := e.LocationPrefix(lat, lon)
 	var id [16]byte
 	_, _ = rand.Read(id[:]) // crypto/rand never fails on supported platforms
@@ -252,7 +249,7 @@ func (e *Etcd) putAndRead(ctx context.Context, lat, lon int32, value []byte, lea
 // prune deletes the notes at location created before the revision
 // oldestKept. It is safe when nodes prune at once: each deletes only notes
 // that had PerLocation newer ones, and deleting a deleted key does nothing.
-func (e *Etcd) prune(ctx context.Context, location string, oldestKept int64) error {
+func (e *Store) prune(ctx context.Context, location string, oldestKept int64) error {
 	for {
 		old, err := e.cli.Get(ctx, location, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 			clientv3.WithMaxCreateRev(oldestKept-1), clientv3.WithLimit(pruneBatch))
@@ -289,7 +286,7 @@ func decodeNote(value []byte, lat, lon int32) (*pb.RouteNote, bool) {
 
 // currentLease returns the lease for a note posted now, granting the next
 // one when the current bucket is over.
-func (e *Etcd) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
+func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 	if lease, ok := e.usableLease(); ok {
 		return lease, nil
 	}
@@ -319,7 +316,7 @@ func (e *Etcd) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 	return resp.ID, nil
 }
 
-func (e *Etcd) usableLease() (clientv3.LeaseID, bool) {
+func (e *Store) usableLease() (clientv3.LeaseID, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.lease, e.lease != 0 && time.Now().Before(e.leaseUntil)
@@ -327,7 +324,7 @@ func (e *Etcd) usableLease() (clientv3.LeaseID, bool) {
 
 // forgetLease drops lease if it is still the current one, so that the next
 // post grants another.
-func (e *Etcd) forgetLease(lease clientv3.LeaseID) {
+func (e *Store) forgetLease(lease clientv3.LeaseID) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.lease == lease {
@@ -336,15 +333,15 @@ func (e *Etcd) forgetLease(lease clientv3.LeaseID) {
 }
 
 // postError says why a post failed in the terms of the Store contract: the
-// caller's own context, a bound of etcd (ErrLimit), or etcd unreachable
-// (ErrUnavailable).
-func (e *Etcd) postError(ctx context.Context, err error) error {
+// caller's own context, a bound of etcd (notes.ErrLimit), or etcd unreachable
+// (notes.ErrUnavailable).
+func (e *Store) postError(ctx context.Context, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("store note in etcd: %w", ctx.Err())
 	case errors.Is(err, rpctypes.ErrNoSpace), errors.Is(err, rpctypes.ErrRequestTooLarge):
-		return fmt.Errorf("store note in etcd: %w: %w", ErrLimit, err)
+		return fmt.Errorf("store note in etcd: %w: %w", notes.ErrLimit, err)
 	default:
-		return fmt.Errorf("store note in etcd (within %v): %w: %w", e.cfg.Timeout, ErrUnavailable, err)
+		return fmt.Errorf("store note in etcd (within %v): %w: %w", e.cfg.Timeout, notes.ErrUnavailable, err)
 	}
 }

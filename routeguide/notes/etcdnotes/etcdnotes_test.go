@@ -1,4 +1,4 @@
-package notes_test
+package etcdnotes_test
 
 import (
 	"context"
@@ -19,6 +19,8 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
 // TestMain fails the package when a test leaves goroutines running: every
@@ -50,15 +52,15 @@ func newClient(t testing.TB, url string) *clientv3.Client {
 }
 
 // testConfig is the default configuration with a prefix of the test's own.
-func testConfig(t testing.TB) notes.EtcdConfig {
-	cfg := notes.DefaultEtcdConfig()
+func testConfig(t testing.TB) etcdnotes.Config {
+	cfg := etcdnotes.DefaultConfig()
 	cfg.Prefix = "notes-test/" + t.Name() + "/"
 	return cfg
 }
 
-func newEtcd(t testing.TB, cli *clientv3.Client, cfg notes.EtcdConfig) *notes.Etcd {
+func newEtcd(t testing.TB, cli *clientv3.Client, cfg etcdnotes.Config) *etcdnotes.Store {
 	t.Helper()
-	store, err := notes.NewEtcd(cli, cfg)
+	store, err := etcdnotes.New(cli, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +68,7 @@ func newEtcd(t testing.TB, cli *clientv3.Client, cfg notes.EtcdConfig) *notes.Et
 }
 
 // keysAt lists the keys etcd holds at a location, oldest first.
-func keysAt(t testing.TB, cli *clientv3.Client, store *notes.Etcd, lat, lon int32) []*mvccpb.KeyValue {
+func keysAt(t testing.TB, cli *clientv3.Client, store *etcdnotes.Store, lat, lon int32) []*mvccpb.KeyValue {
 	t.Helper()
 	resp, err := cli.Get(t.Context(), store.LocationPrefix(lat, lon), clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
@@ -76,61 +78,61 @@ func keysAt(t testing.TB, cli *clientv3.Client, store *notes.Etcd, lat, lon int3
 	return resp.Kvs
 }
 
-func countAt(t testing.TB, cli *clientv3.Client, store *notes.Etcd, lat, lon int32) int {
+func countAt(t testing.TB, cli *clientv3.Client, store *etcdnotes.Store, lat, lon int32) int {
 	t.Helper()
 	return len(keysAt(t, cli, store, lat, lon))
 }
 
-func TestEtcdConfigValidateNamesTheField(t *testing.T) {
+func TestConfigValidateNamesTheField(t *testing.T) {
 	tests := []struct {
 		field  string
-		change func(*notes.EtcdConfig)
+		change func(*etcdnotes.Config)
 	}{
-		{"Prefix", func(c *notes.EtcdConfig) { c.Prefix = "" }},
-		{"Prefix", func(c *notes.EtcdConfig) { c.Prefix = "notes" }},
-		{"PerLocation", func(c *notes.EtcdConfig) { c.PerLocation = 0 }},
-		{"MaxAge", func(c *notes.EtcdConfig) { c.MaxAge = 999 * time.Millisecond }},
-		{"MaxMessageBytes", func(c *notes.EtcdConfig) { c.MaxMessageBytes = 0 }},
-		{"MaxMessageBytes", func(c *notes.EtcdConfig) { c.MaxMessageBytes = 1 << 20 }},
-		{"Timeout", func(c *notes.EtcdConfig) { c.Timeout = 0 }},
+		{"Prefix", func(c *etcdnotes.Config) { c.Prefix = "" }},
+		{"Prefix", func(c *etcdnotes.Config) { c.Prefix = "notes" }},
+		{"PerLocation", func(c *etcdnotes.Config) { c.PerLocation = 0 }},
+		{"MaxAge", func(c *etcdnotes.Config) { c.MaxAge = 999 * time.Millisecond }},
+		{"MaxMessageBytes", func(c *etcdnotes.Config) { c.MaxMessageBytes = 0 }},
+		{"MaxMessageBytes", func(c *etcdnotes.Config) { c.MaxMessageBytes = 1 << 20 }},
+		{"Timeout", func(c *etcdnotes.Config) { c.Timeout = 0 }},
 	}
-	if err := notes.DefaultEtcdConfig().Validate(); err != nil {
+	if err := etcdnotes.DefaultConfig().Validate(); err != nil {
 		t.Fatalf("the default config: %v", err)
 	}
 	for _, tt := range tests {
-		cfg := notes.DefaultEtcdConfig()
+		cfg := etcdnotes.DefaultConfig()
 		tt.change(&cfg)
 		err := cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), tt.field) {
 			t.Errorf("config %+v: error %v, want one naming %s", cfg, err, tt.field)
 		}
-		// NewEtcd validates before it uses the client.
-		if _, err := notes.NewEtcd(&clientv3.Client{}, cfg); err == nil {
-			t.Errorf("NewEtcd accepted config %+v", cfg)
+		// New validates before it uses the client.
+		if _, err := etcdnotes.New(&clientv3.Client{}, cfg); err == nil {
+			t.Errorf("New accepted config %+v", cfg)
 		}
 	}
 }
 
 func TestEtcdPostAnswersTheLocationsNotesInPostingOrder(t *testing.T) {
 	cli := newClient(t, startEtcd(t).ClientURL())
-	checkPostingOrder(t, newEtcd(t, cli, testConfig(t)))
+	notestest.CheckPostingOrder(t, newEtcd(t, cli, testConfig(t)))
 }
 
 func TestEtcdTwoStoresOnOneEtcdAnswerInOnePostingOrder(t *testing.T) {
 	srv := startEtcd(t)
 	cfg := testConfig(t)
 	// Two nodes: each its own client and store.
-	stores := []*notes.Etcd{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
+	stores := []*etcdnotes.Store{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
 	var want []string
 	for i := range 10 {
 		msg := fmt.Sprintf("note %d via store %d", i, i%2)
 		want = append(want, msg)
-		got, err := stores[i%2].Post(t.Context(), note(7, 7, msg))
+		got, err := stores[i%2].Post(t.Context(), notestest.Note(7, 7, msg))
 		if err != nil {
 			t.Fatalf("post %q: %v", msg, err)
 		}
-		if !slices.Equal(messages(got), want) {
-			t.Fatalf("post %q = %q, want %q", msg, messages(got), want)
+		if !slices.Equal(notestest.Messages(got), want) {
+			t.Fatalf("post %q = %q, want %q", msg, notestest.Messages(got), want)
 		}
 	}
 }
@@ -139,31 +141,31 @@ func TestEtcdConcurrentPostsOnTwoStoresAreConsistentViewsOfOneOrder(t *testing.T
 	const posters, each = 8, 20
 	srv := startEtcd(t)
 	cfg := testConfig(t)
-	stores := []*notes.Etcd{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
+	stores := []*etcdnotes.Store{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
 	answers := make([][][]string, posters)
 	var wg sync.WaitGroup
 	for p := range posters {
 		wg.Go(func() {
 			for i := range each {
 				sent := fmt.Sprintf("poster %d no %d", p, i)
-				got, err := stores[p%2].Post(t.Context(), note(5, 5, sent))
+				got, err := stores[p%2].Post(t.Context(), notestest.Note(5, 5, sent))
 				if err != nil {
 					t.Errorf("post %q: %v", sent, err)
 					return
 				}
 				if len(got) == 0 || got[len(got)-1].Message != sent {
-					t.Errorf("post %q: the answer does not end with it: %q", sent, messages(got))
+					t.Errorf("post %q: the answer does not end with it: %q", sent, notestest.Messages(got))
 				}
-				answers[p] = append(answers[p], messages(got))
+				answers[p] = append(answers[p], notestest.Messages(got))
 			}
 		})
 	}
 	wg.Wait()
-	last, err := stores[0].Post(t.Context(), note(5, 5, "last"))
+	last, err := stores[0].Post(t.Context(), notestest.Note(5, 5, "last"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	order := messages(last)
+	order := notestest.Messages(last)
 	if len(order) != posters*each+1 {
 		t.Fatalf("the location holds %d notes, want %d: a note was lost", len(order), posters*each+1)
 	}
@@ -190,20 +192,20 @@ func TestEtcdKeepsTheNewestPerLocationNotes(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.PerLocation = 3
 	store := newEtcd(t, cli, cfg)
-	if _, err := store.Post(t.Context(), note(9, 9, "elsewhere")); err != nil {
+	if _, err := store.Post(t.Context(), notestest.Note(9, 9, "elsewhere")); err != nil {
 		t.Fatal(err)
 	}
 	var posted []string
 	for i := range 7 {
 		msg := fmt.Sprintf("a%d", i)
 		posted = append(posted, msg)
-		got, err := store.Post(t.Context(), note(1, 1, msg))
+		got, err := store.Post(t.Context(), notestest.Note(1, 1, msg))
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := posted[max(0, len(posted)-3):]
-		if !slices.Equal(messages(got), want) {
-			t.Errorf("post %q = %q, want the newest 3: %q", msg, messages(got), want)
+		if !slices.Equal(notestest.Messages(got), want) {
+			t.Errorf("post %q = %q, want the newest 3: %q", msg, notestest.Messages(got), want)
 		}
 		if n := countAt(t, cli, store, 1, 1); n != len(want) {
 			t.Errorf("after post %q etcd holds %d notes at the location, want %d", msg, n, len(want))
@@ -212,7 +214,7 @@ func TestEtcdKeepsTheNewestPerLocationNotes(t *testing.T) {
 	if n := countAt(t, cli, store, 9, 9); n != 1 {
 		t.Errorf("another location holds %d notes, want its 1", n)
 	}
-	if s := store.Stats(); s != (notes.EtcdStats{}) {
+	if s := store.Stats(); s != (etcdnotes.Stats{}) {
 		t.Errorf("stats %+v, want none skipped or failed", s)
 	}
 }
@@ -223,26 +225,26 @@ func TestEtcdConcurrentPruningKeepsTheNewestPerLocation(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.PerLocation = keep
 	cli := newClient(t, srv.ClientURL())
-	stores := []*notes.Etcd{newEtcd(t, cli, cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
+	stores := []*etcdnotes.Store{newEtcd(t, cli, cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
 	var wg sync.WaitGroup
 	for p := range posters {
 		wg.Go(func() {
 			for i := range each {
 				sent := fmt.Sprintf("poster %d no %d", p, i)
-				got, err := stores[p%2].Post(t.Context(), note(3, 3, sent))
+				got, err := stores[p%2].Post(t.Context(), notestest.Note(3, 3, sent))
 				if err != nil {
 					t.Errorf("post %q: %v", sent, err)
 					return
 				}
 				if len(got) > keep || len(got) == 0 || got[len(got)-1].Message != sent {
-					t.Errorf("post %q = %q, want at most %d notes ending with it", sent, messages(got), keep)
+					t.Errorf("post %q = %q, want at most %d notes ending with it", sent, notestest.Messages(got), keep)
 				}
 			}
 		})
 	}
 	wg.Wait()
 	// One more post prunes whatever was left by posts pruning concurrently.
-	last, err := stores[0].Post(t.Context(), note(3, 3, "last"))
+	last, err := stores[0].Post(t.Context(), notestest.Note(3, 3, "last"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,14 +268,14 @@ func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
 	cli := newClient(t, startEtcd(t).ClientURL())
 	cfg := testConfig(t)
 	cfg.MaxAge = 2 * time.Second
-	bucket := cfg.MaxAge / notes.LeaseBuckets
+	bucket := cfg.MaxAge / etcdnotes.LeaseBuckets
 	store := newEtcd(t, cli, cfg)
 
 	before := time.Now()
-	if _, err := store.Post(t.Context(), note(1, 1, "first")); err != nil {
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "first")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Post(t.Context(), note(1, 1, "second")); err != nil {
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "second")); err != nil {
 		t.Fatal(err)
 	}
 	kvs := keysAt(t, cli, store, 1, 1)
@@ -292,7 +294,7 @@ func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
 
 	// Once the bucket is over, a post takes a new lease.
 	poll.Until(t, 5*time.Second, "a post with a new lease", func() bool {
-		if _, err := store.Post(t.Context(), note(2, 2, "later")); err != nil {
+		if _, err := store.Post(t.Context(), notestest.Note(2, 2, "later")); err != nil {
 			t.Fatal(err)
 		}
 		kvs := keysAt(t, cli, store, 2, 2)
@@ -308,19 +310,19 @@ func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
 	if lived := time.Since(before); lived < cfg.MaxAge {
 		t.Errorf("notes expired after %v, before MaxAge %v", lived, cfg.MaxAge)
 	}
-	got, err := store.Post(t.Context(), note(1, 1, "after"))
+	got, err := store.Post(t.Context(), notestest.Note(1, 1, "after"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"after"}; !slices.Equal(messages(got), want) {
-		t.Errorf("after expiry the answer is %q, want %q", messages(got), want)
+	if want := []string{"after"}; !slices.Equal(notestest.Messages(got), want) {
+		t.Errorf("after expiry the answer is %q, want %q", notestest.Messages(got), want)
 	}
 }
 
 func TestEtcdPostGrantsANewLeaseWhenItsLeaseIsGone(t *testing.T) {
 	cli := newClient(t, startEtcd(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t)) // MaxAge 24h: the lease would serve 3h
-	if _, err := store.Post(t.Context(), note(1, 1, "first")); err != nil {
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "first")); err != nil {
 		t.Fatal(err)
 	}
 	lease := clientv3.LeaseID(keysAt(t, cli, store, 1, 1)[0].Lease)
@@ -328,12 +330,12 @@ func TestEtcdPostGrantsANewLeaseWhenItsLeaseIsGone(t *testing.T) {
 	if _, err := cli.Revoke(t.Context(), lease); err != nil {
 		t.Fatal(err)
 	}
-	got, err := store.Post(t.Context(), note(1, 1, "second"))
+	got, err := store.Post(t.Context(), notestest.Note(1, 1, "second"))
 	if err != nil {
 		t.Fatalf("post after the lease was revoked: %v", err)
 	}
-	if want := []string{"second"}; !slices.Equal(messages(got), want) {
-		t.Errorf("answer %q, want %q", messages(got), want)
+	if want := []string{"second"}; !slices.Equal(notestest.Messages(got), want) {
+		t.Errorf("answer %q, want %q", notestest.Messages(got), want)
 	}
 	kvs := keysAt(t, cli, store, 1, 1)
 	if len(kvs) != 1 || kvs[0].Lease == 0 || kvs[0].Lease == int64(lease) {
@@ -344,7 +346,7 @@ func TestEtcdPostGrantsANewLeaseWhenItsLeaseIsGone(t *testing.T) {
 func TestEtcdSkipsAndCountsValuesThatAreNotNotesOfTheLocation(t *testing.T) {
 	cli := newClient(t, startEtcd(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t))
-	if _, err := store.Post(t.Context(), note(1, 1, "before")); err != nil {
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "before")); err != nil {
 		t.Fatal(err)
 	}
 	location := store.LocationPrefix(1, 1)
@@ -368,7 +370,7 @@ func TestEtcdSkipsAndCountsValuesThatAreNotNotesOfTheLocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := 1; round <= 2; round++ {
-		got, err := store.Post(t.Context(), note(1, 1, "after"))
+		got, err := store.Post(t.Context(), notestest.Note(1, 1, "after"))
 		if err != nil {
 			t.Fatalf("post with garbage at the location: %v", err)
 		}
@@ -376,8 +378,8 @@ func TestEtcdSkipsAndCountsValuesThatAreNotNotesOfTheLocation(t *testing.T) {
 		if round == 2 {
 			want = []string{"before", "newer", "after", "after"}
 		}
-		if !slices.Equal(messages(got), want) {
-			t.Errorf("round %d: answer %q, want %q", round, messages(got), want)
+		if !slices.Equal(notestest.Messages(got), want) {
+			t.Errorf("round %d: answer %q, want %q", round, notestest.Messages(got), want)
 		}
 		// Every read counts what it skipped.
 		if s := store.Stats(); s.Skipped != uint64(round*len(garbage)) {
@@ -391,10 +393,10 @@ func TestEtcdRefusesAMessageOverMaxMessageBytes(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxMessageBytes = 8
 	store := newEtcd(t, cli, cfg)
-	if _, err := store.Post(t.Context(), note(1, 1, "12345678")); err != nil {
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "12345678")); err != nil {
 		t.Fatalf("a message of exactly the limit: %v", err)
 	}
-	_, err := store.Post(t.Context(), note(1, 1, "123456789"))
+	_, err := store.Post(t.Context(), notestest.Note(1, 1, "123456789"))
 	if !errors.Is(err, notes.ErrLimit) || !strings.Contains(err.Error(), "at most 8 bytes") {
 		t.Fatalf("a message one byte over: %v, want ErrLimit naming 8 bytes", err)
 	}
@@ -406,7 +408,7 @@ func TestEtcdRefusesAMessageOverMaxMessageBytes(t *testing.T) {
 func TestEtcdStoresNoUnknownFields(t *testing.T) {
 	cli := newClient(t, startEtcd(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t))
-	sent := note(1, 1, "hello")
+	sent := notestest.Note(1, 1, "hello")
 	sent.ProtoReflect().SetUnknown([]byte{0xca, 0x06, 0x03, 'a', 'b', 'c'}) // field 99, "abc"
 	got, err := store.Post(t.Context(), sent)
 	if err != nil {
@@ -429,7 +431,7 @@ func TestEtcdPostWhileEtcdIsDownFailsUnavailableAndRecovers(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Timeout = time.Second
 	store := newEtcd(t, cli, cfg)
-	if _, err := store.Post(t.Context(), note(1, 1, "before")); err != nil {
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "before")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -438,7 +440,7 @@ func TestEtcdPostWhileEtcdIsDownFailsUnavailableAndRecovers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err = store.Post(ctx, note(1, 1, "while down"))
+	_, err = store.Post(ctx, notestest.Note(1, 1, "while down"))
 	if !errors.Is(err, notes.ErrUnavailable) || errors.Is(err, notes.ErrLimit) {
 		t.Errorf("post while etcd is down: %v, want ErrUnavailable", err)
 	}
@@ -449,7 +451,7 @@ func TestEtcdPostWhileEtcdIsDownFailsUnavailableAndRecovers(t *testing.T) {
 	short, cancelShort := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancelShort()
 	start = time.Now()
-	_, err = store.Post(short, note(1, 1, "while down"))
+	_, err = store.Post(short, notestest.Note(1, 1, "while down"))
 	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, notes.ErrUnavailable) {
 		t.Errorf("post with a 200ms deadline while etcd is down: %v, want the caller's DeadlineExceeded", err)
 	}
@@ -458,7 +460,7 @@ func TestEtcdPostWhileEtcdIsDownFailsUnavailableAndRecovers(t *testing.T) {
 	}
 	cancelled, cancelNow := context.WithCancel(t.Context())
 	cancelNow()
-	if _, err := store.Post(cancelled, note(1, 1, "cancelled")); !errors.Is(err, context.Canceled) {
+	if _, err := store.Post(cancelled, notestest.Note(1, 1, "cancelled")); !errors.Is(err, context.Canceled) {
 		t.Errorf("post with a cancelled context: %v, want Canceled", err)
 	}
 
@@ -469,12 +471,12 @@ func TestEtcdPostWhileEtcdIsDownFailsUnavailableAndRecovers(t *testing.T) {
 	t.Cleanup(srv.Close)
 	var got []*pb.RouteNote
 	poll.Until(t, 20*time.Second, "a post once etcd is back", func() bool {
-		got, err = store.Post(t.Context(), note(1, 1, "after"))
+		got, err = store.Post(t.Context(), notestest.Note(1, 1, "after"))
 		return err == nil
 	})
 	// Nothing posted while etcd was down was stored, nothing before was lost.
-	if want := []string{"before", "after"}; !slices.Equal(messages(got), want) {
-		t.Errorf("after etcd returned: %q, want %q", messages(got), want)
+	if want := []string{"before", "after"}; !slices.Equal(notestest.Messages(got), want) {
+		t.Errorf("after etcd returned: %q, want %q", notestest.Messages(got), want)
 	}
 }
 
@@ -485,7 +487,7 @@ func BenchmarkEtcdPost(b *testing.B) {
 	store := newEtcd(b, cli, cfg)
 	i := 0
 	for b.Loop() {
-		if _, err := store.Post(b.Context(), note(int32(i%16), 1, "a note of a usual length, some words")); err != nil {
+		if _, err := store.Post(b.Context(), notestest.Note(int32(i%16), 1, "a note of a usual length, some words")); err != nil {
 			b.Fatal(err)
 		}
 		i++

@@ -1,4 +1,4 @@
-package notes_test
+package etcdnotes_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
 // serveNotes serves RouteGuide over store on a real gRPC server on
@@ -97,11 +98,11 @@ func TestRouteChatThroughTwoNodesAnswersInOnePostingOrder(t *testing.T) {
 	for i := range 6 {
 		msg := fmt.Sprintf("note %d through node %d", i, i%2)
 		order = append(order, msg)
-		chat(t, streams[i%2], note(404000000, -740000000, msg), order)
+		chat(t, streams[i%2], notestest.Note(404000000, -740000000, msg), order)
 	}
 
 	etcd.Close()
-	if err := streams[0].Send(note(404000000, -740000000, "while etcd is down")); err != nil {
+	if err := streams[0].Send(notestest.Note(404000000, -740000000, "while etcd is down")); err != nil {
 		t.Fatal(err)
 	}
 	_, err = streams[0].Recv()
@@ -119,7 +120,7 @@ func TestRouteChatThroughTwoNodesAnswersInOnePostingOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer stream.CloseSend()
-		if err := stream.Send(note(404000000, -740000000, "back")); err != nil {
+		if err := stream.Send(notestest.Note(404000000, -740000000, "back")); err != nil {
 			t.Fatal(err)
 		}
 		var got []string
@@ -140,5 +141,5 @@ func TestRouteChatThroughTwoNodesAnswersInOnePostingOrder(t *testing.T) {
 		}
 		return true
 	})
-	chat(t, streams[1], note(404000000, -740000000, "on the old stream"), append(order, "back", "on the old stream"))
+	chat(t, streams[1], notestest.Note(404000000, -740000000, "on the old stream"), append(order, "back", "on the old stream"))
 }
