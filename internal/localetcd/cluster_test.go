@@ -64,7 +64,10 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 			}
 		}
 	}
-	if lost > 2*time.Second {
+	// A crash takes milliseconds (5-24ms measured); a graceful stop would
+	// hand leadership over first, which takes election rounds. The bound
+	// leaves a loaded machine two orders of magnitude.
+	if lost > 5*time.Second {
 		t.Errorf("losing the leader took %v; a crash is not graceful", lost)
 	}
 	t.Logf("leader %s lost in %v; %s leads %v after the loss", leader.Name(), lost.Round(time.Millisecond), next.Name(), elected.Round(time.Millisecond))
