@@ -227,6 +227,10 @@ func (r *Registrar) registerAndHold(ctx context.Context, registered func()) erro
 	if r.session != nil {
 		select {
 		case <-r.session.Done():
+			// Reported here, where every way of losing the lease ends up:
+			// the keepalive may end while hold watches, or while it waits
+			// for etcd after its watch failed.
+			r.events.LeaseLost()
 			r.session = nil
 		default:
 		}
@@ -387,7 +391,6 @@ func (r *Registrar) watchKey(ctx context.Context, watch clientv3.WatchChan) erro
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-r.session.Done():
-			r.events.LeaseLost()
 			return errLeaseLost
 		case wresp, open := <-watch:
 			if !open || wresp.Err() != nil {

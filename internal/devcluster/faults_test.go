@@ -201,7 +201,19 @@ func (p *picks) of(t *testing.T, addr string) float64 {
 	return p.value(t, "routeguide_balancer_picks_total", addr)
 }
 
+// tracked reports whether the round robin still has a subchannel for addr:
+// the series of an endpoint goes with its subchannel.
+func (p *picks) tracked(t *testing.T, addr string) bool {
+	_, ok := p.lookup(t, "routeguide_balancer_picks_total", addr)
+	return ok
+}
+
 func (p *picks) value(t *testing.T, name, addr string) float64 {
+	v, _ := p.lookup(t, name, addr)
+	return v
+}
+
+func (p *picks) lookup(t *testing.T, name, addr string) (float64, bool) {
 	t.Helper()
 	families, err := p.reg.Gather()
 	if err != nil {
@@ -218,12 +230,12 @@ func (p *picks) value(t *testing.T, name, addr string) float64 {
 				continue
 			}
 			if m.GetCounter() != nil {
-				return m.GetCounter().GetValue()
+				return m.GetCounter().GetValue(), true
 			}
-			return m.GetGauge().GetValue()
+			return m.GetGauge().GetValue(), true
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // registered lists the nodes in the registry as node id -> address.
@@ -449,6 +461,9 @@ func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 		t.Fatalf("compact: %v", err)
 	}
 
+	// A's subchannel, and with it its series, goes once the client hears
+	// of A's removal: count A's picks while the client still lists it.
+	aPicksCutOff := p.of(t, a.AdvertisedAddr()) - aPicks
 	restored := time.Now()
 	proxy.Restore()
 	waitFor(t, 15*time.Second, "the client to pick B", func() bool { return !calls.First(b.ID()).IsZero() })
@@ -460,8 +475,13 @@ func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 	if n := calls.Count(a.ID(), aStopped, time.Time{}); n != 0 {
 		t.Errorf("A answered %d calls after it stopped", n)
 	}
-	if n := p.of(t, a.AdvertisedAddr()) - aPicks; n != 0 {
-		t.Errorf("A was picked %v times after it stopped", n)
+	if aPicksCutOff != 0 {
+		t.Errorf("A was picked %v times after it stopped, while the client was cut off etcd", aPicksCutOff)
+	}
+	if p.tracked(t, a.AdvertisedAddr()) {
+		if n := p.of(t, a.AdvertisedAddr()) - aPicks; n != 0 {
+			t.Errorf("A was picked %v times after it stopped", n)
+		}
 	}
 	if results[load.Get].ByNode[b.ID()] == 0 {
 		t.Errorf("B answered no GetFeature: by_node %v", results[load.Get].ByNode)
