@@ -23,6 +23,35 @@ type Metrics struct {
 	id    string
 	picks *prometheus.CounterVec
 	ready *prometheus.GaugeVec
+
+	// subchannels counts the live subchannels of each pick series: two
+	// connections to one target share a series, which goes with the last.
+	mu          sync.Mutex
+	subchannels map[pickSeries]int
+}
+
+type pickSeries struct{ target, addr string }
+
+// counterFor returns the counter of target's picks of addr, for one more
+// subchannel; release gives it back.
+func (m *Metrics) counterFor(target, addr string) prometheus.Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.subchannels[pickSeries{target, addr}]++
+	return m.picks.WithLabelValues(target, addr)
+}
+
+// release drops the series of target's picks of addr once no subchannel
+// uses it: in a cluster whose nodes come and go on new addresses, a
+// long-lived client would otherwise keep a series per address it ever saw.
+func (m *Metrics) release(target, addr string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := pickSeries{target, addr}
+	if m.subchannels[key]--; m.subchannels[key] <= 0 {
+		delete(m.subchannels, key)
+		m.picks.DeleteLabelValues(target, addr)
+	}
 }
 
 var (
@@ -33,7 +62,8 @@ var (
 // NewMetrics registers the balancer metrics into reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		id: strconv.FormatUint(nextID.Add(1), 10),
+		id:          strconv.FormatUint(nextID.Add(1), 10),
+		subchannels: map[pickSeries]int{},
 		picks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "routeguide_balancer_picks_total",
 			Help: "Endpoints picked for calls by the round-robin policy, by target and endpoint address.",
@@ -103,11 +133,8 @@ func (p *pickCounter) track(addrs []resolver.Address, opts balancer.NewSubConnOp
 		if s.ConnectivityState == connectivity.Shutdown {
 			if sc := created.Load(); sc != nil {
 				p.bySC.Delete(*sc)
+				p.metrics.release(p.target, addr)
 			}
-			// An endpoint that left takes its series along: in a cluster
-			// whose nodes come and go on new addresses, a long-lived
-			// client would otherwise keep a series per address it ever saw.
-			p.metrics.picks.DeleteLabelValues(p.target, addr)
 		}
 		if listener != nil {
 			listener(s)
@@ -117,8 +144,8 @@ func (p *pickCounter) track(addrs []resolver.Address, opts balancer.NewSubConnOp
 	if err != nil {
 		return nil, err
 	}
-	created.Store(&sc)
-	p.bySC.Store(sc, p.metrics.picks.WithLabelValues(p.target, addr))
+	p.bySC.Store(sc, p.metrics.counterFor(p.target, addr))
+	created.Store(&sc) // only now may a shutdown release the counter
 	return sc, nil
 }
 

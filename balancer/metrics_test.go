@@ -108,3 +108,39 @@ func TestAnEndpointThatLeavesTakesItsPickSeriesAlong(t *testing.T) {
 		t.Errorf("pick series %v, want the 2 endpoints that stayed", got)
 	}
 }
+
+func TestAPickSeriesSharedByTwoConnectionsStaysWhileOneStillUsesIt(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backends := startBackends(t, 2)
+	dial := func() (*manual.Resolver, *grpc.ClientConn) {
+		r := manual.NewBuilderWithScheme("test")
+		r.InitialState(stateOf(backends))
+		opts := append(DialOptions(WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient("test:///routeguide", opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		waitFor(t, func() bool { return len(callsPerBackend(t, conn, 20)) == 2 })
+		return r, conn
+	}
+	leaving, leavingConn := dial()
+	_, staying := dial()
+
+	// One connection loses backends[0]; the other still picks it.
+	leaving.UpdateState(stateOf(backends[1:]))
+	waitFor(t, func() bool {
+		_, picked := callsPerBackend(t, leavingConn, 20)[backends[0].addr]
+		return !picked
+	})
+	before := gather(t, reg, "routeguide_balancer_picks_total", "addr")[backends[0].addr]
+	callsPerBackend(t, staying, 20)
+	after, ok := gather(t, reg, "routeguide_balancer_picks_total", "addr")[backends[0].addr]
+	if !ok || after <= before {
+		t.Errorf("picks of %s went from %v to %v (series there: %v); want the staying connection's picks counted", backends[0].addr, before, after, ok)
+	}
+}
