@@ -40,13 +40,20 @@ func label(m *dto.Metric, key string) string {
 	return ""
 }
 
-func TestMetricsCountPicksPerEndpointAndReadyEndpoints(t *testing.T) {
+func newMetrics(t *testing.T) (*prometheus.Registry, *Metrics) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	metrics, err := NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	backends := startBackends(t, 3)
+	return reg, metrics
+}
+
+// dialWithMetrics connects to backends through a manual resolver, with
+// metrics, and returns once every backend has answered.
+func dialWithMetrics(t *testing.T, metrics *Metrics, backends []*backend) (*manual.Resolver, *grpc.ClientConn) {
+	t.Helper()
 	r := manual.NewBuilderWithScheme("test")
 	r.InitialState(stateOf(backends))
 	opts := append(DialOptions(WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -55,7 +62,14 @@ func TestMetricsCountPicksPerEndpointAndReadyEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	waitFor(t, func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
+	waitFor(t, func() bool { return len(callsPerBackend(t, conn, 10*len(backends))) == len(backends) })
+	return r, conn
+}
+
+func TestMetricsCountPicksPerEndpointAndReadyEndpoints(t *testing.T) {
+	reg, metrics := newMetrics(t)
+	backends := startBackends(t, 3)
+	_, conn := dialWithMetrics(t, metrics, backends)
 	if got := gather(t, reg, "routeguide_balancer_ready_endpoints", "target")["test:///routeguide"]; got != 3 {
 		t.Errorf("ready endpoints = %v, want 3", got)
 	}
@@ -83,21 +97,9 @@ func TestMetricsCountPicksPerEndpointAndReadyEndpoints(t *testing.T) {
 }
 
 func TestAnEndpointThatLeavesTakesItsPickSeriesAlong(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	metrics, err := NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg, metrics := newMetrics(t)
 	backends := startBackends(t, 3)
-	r := manual.NewBuilderWithScheme("test")
-	r.InitialState(stateOf(backends))
-	opts := append(DialOptions(WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	conn, err := grpc.NewClient("test:///routeguide", opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	waitFor(t, func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
+	r, _ := dialWithMetrics(t, metrics, backends)
 
 	r.UpdateState(stateOf(backends[1:]))
 	waitFor(t, func() bool {
@@ -110,26 +112,10 @@ func TestAnEndpointThatLeavesTakesItsPickSeriesAlong(t *testing.T) {
 }
 
 func TestAPickSeriesSharedByTwoConnectionsStaysWhileOneStillUsesIt(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	metrics, err := NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg, metrics := newMetrics(t)
 	backends := startBackends(t, 2)
-	dial := func() (*manual.Resolver, *grpc.ClientConn) {
-		r := manual.NewBuilderWithScheme("test")
-		r.InitialState(stateOf(backends))
-		opts := append(DialOptions(WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		conn, err := grpc.NewClient("test:///routeguide", opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		waitFor(t, func() bool { return len(callsPerBackend(t, conn, 20)) == 2 })
-		return r, conn
-	}
-	leaving, leavingConn := dial()
-	_, staying := dial()
+	leaving, leavingConn := dialWithMetrics(t, metrics, backends)
+	_, staying := dialWithMetrics(t, metrics, backends)
 
 	// One connection loses backends[0]; the other still picks it.
 	leaving.UpdateState(stateOf(backends[1:]))
