@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,18 @@ func (c EtcdConfig) String() string {
 
 // GoString is String, so that %#v does not print the password either.
 func (c EtcdConfig) GoString() string { return c.String() }
+
+// MarshalJSON writes what LogValue records, so that a configuration dumped
+// as JSON (a debug endpoint, a JSON log of a struct that holds one) does
+// not carry the password either.
+func (c EtcdConfig) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Endpoints   []string `json:"endpoints"`
+		Username    string   `json:"username"`
+		PasswordSet bool     `json:"password_set"`
+		TLS         bool     `json:"tls"`
+	}{c.Endpoints, c.Username, c.Password != "", c.TLS != nil})
+}
 
 // LogValue is what slog records of the configuration: no password.
 func (c EtcdConfig) LogValue() slog.Value {

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,7 +120,11 @@ func TestEtcdConfigNeverPrintsThePassword(t *testing.T) {
 	var logs strings.Builder
 	slog.New(slog.NewJSONHandler(&logs, nil)).Info("etcd", "config", cfg)
 	slog.New(slog.NewTextHandler(&logs, nil)).Info("etcd", "config", cfg)
-	for _, out := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), fmt.Sprintf("%v", &cfg), logs.String()} {
+	asJSON, err := json.Marshal(struct{ Etcd EtcdConfig }{cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), fmt.Sprintf("%v", &cfg), logs.String(), string(asJSON)} {
 		if strings.Contains(out, "hunter2") {
 			t.Errorf("the password shows in %q", out)
 		}
