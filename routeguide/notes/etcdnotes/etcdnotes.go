@@ -164,7 +164,10 @@ func (e *Store) LocationPrefix(lat, lon int32) string {
 	return fmt.Sprintf("%s%d,%d/", e.cfg.Prefix, lat, lon)
 }
 
-// Post implements notes.Store.
+// Post implements notes.Store. When etcd commits a note but its answer is
+// lost (the connection drops, the timeout passes), Post reports
+// ErrUnavailable although the note is stored, and a client that posts it
+// again stores it twice: notes carry no id of the client's to tell.
 func (e *Store) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
 	lat, lon := note.GetLocation().GetLatitude(), note.GetLocation().GetLongitude()
 	if len(note.GetMessage()) > e.cfg.MaxMessageBytes {
