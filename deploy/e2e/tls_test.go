@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,9 @@ import (
 // way README.md documents it (deploy/tls/up.sh), with its certificates and
 // passwords in a temporary directory: calls over mutual TLS succeed and are
 // spread over the nodes, a client without a certificate is refused, no
-// container logs an etcd password, and `down -v` leaves nothing behind.
+// container logs an etcd password, up.sh runs again once authentication is
+// on, etcd's healthchecks pass without etcd logging an unknown user (or any
+// error with its stack trace), and `down -v` leaves nothing behind.
 func TestComposeTLS(t *testing.T) {
 	requireDocker(t)
 	upScript, err := filepath.Abs(filepath.Join("..", "tls", "up.sh"))
@@ -46,8 +49,8 @@ func TestComposeTLS(t *testing.T) {
 		"ROUTEGUIDE_TLS_PROJECT="+c.project,
 		"ROUTEGUIDE_COMPOSE="+strings.Join(c.command, " "))
 	// etcd's client port requires a client certificate, and takes the user
-	// from its common name: read the registry as the read-only user client.
-	c.etcdctl = []string{"-e", "ETCDCTL_CERT=/tls/client.pem", "-e", "ETCDCTL_KEY=/tls/client-key.pem"}
+	// from its common name: etcdctl in the members' containers shows the
+	// read-only user client's (the override sets it), which reads the registry.
 	step := func(name string, f func(t *testing.T)) {
 		if !t.Run(name, f) {
 			t.FailNow() // every step builds on the one before
@@ -55,6 +58,7 @@ func TestComposeTLS(t *testing.T) {
 	}
 	var nodes []node
 	var outputs []string // what up.sh and the clients printed, searched for passwords too
+	var authOn time.Time // when up.sh had turned etcd's authentication on
 
 	step("up.sh with 2 nodes", func(t *testing.T) {
 		start := time.Now()
@@ -63,6 +67,7 @@ func TestComposeTLS(t *testing.T) {
 			t.Fatalf("up.sh --scale node=2: %v\n%s", err, out)
 		}
 		outputs = append(outputs, out)
+		authOn = time.Now()
 		returned := since(start)
 		if !exists(t, filepath.Join(tlsDir, "ca.pem")) {
 			t.Fatalf("up.sh wrote no ca.pem into ROUTEGUIDE_TLS_DIR %s", tlsDir)
@@ -111,6 +116,65 @@ func TestComposeTLS(t *testing.T) {
 			t.Errorf("client get without a certificate: %v; want exit status 1 and Unavailable:\n%s", err, out)
 		}
 		c.logf(t, "get without a client certificate: %s", lineWith(out, "client get:"))
+	})
+
+	step("up.sh again, with authentication on", func(t *testing.T) {
+		start := time.Now()
+		out, err := runQuiet(5*time.Minute, c.env, "bash", upScript, "--scale", "node=2")
+		outputs = append(outputs, out)
+		if err != nil {
+			t.Fatalf("up.sh --scale node=2, again: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "etcd authentication is on already") {
+			t.Errorf("up.sh, again, did not find etcd's authentication on:\n%s", out)
+		}
+		if got := c.nodes(t, 2); !sameSet(ids(got), ids(nodes)) {
+			t.Errorf("nodes after up.sh again: %v; want the same %v", ids(got), ids(nodes))
+		}
+		c.logf(t, "up.sh again, authentication on: returned after %v", since(start))
+	})
+
+	step("etcd healthchecks log no unknown user", func(t *testing.T) {
+		// Wait for a passing healthcheck on every member that started after
+		// authentication was on, and a few more intervals (2s) of them.
+		checksAfter := authOn.Add(6 * time.Second)
+		for _, svc := range []string{"etcd1", "etcd2", "etcd3"} {
+			container := strings.TrimSpace(c.compose(t, time.Minute, "ps", "-q", svc))
+			poll(t, time.Minute, svc+" passes a healthcheck after auth is on", func() (bool, string) {
+				out := docker(t, time.Minute, "inspect", "-f",
+					`{{range .State.Health.Log}}{{.Start.UnixNano}} {{.ExitCode}}{{"\n"}}{{end}}`, container)
+				var last string
+				for line := range strings.Lines(out) {
+					f := strings.Fields(line)
+					if len(f) != 2 {
+						continue
+					}
+					last = line
+					ns, err := strconv.ParseInt(f[0], 10, 64)
+					if err == nil && f[1] == "0" && time.Unix(0, ns).After(checksAfter) {
+						return true, ""
+					}
+				}
+				return false, "last healthcheck (start, exit status): " + strings.TrimSpace(last)
+			})
+		}
+		logs := c.compose(t, 2*time.Minute, "logs", "--no-color", "etcd1", "etcd2", "etcd3")
+		var stackTraces int
+		for line := range strings.Lines(logs) {
+			if strings.Contains(line, `"stacktrace"`) {
+				stackTraces++
+				if stackTraces <= 3 {
+					t.Errorf("etcd logged an error with a stack trace: %.300s", line)
+				}
+			}
+		}
+		for _, unknown := range []string{"cannot find a user", "user doesn't exist"} {
+			if n := strings.Count(logs, unknown); n > 0 {
+				t.Errorf("etcd logged %q %d times: a client (its healthcheck, or up.sh) authenticates as a user etcd does not have", unknown, n)
+			}
+		}
+		c.logf(t, "etcd logs after up.sh twice and %v of healthchecks with authentication on: %d bytes, %d lines, %d stack traces",
+			since(authOn), len(logs), strings.Count(logs, "\n"), stackTraces)
 	})
 
 	step("no password in any log", func(t *testing.T) {

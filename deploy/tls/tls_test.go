@@ -137,6 +137,39 @@ func TestCertificatesFitTheCluster(t *testing.T) {
 	}
 }
 
+// TestEtcdctlInTheMembersIsAUser guards the members' healthcheck (and
+// up.sh): etcd takes the common name of etcdctl's certificate for the user,
+// and logs an error with a stack trace at every request of a name it has no
+// user for. The member's own certificate, "etcd", is no user.
+func TestEtcdctlInTheMembersIsAUser(t *testing.T) {
+	override, _ := readCompose(t, "../docker-compose.tls.yml")
+	out := t.TempDir()
+	if err := write(out, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"etcd1", "etcd2", "etcd3"} {
+		svc, ok := override.Services[name]
+		if !ok {
+			t.Fatalf("the override has no service %s", name)
+		}
+		file, ok := strings.CutPrefix(svc.Environment["ETCDCTL_CERT"], "/tls/")
+		if !ok {
+			t.Fatalf("%s: ETCDCTL_CERT is %q, not a file under /tls/", name, svc.Environment["ETCDCTL_CERT"])
+		}
+		block, _ := pem.Decode(read(t, out, file))
+		if block == nil {
+			t.Fatalf("%s holds no PEM block", file)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cn := cert.Subject.CommonName; !slices.Contains(users, cn) {
+			t.Errorf("%s: etcdctl shows %s, whose common name %q is none of the etcd users %v", name, file, cn, users)
+		}
+	}
+}
+
 func TestWriteKeepsExistingFilesUnlessForced(t *testing.T) {
 	out := t.TempDir()
 	if err := write(out, false); err != nil {
