@@ -13,11 +13,7 @@ func TestDefaultConfigIsValid(t *testing.T) {
 }
 
 func TestValidateNamesTheFlagAtFault(t *testing.T) {
-	tests := []struct {
-		name   string
-		change func(*Config)
-		flag   string // "" for a valid config
-	}{
+	tests := []validateCase{
 		{"listen without a port", func(c *Config) { c.Listen = "localhost" }, "--listen"},
 		{"listen port out of range", func(c *Config) { c.Listen = ":65536" }, "--listen"},
 		{"listen on any port", func(c *Config) { c.Listen = "127.0.0.1:0" }, ""},
@@ -49,7 +45,21 @@ func TestValidateNamesTheFlagAtFault(t *testing.T) {
 			c.Limits.RoutePoints, c.Limits.ChatNotes, c.NoteLimits.PerLocation, c.NoteLimits.Bytes = 0, 0, 0, 0
 		}, ""},
 	}
-	for _, tt := range tests {
+	checkValidate(t, tests)
+}
+
+// validateCase is a change to DefaultConfig and the flag Validate must then
+// name, "" when the config stays valid.
+type validateCase struct {
+	name   string
+	change func(*Config)
+	flag   string
+}
+
+// checkValidate runs cases: each error is one line that starts with the flag.
+func checkValidate(t *testing.T, cases []validateCase) {
+	t.Helper()
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			tt.change(&cfg)

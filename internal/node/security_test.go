@@ -24,11 +24,7 @@ import (
 )
 
 func TestValidateNamesTheSecurityFlagAtFault(t *testing.T) {
-	tests := []struct {
-		name   string
-		change func(*Config)
-		flag   string // "" for a valid config
-	}{
+	tests := []validateCase{
 		{"TLS", func(c *Config) { c.TLS = tlsfiles.Server{CertFile: "/c", KeyFile: "/k"} }, ""},
 		{"mutual TLS", func(c *Config) { c.TLS = tlsfiles.Server{CertFile: "/c", KeyFile: "/k", ClientCAFile: "/ca"} }, ""},
 		{"cert without key", func(c *Config) { c.TLS.CertFile = "/c" }, "--tls-cert"},
@@ -38,19 +34,7 @@ func TestValidateNamesTheSecurityFlagAtFault(t *testing.T) {
 		{"etcd user without password", func(c *Config) { c.EtcdAuth.Username = "node" }, "--etcd-username"},
 		{"etcd user and password", func(c *Config) { c.EtcdAuth.Username, c.EtcdAuth.Password = "node", "pw" }, ""},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := DefaultConfig()
-			tt.change(&cfg)
-			err := cfg.Validate()
-			switch {
-			case tt.flag == "" && err != nil:
-				t.Errorf("Validate() = %v, want nil", err)
-			case tt.flag != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.flag+": ") || strings.Contains(err.Error(), "\n")):
-				t.Errorf("Validate() = %v, want one line starting with %s", err, tt.flag)
-			}
-		})
-	}
+	checkValidate(t, tests)
 }
 
 func TestBadTLSFileFailsNewNamingTheFlag(t *testing.T) {
