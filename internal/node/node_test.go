@@ -88,15 +88,20 @@ func newTestNode(t *testing.T, configure func(*Config), register func(*grpc.Serv
 	return tn
 }
 
-// run starts Run, waits until the node is ready and connects to it.
-func (tn *testNode) run(t *testing.T) {
-	t.Helper()
+// start starts Run; cancel stops it and done closes when it has returned.
+func (tn *testNode) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	tn.cancel = cancel
 	go func() {
 		tn.runErr = tn.Run(ctx)
 		close(tn.done)
 	}()
+}
+
+// run starts Run, waits until the node is ready and connects to it.
+func (tn *testNode) run(t *testing.T) {
+	t.Helper()
+	tn.start()
 	select {
 	case <-tn.Ready():
 	case <-tn.done:

@@ -310,12 +310,7 @@ func TestNodeAuthenticatedByItsCertificateRegisters(t *testing.T) {
 // returned. The test's cleanup then finds the node stopped.
 func runUntilItStops(t *testing.T, tn *testNode) error {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	tn.cancel = cancel
-	go func() {
-		tn.runErr = tn.Run(ctx)
-		close(tn.done)
-	}()
+	tn.start()
 	select {
 	case <-tn.done:
 	case <-time.After(20 * time.Second):
