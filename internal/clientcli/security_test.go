@@ -55,16 +55,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			flags := append(append([]string{"--target", addr, "--timeout", "5s"}, tt.flags...), "get", "40.9", "-74.3")
 			out := run(t, invocation{args: flags, env: tt.env})
-			if out.code != tt.code {
-				t.Fatalf("exit status %d, want %d; stderr %q", out.code, tt.code, out.stderr)
-			}
-			got := out.stderr
-			if tt.code == ExitOK {
-				got = out.stdout
-			}
-			if !strings.Contains(got, tt.want) {
-				t.Errorf("output %q, want %q in it", got, tt.want)
-			}
+			wantOutcome(t, out, tt.code, tt.want)
 		})
 	}
 }
@@ -120,16 +111,7 @@ func TestEtcdTargetOverTLSWithEtcdAuth(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			env := map[string]string{etcdauth.PasswordVar: tt.password}
 			out := run(t, invocation{args: append(append(append([]string{}, flags...), tt.flags...), get...), env: env})
-			if out.code != tt.code {
-				t.Fatalf("exit status %d, want %d; stderr %q", out.code, tt.code, out.stderr)
-			}
-			got := out.stderr
-			if tt.code == ExitOK {
-				got = out.stdout
-			}
-			if !strings.Contains(got, tt.want) {
-				t.Errorf("output %q, want %q in it", got, tt.want)
-			}
+			wantOutcome(t, out, tt.code, tt.want)
 			if strings.Contains(out.stdout+out.stderr, tt.password) {
 				t.Errorf("the password shows in the output: %q %q", out.stdout, out.stderr)
 			}
@@ -149,5 +131,21 @@ func TestUsageExplainsTheSecurityFlags(t *testing.T) {
 	}
 	if strings.Contains(out.stderr, "-etcd-password ") {
 		t.Error("usage offers a password flag")
+	}
+}
+
+// wantOutcome checks a command's exit status, and that want is in its
+// output: stdout when it succeeded, stderr when it did not.
+func wantOutcome(t *testing.T, out outcome, code int, want string) {
+	t.Helper()
+	if out.code != code {
+		t.Fatalf("exit status %d, want %d; stderr %q", out.code, code, out.stderr)
+	}
+	got := out.stderr
+	if code == ExitOK {
+		got = out.stdout
+	}
+	if !strings.Contains(got, want) {
+		t.Errorf("output %q, want %q in it", got, want)
 	}
 }
