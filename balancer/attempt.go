@@ -107,9 +107,7 @@ func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *
 	for {
 		attemptCtx := c.begin(true)
 		err := invoker(attemptCtx, method, req, reply, cc, opts...)
-		again := c.again(err)
-		err = c.callerErr(err)
-		c.end()
+		again, err := c.finish(err)
 		if !again {
 			return err
 		}
@@ -214,6 +212,15 @@ func (c *call) again(err error) bool {
 	return false
 }
 
+// finish ends the attempt that returned err: it reports whether to make the
+// call again, and the error the caller sees if not.
+func (c *call) finish(err error) (again bool, callerErr error) {
+	again = c.again(err)
+	callerErr = c.callerErr(err)
+	c.end()
+	return again, callerErr
+}
+
 // callerErr is what the caller sees of err, an attempt's error: when the
 // caller's own context has ended while this interceptor was cutting the
 // attempt short, the caller's DEADLINE_EXCEEDED or CANCELED, not the
@@ -296,9 +303,7 @@ func (s *timedStream) attempt() error {
 			}
 			return nil
 		}
-		again := s.again(err)
-		err = s.callerErr(err)
-		s.end()
+		again, err := s.finish(err)
 		if !again {
 			return err
 		}
@@ -345,9 +350,7 @@ func (s *timedStream) RecvMsg(m any) error {
 			// with it: make the call again, and m with it.
 			err = status.Error(codes.Canceled, errAttemptTimedOut.Error())
 		}
-		again := s.again(err)
-		err = s.callerErr(err)
-		s.end()
+		again, err := s.finish(err)
 		if !again {
 			return err
 		}
