@@ -26,6 +26,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
 // TestMain fails the package when its tests leave goroutines running: every
@@ -863,24 +864,7 @@ func TestRouteChatConcurrentStreamsAgreeOnOnePostingOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	order := messages(got)
-	if len(order) != clients*each+1 {
-		t.Fatalf("the location holds %d notes, want %d", len(order), clients*each+1)
-	}
-	seen := make(map[string]bool)
-	for _, m := range order {
-		if seen[m] {
-			t.Errorf("note %q is stored twice", m)
-		}
-		seen[m] = true
-	}
-	for c := range answers {
-		for i, answer := range answers[c] {
-			if !slices.Equal(answer, order[:len(answer)]) {
-				t.Errorf("client %d: answer to note %d = %q, not a prefix of the posting order %q", c, i, answer, order)
-			}
-		}
-	}
+	notestest.CheckOnePostingOrder(t, messages(got), clients*each+1, answers)
 }
 
 func TestRouteChatReaderThatNeverReadsDoesNotBlockOthersAtItsLocation(t *testing.T) {

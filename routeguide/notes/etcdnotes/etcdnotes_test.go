@@ -165,26 +165,9 @@ func TestEtcdConcurrentPostsOnTwoStoresAreConsistentViewsOfOneOrder(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	order := notestest.Messages(last)
-	if len(order) != posters*each+1 {
-		t.Fatalf("the location holds %d notes, want %d: a note was lost", len(order), posters*each+1)
-	}
-	seen := make(map[string]bool)
-	for _, m := range order {
-		if seen[m] {
-			t.Fatalf("%q is twice in the posting order", m)
-		}
-		seen[m] = true
-	}
-	for p := range answers {
-		for i, answer := range answers[p] {
-			// Each answer is the whole location at its put's revision: a
-			// prefix of the final order, whichever node answered it.
-			if !slices.Equal(answer, order[:len(answer)]) {
-				t.Fatalf("poster %d, post %d: answer %q is not a prefix of the posting order", p, i, answer)
-			}
-		}
-	}
+	// Each answer is the whole location at its put's revision: a prefix of
+	// the final order, whichever node answered it.
+	notestest.CheckOnePostingOrder(t, notestest.Messages(last), posters*each+1, answers)
 }
 
 func TestEtcdKeepsTheNewestPerLocationNotes(t *testing.T) {

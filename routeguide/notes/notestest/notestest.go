@@ -62,3 +62,29 @@ func CheckPostingOrder(t testing.TB, store notes.Store) {
 		}
 	}
 }
+
+// CheckOnePostingOrder checks the answers of writers posting at one location
+// at once against order, the location's notes after them all: order holds
+// want notes, each once, and every answer (answers[w][i], the messages
+// answered to post i of writer w) is a prefix of order, as the answers of one
+// server would be.
+func CheckOnePostingOrder(t testing.TB, order []string, want int, answers [][][]string) {
+	t.Helper()
+	if len(order) != want {
+		t.Fatalf("the location holds %d notes, want %d: a note was lost", len(order), want)
+	}
+	seen := make(map[string]bool)
+	for _, m := range order {
+		if seen[m] {
+			t.Errorf("note %q is twice in the posting order", m)
+		}
+		seen[m] = true
+	}
+	for w := range answers {
+		for i, answer := range answers[w] {
+			if len(answer) > len(order) || !slices.Equal(answer, order[:len(answer)]) {
+				t.Errorf("writer %d: answer to note %d = %q, not a prefix of the posting order %q", w, i, answer, order)
+			}
+		}
+	}
+}
