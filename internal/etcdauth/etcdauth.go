@@ -118,11 +118,10 @@ func (c Config) ValidateFor(endpoints []string) error {
 			secure++
 		}
 	}
-	tlsSet := c.TLS.CAFile != "" || c.TLS.CertFile != "" || c.TLS.KeyFile != ""
 	switch {
 	case plain > 0 && secure > 0:
 		return errors.New("--etcd: mixes http:// and https:// endpoints; etcd's client connects to all of them the way of the first")
-	case plain > 0 && tlsSet:
+	case plain > 0 && c.TLS.Enabled():
 		return errors.New("--etcd: http:// endpoints with --etcd-ca, --etcd-cert or --etcd-key; use https:// endpoints, or etcd's client ignores the TLS files")
 	case remotePlain > 0 && c.Username != "":
 		return errors.New("--etcd-username: the password would cross the network in clear text to http:// endpoints; use https:// endpoints with --etcd-ca")

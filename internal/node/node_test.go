@@ -228,7 +228,7 @@ func checkNoGoroutinesLeft(t *testing.T, before map[string]string) {
 			t.Errorf("%d goroutines left behind:\n\n%s", len(left), strings.Join(left, "\n\n"))
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // polling interval of a loop bounded by deadline
 	}
 }
 
