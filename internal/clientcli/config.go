@@ -77,6 +77,12 @@ func (c Config) Validate() error {
 	return c.EtcdAuth.ValidateFor(c.Etcd)
 }
 
+// resolvedThroughEtcd reports whether target is an etcd:///SERVICE target,
+// which Dial resolves with discovery's resolver.
+func resolvedThroughEtcd(target string) bool {
+	return strings.HasPrefix(target, discovery.Scheme+":")
+}
+
 // dialOptions reads the TLS files into the options that secure a Dial: TLS
 // to the nodes, and TLS and a user for etcd.
 func (c Config) dialOptions() ([]DialOption, error) {
@@ -88,7 +94,7 @@ func (c Config) dialOptions() ([]DialOption, error) {
 	if nodeTLS != nil {
 		opts = append(opts, WithTLS(nodeTLS))
 	}
-	if strings.HasPrefix(c.Target, discovery.Scheme+":") {
+	if resolvedThroughEtcd(c.Target) {
 		etcd, err := c.EtcdAuth.EtcdConfig(c.Etcd)
 		if err != nil {
 			return nil, err
@@ -227,7 +233,7 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 	dialOpts = append(dialOpts, grpc.WithTransportCredentials(creds))
 	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}
-	if strings.HasPrefix(target, discovery.Scheme+":") {
+	if resolvedThroughEtcd(target) {
 		if len(etcdEndpoints) == 0 {
 			return nil, fmt.Errorf("target %s is resolved through etcd, but --etcd is empty", target)
 		}
