@@ -90,8 +90,9 @@ func TestServeForBenchmark(t *testing.T) {
 	case "canonical":
 		addr = serveGRPC(t, grpc.NewServer(), &canonical.Server{Features: list})
 	case "service":
-		srv := routeguide.NewServer(routeguide.Config{Features: features.New(list), Notes: notes.NewMemory(notes.MemoryLimits{})})
-		addr = serveGRPC(t, grpc.NewServer(TransportOptions()...), srv)
+		db := features.New(list)
+		srv := routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.MemoryLimits{})})
+		addr = serveGRPC(t, grpc.NewServer(TransportOptions(db)...), srv)
 	case "node":
 		addr = startBenchNode(t, "127.0.0.1:0", writeFeatureList(t, list)).Addr().String()
 	default:

@@ -183,7 +183,7 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 	)
-	opts = append(opts, TransportOptions()...) // see serveropts.go
+	opts = append(opts, TransportOptions(n.features)...) // see serveropts.go
 	if n.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls)))
 	}

@@ -2,6 +2,8 @@ package node
 
 import (
 	"google.golang.org/grpc"
+
+	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 
 // streamWorkers is how many goroutines the gRPC server keeps to run calls.
@@ -13,11 +15,12 @@ import (
 // goroutine each). See docs/BENCHMARKS.md.
 const streamWorkers = 64
 
-// TransportOptions are the gRPC server options a node serves with for
-// throughput, besides balancer.ServerOptions. They change how calls are run,
-// never what they answer.
-func TransportOptions() []grpc.ServerOption {
+// TransportOptions are the gRPC server options a node serves the features
+// of db with for throughput, besides balancer.ServerOptions. They change how
+// calls are run and encoded, never what they answer.
+func TransportOptions(db *features.DB) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.NumStreamWorkers(streamWorkers),
+		grpc.ForceServerCodecV2(newFeatureCodec(db)), // see codec.go
 	}
 }
