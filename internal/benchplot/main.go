@@ -20,9 +20,11 @@ import (
 	"strings"
 )
 
-// line matches one result: the sub-benchmark's concurrency and node count,
-// then its metrics as value-unit pairs.
-var line = regexp.MustCompile(`^BenchmarkClusterGetFeature/concurrency=(\d+)/nodes=(\d+)\S*\s+\d+\s+(.*)$`)
+// line matches one result of the plotted targets, nodes=1 and nodes=3: the
+// sub-benchmark's concurrency and node count (then -GOMAXPROCS when it is
+// not 1), then its metrics as value-unit pairs. The targets that break a
+// ratio down (nodes=3/static, server=1/conns=3, ...) are not plotted.
+var line = regexp.MustCompile(`^BenchmarkClusterGetFeature/concurrency=(\d+)/nodes=(\d+)(?:-\d+)?\s+\d+\s+(.*)$`)
 
 type key struct{ concurrency, nodes int }
 

@@ -5,17 +5,29 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/features"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
 
 // benchCluster starts an embedded etcd and nodes nodes as the tests'
@@ -39,9 +51,9 @@ func benchCluster(b *testing.B, nodes int) (*devcluster.Cluster, node.Config) {
 	return c, cfg
 }
 
-func benchDial(b *testing.B, target, etcdURL string) *clientcli.Conn {
+func benchDial(b *testing.B, target, etcdURL string, opts ...clientcli.DialOption) *clientcli.Conn {
 	b.Helper()
-	conn, err := clientcli.Dial(context.Background(), target, []string{etcdURL})
+	conn, err := clientcli.Dial(context.Background(), target, []string{etcdURL}, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -54,25 +66,49 @@ func benchDial(b *testing.B, target, etcdURL string) *clientcli.Conn {
 // dialled directly, from the same client (the client command's: service
 // config, retries, health checking) with the same number of workers, each
 // with one call in flight (the load generator of `client load`). ns/op is
-// the inverse of throughput; qps and p99-ms are the load generator's.
+// the inverse of throughput; qps and p50-ms and p99-ms are the load
+// generator's.
 //
-//	go test -run '^$' -bench ClusterGetFeature -count 6 ./internal/devcluster/
+// Two more targets say where a difference comes from:
+//
+//   - nodes=3/static: the same three nodes from a fixed address list, no
+//     etcd. Against nodes=3 it is the cost of discovery itself.
+//
+//   - server=1/conns=3: one server reached at three addresses (it listens on
+//     three ports), so the client holds three connections to it and round
+//     robin spreads the calls over them. Against server=1/conns=1, the same
+//     server at one of them, it is the cost of spreading calls over three
+//     connections, with no second node at all.
+//
+//     go test -run '^$' -bench ClusterGetFeature -benchtime 5000x -count 3 ./internal/devcluster/
 //
 // On one machine the three nodes share its cores with the client, so the
 // ratio measures what discovery and balancing cost, not how a cluster scales.
 func BenchmarkClusterGetFeature(b *testing.B) {
 	cluster, _ := benchCluster(b, 3)
-	targets := []struct{ name, target string }{
-		{"nodes=1", cluster.Nodes()[0].AdvertisedAddr()},
-		{"nodes=3", "etcd:///routeguide"},
+	nodes := cluster.Nodes()
+	threePorts := serveOnPorts(b, 3)
+	targets := []struct {
+		name, target string
+		answering    int // nodes that must answer before the clock starts (the bare server names none)
+		resolver     resolver.Builder
+	}{
+		{"nodes=1", nodes[0].AdvertisedAddr(), 1, nil},
+		{"nodes=3", "etcd:///routeguide", 3, nil},
+		{"nodes=3/static", "static:///routeguide", 3, staticResolver(nodes[0].AdvertisedAddr(), nodes[1].AdvertisedAddr(), nodes[2].AdvertisedAddr())},
+		{"server=1/conns=1", "static:///routeguide", 0, staticResolver(threePorts[0])},
+		{"server=1/conns=3", "static:///routeguide", 0, staticResolver(threePorts...)},
 	}
 	for _, concurrency := range []int{1, 4, 16, 64} {
 		for _, tc := range targets {
 			b.Run(fmt.Sprintf("concurrency=%d/%s", concurrency, tc.name), func(b *testing.B) {
-				conn := benchDial(b, tc.target, cluster.EtcdURL())
-				if tc.name == "nodes=3" {
-					waitNodesAnswer(b, conn, 3)
+				var opts []clientcli.DialOption
+				if tc.resolver != nil {
+					opts = append(opts, clientcli.WithGRPCOptions(grpc.WithResolvers(tc.resolver)))
 				}
+				conn := benchDial(b, tc.target, cluster.EtcdURL(), opts...)
+				waitNodesAnswer(b, conn, tc.answering)
+				warmUp(b, conn)
 				b.ResetTimer()
 				res, err := load.Run(context.Background(), conn, load.Config{
 					RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
@@ -89,6 +125,53 @@ func BenchmarkClusterGetFeature(b *testing.B) {
 				b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
 			})
 		}
+	}
+}
+
+// staticResolver resolves static:///routeguide to addrs, one endpoint each,
+// and never changes.
+func staticResolver(addrs ...string) resolver.Builder {
+	r := manual.NewBuilderWithScheme("static")
+	endpoints := make([]resolver.Endpoint, len(addrs))
+	for i, addr := range addrs {
+		endpoints[i] = resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}}
+	}
+	r.InitialState(resolver.State{Endpoints: endpoints})
+	return r
+}
+
+// serveOnPorts serves a node's RouteGuide and health services, with its
+// server options but without its interceptors, on ports ports of 127.0.0.1
+// until b ends, and returns their addresses: one server that a client can
+// reach over as many connections.
+func serveOnPorts(b *testing.B, ports int) []string {
+	b.Helper()
+	db := features.Default()
+	srv := grpc.NewServer(append(balancer.ServerOptions(), node.TransportOptions(db)...)...)
+	pb.RegisterRouteGuideServer(srv, routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.MemoryLimits{})}))
+	healthSrv := health.NewServer()
+	healthSrv.SetServingStatus(balancer.HealthService, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, healthSrv)
+	addrs := make([]string, ports)
+	for i := range addrs {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		go srv.Serve(lis)
+		addrs[i] = lis.Addr().String()
+	}
+	b.Cleanup(srv.Stop)
+	return addrs
+}
+
+// warmUp makes a few hundred calls, so that every connection is up and has
+// served before the clock starts.
+func warmUp(b *testing.B, conn *clientcli.Conn) {
+	b.Helper()
+	res, err := load.Run(context.Background(), conn, load.Config{RPC: load.Get, Concurrency: 4, Requests: 300, Timeout: 10 * time.Second})
+	if err != nil || res.Failed != 0 {
+		b.Fatalf("warm-up: %v, %d failed: %v", err, res.Failed, res.Errors)
 	}
 }
 

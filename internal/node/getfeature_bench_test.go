@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -50,7 +51,8 @@ func hundredFeatures() []*pb.Feature { return features.Default().All()[:100] }
 // ns/op is the inverse of the throughput the client sees. server-cpu-ns/op
 // is the server process's CPU time per call: a node's capacity is its cores
 // divided by it, and it is steadier than ns/op on a machine that the client
-// and other work share. Compare within one run, canonical/ours, by
+// and other work share. server-allocs/op counts the heap objects the server
+// process allocates per call, gRPC's included. Compare within one run, canonical/ours, by
 // sub-benchmark:
 //
 //	go test -run '^$' -bench GetFeatureVsCanonical -count 6 ./internal/node/
@@ -61,14 +63,54 @@ func BenchmarkGetFeatureVsCanonical(b *testing.B) {
 			b.Run(fmt.Sprintf("callers=%d/server=%s", callers, server), func(b *testing.B) {
 				proc := startServerProcess(b, server)
 				client := pb.NewRouteGuideClient(dialBench(b, proc.addr))
-				serverBefore := proc.cpuTime(b)
+				serverCPU, serverAllocs := proc.cpuTime(b), proc.allocs(b)
 				benchCalls(b, callers, func(i int) error {
 					_, err := client.GetFeature(context.Background(), points[i%len(points)])
 					return err
 				})
-				b.ReportMetric(float64(proc.cpuTime(b)-serverBefore)/float64(b.N), "server-cpu-ns/op")
+				b.ReportMetric(float64(proc.cpuTime(b)-serverCPU)/float64(b.N), "server-cpu-ns/op")
+				b.ReportMetric(float64(proc.allocs(b)-serverAllocs)/float64(b.N), "server-allocs/op")
 			})
 		}
+	}
+}
+
+// BenchmarkListFeaturesVsCanonical streams the features inside the box the
+// canonical client asks for (64 of the 100) from the same three servers,
+// with 4 callers. It reports per streamed message: the time the client
+// sees, and the server process's CPU time and allocations.
+//
+//	go test -run '^$' -bench ListFeaturesVsCanonical -count 6 ./internal/node/
+func BenchmarkListFeaturesVsCanonical(b *testing.B) {
+	box := &pb.Rectangle{
+		Lo: &pb.Point{Latitude: 400000000, Longitude: -750000000},
+		Hi: &pb.Point{Latitude: 420000000, Longitude: -730000000},
+	}
+	for _, server := range []string{"canonical", "service", "node"} {
+		b.Run("server="+server, func(b *testing.B) {
+			proc := startServerProcess(b, server)
+			client := pb.NewRouteGuideClient(dialBench(b, proc.addr))
+			var messages atomic.Int64
+			serverCPU, serverAllocs := proc.cpuTime(b), proc.allocs(b)
+			benchCalls(b, 4, func(int) error {
+				stream, err := client.ListFeatures(context.Background(), box)
+				if err != nil {
+					return err
+				}
+				for {
+					if _, err := stream.Recv(); err == io.EOF {
+						return nil
+					} else if err != nil {
+						return err
+					}
+					messages.Add(1)
+				}
+			})
+			perMessage := float64(messages.Load())
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/perMessage, "ns/msg")
+			b.ReportMetric(float64(proc.cpuTime(b)-serverCPU)/perMessage, "server-cpu-ns/msg")
+			b.ReportMetric(float64(proc.allocs(b)-serverAllocs)/perMessage, "server-allocs/msg")
+		})
 	}
 }
 
@@ -103,7 +145,13 @@ func TestServeForBenchmark(t *testing.T) {
 		defer stop()
 	}
 	fmt.Println(addr)
-	io.Copy(io.Discard, os.Stdin)
+	// Each line on stdin asks for the objects allocated so far.
+	lines := bufio.NewScanner(os.Stdin)
+	for lines.Scan() {
+		sample := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+		metrics.Read(sample)
+		fmt.Println(sample[0].Value.Uint64())
+	}
 }
 
 // benchServerProfileEnv, when set, makes the server process write a CPU
@@ -127,8 +175,10 @@ func startCPUProfile(t *testing.T, path string) (stop func()) {
 
 // serverProcess is a server run by TestServeForBenchmark.
 type serverProcess struct {
-	cmd  *exec.Cmd
-	addr string
+	cmd    *exec.Cmd
+	addr   string
+	stdin  io.Writer
+	stdout *bufio.Reader
 }
 
 func startServerProcess(b *testing.B, kind string) *serverProcess {
@@ -148,17 +198,35 @@ func startServerProcess(b *testing.B, kind string) *serverProcess {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
-		stdin.Close() // the server stops when its stdin closes
+		stdin.Close()                  // the server stops when its stdin closes
+		go io.Copy(io.Discard, stdout) // the test's own output as it ends
 		if err := cmd.Wait(); err != nil {
 			b.Errorf("server process %s: %v", kind, err)
 		}
 	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	out := bufio.NewReader(stdout)
+	line, err := out.ReadString('\n')
 	if err != nil {
 		b.Fatalf("server process %s wrote no address: %v", kind, err)
 	}
-	go io.Copy(io.Discard, stdout) // the test's own output after the address
-	return &serverProcess{cmd: cmd, addr: strings.TrimSpace(line)}
+	return &serverProcess{cmd: cmd, addr: strings.TrimSpace(line), stdin: stdin, stdout: out}
+}
+
+// allocs is how many heap objects the server process has allocated so far.
+func (p *serverProcess) allocs(b *testing.B) uint64 {
+	b.Helper()
+	if _, err := io.WriteString(p.stdin, "allocs\n"); err != nil {
+		b.Fatal(err)
+	}
+	line, err := p.stdout.ReadString('\n')
+	if err != nil {
+		b.Fatalf("server process allocations: %v", err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(line), 10, 64)
+	if err != nil {
+		b.Fatalf("server process allocations: %q", line)
+	}
+	return n
 }
 
 // cpuTime is the CPU time, user and system, the server process has used so
