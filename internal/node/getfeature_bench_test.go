@@ -97,14 +97,13 @@ func BenchmarkListFeaturesVsCanonical(b *testing.B) {
 				if err != nil {
 					return err
 				}
-				for {
-					if _, err := stream.Recv(); err == io.EOF {
-						return nil
-					} else if err != nil {
-						return err
+				return drain(func() (*pb.Feature, error) {
+					f, err := stream.Recv()
+					if err == nil {
+						messages.Add(1)
 					}
-					messages.Add(1)
-				}
+					return f, err
+				})
 			})
 			perMessage := float64(messages.Load())
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/perMessage, "ns/msg")
