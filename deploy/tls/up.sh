@@ -48,7 +48,12 @@ for _ in $(seq 90); do
 done
 ctl endpoint health --cluster
 
-if ctl auth status | grep -q 'Authentication Status: true'; then
+# The status is read whole before it is searched: `ctl auth status | grep -q`
+# under pipefail fails whenever grep, done at the first line, closes the pipe
+# before compose has written the second, and the script then took a cluster
+# with authentication on for a new one.
+auth_status=$(ctl auth status)
+if grep -q 'Authentication Status: true' <<<"$auth_status"; then
   echo "etcd authentication is on already"
 else
   ctl user add root --interactive=false <"$out/etcd-root-password"
