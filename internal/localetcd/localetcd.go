@@ -6,6 +6,7 @@ package localetcd
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"sync"
 	"time"
@@ -20,7 +21,8 @@ type Config struct {
 	// Dir holds the data. Starting again on the same Dir keeps the data.
 	Dir string
 	// ClientAddr is the host:port clients reach it at; 127.0.0.1:0 picks a
-	// free port, which Server.ClientURL then reports.
+	// free port below the ephemeral range (so that a restart can bind it
+	// again; see port.go), which Server.ClientURL then reports.
 	ClientAddr string
 	// PeerAddr is the host:port of the (unused) peer listener; 127.0.0.1:0
 	// picks a free port.
@@ -65,6 +67,26 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start etcd: client address: %w", err)
 	}
+	if clientURL.Port() != "0" {
+		return start(cfg, scheme, clientURL)
+	}
+	// A port for the caller to start on again after a stop: see port.go.
+	for attempt := 1; ; attempt++ {
+		port, err := freePortBelowEphemeral(clientURL.Hostname())
+		if err != nil {
+			return nil, fmt.Errorf("start etcd: %w", err)
+		}
+		picked := *clientURL
+		picked.Host = net.JoinHostPort(clientURL.Hostname(), port)
+		s, err := start(cfg, scheme, &picked)
+		if err == nil || !addressInUse(err) || attempt == 3 {
+			return s, err
+		}
+	}
+}
+
+// start starts the server with its client listener on clientURL.
+func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 	peerURL, err := url.Parse("http://" + orDefault(cfg.PeerAddr, "127.0.0.1:0"))
 	if err != nil {
 		return nil, fmt.Errorf("start etcd: peer address: %w", err)
