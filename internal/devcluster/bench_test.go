@@ -30,16 +30,11 @@ import (
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
 
-// benchCluster starts an embedded etcd and nodes nodes as the tests'
-// nodeTemplate does, logging nowhere, until b ends.
+// benchCluster starts an embedded etcd and nodes nodes from the tests'
+// nodeTemplate, logging nowhere, until b ends.
 func benchCluster(b *testing.B, nodes int) (*devcluster.Cluster, node.Config) {
 	b.Helper()
-	cfg := node.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.MetricsListen = ""
-	cfg.LeaseTTL = 3 * time.Second
-	cfg.DrainDelay = 200 * time.Millisecond
-	cfg.ShutdownTimeout = 5 * time.Second
+	cfg := nodeTemplate(b)
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

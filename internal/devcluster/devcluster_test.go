@@ -37,7 +37,7 @@ var somewhere = &pb.Point{Latitude: 409146138, Longitude: -746188906}
 // nodeTemplate is the configuration test nodes start from: free ports, no
 // metrics listener, a short lease and drain, and logs at Warn and above in
 // the test's output.
-func nodeTemplate(t *testing.T) node.Config {
+func nodeTemplate(t testing.TB) node.Config {
 	cfg := node.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MetricsListen = ""
