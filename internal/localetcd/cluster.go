@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 
 	"github.com/routeguide-cluster/routeguide/internal/faultproxy"
 )
@@ -85,11 +84,7 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		ec.InitialCluster = strings.Join(initial, ",")
 		ec.InitialClusterToken = token
 		ec.ClusterState = embed.ClusterStateFlagNew
-		ec.LogLevel = orDefault(cfg.LogLevel, "error")
-		ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-		if cfg.LogLevel != "" {
-			ec.ZapLoggerBuilder = nil
-		}
+		setLogging(ec, cfg.LogLevel)
 		// StartEtcd does not wait for the other members: they are waited
 		// for together below.
 		e, err := embed.StartEtcd(ec)
@@ -101,21 +96,13 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		m.client.SetTarget(e.Clients[0].Addr().String())
 		m.peers.SetTarget(e.Peers[0].Addr().String())
 	}
-	timeout := cfg.StartTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
+	timeout := startTimeout(cfg.StartTimeout)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for _, m := range c.members {
-		select {
-		case <-m.etcd.Server.ReadyNotify():
-		case err := <-m.etcd.Err():
+		if err := waitReady(m.etcd, timer.C, timeout); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("start etcd cluster: member %s: %w", m.name, err)
-		case <-timer.C:
-			c.Close()
-			return nil, fmt.Errorf("start etcd cluster: member %s not ready after %v", m.name, timeout)
 		}
 	}
 	return c, nil

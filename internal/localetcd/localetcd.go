@@ -105,30 +105,49 @@ func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 		TrustedCAFile:  cfg.ClientTLS.CAFile,
 		ClientCertAuth: cfg.ClientTLS.CAFile != "",
 	}
-	ec.LogLevel = orDefault(cfg.LogLevel, "error")
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	if cfg.LogLevel != "" {
-		ec.ZapLoggerBuilder = nil
-	}
+	setLogging(ec, cfg.LogLevel)
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	timeout := cfg.StartTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
+	timeout := startTimeout(cfg.StartTimeout)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	select {
-	case <-e.Server.ReadyNotify():
-		return &Server{etcd: e, scheme: scheme}, nil
-	case err := <-e.Err():
+	if err := waitReady(e, timer.C, timeout); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("start etcd: %w", err)
-	case <-timer.C:
-		e.Close()
-		return nil, fmt.Errorf("start etcd: not ready after %v", timeout)
+	}
+	return &Server{etcd: e, scheme: scheme}, nil
+}
+
+// setLogging makes etcd log at level through its own logger, or at "error"
+// to nowhere when level is empty: etcd is chatty at info.
+func setLogging(ec *embed.Config, level string) {
+	ec.LogLevel = orDefault(level, "error")
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	if level != "" {
+		ec.ZapLoggerBuilder = nil
+	}
+}
+
+// startTimeout is d, or 30s when d is zero or less.
+func startTimeout(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 30 * time.Second
+	}
+	return d
+}
+
+// waitReady waits until e serves clients, fails, or deadline fires, timeout
+// after the start.
+func waitReady(e *embed.Etcd, deadline <-chan time.Time, timeout time.Duration) error {
+	select {
+	case <-e.Server.ReadyNotify():
+		return nil
+	case err := <-e.Err():
+		return err
+	case <-deadline:
+		return fmt.Errorf("not ready after %v", timeout)
 	}
 }
 
