@@ -12,28 +12,17 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/routeguide-cluster/routeguide/internal/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testcerts"
-	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
 // startAuthEtcd starts etcd over TLS with authentication on, and a user
 // "node" that may read and write under "routeguide/".
 func startAuthEtcd(t *testing.T) (*localetcd.Server, EtcdConfig) {
 	t.Helper()
-	certs := testcerts.New(t)
-	s, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientTLS: localetcd.ClientTLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	tlsCfg, err := tlsfiles.Client{CAFile: certs.CA}.Config("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.EnableAuth(testContext(t), tlsCfg, "root-secret", localetcd.User{Name: "node", Password: "node-secret", Prefixes: []string{"routeguide/"}}); err != nil {
-		t.Fatal(err)
-	}
+	s, tlsCfg := etcdtest.StartSecured(t, testcerts.New(t), etcdtest.Options{},
+		localetcd.User{Name: "node", Password: "node-secret", Prefixes: []string{"routeguide/"}})
 	return s, EtcdConfig{Endpoints: []string{s.ClientURL()}, TLS: tlsCfg}
 }
 

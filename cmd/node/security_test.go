@@ -13,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
+	"github.com/routeguide-cluster/routeguide/internal/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
@@ -24,20 +25,8 @@ const nodePassword = "n0de-Passw0rd"
 // "node" that may read and write under routeguide/. It returns the URL.
 func startSecuredEtcd(t *testing.T, certs testcerts.Files) string {
 	t.Helper()
-	s, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientTLS: localetcd.ClientTLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	tlsCfg, err := tlsfiles.Client{CAFile: certs.CA}.Config("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := s.EnableAuth(ctx, tlsCfg, "root-pw", localetcd.User{Name: "node", Password: nodePassword, Prefixes: []string{"routeguide/", "routeguide-notes/"}}); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := etcdtest.StartSecured(t, certs, etcdtest.Options{},
+		localetcd.User{Name: "node", Password: nodePassword, Prefixes: []string{"routeguide/", "routeguide-notes/"}})
 	return s.ClientURL()
 }
 

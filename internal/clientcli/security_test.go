@@ -1,13 +1,12 @@
 package clientcli
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/certgen"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
+	"github.com/routeguide-cluster/routeguide/internal/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/nodetest"
@@ -66,23 +65,9 @@ func TestMutualTLS(t *testing.T) {
 // over mutual TLS, checking the name on the node's certificate.
 func TestEtcdTargetOverTLSWithEtcdAuth(t *testing.T) {
 	certs := testcerts.New(t)
-	etcd, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientTLS: localetcd.ClientTLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
-	etcdTLS, err := tlsfiles.Client{CAFile: certs.CA}.Config("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	err = etcd.EnableAuth(ctx, etcdTLS, "root-pw",
+	etcd, _ := etcdtest.StartSecured(t, certs, etcdtest.Options{},
 		localetcd.User{Name: "node", Password: "node-pw", Prefixes: []string{"routeguide/", "routeguide-notes/"}},
 		localetcd.User{Name: "client", Password: "client-pw", Prefixes: []string{"routeguide/"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	nodeCert, nodeKey := certs.Issue(t, "node", certgen.Leaf{CommonName: nodeName, DNSNames: []string{nodeName}, Server: true})
 	nodetest.Start(t, "n1", func(c *node.Config) {
 		c.Etcd = []string{etcd.ClientURL()}

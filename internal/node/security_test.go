@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"crypto/tls"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
+	"github.com/routeguide-cluster/routeguide/internal/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
@@ -170,22 +170,12 @@ const nodePassword = "n0de-Passw0rd"
 func startSecuredEtcd(t *testing.T) securedEtcd {
 	t.Helper()
 	certs := testcerts.New(t)
-	s, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientTLS: localetcd.ClientTLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey, CAFile: certs.CA}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	users := []localetcd.User{
-		{Name: "node", Password: nodePassword, Prefixes: []string{"routeguide/", "routeguide-notes/"}},
-		{Name: "other", Password: "other-pw", Prefixes: []string{"other/"}},
-		{Name: "registry-only", Password: "registry-pw", Prefixes: []string{"routeguide/"}},
-		{Name: testcerts.ClientName, Password: "unused-pw", Prefixes: []string{"routeguide/", "routeguide-notes/"}},
-	}
-	if err := s.EnableAuth(ctx, clientTLS(t, certs), "root-pw", users...); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := etcdtest.StartSecured(t, certs, etcdtest.Options{ClientCerts: true},
+		localetcd.User{Name: "node", Password: nodePassword, Prefixes: []string{"routeguide/", "routeguide-notes/"}},
+		localetcd.User{Name: "other", Password: "other-pw", Prefixes: []string{"other/"}},
+		localetcd.User{Name: "registry-only", Password: "registry-pw", Prefixes: []string{"routeguide/"}},
+		localetcd.User{Name: testcerts.ClientName, Password: "unused-pw", Prefixes: []string{"routeguide/", "routeguide-notes/"}},
+	)
 	return securedEtcd{Server: s, certs: certs}
 }
 
@@ -217,7 +207,7 @@ func TestNodeWithEtcdCredentialsRegistersAndNeverShowsThePassword(t *testing.T) 
 	if !tn.Registered() {
 		t.Error("the node is ready but not registered")
 	}
-	root, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcd.ClientURL()}, TLS: clientTLS(t, etcd.certs), Username: "root", Password: "root-pw"})
+	root, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcd.ClientURL()}, TLS: clientTLS(t, etcd.certs), Username: "root", Password: etcdtest.RootPassword})
 	if err != nil {
 		t.Fatal(err)
 	}

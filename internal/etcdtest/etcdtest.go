@@ -1,0 +1,56 @@
+// Package etcdtest starts, for tests, the secured etcd a production cluster
+// runs: a real embedded server (package localetcd) serving clients over TLS,
+// with authentication on and the users a test names. Tests of discovery, the
+// node and both commands need one; localetcd itself is linked into the node
+// binary (node -dev) and so does not import testing.
+package etcdtest
+
+import (
+	"context"
+	"crypto/tls"
+	"testing"
+	"time"
+
+	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
+)
+
+// RootPassword is the password of the user root, which EnableAuth creates.
+const RootPassword = "root-pw"
+
+// Options say how the server checks its clients.
+type Options struct {
+	// ClientCerts makes every client present a certificate signed by the
+	// test CA (etcd's --client-cert-auth).
+	ClientCerts bool
+}
+
+// StartSecured starts etcd over TLS with the certificates of certs, turns
+// authentication on with users, and stops it when tb ends. It returns the
+// server and the TLS a client needs to reach it: the test CA, and the
+// client certificate of certs when opts.ClientCerts is set.
+func StartSecured(tb testing.TB, certs testcerts.Files, opts Options, users ...localetcd.User) (*localetcd.Server, *tls.Config) {
+	tb.Helper()
+	serverTLS := localetcd.ClientTLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey}
+	clientTLS := tlsfiles.Client{CAFile: certs.CA}
+	if opts.ClientCerts {
+		serverTLS.CAFile = certs.CA
+		clientTLS.CertFile, clientTLS.KeyFile = certs.ClientCert, certs.ClientKey
+	}
+	s, err := localetcd.Start(localetcd.Config{Dir: tb.TempDir(), ClientTLS: serverTLS})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	tlsCfg, err := clientTLS.Config("etcd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.EnableAuth(ctx, tlsCfg, RootPassword, users...); err != nil {
+		tb.Fatal(err)
+	}
+	return s, tlsCfg
+}
