@@ -319,8 +319,10 @@ func signalUnderLoad(t *testing.T, sig syscall.Signal, rpc load.RPC) *fault {
 }
 
 // checkNoCallFailed checks the counts every fault must keep: no failed call,
-// and the victim answered its share until the signal and nothing after it
-// exited, while the others went on.
+// and the victim answered its share until the signal and no call made after
+// it exited, while the others went on. (An answer it sent before a SIGKILL
+// can reach its caller after the test saw the process exit: CI caught two
+// such answers 0.6 ms late when the check compared answer times.)
 func (f *fault) checkNoCallFailed(t *testing.T) {
 	t.Helper()
 	res := f.result
@@ -330,8 +332,8 @@ func (f *fault) checkNoCallFailed(t *testing.T) {
 	if n := f.calls.Count(f.victim.id, time.Time{}, f.signalled); n < 200 {
 		t.Errorf("%s answered %d calls before the signal, want at least 200", f.victim.id, n)
 	}
-	if n := f.calls.Count(f.victim.id, f.exited, time.Time{}); n != 0 {
-		t.Errorf("%s answered %d calls after it exited", f.victim.id, n)
+	if n := f.calls.StartedAfter(f.victim.id, f.exited); n != 0 {
+		t.Errorf("%s answered %d calls made after it exited", f.victim.id, n)
 	}
 	for id, n := range res.ByNode {
 		if id != f.victim.id && f.calls.Count(id, f.keyRemoved, time.Time{}) == 0 {
