@@ -22,7 +22,8 @@
 // no node is registered, so calls wait for their deadline. Our follower lists
 // with a linearizable read and watches with WithRequireLeader, lists and
 // watches again after any failure while the ClientConn lives (keeping the
-// last known endpoints meanwhile), drops and counts malformed values, hands
+// last known endpoints meanwhile), drops and counts malformed values and
+// entries without a lease (WithUnleasedEntries takes the latter), hands
 // gRPC an empty list when there is no node, and carries each node's metadata
 // as resolver attributes, which the upstream resolver no longer does.
 // TestResolverFollowsAgainAfterCutOffAndCompaction shows the upstream

@@ -130,14 +130,15 @@ type scaleRun struct {
 	state    *lastState
 	heap     uint64 // what the resolver holds, in bytes
 	resolver resolver.Resolver
+	lease    clientv3.LeaseID // the endpoints' lease
 }
 
 func startScaleRun(t testing.TB, cli *clientv3.Client, service string) *scaleRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	registerMany(t, ctx, cli, service, scaleEndpoints)
-	r := &scaleRun{cli: cli, service: service, state: newLastState()}
+	lease := registerMany(t, ctx, cli, service, scaleEndpoints)
+	r := &scaleRun{cli: cli, service: service, state: newLastState(), lease: lease}
 	before := heapInUse()
 	target, err := url.Parse("etcd:///" + service)
 	if err != nil {
@@ -176,7 +177,7 @@ func (r *scaleRun) change(t testing.TB, i int, remove bool) (time.Duration, int)
 	if remove {
 		_, err = r.cli.Delete(ctx, key)
 	} else {
-		_, err = r.cli.Put(ctx, key, value)
+		_, err = r.cli.Put(ctx, key, value, clientv3.WithLease(r.lease))
 	}
 	if err != nil {
 		t.Fatal(err)
