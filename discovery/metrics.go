@@ -83,7 +83,7 @@ func NewResolverMetrics(reg prometheus.Registerer) (*ResolverMetrics, error) {
 		}, labels),
 		unleased: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "routeguide_resolver_unleased_entries_total",
-			Help: "Registry entries the resolver skipped because they carry no lease, as no node's entry does.",
+			Help: "Registry entries the resolver skipped because they carry no lease (a node's entry always has one).",
 		}, labels),
 	}
 	if err := registerAll(reg, m.endpoints, m.updates, m.restarts, m.malformed, m.unleased); err != nil {
