@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,7 +29,9 @@ import (
 // network's.
 //
 //   - leased=N: the entries are under a lease, as a node's are, so the
-//     client takes them all;
+//     client takes them all; policy=round_robin is gRPC's own, which our
+//     policy replaced for this (balancer/sharding.go), policy=ours is
+//     balancer.Name;
 //
 //   - unleased=5000/skipped: written by hand without a lease, which the
 //     resolver skips by default;
@@ -55,25 +58,31 @@ func BenchmarkFirstCallAmongUnreachable(b *testing.B) {
 	for _, n := range []int{1000, 5000} {
 		registerUnreachable(b, cli, registered, n, port, clientv3.WithLease(lease.ID))
 		registered = n
-		b.Run(fmt.Sprintf("leased=%d", n), func(b *testing.B) { benchFirstCall(b, cli) })
+		for _, policy := range []string{"round_robin", balancer.Name} {
+			name := map[string]string{balancer.Name: "ours"}[policy]
+			if name == "" {
+				name = policy
+			}
+			b.Run(fmt.Sprintf("leased=%d/policy=%s", n, name), func(b *testing.B) { benchFirstCall(b, cli, policy) })
+		}
 	}
 	if _, err := cli.Revoke(ctx, lease.ID); err != nil {
 		b.Fatal(err)
 	}
 	registerUnreachable(b, cli, 0, 5000, port)
-	b.Run("unleased=5000/skipped", func(b *testing.B) { benchFirstCall(b, cli) })
-	b.Run("unleased=5000/taken", func(b *testing.B) { benchFirstCall(b, cli, discovery.WithUnleasedEntries()) })
+	b.Run("unleased=5000/skipped", func(b *testing.B) { benchFirstCall(b, cli, balancer.Name) })
+	b.Run("unleased=5000/taken", func(b *testing.B) { benchFirstCall(b, cli, balancer.Name, discovery.WithUnleasedEntries()) })
 }
 
 // benchFirstCall reports the time to the first successful call, the calls
 // that failed before it, and the CPU the process spent per op (the client's
 // and the node's, and etcd's).
-func benchFirstCall(b *testing.B, cli *clientv3.Client, opts ...discovery.Option) {
+func benchFirstCall(b *testing.B, cli *clientv3.Client, policy string, opts ...discovery.Option) {
 	var took []time.Duration
 	failed := 0
 	cpuBefore := processCPU(b)
 	for b.Loop() {
-		d, f := firstCall(b, cli, opts...)
+		d, f := firstCall(b, cli, policy, opts...)
 		took = append(took, d)
 		failed += f
 	}
@@ -84,16 +93,18 @@ func benchFirstCall(b *testing.B, cli *clientv3.Client, opts ...discovery.Option
 	b.ReportMetric(float64(failed)/float64(b.N), "failed-calls/op")
 }
 
-// firstCall dials etcd:///routeguide afresh, as a client process does, and
-// makes GetFeature calls until one succeeds. It returns how long that took
-// from the dial, and how many calls failed before.
-func firstCall(b *testing.B, cli *clientv3.Client, opts ...discovery.Option) (time.Duration, int) {
+// firstCall dials etcd:///routeguide afresh, as a client process does but
+// with the balancing policy named, and makes GetFeature calls until one
+// succeeds. It returns how long that took from the dial, and how many calls
+// failed before.
+func firstCall(b *testing.B, cli *clientv3.Client, policy string, opts ...discovery.Option) (time.Duration, int) {
 	b.Helper()
 	opts = append(opts, discovery.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	start := time.Now()
 	conn, err := grpc.NewClient(target, append(balancer.DialOptions(),
 		grpc.WithResolvers(discovery.NewBuilder(cli, opts...)),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(strings.Replace(balancer.ServiceConfig, `"`+balancer.Name+`"`, `"`+policy+`"`, 1)))...)
 	if err != nil {
 		b.Fatal(err)
 	}
