@@ -46,6 +46,9 @@ type Config struct {
 	TLS tlsfiles.Client
 	// EtcdAuth is how etcd:/// targets reach a secured etcd.
 	EtcdAuth etcdauth.Config
+	// UnleasedEntries resolves registry entries without a lease too, for
+	// static endpoints written by hand; by default they are skipped.
+	UnleasedEntries bool
 }
 
 // tlsFlags is the prefix of the gRPC TLS flags: --tls-ca, --tls-cert,
@@ -100,6 +103,9 @@ func (c Config) dialOptions() ([]DialOption, error) {
 			return nil, err
 		}
 		opts = append(opts, WithEtcdConfig(etcd))
+		if c.UnleasedEntries {
+			opts = append(opts, WithResolverOptions(discovery.WithUnleasedEntries()))
+		}
 	}
 	return opts, nil
 }
@@ -115,6 +121,7 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLS.CertFile, "tls-cert", c.TLS.CertFile, "client certificate `file` (PEM) for nodes that require mutual TLS, with --tls-key")
 	fs.StringVar(&c.TLS.KeyFile, "tls-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&c.TLS.ServerName, "tls-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the target's host, the service name for etcd:///SERVICE)")
+	fs.BoolVar(&c.UnleasedEntries, "unleased-entries", c.UnleasedEntries, "for etcd:/// targets, also resolve registry entries that carry no lease (static endpoints written by hand); nodes always register under one, so by default they are skipped")
 	c.EtcdAuth.Register(fs)
 }
 
@@ -148,6 +155,7 @@ type dialSettings struct {
 	callInterceptors []grpc.DialOption
 	grpc             []grpc.DialOption
 	events           discovery.ResolverEvents // nil: nobody listens
+	resolver         []discovery.Option
 	balancer         []balancer.DialOption
 	tls              *tls.Config          // nil: plaintext
 	etcd             discovery.EtcdConfig // its Endpoints are Dial's
@@ -181,6 +189,12 @@ func withCallInterceptors(unary grpc.UnaryClientInterceptor, stream grpc.StreamC
 // targets have no such resolver and ignore it.
 func WithResolverEvents(events discovery.ResolverEvents) DialOption {
 	return func(s *dialSettings) { s.events = events }
+}
+
+// WithResolverOptions adds options to the resolver of an etcd:/// target.
+// Other targets have no such resolver and ignore them.
+func WithResolverOptions(opts ...discovery.Option) DialOption {
+	return func(s *dialSettings) { s.resolver = append(s.resolver, opts...) }
 }
 
 // WithTLS connects to the nodes over TLS with cfg instead of plaintext.
@@ -244,7 +258,7 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 			return nil, err
 		}
 		conn.etcd = cli
-		resolverOpts := []discovery.Option{discovery.WithLogger(quietLogger)}
+		resolverOpts := append([]discovery.Option{discovery.WithLogger(quietLogger)}, settings.resolver...)
 		if settings.events != nil {
 			resolverOpts = append(resolverOpts, discovery.WithEvents(settings.events))
 		}
