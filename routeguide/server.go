@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -156,6 +157,11 @@ func (s *Server) RouteChat(stream pb.RouteGuide_RouteChatServer) error {
 		}
 		if err := checkPoint("location", note.Location); err != nil {
 			return status.Errorf(codes.InvalidArgument, "note %d: %s", received, status.Convert(err).Message())
+		}
+		// Protobuf strings are UTF-8; a codec that lets other bytes through
+		// (the node's does) leaves the check here, with the caller's status.
+		if !utf8.ValidString(note.Message) {
+			return status.Errorf(codes.InvalidArgument, "note %d: the message is not valid UTF-8", received)
 		}
 		if s.limits.ChatNotes > 0 && received >= s.limits.ChatNotes {
 			s.observer.LimitRejected("chat_notes")
