@@ -112,14 +112,21 @@ func DialOptions(opts ...DialOption) []grpc.DialOption {
 	return append([]grpc.DialOption{
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithKeepaliveParams(ClientKeepalive),
+		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
 	}, attemptOptions(o.attemptTimeout)...)
 }
 
-// ServerOptions are the keepalive options a node must serve with to match
-// the clients' DialOptions.
+// MaxHeaderListBytes bounds the metadata of one call, in each direction:
+// RouteGuide sends a few hundred bytes, and room for a token or trace
+// context is plenty. Without it gRPC takes 16 MB, held for the call's life.
+const MaxHeaderListBytes = 16 << 10
+
+// ServerOptions are the options a node must serve with to match the
+// clients' DialOptions: keepalive, and the bound on metadata.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(ServerEnforcement),
 		grpc.KeepaliveParams(ServerKeepalive),
+		grpc.MaxHeaderListSize(MaxHeaderListBytes),
 	}
 }

@@ -146,7 +146,7 @@ func serveOnPorts(b *testing.B, ports int) []string {
 	b.Helper()
 	db := features.Default()
 	srv := grpc.NewServer(append(balancer.ServerOptions(), node.TransportOptions(db)...)...)
-	pb.RegisterRouteGuideServer(srv, routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.MemoryLimits{})}))
+	pb.RegisterRouteGuideServer(srv, routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})}))
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus(balancer.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, healthSrv)

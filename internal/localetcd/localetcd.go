@@ -35,6 +35,9 @@ type Config struct {
 	// ClientTLS, when its CertFile is set, serves clients over TLS (https
 	// URLs) instead of plain HTTP, as a production etcd does.
 	ClientTLS ClientTLS
+	// QuotaBytes is etcd's --quota-backend-bytes: past it, etcd raises the
+	// NOSPACE alarm and refuses writes. Zero means etcd's default, 2 GiB.
+	QuotaBytes int64
 }
 
 // ClientTLS is the TLS of the client listener: the server's certificate
@@ -105,6 +108,7 @@ func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 		TrustedCAFile:  cfg.ClientTLS.CAFile,
 		ClientCertAuth: cfg.ClientTLS.CAFile != "",
 	}
+	ec.QuotaBackendBytes = cfg.QuotaBytes
 	setLogging(ec, cfg.LogLevel)
 	e, err := embed.StartEtcd(ec)
 	if err != nil {

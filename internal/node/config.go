@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"math"
 	"log/slog"
 	"net"
 	"strings"
@@ -28,6 +29,13 @@ type Config struct {
 	// Etcd lists the etcd endpoints. Empty means standalone: serve without
 	// registering.
 	Etcd []string
+	// NotesEtcd lists the endpoints of the etcd cluster that keeps the
+	// RouteChat notes. Empty means Etcd's, on a connection of its own.
+	NotesEtcd []string
+	// NotesBudget is how much data the notes' etcd may hold while notes are
+	// posted (see etcdnotes.Config.Budget): keep it well below etcd's
+	// --quota-backend-bytes.
+	NotesBudget int64
 	// Service is the name the node registers under.
 	Service string
 	// LeaseTTL is the TTL of the node's etcd lease.
@@ -45,10 +53,13 @@ type Config struct {
 	MaxMessageBytes int
 	// Limits bound what one stream may send.
 	Limits routeguide.Limits
-	// NoteLimits bound the notes RouteChat keeps. PerLocation and
-	// MessageBytes hold for both stores: etcd's, shared by a cluster, and a
-	// standalone node's memory; Bytes bounds that memory.
-	NoteLimits notes.MemoryLimits
+	// NoteLimits bound the notes RouteChat keeps and answers. PerLocation,
+	// MessageBytes and AnswerBytes hold for both stores: etcd's, shared by a
+	// cluster, and a standalone node's memory; Bytes bounds that memory.
+	NoteLimits notes.Limits
+	// MaxConcurrentStreams bounds the calls one client connection may have
+	// open at once; gRPC clients queue the calls past it.
+	MaxConcurrentStreams int
 	// NoteMaxAge is how long a cluster keeps a note in etcd (see package etcdnotes).
 	NoteMaxAge time.Duration
 	// Version is reported in the registration metadata.
@@ -79,18 +90,15 @@ func DefaultConfig() Config {
 		ShutdownTimeout: 10 * time.Second,
 		MaxMessageBytes: 1 << 20,
 		Limits: routeguide.Limits{
-			RoutePoints: 100_000,
-			ChatNotes:   10_000,
+			RoutePoints:   100_000,
+			ChatNotes:     10_000,
+			NoteWrites:    64,
+			NoteWriteWait: time.Second,
 		},
-		// A full location forgets its oldest note, in memory as in etcd,
-		// so a busy spot keeps chatting rather than refusing every note.
-		NoteLimits: notes.MemoryLimits{
-			PerLocation:  1000,
-			DropOldest:   true,
-			Bytes:        64 << 20,
-			MessageBytes: 4 << 10,
-		},
-		NoteMaxAge: 24 * time.Hour,
+		NoteLimits:           notes.DefaultLimits(),
+		NoteMaxAge:           24 * time.Hour,
+		NotesBudget:          etcdnotes.DefaultBudget,
+		MaxConcurrentStreams: 100,
 		Version:    "dev",
 	}
 }
@@ -119,7 +127,13 @@ func (c Config) Validate() error {
 	check(c.NoteLimits.PerLocation > 0 || len(c.Etcd) == 0, "max-notes-per-location", "must be at least 1 with --etcd: a cluster's notes live in etcd and need a bound")
 	check(c.NoteLimits.Bytes >= 0, "max-notes-bytes", "%d is negative", c.NoteLimits.Bytes)
 	check(c.NoteLimits.MessageBytes >= 1 && c.NoteLimits.MessageBytes <= etcdnotes.MaxMessageBytesLimit, "max-note-bytes", "%d is not between 1 and %d", c.NoteLimits.MessageBytes, etcdnotes.MaxMessageBytesLimit)
+	check(c.NoteLimits.AnswerBytes >= c.NoteLimits.MessageBytes+notes.NoteOverhead, "max-chat-answer-bytes", "%d cannot hold one note of --max-note-bytes (%d and %d bytes of overhead)", c.NoteLimits.AnswerBytes, c.NoteLimits.MessageBytes, notes.NoteOverhead)
 	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than 1s; etcd leases count whole seconds", c.NoteMaxAge)
+	check(c.NotesBudget > 0, "notes-budget", "%d must be positive", c.NotesBudget)
+	check(len(c.NotesEtcd) == 0 || len(c.Etcd) > 0, "notes-etcd", "needs --etcd: a standalone node keeps its notes in memory")
+	check(c.Limits.NoteWrites >= 1, "max-note-writes", "%d must be at least 1", c.Limits.NoteWrites)
+	check(c.Limits.NoteWriteWait > 0, "note-write-wait", "%v must be positive", c.Limits.NoteWriteWait)
+	check(c.MaxConcurrentStreams >= 1 && c.MaxConcurrentStreams <= math.MaxInt32, "max-concurrent-streams", "%d is not between 1 and %d", c.MaxConcurrentStreams, math.MaxInt32)
 	if first == nil {
 		first = c.TLS.Validate(tlsFlags)
 	}
