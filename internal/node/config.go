@@ -2,8 +2,8 @@ package node
 
 import (
 	"fmt"
-	"math"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"time"
@@ -99,7 +99,7 @@ func DefaultConfig() Config {
 		NoteMaxAge:           24 * time.Hour,
 		NotesBudget:          etcdnotes.DefaultBudget,
 		MaxConcurrentStreams: 100,
-		Version:    "dev",
+		Version:              "dev",
 	}
 }
 
