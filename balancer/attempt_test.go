@@ -26,7 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/faultproxy"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 )
 
 // testAttemptTimeout keeps the tests short; what they show does not depend

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // startEtcd starts a real single-member etcd on a free 127.0.0.1 port.

@@ -12,8 +12,8 @@ import (
 	upstream "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc/resolver"
 
-	"github.com/routeguide-cluster/routeguide/internal/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 )
 
 func buildResolver(t *testing.T, b resolver.Builder, target string) *stateRecorder {

@@ -17,11 +17,11 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // The cluster tests run three node processes (the binary TestMain built)

@@ -13,9 +13,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
-	"github.com/routeguide-cluster/routeguide/internal/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 

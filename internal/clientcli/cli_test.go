@@ -23,7 +23,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/load"
-	"github.com/routeguide-cluster/routeguide/internal/nodetest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 

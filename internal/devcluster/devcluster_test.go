@@ -20,12 +20,12 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // target is what clients dial, as the client command does by default.

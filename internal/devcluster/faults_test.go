@@ -25,12 +25,12 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
-	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
-	"github.com/routeguide-cluster/routeguide/internal/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 )
 
 // checkNothingLeftBehind checks, after every other cleanup of the test, that

@@ -16,7 +16,7 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/node"
-	"github.com/routeguide-cluster/routeguide/internal/nodetest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
 
 // startNode runs a standalone node on an ephemeral port until the test ends.

@@ -12,7 +12,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/routeguide-cluster/routeguide/internal/faultproxy"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 )
 
 // ClusterConfig describes a cluster of several members, for fault tests.

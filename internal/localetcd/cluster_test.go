@@ -8,7 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // TestClusterKeepsServingAfterLosingItsLeader starts three members on free

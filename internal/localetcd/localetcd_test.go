@@ -12,7 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 

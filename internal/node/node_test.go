@@ -28,7 +28,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 const testNodeID = "test-node"

@@ -17,9 +17,9 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
-	"github.com/routeguide-cluster/routeguide/internal/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
