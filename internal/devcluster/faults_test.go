@@ -27,9 +27,9 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdcluster"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 )
 
@@ -521,7 +521,7 @@ func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 // client picks it.
 func TestFaultEtcdMemberLost(t *testing.T) {
 	checkNothingLeftBehind(t)
-	etcd, err := localetcd.StartCluster(localetcd.ClusterConfig{Dir: t.TempDir()})
+	etcd, err := etcdcluster.Start(etcdcluster.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +546,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 	waitAllAnswer(t, conn, nodeIDs...)
 	calls := answerlog.New(conn)
 	loads := startLoads(t, calls, loadSpec{load.Get, 4}, loadSpec{load.List, 2}, loadSpec{load.Record, 2})
-	var leader *localetcd.Member
+	var leader *etcdcluster.Member
 	waitFor(t, 10*time.Second, "an etcd leader", func() bool { leader = etcd.Leader(); return leader != nil })
 	before := map[string]registration{}
 	for _, n := range nodes {
