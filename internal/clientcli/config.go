@@ -19,7 +19,6 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
-	"github.com/routeguide-cluster/routeguide/internal/listenaddr"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
@@ -68,7 +67,7 @@ func (c Config) Validate() error {
 		return errors.New("--target: must not be empty")
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout: %v must be positive", c.Timeout)
-	case c.MetricsListen != "" && !listenaddr.Valid(c.MetricsListen):
+	case c.MetricsListen != "" && discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) != nil:
 		return fmt.Errorf("--metrics-listen: %q is not a host:port address", c.MetricsListen)
 	}
 	if err := c.TLS.Validate(tlsFlags); err != nil {

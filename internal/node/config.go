@@ -3,12 +3,11 @@ package node
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"time"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
-	"github.com/routeguide-cluster/routeguide/internal/listenaddr"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -103,9 +102,9 @@ func (c Config) Validate() error {
 			first = fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...))
 		}
 	}
-	check(listenaddr.Valid(c.Listen), "listen", "%q is not a host:port address", c.Listen)
-	check(c.Advertise == "" || validAdvertise(c.Advertise), "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
-	check(c.MetricsListen == "" || listenaddr.Valid(c.MetricsListen), "metrics-listen", "%q is not a host:port address", c.MetricsListen)
+	check(discovery.CheckAddr(c.Listen, discovery.ListenAddr) == nil, "listen", "%q is not a host:port address", c.Listen)
+	check(c.Advertise == "" || discovery.CheckAddr(c.Advertise, discovery.DialAddr) == nil, "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
+	check(c.MetricsListen == "" || discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) == nil, "metrics-listen", "%q is not a host:port address", c.MetricsListen)
 	check(c.Service != "" && !strings.Contains(c.Service, "/"), "service", "%q must be non-empty and without '/'", c.Service)
 	check(!strings.Contains(c.NodeID, "/"), "node-id", "%q must not contain '/'", c.NodeID)
 	check(c.LeaseTTL >= time.Second, "lease-ttl", "%v is shorter than etcd's minimum of 1s", c.LeaseTTL)
@@ -132,10 +131,3 @@ func (c Config) Validate() error {
 // tlsFlags is the prefix of the gRPC TLS flags: --tls-cert, --tls-key and
 // --tls-client-ca.
 const tlsFlags = "tls"
-
-// validAdvertise accepts an address other machines can dial: a host and a
-// non-zero port.
-func validAdvertise(addr string) bool {
-	host, port, err := net.SplitHostPort(addr)
-	return err == nil && host != "" && listenaddr.Valid(addr) && port != "0"
-}
