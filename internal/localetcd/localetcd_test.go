@@ -59,7 +59,7 @@ func TestClientTLSAndAuth(t *testing.T) {
 	if !strings.HasPrefix(s.ClientURL(), "https://") {
 		t.Fatalf("ClientURL = %s, want https", s.ClientURL())
 	}
-	clientTLS, err := tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}.Config("etcd")
+	clientTLS, err := tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}.Config(tlsfiles.EtcdFlags)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestClientTLSAndAuth(t *testing.T) {
 	}
 	// Without a client certificate the handshake fails, so the call never
 	// reaches etcd and waits for its deadline.
-	noCert, err := tlsfiles.Client{CAFile: certs.CA}.Config("etcd")
+	noCert, err := tlsfiles.Client{CAFile: certs.CA}.Config(tlsfiles.EtcdFlags)
 	if err != nil {
 		t.Fatal(err)
 	}

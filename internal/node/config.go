@@ -120,14 +120,10 @@ func (c Config) Validate() error {
 	check(c.NoteLimits.MessageBytes >= 1 && c.NoteLimits.MessageBytes <= etcdnotes.MaxMessageBytesLimit, "max-note-bytes", "%d is not between 1 and %d", c.NoteLimits.MessageBytes, etcdnotes.MaxMessageBytesLimit)
 	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than 1s; etcd leases count whole seconds", c.NoteMaxAge)
 	if first == nil {
-		first = c.TLS.Validate(tlsFlags)
+		first = c.TLS.Validate(tlsfiles.GRPCFlags)
 	}
 	if first == nil {
 		first = c.EtcdAuth.ValidateFor(c.Etcd)
 	}
 	return first
 }
-
-// tlsFlags is the prefix of the gRPC TLS flags: --tls-cert, --tls-key and
-// --tls-client-ca.
-const tlsFlags = "tls"

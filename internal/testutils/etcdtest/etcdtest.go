@@ -45,7 +45,7 @@ func StartSecured(tb testing.TB, certs testcerts.Files, opts Options, users ...l
 		tb.Fatal(err)
 	}
 	tb.Cleanup(s.Close)
-	tlsCfg, err := clientTLS.Config("etcd")
+	tlsCfg, err := clientTLS.Config(tlsfiles.EtcdFlags)
 	if err != nil {
 		tb.Fatal(err)
 	}
