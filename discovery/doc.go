@@ -22,9 +22,8 @@
 // no node is registered, so calls wait for their deadline. Our follower lists
 // with a linearizable read and watches with WithRequireLeader, lists and
 // watches again after any failure while the ClientConn lives (keeping the
-// last known endpoints meanwhile), drops and counts malformed values, hands
-// gRPC an empty list when there is no node, and carries each node's metadata
-// as resolver attributes, which the upstream resolver no longer does.
+// last known endpoints meanwhile), drops and counts malformed values, and hands
+// gRPC an empty list when there is no node.
 // TestResolverFollowsAgainAfterCutOffAndCompaction shows the upstream
 // resolver stuck in the same setup where ours follows.
 //

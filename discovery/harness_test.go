@@ -84,12 +84,6 @@ func (r *stateRecorder) last() ([]string, bool) {
 	return addrs, true
 }
 
-func (r *stateRecorder) lastState() resolver.State {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.states[len(r.states)-1]
-}
-
 func (r *stateRecorder) updates() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -43,7 +43,7 @@ func TestResolverTellsGRPCWhenNoNodeIsRegistered(t *testing.T) {
 	poll.Until(t, 5*time.Second, "no empty state handed to gRPC", addrsAre(rec))
 }
 
-func TestResolverFollowsAddsAndDeletesWithMetadata(t *testing.T) {
+func TestResolverAndViewFollowAddsAndDeletesWithMetadata(t *testing.T) {
 	ctx := testContext(t)
 	cli := newClient(t, startEtcd(t).ClientURL())
 	rec := buildResolver(t, NewBuilder(cli), "etcd:///routeguide")
@@ -72,15 +72,20 @@ func TestResolverFollowsAddsAndDeletesWithMetadata(t *testing.T) {
 		got, _ := rec.last()
 		return slices.Contains(got, "10.0.0.1:50051") && slices.Contains(got, "10.0.0.2:50051") && !slices.Contains(got, "10.0.0.9:50051")
 	})
-	state := rec.lastState()
+	// The metadata reaches readers of the registry through a View (a node's
+	// /sd, say); gRPC gets the addresses only.
+	view := WatchService(cli, "routeguide")
+	defer view.Close()
 	byAddr := map[string]Metadata{}
-	for _, ep := range state.Endpoints {
-		got, ok := MetadataFrom(ep.Attributes)
-		if !ok {
-			t.Fatalf("endpoint %v carries no metadata attribute", ep.Addresses)
+	poll.Until(t, 5*time.Second, "n1 and n2 in the view", func() bool {
+		clear(byAddr)
+		for _, ep := range view.Endpoints() {
+			byAddr[ep.Addr] = ep.Metadata
 		}
-		byAddr[ep.Addresses[0].Addr] = got
-	}
+		_, n1 := byAddr["10.0.0.1:50051"]
+		_, n2 := byAddr["10.0.0.2:50051"]
+		return n1 && n2
+	})
 	if byAddr["10.0.0.1:50051"] != md {
 		t.Errorf("n1 metadata = %+v, want %+v", byAddr["10.0.0.1:50051"], md)
 	}
