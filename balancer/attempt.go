@@ -74,8 +74,8 @@ var idempotentMethods = map[string]bool{
 
 // WithAttemptTimeout sets the timeout of each attempt of an idempotent call;
 // zero or less turns attempt timeouts off, leaving only the retry policy.
-func WithAttemptTimeout(d time.Duration) DialOption {
-	return func(o *dialOptions) { o.attemptTimeout = d }
+func WithAttemptTimeout(d time.Duration) Option {
+	return func(o *options) { o.attemptTimeout = d }
 }
 
 var (

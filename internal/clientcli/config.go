@@ -129,7 +129,7 @@ type dialSettings struct {
 	callInterceptors []grpc.DialOption
 	grpc             []grpc.DialOption
 	events           discovery.ResolverEvents // nil: nobody listens
-	balancer         []balancer.DialOption
+	balancer         []balancer.Option
 	tls              *tls.Config          // nil: plaintext
 	etcd             discovery.EtcdConfig // its Endpoints are Dial's
 }
