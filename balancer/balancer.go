@@ -1,14 +1,16 @@
-// Package balancer is how RouteGuide clients spread calls over nodes: a
-// round-robin policy, chosen by service config, and the dial options that
-// every client uses with it. It knows nothing of etcd: any resolver that
-// hands gRPC a list of endpoints works with it.
+// Package balancer is the RouteGuide clients' calling policy: a round-robin
+// policy chosen by service config, retries and attempt timeouts for
+// idempotent calls, and keepalive, as the dial options every client uses
+// (and the server options that match them). It knows nothing of etcd: any
+// resolver that hands gRPC a list of endpoints works with it. gRPC's own
+// package balancer is imported here as grpcbalancer.
 package balancer
 
 import (
 	"fmt"
 	"sync/atomic"
 
-	"google.golang.org/grpc/balancer"
+	grpcbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/balancer/roundrobin"
 	"google.golang.org/grpc/connectivity"
@@ -19,7 +21,7 @@ import (
 const Name = "routeguide_round_robin"
 
 func init() {
-	balancer.Register(builder{})
+	grpcbalancer.Register(builder{})
 }
 
 // The policy is gRPC's round_robin, unchanged in how it picks, with two
@@ -32,20 +34,20 @@ type builder struct{}
 
 func (builder) Name() string { return Name }
 
-func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+func (builder) Build(cc grpcbalancer.ClientConn, opts grpcbalancer.BuildOptions) grpcbalancer.Balancer {
 	b := &roundRobin{target: opts.Target.String()}
-	b.Balancer = balancer.Get(roundrobin.Name).Build(&stateInterceptor{ClientConn: cc, parent: b}, opts)
+	b.Balancer = grpcbalancer.Get(roundrobin.Name).Build(&stateInterceptor{ClientConn: cc, parent: b}, opts)
 	return b
 }
 
 type roundRobin struct {
-	balancer.Balancer
+	grpcbalancer.Balancer
 	target      string
 	noEndpoints atomic.Bool
 	picks       atomic.Pointer[pickCounter] // nil without Metrics
 }
 
-func (b *roundRobin) UpdateClientConnState(s balancer.ClientConnState) error {
+func (b *roundRobin) UpdateClientConnState(s grpcbalancer.ClientConnState) error {
 	b.noEndpoints.Store(len(s.ResolverState.Endpoints) == 0 && len(s.ResolverState.Addresses) == 0)
 	if m := metricsFor(s.BalancerConfig); m != nil && b.picks.Load() == nil {
 		b.picks.Store(&pickCounter{metrics: m, target: b.target})
@@ -58,11 +60,11 @@ func (b *roundRobin) UpdateClientConnState(s balancer.ClientConnState) error {
 // stateInterceptor sits between round_robin and the channel to replace the
 // picker that fails calls when there is nothing to pick from.
 type stateInterceptor struct {
-	balancer.ClientConn
+	grpcbalancer.ClientConn
 	parent *roundRobin
 }
 
-func (c *stateInterceptor) UpdateState(s balancer.State) {
+func (c *stateInterceptor) UpdateState(s grpcbalancer.State) {
 	if s.ConnectivityState == connectivity.TransientFailure && c.parent.noEndpoints.Load() {
 		s.Picker = base.NewErrPicker(fmt.Errorf("%s resolves to no endpoints: no node of the service is registered", c.parent.target))
 	} else if picks := c.parent.picks.Load(); picks != nil {
@@ -71,12 +73,12 @@ func (c *stateInterceptor) UpdateState(s balancer.State) {
 	c.ClientConn.UpdateState(s)
 }
 
-func (c *stateInterceptor) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
+func (c *stateInterceptor) NewSubConn(addrs []resolver.Address, opts grpcbalancer.NewSubConnOptions) (grpcbalancer.SubConn, error) {
 	picks := c.parent.picks.Load()
 	if picks == nil {
 		return c.ClientConn.NewSubConn(addrs, opts)
 	}
-	return picks.track(addrs, opts, func(opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
+	return picks.track(addrs, opts, func(opts grpcbalancer.NewSubConnOptions) (grpcbalancer.SubConn, error) {
 		return c.ClientConn.NewSubConn(addrs, opts)
 	})
 }

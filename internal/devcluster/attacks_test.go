@@ -34,13 +34,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/hostile"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // attackQuota is the etcd quota of the attack suite: small, so that an
@@ -394,7 +394,7 @@ func TestAttackHugeMetadataIsRefused(t *testing.T) {
 			break // the node closed the connection
 		}
 	}
-	waitFor(t, 30*time.Second, "the node to refuse every stream, or close the connection", func() bool {
+	poll.Until(t, 30*time.Second, "the node to refuse every stream, or close the connection", func() bool {
 		select {
 		case <-read:
 			return true
@@ -458,9 +458,9 @@ func TestAttackUnreadListFeaturesHoldLittle(t *testing.T) {
 		return sumOf(f, "grpc_server_started_total", "grpc_method", "ListFeatures") - sumOf(f, "grpc_server_handled_total", "grpc_method", "ListFeatures")
 	}
 	limit := float64(node.DefaultConfig().MaxConcurrentStreams)
-	waitFor(t, 30*time.Second, "the node to run as many unread streams as one connection may open", func() bool { return started() >= limit-1 })
+	poll.Until(t, 30*time.Second, "the node to run as many unread streams as one connection may open", func() bool { return started() >= limit-1 })
 	// The well-behaved load's own ListFeatures come over another connection.
-	waitFor(t, 10*time.Second, "200 more calls under the attack", func() bool { return g.calls.Count("", g.started, time.Time{}) >= 200 })
+	poll.Until(t, 10*time.Second, "200 more calls under the attack", func() bool { return g.calls.Count("", g.started, time.Time{}) >= 200 })
 	open := started()
 	g.heap.stop()
 	cancel()

@@ -4,12 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"strings"
 	"time"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
-	"github.com/routeguide-cluster/routeguide/internal/listenaddr"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -111,9 +110,9 @@ func (c Config) Validate() error {
 			first = fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...))
 		}
 	}
-	check(listenaddr.Valid(c.Listen), "listen", "%q is not a host:port address", c.Listen)
-	check(c.Advertise == "" || validAdvertise(c.Advertise), "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
-	check(c.MetricsListen == "" || listenaddr.Valid(c.MetricsListen), "metrics-listen", "%q is not a host:port address", c.MetricsListen)
+	check(discovery.CheckAddr(c.Listen, discovery.ListenAddr) == nil, "listen", "%q is not a host:port address", c.Listen)
+	check(c.Advertise == "" || discovery.CheckAddr(c.Advertise, discovery.DialAddr) == nil, "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
+	check(c.MetricsListen == "" || discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) == nil, "metrics-listen", "%q is not a host:port address", c.MetricsListen)
 	check(c.Service != "" && !strings.Contains(c.Service, "/"), "service", "%q must be non-empty and without '/'", c.Service)
 	check(!strings.Contains(c.NodeID, "/"), "node-id", "%q must not contain '/'", c.NodeID)
 	check(c.LeaseTTL >= time.Second, "lease-ttl", "%v is shorter than etcd's minimum of 1s", c.LeaseTTL)
@@ -135,21 +134,10 @@ func (c Config) Validate() error {
 	check(c.Limits.NoteWriteWait > 0, "note-write-wait", "%v must be positive", c.Limits.NoteWriteWait)
 	check(c.MaxConcurrentStreams >= 1 && c.MaxConcurrentStreams <= math.MaxInt32, "max-concurrent-streams", "%d is not between 1 and %d", c.MaxConcurrentStreams, math.MaxInt32)
 	if first == nil {
-		first = c.TLS.Validate(tlsFlags)
+		first = c.TLS.Validate(tlsfiles.GRPCFlags)
 	}
 	if first == nil {
 		first = c.EtcdAuth.ValidateFor(c.Etcd)
 	}
 	return first
-}
-
-// tlsFlags is the prefix of the gRPC TLS flags: --tls-cert, --tls-key and
-// --tls-client-ca.
-const tlsFlags = "tls"
-
-// validAdvertise accepts an address other machines can dial: a host and a
-// non-zero port.
-func validAdvertise(addr string) bool {
-	host, port, err := net.SplitHostPort(addr)
-	return err == nil && host != "" && listenaddr.Valid(addr) && port != "0"
 }

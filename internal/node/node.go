@@ -24,6 +24,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -60,7 +61,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	serverTLS, err := cfg.TLS.Config(tlsFlags)
+	serverTLS, err := cfg.TLS.Config(tlsfiles.GRPCFlags)
 	if err != nil {
 		return nil, err
 	}

@@ -12,40 +12,17 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/hostile"
 )
-
-// rawCodec sends bytes as they are, so a test can send what no generated
-// client would.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) ([]byte, error) { return *v.(*[]byte), nil }
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	*v.(*[]byte) = append([]byte(nil), data...)
-	return nil
-}
-func (rawCodec) Name() string { return "proto" }
-
-// noteNotUTF8 is a RouteNote at (1, 1) whose message holds bytes that are
-// not UTF-8, as protowire writes it: the Go protobuf library refuses to.
-func noteNotUTF8() []byte {
-	location := protowire.AppendTag(nil, 1, protowire.VarintType)
-	location = protowire.AppendVarint(location, 1)
-	location = protowire.AppendTag(location, 2, protowire.VarintType)
-	location = protowire.AppendVarint(location, 1)
-	note := protowire.AppendTag(nil, 1, protowire.BytesType)
-	note = protowire.AppendBytes(note, location)
-	note = protowire.AppendTag(note, noteMessageField, protowire.BytesType)
-	return protowire.AppendBytes(note, []byte{'h', 0xff, 0xfe, 'i'})
-}
 
 func TestANoteThatIsNotUTF8IsTheCallersError(t *testing.T) {
 	tn := startMetricsNode(t, nil)
 	stream, err := tn.conn.NewStream(callContext(t), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
-		pb.RouteGuide_RouteChat_FullMethodName, grpc.ForceCodec(rawCodec{}))
+		pb.RouteGuide_RouteChat_FullMethodName, grpc.ForceCodec(hostile.RawCodec{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent := noteNotUTF8()
+	sent := hostile.NoteNotUTF8()
 	if err := stream.SendMsg(&sent); err != nil {
 		t.Fatal(err)
 	}
@@ -71,13 +48,13 @@ func TestNoteCodecLetsOnlyANoteMessageThatIsNotUTF8Through(t *testing.T) {
 	decode := func(data []byte, v any) error { return codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v) }
 
 	var note pb.RouteNote
-	if err := decode(noteNotUTF8(), &note); err != nil {
+	if err := decode(hostile.NoteNotUTF8(), &note); err != nil {
 		t.Fatalf("a note that is not UTF-8: %v, want it decoded", err)
 	}
 	if note.Message != "h\xff\xfei" || note.GetLocation().GetLatitude() != 1 || note.GetLocation().GetLongitude() != 1 {
 		t.Errorf("decoded %v, want (1, 1) with the message's bytes as they came", &note)
 	}
-	cut := noteNotUTF8()
+	cut := hostile.NoteNotUTF8()
 	if err := decode(cut[:len(cut)-1], &note); err == nil {
 		t.Error("a note cut short decoded, want an error")
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
