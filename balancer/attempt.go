@@ -14,37 +14,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Attempt timeouts: why the retry policy is not enough.
-//
-// The retryPolicy in ServiceConfig retries GetFeature and ListFeatures on
-// UNAVAILABLE, which is what a call gets from a node that went away with its
-// connections closed (a drain, a crash: the kernel resets them). A node cut
-// off without a reset (a frozen host, a pulled cable, a partition) answers
-// nothing at all: a call picked for it waits until the caller's deadline and
-// fails DEADLINE_EXCEEDED, and gRPC never retries that code, since the
-// deadline is the caller's and has passed (gRFC A6; its per-attempt timeout
-// was left out of the spec). Keepalive gives the connection up, but only
-// ClientKeepalive.Time+Timeout after the last byte it read (13s; gRPC does
-// not let a client ping more often than every 10s), and until then round
-// robin goes on picking it for a call in three.
-//
-// So each idempotent call gets a timeout per attempt (attemptTimeout,
-// DefaultAttemptTimeout unless WithAttemptTimeout says otherwise). An
-// attempt that has no answer in time is cancelled and the call is made again
-// on a fresh pick, while the caller's own deadline has room; an attempt
-// picked for a node on which an attempt of the same call already timed out
-// is cancelled as soon as it is sent, so one silent node costs a call one
-// attempt timeout, not a string of them (TestAttemptTimeoutAvoidsTheNodesThatHung).
-// Each timed-out attempt doubles the next one's timeout, and after
-// maxTimedAttempts the call waits as long as its deadline allows: a cluster
-// that is merely slow still answers, later, instead of seeing its calls cut
-// again and again (TestAttemptTimeoutNeverFailsACallThatOnlyNeedsTime).
-//
-// A unary call's attempt is a deadline, which the node sees too. A server
-// stream is timed until its first message only, then it is the caller's: a
-// stream that has delivered a feature is never made again, so a client never
-// sees a feature twice. RecordRoute and RouteChat change state and are never
-// made twice: they pass through untouched.
+// Attempt timeouts: gRPC's retry policy never retries DEADLINE_EXCEEDED, so
+// a call picked for a node that went silent without a reset would wait out
+// its deadline. Each attempt of an idempotent call gets a timeout and is made
+// again elsewhere; docs/DESIGN.md ("Attempt timeouts") tells the whole story.
 
 // DefaultAttemptTimeout is how long an attempt of an idempotent call waits
 // for its answer, or a ListFeatures stream for its first feature, before the
@@ -74,8 +47,8 @@ var idempotentMethods = map[string]bool{
 
 // WithAttemptTimeout sets the timeout of each attempt of an idempotent call;
 // zero or less turns attempt timeouts off, leaving only the retry policy.
-func WithAttemptTimeout(d time.Duration) DialOption {
-	return func(o *dialOptions) { o.attemptTimeout = d }
+func WithAttemptTimeout(d time.Duration) Option {
+	return func(o *options) { o.attemptTimeout = d }
 }
 
 var (

@@ -26,7 +26,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/faultproxy"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // testAttemptTimeout keeps the tests short; what they show does not depend
@@ -202,7 +203,7 @@ func dialGuide(t *testing.T, timeout time.Duration, log *attemptLog, nodes ...*g
 	// Wait until every node is connected and healthy, so that round robin
 	// picks each in turn from the first call on.
 	seen := map[string]bool{}
-	waitFor(t, func() bool {
+	poll.Until(t, 10*time.Second, "every node connected and healthy", func() bool {
 		var p peer.Peer
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -90,7 +90,7 @@ func TestCallsSpreadEvenlyOverEveryBackend(t *testing.T) {
 	backends := startBackends(t, 3)
 	conn, _ := dial(t, backends)
 	// Wait until every backend is connected, so the split is the policy's.
-	waitFor(t, func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
+	poll.Until(t, 10*time.Second, "calls on all 3 backends", func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
 
 	const calls = 3000
 	counts := callsPerBackend(t, conn, calls)
@@ -105,11 +105,11 @@ func TestCallsSpreadEvenlyOverEveryBackend(t *testing.T) {
 func TestBackendThatIsNotServingDropsOut(t *testing.T) {
 	backends := startBackends(t, 3)
 	conn, _ := dial(t, backends)
-	waitFor(t, func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
+	poll.Until(t, 10*time.Second, "calls on all 3 backends", func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
 
 	backends[0].health.SetServingStatus(HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
 	// The health watch tells the client at once; after that, no call goes there.
-	waitFor(t, func() bool { return callsPerBackend(t, conn, 30)[backends[0].addr] == 0 })
+	poll.Until(t, 10*time.Second, "no call on the backend that is not serving", func() bool { return callsPerBackend(t, conn, 30)[backends[0].addr] == 0 })
 	if got := callsPerBackend(t, conn, 300)[backends[0].addr]; got != 0 {
 		t.Errorf("%d calls went to a backend that is not serving", got)
 	}
@@ -118,11 +118,11 @@ func TestBackendThatIsNotServingDropsOut(t *testing.T) {
 func TestNoEndpointsFailFastNamingTheTarget(t *testing.T) {
 	backends := startBackends(t, 1)
 	conn, r := dial(t, backends)
-	waitFor(t, func() bool { return len(callsPerBackend(t, conn, 1)) == 1 })
+	poll.Until(t, 10*time.Second, "a call on the backend", func() bool { return len(callsPerBackend(t, conn, 1)) == 1 })
 
 	r.UpdateState(resolver.State{})
 	client := healthpb.NewHealthClient(conn)
-	waitFor(t, func() bool {
+	poll.Until(t, 10*time.Second, "calls failing UNAVAILABLE", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		start := time.Now()
@@ -149,9 +149,4 @@ func TestServiceConfigParses(t *testing.T) {
 	if !strings.Contains(ServiceConfig, fmt.Sprintf("%q", Name)) {
 		t.Errorf("service config does not choose the %s policy", Name)
 	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	poll.Until(t, 10*time.Second, "the condition", cond)
 }

@@ -81,17 +81,17 @@ var (
 // replaces it to name the caller's Metrics.
 const policyConfigPlaceholder = "{}"
 
-// DialOption changes what DialOptions returns.
-type DialOption func(*dialOptions)
+// Option changes what DialOptions returns; it is not a grpc.DialOption.
+type Option func(*options)
 
-type dialOptions struct {
+type options struct {
 	metrics        *Metrics
 	attemptTimeout time.Duration
 }
 
 // WithMetrics makes the policy report its picks and ready endpoints to m.
-func WithMetrics(m *Metrics) DialOption {
-	return func(o *dialOptions) { o.metrics = m }
+func WithMetrics(m *Metrics) Option {
+	return func(o *options) { o.metrics = m }
 }
 
 // DialOptions are the options every RouteGuide client dials with, besides its
@@ -100,8 +100,8 @@ func WithMetrics(m *Metrics) DialOption {
 // silent costs a call one attempt timeout rather than its whole deadline
 // (see attempt.go: the retry policy never retries a deadline, and keepalive
 // takes 13s to give a silent connection up).
-func DialOptions(opts ...DialOption) []grpc.DialOption {
-	o := dialOptions{attemptTimeout: DefaultAttemptTimeout}
+func DialOptions(opts ...Option) []grpc.DialOption {
+	o := options{attemptTimeout: DefaultAttemptTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -112,14 +112,21 @@ func DialOptions(opts ...DialOption) []grpc.DialOption {
 	return append([]grpc.DialOption{
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithKeepaliveParams(ClientKeepalive),
+		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
 	}, attemptOptions(o.attemptTimeout)...)
 }
 
-// ServerOptions are the keepalive options a node must serve with to match
-// the clients' DialOptions.
+// MaxHeaderListBytes bounds the metadata of one call, in each direction:
+// RouteGuide sends a few hundred bytes, and room for a token or trace
+// context is plenty. Without it gRPC takes 16 MB, held for the call's life.
+const MaxHeaderListBytes = 16 << 10
+
+// ServerOptions are the options a node must serve with to match the
+// clients' DialOptions: keepalive, and the bound on metadata.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(ServerEnforcement),
 		grpc.KeepaliveParams(ServerKeepalive),
+		grpc.MaxHeaderListSize(MaxHeaderListBytes),
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/balancer"
+	grpcbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
@@ -116,19 +116,19 @@ func metricsFor(cfg serviceconfig.LoadBalancingConfig) *Metrics {
 type pickCounter struct {
 	metrics *Metrics
 	target  string
-	bySC    sync.Map // balancer.SubConn -> prometheus.Counter
+	bySC    sync.Map // grpcbalancer.SubConn -> prometheus.Counter
 }
 
 // track wraps opts so that the counter of the subchannel for addrs is known
 // from its creation to its shutdown.
-func (p *pickCounter) track(addrs []resolver.Address, opts balancer.NewSubConnOptions, create func(balancer.NewSubConnOptions) (balancer.SubConn, error)) (balancer.SubConn, error) {
+func (p *pickCounter) track(addrs []resolver.Address, opts grpcbalancer.NewSubConnOptions, create func(grpcbalancer.NewSubConnOptions) (grpcbalancer.SubConn, error)) (grpcbalancer.SubConn, error) {
 	if len(addrs) == 0 {
 		return create(opts)
 	}
-	var created atomic.Pointer[balancer.SubConn]
+	var created atomic.Pointer[grpcbalancer.SubConn]
 	addr := addrs[0].Addr
 	listener := opts.StateListener
-	opts.StateListener = func(s balancer.SubConnState) {
+	opts.StateListener = func(s grpcbalancer.SubConnState) {
 		if s.ConnectivityState == connectivity.Shutdown {
 			if sc := created.Load(); sc != nil {
 				p.bySC.Delete(*sc)
@@ -150,17 +150,17 @@ func (p *pickCounter) track(addrs []resolver.Address, opts balancer.NewSubConnOp
 
 // wrap returns a picker that counts what picker picks, and records how many
 // endpoints are ready.
-func (p *pickCounter) wrap(picker balancer.Picker) balancer.Picker {
+func (p *pickCounter) wrap(picker grpcbalancer.Picker) grpcbalancer.Picker {
 	p.metrics.ready.WithLabelValues(p.target).Set(float64(readyEndpoints(picker)))
 	return countingPicker{Picker: picker, counter: p}
 }
 
 type countingPicker struct {
-	balancer.Picker
+	grpcbalancer.Picker
 	counter *pickCounter
 }
 
-func (cp countingPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+func (cp countingPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
 	res, err := cp.Picker.Pick(info)
 	if err == nil {
 		if c, ok := cp.counter.bySC.Load(res.SubConn); ok {

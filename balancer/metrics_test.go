@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -9,6 +10,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // gather returns the value of every series of metric name, by the value of
@@ -62,7 +65,7 @@ func dialWithMetrics(t *testing.T, metrics *Metrics, backends []*backend) (*manu
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	waitFor(t, func() bool { return len(callsPerBackend(t, conn, 10*len(backends))) == len(backends) })
+	poll.Until(t, 10*time.Second, "calls on every backend", func() bool { return len(callsPerBackend(t, conn, 10*len(backends))) == len(backends) })
 	return r, conn
 }
 
@@ -91,7 +94,7 @@ func TestMetricsCountPicksPerEndpointAndReadyEndpoints(t *testing.T) {
 	}
 
 	backends[0].health.SetServingStatus(HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
-	waitFor(t, func() bool {
+	poll.Until(t, 10*time.Second, "2 ready endpoints", func() bool {
 		return gather(t, reg, "routeguide_balancer_ready_endpoints", "target")["test:///routeguide"] == 2
 	})
 }
@@ -102,7 +105,7 @@ func TestAnEndpointThatLeavesTakesItsPickSeriesAlong(t *testing.T) {
 	r, _ := dialWithMetrics(t, metrics, backends)
 
 	r.UpdateState(stateOf(backends[1:]))
-	waitFor(t, func() bool {
+	poll.Until(t, 10*time.Second, "the pick series of the endpoint that left to go", func() bool {
 		_, left := gather(t, reg, "routeguide_balancer_picks_total", "addr")[backends[0].addr]
 		return !left
 	})
@@ -119,7 +122,7 @@ func TestAPickSeriesSharedByTwoConnectionsStaysWhileOneStillUsesIt(t *testing.T)
 
 	// One connection loses backends[0]; the other still picks it.
 	leaving.UpdateState(stateOf(backends[1:]))
-	waitFor(t, func() bool {
+	poll.Until(t, 10*time.Second, "no pick of the endpoint that left", func() bool {
 		_, picked := callsPerBackend(t, leavingConn, 20)[backends[0].addr]
 		return !picked
 	})

@@ -6,24 +6,20 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"google.golang.org/grpc/balancer"
+	grpcbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 )
 
-// sharding is gRPC's round_robin (endpointsharding over one pick_first child
-// per endpoint) with the children's states kept by count. endpointsharding
-// rebuilds the state of every child, and a picker, on each update of any
-// child, so N endpoints that refuse connections cost O(N²), and the update
-// that says a live node is ready waits behind them (docs/BENCHMARKS.md).
-// Here an update costs O(1), and the picker is rebuilt, over the ready
-// children only, when the set of ready children changes. The aggregate
-// state and the picks are round_robin's.
+// sharding is gRPC's round_robin (endpointsharding over pick_first
+// children) with the children's states kept as counts, so that an update of
+// one child costs O(1), not O(N): see docs/DESIGN.md, "Round robin over
+// endpoints that refuse".
 type sharding struct {
-	cc         balancer.ClientConn
-	opts       balancer.BuildOptions
-	childBuild func(balancer.ClientConn, balancer.BuildOptions) balancer.Balancer
+	cc         grpcbalancer.ClientConn
+	opts       grpcbalancer.BuildOptions
+	childBuild func(grpcbalancer.ClientConn, grpcbalancer.BuildOptions) grpcbalancer.Balancer
 
 	// children is written by the top-down calls only, which gRPC
 	// serializes; children's updates never read it.
@@ -36,11 +32,11 @@ type sharding struct {
 	count    map[connectivity.State]int
 	ready    map[*child]struct{}
 	newReady bool // ready changed since the last picker
-	failed   balancer.Picker
+	failed   grpcbalancer.Picker
 	sent     connectivity.State
 }
 
-func newSharding(cc balancer.ClientConn, opts balancer.BuildOptions, childBuild func(balancer.ClientConn, balancer.BuildOptions) balancer.Balancer) *sharding {
+func newSharding(cc grpcbalancer.ClientConn, opts grpcbalancer.BuildOptions, childBuild func(grpcbalancer.ClientConn, grpcbalancer.BuildOptions) grpcbalancer.Balancer) *sharding {
 	return &sharding{
 		cc:         cc,
 		opts:       opts,
@@ -52,7 +48,7 @@ func newSharding(cc balancer.ClientConn, opts balancer.BuildOptions, childBuild 
 	}
 }
 
-func (s *sharding) UpdateClientConnState(state balancer.ClientConnState) error {
+func (s *sharding) UpdateClientConnState(state grpcbalancer.ClientConnState) error {
 	s.setInhibit(true)
 	var err error
 	children := resolver.NewEndpointMap[*child]()
@@ -65,7 +61,7 @@ func (s *sharding) UpdateClientConnState(state balancer.ClientConnState) error {
 			c = s.newChild()
 		}
 		children.Set(ep, c)
-		childErr := c.updateClientConnState(balancer.ClientConnState{
+		childErr := c.updateClientConnState(grpcbalancer.ClientConnState{
 			BalancerConfig: state.BalancerConfig,
 			ResolverState:  resolver.State{Endpoints: []resolver.Endpoint{ep}, Attributes: state.ResolverState.Attributes},
 		})
@@ -81,7 +77,7 @@ func (s *sharding) UpdateClientConnState(state balancer.ClientConnState) error {
 	}
 	s.children = children
 	if children.Len() == 0 {
-		err = balancer.ErrBadResolverState
+		err = grpcbalancer.ErrBadResolverState
 	}
 	s.setInhibit(false)
 	return err
@@ -90,7 +86,7 @@ func (s *sharding) UpdateClientConnState(state balancer.ClientConnState) error {
 func (s *sharding) ResolverError(err error) {
 	s.setInhibit(true)
 	for _, c := range s.children.All() {
-		c.do(func(lb balancer.Balancer) { lb.ResolverError(err) })
+		c.do(func(lb grpcbalancer.Balancer) { lb.ResolverError(err) })
 	}
 	s.setInhibit(false)
 }
@@ -98,7 +94,7 @@ func (s *sharding) ResolverError(err error) {
 func (s *sharding) ExitIdle() {
 	s.setInhibit(true)
 	for _, c := range s.children.All() {
-		c.do(balancer.Balancer.ExitIdle)
+		c.do(grpcbalancer.Balancer.ExitIdle)
 	}
 	s.setInhibit(false)
 }
@@ -110,7 +106,7 @@ func (s *sharding) Close() {
 	}
 }
 
-func (s *sharding) UpdateSubConnState(balancer.SubConn, balancer.SubConnState) {} // deprecated; children have listeners
+func (s *sharding) UpdateSubConnState(grpcbalancer.SubConn, grpcbalancer.SubConnState) {} // deprecated; children have listeners
 
 // setInhibit holds back the state while a top-down call updates children,
 // and sends it once when the call is done.
@@ -124,7 +120,7 @@ func (s *sharding) setInhibit(on bool) {
 }
 
 func (s *sharding) newChild() *child {
-	c := &child{ClientConn: s.cc, parent: s, state: balancer.State{ConnectivityState: connectivity.Connecting, Picker: base.NewErrPicker(balancer.ErrNoSubConnAvailable)}}
+	c := &child{ClientConn: s.cc, parent: s, state: grpcbalancer.State{ConnectivityState: connectivity.Connecting, Picker: base.NewErrPicker(grpcbalancer.ErrNoSubConnAvailable)}}
 	s.mu.Lock()
 	s.count[connectivity.Connecting]++
 	s.mu.Unlock()
@@ -149,7 +145,7 @@ func (s *sharding) forget(c *child) {
 // may have changed: a ready child came or went, the aggregate state changed,
 // or, in TRANSIENT_FAILURE, a child failed again (its error is the one calls
 // see).
-func (s *sharding) childUpdated(c *child, state balancer.State) {
+func (s *sharding) childUpdated(c *child, state grpcbalancer.State) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c.removed {
@@ -180,14 +176,14 @@ func (s *sharding) childUpdated(c *child, state balancer.State) {
 // changed the error calls see.
 func (s *sharding) sendLocked(force, failedAgain bool) {
 	var state connectivity.State
-	var picker balancer.Picker
+	var picker grpcbalancer.Picker
 	switch {
 	case len(s.ready) > 0:
 		state = connectivity.Ready
 		if !force && !s.newReady && s.sent == state {
 			return
 		}
-		pickers := make([]balancer.Picker, 0, len(s.ready))
+		pickers := make([]grpcbalancer.Picker, 0, len(s.ready))
 		for c := range s.ready {
 			pickers = append(pickers, c.state.Picker)
 		}
@@ -204,7 +200,7 @@ func (s *sharding) sendLocked(force, failedAgain bool) {
 		if !force && s.sent == state {
 			return
 		}
-		picker = base.NewErrPicker(balancer.ErrNoSubConnAvailable)
+		picker = base.NewErrPicker(grpcbalancer.ErrNoSubConnAvailable)
 	case s.failed != nil && s.count[connectivity.TransientFailure] > 0:
 		state, picker = connectivity.TransientFailure, s.failed
 		if !force && !failedAgain && s.sent == state {
@@ -214,55 +210,55 @@ func (s *sharding) sendLocked(force, failedAgain bool) {
 		state, picker = connectivity.TransientFailure, base.NewErrPicker(errors.New("no children to pick from"))
 	}
 	s.sent = state
-	s.cc.UpdateState(balancer.State{ConnectivityState: state, Picker: picker})
+	s.cc.UpdateState(grpcbalancer.State{ConnectivityState: state, Picker: picker})
 }
 
 // readyPicker picks the ready children in turn.
 type readyPicker struct {
-	pickers []balancer.Picker
+	pickers []grpcbalancer.Picker
 	next    atomic.Uint32
 }
 
-func (p *readyPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+func (p *readyPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
 	return p.pickers[p.next.Add(1)%uint32(len(p.pickers))].Pick(info)
 }
 
 // readyEndpoints is how many endpoints a picker of sharding picks from.
-func readyEndpoints(p balancer.Picker) int {
+func readyEndpoints(p grpcbalancer.Picker) int {
 	if rp, ok := p.(*readyPicker); ok {
 		return len(rp.pickers)
 	}
 	return 0
 }
 
-// child is one endpoint's pick_first, and the balancer.ClientConn it
+// child is one endpoint's pick_first, and the grpcbalancer.ClientConn it
 // reports to.
 type child struct {
-	balancer.ClientConn // the parent's; UpdateState is the child's own
-	parent              *sharding
+	grpcbalancer.ClientConn // the parent's; UpdateState is the child's own
+	parent                  *sharding
 	// state and removed are guarded by parent.mu.
-	state   balancer.State
+	state   grpcbalancer.State
 	removed bool
 
 	mu     sync.Mutex // serializes calls into lb
-	lb     balancer.Balancer
+	lb     grpcbalancer.Balancer
 	closed bool
 }
 
-func (c *child) UpdateState(state balancer.State) {
+func (c *child) UpdateState(state grpcbalancer.State) {
 	c.parent.childUpdated(c, state)
 	if state.ConnectivityState == connectivity.Idle {
-		go c.do(balancer.Balancer.ExitIdle) // as round_robin: reconnect at once
+		go c.do(grpcbalancer.Balancer.ExitIdle) // as round_robin: reconnect at once
 	}
 }
 
-func (c *child) updateClientConnState(state balancer.ClientConnState) (err error) {
-	c.do(func(lb balancer.Balancer) { err = lb.UpdateClientConnState(state) })
+func (c *child) updateClientConnState(state grpcbalancer.ClientConnState) (err error) {
+	c.do(func(lb grpcbalancer.Balancer) { err = lb.UpdateClientConnState(state) })
 	return err
 }
 
 // do calls f on the child's balancer, unless it is closed.
-func (c *child) do(f func(balancer.Balancer)) {
+func (c *child) do(f func(grpcbalancer.Balancer)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.closed {

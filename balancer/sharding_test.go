@@ -10,13 +10,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	gbalancer "google.golang.org/grpc/balancer"
+	grpcbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
+
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // refused returns n endpoints at loopback addresses 127.1.x.y on a port
@@ -42,19 +44,19 @@ const countingName = "test_counting_" + Name
 
 var channelUpdates atomic.Int64
 
-func init() { gbalancer.Register(countingBuilder{}) }
+func init() { grpcbalancer.Register(countingBuilder{}) }
 
 type countingBuilder struct{ builder }
 
 func (countingBuilder) Name() string { return countingName }
 
-func (b countingBuilder) Build(cc gbalancer.ClientConn, opts gbalancer.BuildOptions) gbalancer.Balancer {
+func (b countingBuilder) Build(cc grpcbalancer.ClientConn, opts grpcbalancer.BuildOptions) grpcbalancer.Balancer {
 	return b.builder.Build(countingConn{cc}, opts)
 }
 
-type countingConn struct{ gbalancer.ClientConn }
+type countingConn struct{ grpcbalancer.ClientConn }
 
-func (c countingConn) UpdateState(s gbalancer.State) {
+func (c countingConn) UpdateState(s grpcbalancer.State) {
 	channelUpdates.Add(1)
 	c.ClientConn.UpdateState(s)
 }
@@ -105,7 +107,7 @@ func TestEndpointsThatAllRefuseFailCallsFast(t *testing.T) {
 	eps := refused(t, 50)
 	conn, r := dialEndpoints(t, Name, eps)
 	client := healthpb.NewHealthClient(conn)
-	waitFor(t, func() bool {
+	poll.Until(t, 10*time.Second, "calls failing UNAVAILABLE, connection refused", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
@@ -117,5 +119,5 @@ func TestEndpointsThatAllRefuseFailCallsFast(t *testing.T) {
 
 	live := startBackends(t, 1)[0]
 	r.UpdateState(resolver.State{Endpoints: append(eps, resolver.Endpoint{Addresses: []resolver.Address{{Addr: live.addr}}})})
-	waitFor(t, func() bool { return callsPerBackend(t, conn, 1)[live.addr] == 1 })
+	poll.Until(t, 10*time.Second, "a call on the live backend", func() bool { return callsPerBackend(t, conn, 1)[live.addr] == 1 })
 }

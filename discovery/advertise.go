@@ -15,15 +15,11 @@ import (
 // as 0.0.0.0 or ::, which no other host can dial.
 func AdvertiseAddr(advertise, listen string, port int, interfaceAddrs func() ([]net.Addr, error)) (string, error) {
 	if advertise != "" {
-		host, p, err := net.SplitHostPort(advertise)
-		if err != nil {
-			return "", fmt.Errorf("advertise address %q: %w", advertise, err)
+		if err := CheckAddr(advertise, DialAddr); err != nil {
+			return "", fmt.Errorf("advertise %w", err)
 		}
-		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if host, _, _ := net.SplitHostPort(advertise); net.ParseIP(host).IsUnspecified() {
 			return "", fmt.Errorf("advertise address %q: other hosts cannot dial %q", advertise, host)
-		}
-		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
-			return "", fmt.Errorf("advertise address %q: port must be a number from 1 to 65535", advertise)
 		}
 		return advertise, nil
 	}

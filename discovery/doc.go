@@ -10,24 +10,11 @@
 // Whatever happens to the lease or the key, it registers again, with backoff
 // and full jitter, for as long as it runs.
 //
-// Resolution (Builder) does not wrap etcd's resolver, nor build on
-// endpoints.NewWatchChannel, because the gaps are in the watch loop that both
-// share. That loop lists with a serializable read, which a lagging member may
-// answer from stale data; watches without WithRequireLeader, so a member cut
-// off from its cluster keeps serving an outdated view; ends for good on the
-// first watch error (ErrCompacted after a disconnection, say), after which
-// the resolver's goroutine returns and ResolveNow does nothing, so the client
-// never learns of another node; ignores a malformed value written over a
-// valid one, so calls keep going to the old address; and sends nothing when
-// no node is registered, so calls wait for their deadline. Our follower lists
-// with a linearizable read and watches with WithRequireLeader, lists and
-// watches again after any failure while the ClientConn lives (keeping the
-// last known endpoints meanwhile), drops and counts malformed values and
-// entries without a lease (WithUnleasedEntries takes the latter), hands
-// gRPC an empty list when there is no node, and carries each node's metadata
-// as resolver attributes, which the upstream resolver no longer does.
-// TestResolverFollowsAgainAfterCutOffAndCompaction shows the upstream
-// resolver stuck in the same setup where ours follows.
+// Resolution (Builder) does not wrap etcd's resolver: the watch loop it
+// shares with endpoints.NewWatchChannel ends for good on its first error and
+// sends nothing when no node is registered, among other gaps. docs/DESIGN.md
+// lists them, and what our follower does instead. An entry without a lease
+// is not a node: the follower skips and counts it unless WithUnleasedEntries.
 //
 // View follows the registry the same way for readers that are not gRPC, such
 // as a node's /sd endpoint for Prometheus.

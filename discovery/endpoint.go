@@ -3,8 +3,6 @@ package discovery
 import (
 	"encoding/json"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -49,7 +47,7 @@ const opAdd = 0
 
 // EncodeEndpoint returns the registry value for a node at addr.
 func EncodeEndpoint(addr string, md Metadata) (string, error) {
-	if err := checkAddr(addr); err != nil {
+	if err := CheckAddr(addr, DialAddr); err != nil {
 		return "", err
 	}
 	raw, err := json.Marshal(md)
@@ -81,7 +79,7 @@ func DecodeEndpoint(key string, value []byte) (Endpoint, error) {
 	if v.Op != opAdd {
 		return Endpoint{}, fmt.Errorf("registry value under %q: operation %d is not Add (0)", key, v.Op)
 	}
-	if err := checkAddr(v.Addr); err != nil {
+	if err := CheckAddr(v.Addr, DialAddr); err != nil {
 		return Endpoint{}, fmt.Errorf("registry value under %q: %w", key, err)
 	}
 	ep := Endpoint{Key: key, Addr: v.Addr}
@@ -92,21 +90,6 @@ func DecodeEndpoint(key string, value []byte) (Endpoint, error) {
 		ep.Metadata.NodeID = key[strings.LastIndexByte(key, '/')+1:]
 	}
 	return ep, nil
-}
-
-// checkAddr accepts host:port with a non-empty host and a port in 1-65535.
-func checkAddr(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("address %q: %w", addr, err)
-	}
-	if host == "" {
-		return fmt.Errorf("address %q has no host", addr)
-	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return fmt.Errorf("address %q: port must be a number from 1 to 65535", addr)
-	}
-	return nil
 }
 
 // Prefix is the etcd key prefix under which the nodes of service register.

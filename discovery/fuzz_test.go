@@ -20,7 +20,7 @@ func FuzzDecodeEndpoint(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if checkAddr(ep.Addr) != nil {
+		if CheckAddr(ep.Addr, DialAddr) != nil {
 			t.Fatalf("accepted address %q", ep.Addr)
 		}
 		if ep.Key != key {

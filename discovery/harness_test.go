@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"net/url"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +13,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/goroutines"
 )
 
 // startEtcd starts a real single-member etcd on a free 127.0.0.1 port.
@@ -42,12 +41,6 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	poll.Until(t, within, what, cond)
 }
 
 // withLease grants a lease that outlives the test and returns the option that
@@ -102,12 +95,6 @@ func (r *stateRecorder) last() ([]string, bool) {
 	return addrs, true
 }
 
-func (r *stateRecorder) lastState() resolver.State {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.states[len(r.states)-1]
-}
-
 func (r *stateRecorder) updates() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -150,18 +137,9 @@ func parseTarget(t *testing.T, s string) resolver.Target {
 // etcd server and gRPC run goroutines of their own in the test process, so
 // a test of our goroutines counts ours by name.
 func goroutinesIn(fn string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
 	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, fn) {
+	for _, stack := range goroutines.Stacks() {
+		if strings.Contains(stack, fn) {
 			count++
 		}
 	}

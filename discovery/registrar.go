@@ -70,7 +70,7 @@ func (reg Registration) validate() error {
 	case reg.TTL < time.Second:
 		return fmt.Errorf("register: lease TTL %v is below etcd's minimum of 1s", reg.TTL)
 	}
-	if err := checkAddr(reg.Addr); err != nil {
+	if err := CheckAddr(reg.Addr, DialAddr); err != nil {
 		return fmt.Errorf("register: advertised %w", err)
 	}
 	return nil

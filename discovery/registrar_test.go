@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 func registration(cli *clientv3.Client, id, addr string) Registration {
@@ -118,7 +119,7 @@ func TestCrashedNodeLosesItsKeyWithinTheTTL(t *testing.T) {
 
 	crashed := time.Now()
 	nodeClient.Close()
-	eventually(t, reg.TTL+2*time.Second, "key outlived the lease TTL", not(keyExists(t, observer, reg.Key())))
+	poll.Until(t, reg.TTL+2*time.Second, "key outlived the lease TTL", not(keyExists(t, observer, reg.Key())))
 	t.Logf("key removed %v after the keepalives stopped (TTL %v)", time.Since(crashed).Round(10*time.Millisecond), reg.TTL)
 	r.Deregister(context.Background())
 }
@@ -135,8 +136,8 @@ func TestNodeRegistersAgainAfterItsKeyIsDeletedByHand(t *testing.T) {
 		if _, err := cli.Delete(ctx, reg.Key()); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, "key not written again", keyExists(t, cli, reg.Key()))
-		eventually(t, 5*time.Second, "registration not counted", func() bool { return events.get(&events.registered) == 1+i })
+		poll.Until(t, 5*time.Second, "key not written again", keyExists(t, cli, reg.Key()))
+		poll.Until(t, 5*time.Second, "registration not counted", func() bool { return events.get(&events.registered) == 1+i })
 	}
 	if !r.Live() {
 		t.Error("Live() is false after registering again")
@@ -159,20 +160,20 @@ func TestNodeRegistersAgainAfterEtcdRestarts(t *testing.T) {
 	reg.Events = events
 	r := startRegistrar(t, reg)
 	waitRegistered(t, r)
-	eventually(t, 5*time.Second, "no keepalive reported", func() bool { return events.get(&events.keptAlive) > 0 })
+	poll.Until(t, 5*time.Second, "no keepalive reported", func() bool { return events.get(&events.keptAlive) > 0 })
 
 	etcd.Close()
-	eventually(t, 3*reg.TTL+2*time.Second, "registrar did not notice the lost lease", not(r.Live))
+	poll.Until(t, 3*reg.TTL+2*time.Second, "registrar did not notice the lost lease", not(r.Live))
 	// The key may stop being live before the lease is known lost: when
 	// etcd goes, the watch fails first, and the keepalive ends only at the TTL.
-	eventually(t, 3*reg.TTL+2*time.Second, "lease loss not reported", func() bool { return events.get(&events.leaseLost) > 0 })
+	poll.Until(t, 3*reg.TTL+2*time.Second, "lease loss not reported", func() bool { return events.get(&events.leaseLost) > 0 })
 
 	etcd, err = localetcd.Start(localetcd.Config{Dir: dir, ClientAddr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(etcd.Close)
-	eventually(t, 30*time.Second, "node not registered again after etcd returned", func() bool { return r.Live() && keyExists(t, cli, reg.Key())() })
+	poll.Until(t, 30*time.Second, "node not registered again after etcd returned", func() bool { return r.Live() && keyExists(t, cli, reg.Key())() })
 	if got := events.get(&events.registered); got < 2 {
 		t.Errorf("registrations counted: %d, want at least 2", got)
 	}
@@ -288,7 +289,7 @@ func TestTwoLiveNodesWithOneIDAndAddressDoNotFight(t *testing.T) {
 
 	second := startRegistrar(t, registration(cli, "n1", "10.0.0.1:50051"))
 	waitRegistered(t, second)
-	eventually(t, 5*time.Second, "first registrar did not notice the key was taken", not(first.Live))
+	poll.Until(t, 5*time.Second, "first registrar did not notice the key was taken", not(first.Live))
 
 	before, err := cli.Get(ctx, reg.Key())
 	if err != nil {

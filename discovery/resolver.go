@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/resolver"
 )
 
@@ -75,15 +74,14 @@ type pushedEndpoint struct {
 	to   resolver.Endpoint
 }
 
-// pushState hands gRPC the endpoints, with each node's Metadata as an
-// attribute. An empty list is sent too: gRPC then fails calls at once
-// instead of letting them wait for nodes until their deadline.
+// pushState hands gRPC the endpoints' addresses. An empty list is sent too:
+// gRPC then fails calls at once instead of letting them wait for nodes until
+// their deadline.
 //
 // eps and before are both in key order. An endpoint unchanged since before
-// is handed on as it was, without building its addresses and attributes
-// again: with 10,000 nodes one change then costs one pass over the list
-// instead of 20,000 allocations. It returns what it handed on, for the next
-// call.
+// is handed on as it was, without building its addresses again: with 10,000
+// nodes one change then costs one pass over the list instead of 10,000
+// allocations. It returns what it handed on, for the next call.
 func pushState(cc resolver.ClientConn, logger *slog.Logger, eps []Endpoint, before []pushedEndpoint) []pushedEndpoint {
 	pushed := make([]pushedEndpoint, 0, len(eps))
 	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(eps))}
@@ -95,10 +93,7 @@ func pushState(cc resolver.ClientConn, logger *slog.Logger, eps []Endpoint, befo
 		if len(before) > 0 && before[0].from == ep {
 			to = before[0].to
 		} else {
-			to = resolver.Endpoint{
-				Addresses:  []resolver.Address{{Addr: ep.Addr}},
-				Attributes: attributes.New(metadataKey{}, ep.Metadata),
-			}
+			to = resolver.Endpoint{Addresses: []resolver.Address{{Addr: ep.Addr}}}
 		}
 		pushed = append(pushed, pushedEndpoint{from: ep, to: to})
 		state.Endpoints = append(state.Endpoints, to)
@@ -110,13 +105,4 @@ func pushState(cc resolver.ClientConn, logger *slog.Logger, eps []Endpoint, befo
 	// it asks again through ResolveNow, and the watch already follows.
 	_ = cc.UpdateState(state)
 	return pushed
-}
-
-type metadataKey struct{}
-
-// MetadataFrom returns the node Metadata that a resolver attached to an
-// endpoint's attributes.
-func MetadataFrom(attrs *attributes.Attributes) (Metadata, bool) {
-	md, ok := attrs.Value(metadataKey{}).(Metadata)
-	return md, ok
 }

@@ -12,8 +12,9 @@ import (
 	upstream "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc/resolver"
 
-	"github.com/routeguide-cluster/routeguide/internal/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 func buildResolver(t *testing.T, b resolver.Builder, target string) *stateRecorder {
@@ -39,14 +40,14 @@ func TestResolverTellsGRPCWhenNoNodeIsRegistered(t *testing.T) {
 	rec := buildResolver(t, NewBuilder(cli), "etcd:///routeguide")
 	// The upstream resolver sends nothing at all here, and calls wait for
 	// their deadline; an empty state lets gRPC fail them at once.
-	eventually(t, 5*time.Second, "no empty state handed to gRPC", addrsAre(rec))
+	poll.Until(t, 5*time.Second, "no empty state handed to gRPC", addrsAre(rec))
 }
 
-func TestResolverFollowsAddsAndDeletesWithMetadata(t *testing.T) {
+func TestResolverAndViewFollowAddsAndDeletesWithMetadata(t *testing.T) {
 	ctx := testContext(t)
 	cli := newClient(t, startEtcd(t).ClientURL())
 	rec := buildResolver(t, NewBuilder(cli), "etcd:///routeguide")
-	eventually(t, 5*time.Second, "no initial state", addrsAre(rec))
+	poll.Until(t, 5*time.Second, "no initial state", addrsAre(rec))
 
 	// Written by etcd's own endpoints package, as any tool would.
 	em, err := endpoints.NewManager(cli, "routeguide")
@@ -68,19 +69,24 @@ func TestResolverFollowsAddsAndDeletesWithMetadata(t *testing.T) {
 	if _, err := cli.Put(ctx, "routeguidex/n9", `{"Op":0,"Addr":"10.0.0.9:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "n1 and n2 not resolved", func() bool {
+	poll.Until(t, 5*time.Second, "n1 and n2 not resolved", func() bool {
 		got, _ := rec.last()
 		return slices.Contains(got, "10.0.0.1:50051") && slices.Contains(got, "10.0.0.2:50051") && !slices.Contains(got, "10.0.0.9:50051")
 	})
-	state := rec.lastState()
+	// The metadata reaches readers of the registry through a View (a node's
+	// /sd, say); gRPC gets the addresses only.
+	view := WatchService(cli, "routeguide")
+	defer view.Close()
 	byAddr := map[string]Metadata{}
-	for _, ep := range state.Endpoints {
-		got, ok := MetadataFrom(ep.Attributes)
-		if !ok {
-			t.Fatalf("endpoint %v carries no metadata attribute", ep.Addresses)
+	poll.Until(t, 5*time.Second, "n1 and n2 in the view", func() bool {
+		clear(byAddr)
+		for _, ep := range view.Endpoints() {
+			byAddr[ep.Addr] = ep.Metadata
 		}
-		byAddr[ep.Addresses[0].Addr] = got
-	}
+		_, n1 := byAddr["10.0.0.1:50051"]
+		_, n2 := byAddr["10.0.0.2:50051"]
+		return n1 && n2
+	})
 	if byAddr["10.0.0.1:50051"] != md {
 		t.Errorf("n1 metadata = %+v, want %+v", byAddr["10.0.0.1:50051"], md)
 	}
@@ -91,7 +97,7 @@ func TestResolverFollowsAddsAndDeletesWithMetadata(t *testing.T) {
 	if err := em.DeleteEndpoint(ctx, "routeguide/n1"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "n1 not removed", func() bool {
+	poll.Until(t, 5*time.Second, "n1 not removed", func() bool {
 		got, _ := rec.last()
 		return !slices.Contains(got, "10.0.0.1:50051") && slices.Contains(got, "10.0.0.2:50051")
 	})
@@ -109,7 +115,7 @@ func TestResolverSkipsAndCountsMalformedValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := buildResolver(t, NewBuilder(cli, WithEvents(events)), "etcd:///routeguide")
-	eventually(t, 5*time.Second, "good endpoint not resolved", addrsAre(rec, "10.0.0.1:50051"))
+	poll.Until(t, 5*time.Second, "good endpoint not resolved", addrsAre(rec, "10.0.0.1:50051"))
 
 	bad := []string{
 		`{"Op":1,"Addr":"10.0.0.2:50051"}`, // a Delete stored as a value
@@ -130,7 +136,7 @@ func TestResolverSkipsAndCountsMalformedValues(t *testing.T) {
 	if _, err := cli.Put(ctx, "routeguide/good", `{"Addr":`, lease); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "overwritten node still resolved", addrsAre(rec))
+	poll.Until(t, 5*time.Second, "overwritten node still resolved", addrsAre(rec))
 	if got, want := events.get(&events.malformed), 1+len(bad)+1; got != want {
 		t.Errorf("malformed values counted: %d, want %d", got, want)
 	}
@@ -151,11 +157,11 @@ func TestResolverKeepsEndpointsWhileEtcdIsDownAndFollowsWhenItReturns(t *testing
 		t.Fatal(err)
 	}
 	rec := buildResolver(t, NewBuilder(cli, WithBackoff(Backoff{Base: time.Millisecond, Max: 50 * time.Millisecond})), "etcd:///routeguide")
-	eventually(t, 5*time.Second, "n1 not resolved", addrsAre(rec, "10.0.0.1:50051"))
+	poll.Until(t, 5*time.Second, "n1 not resolved", addrsAre(rec, "10.0.0.1:50051"))
 
 	etcd.Close()
 	// Wait until the client has seen the connection go, then bring etcd back.
-	eventually(t, 10*time.Second, "client did not notice etcd going away", func() bool {
+	poll.Until(t, 10*time.Second, "client did not notice etcd going away", func() bool {
 		c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		defer cancel()
 		_, err := cli.Get(c, "x")
@@ -169,7 +175,7 @@ func TestResolverKeepsEndpointsWhileEtcdIsDownAndFollowsWhenItReturns(t *testing
 	if _, err := cli.Put(ctx, "routeguide/n2", `{"Op":0,"Addr":"10.0.0.2:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "resolver did not follow the registry after etcd returned", addrsAre(rec, "10.0.0.1:50051", "10.0.0.2:50051"))
+	poll.Until(t, 20*time.Second, "resolver did not follow the registry after etcd returned", addrsAre(rec, "10.0.0.1:50051", "10.0.0.2:50051"))
 	// At no point may the outage have emptied gRPC's list of endpoints.
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -207,8 +213,8 @@ func TestResolverFollowsAgainAfterCutOffAndCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	theirs := buildResolver(t, upstreamBuilder, "etcd:///routeguide")
-	eventually(t, 5*time.Second, "ours did not resolve n1", addrsAre(ours, "10.0.0.1:50051"))
-	eventually(t, 5*time.Second, "upstream did not resolve n1", addrsAre(theirs, "10.0.0.1:50051"))
+	poll.Until(t, 5*time.Second, "ours did not resolve n1", addrsAre(ours, "10.0.0.1:50051"))
+	poll.Until(t, 5*time.Second, "upstream did not resolve n1", addrsAre(theirs, "10.0.0.1:50051"))
 
 	proxy.Cut()
 	if _, err := admin.Delete(ctx, "routeguide/n1"); err != nil {
@@ -223,13 +229,13 @@ func TestResolverFollowsAgainAfterCutOffAndCompaction(t *testing.T) {
 	}
 	proxy.Restore()
 
-	eventually(t, 20*time.Second, "ours did not follow the registry after the compaction", addrsAre(ours, "10.0.0.2:50051"))
+	poll.Until(t, 20*time.Second, "ours did not follow the registry after the compaction", addrsAre(ours, "10.0.0.2:50051"))
 	// Give the upstream resolver the same chance: a fresh write after the
 	// reconnection reaches any watch that is still alive.
 	if _, err := admin.Put(ctx, "routeguide/n3", `{"Op":0,"Addr":"10.0.0.3:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "ours did not see n3", addrsAre(ours, "10.0.0.2:50051", "10.0.0.3:50051"))
+	poll.Until(t, 10*time.Second, "ours did not see n3", addrsAre(ours, "10.0.0.2:50051", "10.0.0.3:50051"))
 	// By now the upstream watch has been resumed and has failed: its
 	// resolver still holds n1, which is gone, and will never see n2 or n3.
 	if got, _ := theirs.last(); !slices.Equal(got, []string{"10.0.0.1:50051"}) {
@@ -244,7 +250,7 @@ func TestResolverCloseStopsItsGoroutine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "no state", addrsAre(rec))
+	poll.Until(t, 5*time.Second, "no state", addrsAre(rec))
 	if n := goroutinesIn("discovery.(*follower).run"); n != 1 {
 		t.Fatalf("%d resolver goroutines running, want 1", n)
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // scaleEndpoints is the registry size of issue 7's scale figures.
@@ -314,11 +315,11 @@ func TestANodeCostsEtcdOneKeepalivePerThirdOfTheTTL(t *testing.T) {
 	state.waitCount(t, 1)
 	// The window opens at a keepalive and closes six keepalives later.
 	first := events.get(&events.keptAlive)
-	eventually(t, 10*time.Second, "a keepalive", func() bool { return events.get(&events.keptAlive) > first })
+	poll.Until(t, 10*time.Second, "a keepalive", func() bool { return events.get(&events.keptAlive) > first })
 	opened, keepalives, ranges := time.Now(), etcdRequests(t, "LeaseKeepAlive"), etcdRequests(t, "Range")
 	start := events.get(&events.keptAlive)
 	const window = 6
-	eventually(t, 30*time.Second, "six keepalives", func() bool { return events.get(&events.keptAlive) >= start+window })
+	poll.Until(t, 30*time.Second, "six keepalives", func() bool { return events.get(&events.keptAlive) >= start+window })
 	elapsed := time.Since(opened)
 	gotKeepalives := etcdRequests(t, "LeaseKeepAlive") - keepalives
 	gotRanges := etcdRequests(t, "Range") - ranges

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
+
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // keyWarnings is a slog handler that keeps the keys named by warnings.
@@ -63,7 +65,7 @@ func TestResolverSkipsAndCountsUnleasedEntries(t *testing.T) {
 	}
 	events, warnings := &counters{}, &keyWarnings{}
 	rec := buildResolver(t, NewBuilder(cli, WithEvents(events), WithLogger(slog.New(warnings))), "etcd:///routeguide")
-	eventually(t, 5*time.Second, "n1 alone resolved", addrsAre(rec, "10.0.0.1:50051"))
+	poll.Until(t, 5*time.Second, "n1 alone resolved", addrsAre(rec, "10.0.0.1:50051"))
 
 	for range 3 {
 		if _, err := cli.Put(ctx, "routeguide/by-hand-2", `{"Op":0,"Addr":"10.0.0.9:50051"}`); err != nil {
@@ -77,7 +79,7 @@ func TestResolverSkipsAndCountsUnleasedEntries(t *testing.T) {
 	if _, err := cli.Put(ctx, "routeguide/n1", `{"Op":0,"Addr":"10.0.0.1:50051"}`); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "n2 alone resolved", addrsAre(rec, "10.0.0.2:50051"))
+	poll.Until(t, 5*time.Second, "n2 alone resolved", addrsAre(rec, "10.0.0.2:50051"))
 
 	if got, want := events.get(&events.unleased), 1+3+1; got != want {
 		t.Errorf("unleased entries counted: %d, want %d", got, want)
@@ -117,8 +119,8 @@ func TestUnleasedEntriesAreTakenWhenTold(t *testing.T) {
 			view := WatchService(cli, "routeguide", opts...)
 			t.Cleanup(view.Close)
 			// Written after the listing, it comes through the watch.
-			eventually(t, 5*time.Second, "the resolver's first state", func() bool { return rec.updates() > 0 })
-			<-view.Synced()
+			poll.Until(t, 5*time.Second, "the resolver's first state", func() bool { return rec.updates() > 0 })
+			poll.Until(t, 5*time.Second, "the view's first listing", func() bool { return len(view.Endpoints()) > 0 })
 			if _, err := cli.Put(ctx, "routeguide/static-2", `{"Op":0,"Addr":"10.0.0.2:50051"}`); err != nil {
 				t.Fatal(err)
 			}
@@ -126,12 +128,12 @@ func TestUnleasedEntriesAreTakenWhenTold(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := append(tc.want, "10.0.0.4:50051")
-			eventually(t, 5*time.Second, "resolver state", func() bool {
+			poll.Until(t, 5*time.Second, "resolver state", func() bool {
 				got, _ := rec.last()
 				slices.Sort(got)
 				return slices.Equal(got, slices.Sorted(slices.Values(want)))
 			})
-			eventually(t, 5*time.Second, "view", func() bool {
+			poll.Until(t, 5*time.Second, "view", func() bool {
 				var got []string
 				for _, ep := range view.Endpoints() {
 					got = append(got, ep.Addr)

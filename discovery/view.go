@@ -14,7 +14,6 @@ import (
 type View struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	synced chan struct{}
 
 	mu        sync.RWMutex
 	endpoints []Endpoint
@@ -23,7 +22,7 @@ type View struct {
 // WatchService starts a View of service; Close stops it.
 func WatchService(client *clientv3.Client, service string, opts ...Option) *View {
 	ctx, cancel := context.WithCancel(context.Background())
-	v := &View{cancel: cancel, done: make(chan struct{}), synced: make(chan struct{})}
+	v := &View{cancel: cancel, done: make(chan struct{})}
 	f := newFollower(client, service, newFollowOptions(opts), v.set)
 	go func() {
 		defer close(v.done)
@@ -36,15 +35,7 @@ func (v *View) set(eps []Endpoint) {
 	v.mu.Lock()
 	v.endpoints = eps
 	v.mu.Unlock()
-	select {
-	case <-v.synced:
-	default:
-		close(v.synced)
-	}
 }
-
-// Synced is closed once the View has listed the registry for the first time.
-func (v *View) Synced() <-chan struct{} { return v.synced }
 
 // Endpoints returns the registered nodes in key order. The slice is shared:
 // do not modify it.

@@ -32,7 +32,7 @@ func FuzzGetFeatureRequest(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte{0x08, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x99})
-	server := routeguide.NewServer(routeguide.Config{Features: features.Default(), Notes: notes.NewMemory(notes.MemoryLimits{})})
+	server := routeguide.NewServer(routeguide.Config{Features: features.Default(), Notes: notes.NewMemory(notes.Limits{})})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var point pb.Point
 		if proto.Unmarshal(data, &point) != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,7 +26,28 @@ type Limits struct {
 	RoutePoints int
 	// ChatNotes is the number of notes one RouteChat stream may send.
 	ChatNotes int
+	// NoteWrites bounds the notes the server posts and answers at once, over
+	// all streams; one peer (a client host) may take a quarter of them. A
+	// note holds its place until its answer is sent, so what unread answers
+	// hold is bounded too: NoteWrites answers of the store's AnswerBytes.
+	NoteWrites int
+	// NoteWriteWait is how long a note waits for a place before it is
+	// refused with ResourceExhausted.
+	NoteWriteWait time.Duration
 }
+
+// The limits a request can reach, by the names Observer.LimitRejected
+// hears and metrics label them with.
+const (
+	LimitRoutePoints = "route_points"
+	LimitChatNotes   = "chat_notes"
+	LimitStoredNotes = "stored_notes"
+	LimitNoteBytes   = "note_bytes"
+	LimitNoteWrites  = "note_writes"
+)
+
+// LimitNames lists every limit name, for metrics that start each at zero.
+var LimitNames = []string{LimitRoutePoints, LimitChatNotes, LimitStoredNotes, LimitNoteBytes, LimitNoteWrites}
 
 // Observer hears what the service does, for metrics. Its methods are called
 // on the request path and must be cheap and safe for concurrent use.
@@ -54,6 +76,7 @@ type Server struct {
 	notes    notes.Store
 	limits   Limits
 	observer Observer
+	writes   *writeGate
 }
 
 // NewServer returns a Server for cfg.
@@ -62,7 +85,8 @@ func NewServer(cfg Config) *Server {
 	if observer == nil {
 		observer = nopObserver{}
 	}
-	return &Server{features: cfg.Features, notes: cfg.Notes, limits: cfg.Limits, observer: observer}
+	return &Server{features: cfg.Features, notes: cfg.Notes, limits: cfg.Limits, observer: observer,
+		writes: newWriteGate(cfg.Limits.NoteWrites, cfg.Limits.NoteWriteWait)}
 }
 
 // GetFeature returns the first feature in file order at exactly the point, or
@@ -131,7 +155,7 @@ func (s *Server) RecordRoute(stream pb.RouteGuide_RecordRouteServer) error {
 			return status.Errorf(codes.InvalidArgument, "route point %d: %s", points, status.Convert(err).Message())
 		}
 		if s.limits.RoutePoints > 0 && points >= int64(s.limits.RoutePoints) {
-			s.observer.LimitRejected("route_points")
+			s.observer.LimitRejected(LimitRoutePoints)
 			return status.Errorf(codes.ResourceExhausted, "a route may have at most %d points", s.limits.RoutePoints)
 		}
 		points++
@@ -157,31 +181,54 @@ func (s *Server) RouteChat(stream pb.RouteGuide_RouteChatServer) error {
 		if err := checkPoint("location", note.Location); err != nil {
 			return status.Errorf(codes.InvalidArgument, "note %d: %s", received, status.Convert(err).Message())
 		}
+		// Protobuf strings are UTF-8; a codec that lets other bytes through
+		// (the node's does) leaves the check here, with the caller's status.
+		if !utf8.ValidString(note.Message) {
+			return status.Errorf(codes.InvalidArgument, "note %d: the message is not valid UTF-8", received)
+		}
 		if s.limits.ChatNotes > 0 && received >= s.limits.ChatNotes {
-			s.observer.LimitRejected("chat_notes")
+			s.observer.LimitRejected(LimitChatNotes)
 			return status.Errorf(codes.ResourceExhausted, "a chat may send at most %d notes", s.limits.ChatNotes)
 		}
-		atLocation, err := s.notes.Post(stream.Context(), note)
-		if err != nil {
-			return s.postError(err)
-		}
-		s.observer.NotePosted()
-		for _, n := range atLocation {
-			if err := stream.Send(n); err != nil {
-				return err
-			}
+		if err := s.postAndAnswer(stream, note); err != nil {
+			return err
 		}
 	}
+}
+
+// postAndAnswer stores note and sends the notes at its location, holding a
+// place in the write gate until the answer is sent.
+func (s *Server) postAndAnswer(stream pb.RouteGuide_RouteChatServer, note *pb.RouteNote) error {
+	leave, err := s.writes.enter(stream.Context())
+	if errors.Is(err, errGateFull) {
+		s.observer.LimitRejected(LimitNoteWrites)
+		return status.Errorf(codes.ResourceExhausted, "the node posts %d notes at once at most, a client a quarter of them; none was free within %v", s.limits.NoteWrites, s.limits.NoteWriteWait)
+	}
+	if err != nil {
+		return status.FromContextError(err).Err()
+	}
+	defer leave()
+	atLocation, err := s.notes.Post(stream.Context(), note)
+	if err != nil {
+		return s.postError(err)
+	}
+	s.observer.NotePosted()
+	for _, n := range atLocation {
+		if err := stream.Send(n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // postError turns a note store's error into a status for the client.
 func (s *Server) postError(err error) error {
 	switch {
 	case errors.Is(err, notes.ErrNoteTooLarge):
-		s.observer.LimitRejected("note_bytes")
+		s.observer.LimitRejected(LimitNoteBytes)
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, notes.ErrLimit):
-		s.observer.LimitRejected("stored_notes")
+		s.observer.LimitRejected(LimitStoredNotes)
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, notes.ErrUnavailable):
 		// Before the context errors: a store that gave up after its own

@@ -47,7 +47,7 @@ func note(lat, lon int32, message string) *pb.RouteNote {
 
 // config serves db with an unbounded note store, no limits and no observer.
 func config(db *features.DB) routeguide.Config {
-	return routeguide.Config{Features: db, Notes: notes.NewMemory(notes.MemoryLimits{})}
+	return routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})}
 }
 
 // startServer serves cfg on a real gRPC server on 127.0.0.1:0 and returns a
@@ -653,13 +653,13 @@ func TestRouteChatRejectsNotesTheStoreCannotKeepAndKeepsTheEarlierOnes(t *testin
 	}
 	tests := []struct {
 		name   string
-		limits notes.MemoryLimits
+		limits notes.Limits
 		calls  []chatCall
 		stored int
 	}{
 		{
 			name:   "notes per location",
-			limits: notes.MemoryLimits{PerLocation: 2},
+			limits: notes.Limits{PerLocation: 2},
 			calls: []chatCall{
 				{[]*pb.RouteNote{note(1, 1, "a1"), note(1, 1, "a2"), note(1, 1, "a3")}, []string{"a1", "a1", "a2"}, "keeps 2 notes at most"},
 				{[]*pb.RouteNote{note(1, 1, "a4")}, nil, "keeps 2 notes at most"},
@@ -670,7 +670,7 @@ func TestRouteChatRejectsNotesTheStoreCannotKeepAndKeepsTheEarlierOnes(t *testin
 		{
 			name: "bytes of all notes",
 			// Room for three notes of two bytes.
-			limits: notes.MemoryLimits{Bytes: 3 * (notes.NoteOverhead + 2)},
+			limits: notes.Limits{Bytes: 3 * (notes.NoteOverhead + 2)},
 			calls: []chatCall{
 				{[]*pb.RouteNote{note(1, 1, "a1"), note(1, 1, "a2"), note(2, 2, "big")}, []string{"a1", "a1", "a2"}, "store is full"},
 				// A note that fits exactly is kept, and comes back with the earlier ones.
@@ -878,7 +878,7 @@ func TestRouteChatReaderThatNeverReadsDoesNotBlockOthersAtItsLocation(t *testing
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			const lat, lon = 40e7, -74e7
-			store := notes.NewMemory(notes.MemoryLimits{})
+			store := notes.NewMemory(notes.Limits{})
 			// 16 notes of 16 KiB: the answer to one more note here is 17 x 16
 			// KiB = 272 KiB, twice what a stream that is not read can take:
 			// 64 KiB of flow control window and 64 KiB queued by the server.
@@ -932,7 +932,7 @@ func TestObserverHearsRoutesNotesAndLimits(t *testing.T) {
 	rec := newRecorder()
 	cfg := routeguide.Config{
 		Features: features.New([]*pb.Feature{feature("A", 0, 0)}),
-		Notes:    notes.NewMemory(notes.MemoryLimits{PerLocation: 1, MessageBytes: 30}),
+		Notes:    notes.NewMemory(notes.Limits{PerLocation: 1, MessageBytes: 30}),
 		Limits:   routeguide.Limits{RoutePoints: 2, ChatNotes: 2},
 		Observer: rec,
 	}

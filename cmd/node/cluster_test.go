@@ -5,23 +5,22 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
 	channelzservice "google.golang.org/grpc/channelz/service"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 )
 
 // The cluster tests run three node processes (the binary TestMain built)
@@ -67,7 +66,7 @@ func startClusterNode(t *testing.T, etcdURL, id string) *clusterNode {
 // calls are logged.
 type liveCluster struct {
 	etcd     *localetcd.Server
-	registry *registryEvents
+	registry *registrywatch.Watch
 	nodes    []*clusterNode
 	conn     *clientcli.Conn
 	calls    *answerlog.Log
@@ -80,7 +79,7 @@ func startLiveCluster(t *testing.T) *liveCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(etcd.Close)
-	c := &liveCluster{etcd: etcd, registry: watchRegistryEvents(t, etcd.ClientURL())}
+	c := &liveCluster{etcd: etcd, registry: registrywatch.Start(t, etcd.ClientURL(), "routeguide")}
 	for i := range 3 {
 		c.nodes = append(c.nodes, startClusterNode(t, etcd.ClientURL(), fmt.Sprintf("n%d", i+1)))
 	}
@@ -100,7 +99,7 @@ func waitEveryNodeAnswers(t *testing.T, calls *answerlog.Log, nodes []*clusterNo
 	t.Helper()
 	start := time.Now()
 	client := pb.NewRouteGuideClient(calls)
-	pollUntil(t, 10*time.Second, "every node to answer a call", func() bool {
+	poll.Until(t, 10*time.Second, "every node to answer a call", func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		client.GetFeature(ctx, &pb.Point{Latitude: 409146138, Longitude: -746188906})
@@ -111,61 +110,6 @@ func waitEveryNodeAnswers(t *testing.T, calls *answerlog.Log, nodes []*clusterNo
 		}
 		return true
 	})
-}
-
-// pollUntil polls cond until it holds, and fails t if it does not within.
-func pollUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	poll.Until(t, within, what, cond)
-}
-
-// registryEvents notes when each key of the registry was deleted, as seen
-// by a watch of its own.
-type registryEvents struct {
-	mu      sync.Mutex
-	deletes map[string]time.Time
-}
-
-func watchRegistryEvents(t *testing.T, etcdURL string) *registryEvents {
-	t.Helper()
-	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcdURL}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	watch := cli.Watch(ctx, discovery.Prefix("routeguide"), clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done; cli.Close() })
-	// The watch must be up before anything it should see happens.
-	select {
-	case resp := <-watch:
-		if !resp.Created {
-			t.Fatalf("watch of the registry: %v", resp.Err())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("watch of the registry not created within 10s")
-	}
-	r := &registryEvents{deletes: map[string]time.Time{}}
-	go func() {
-		defer close(done)
-		for resp := range watch {
-			now := time.Now()
-			r.mu.Lock()
-			for _, ev := range resp.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					r.deletes[string(ev.Kv.Key)] = now
-				}
-			}
-			r.mu.Unlock()
-		}
-	}()
-	return r
-}
-
-func (r *registryEvents) deletedAt(key string) time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.deletes[key]
 }
 
 // channelz is the in-process channelz service: it counts the calls picked
@@ -295,7 +239,7 @@ func signalUnderLoad(t *testing.T, sig syscall.Signal, rpc load.RPC) *fault {
 			stop()
 		}
 	})
-	pollUntil(t, 10*time.Second, f.victim.id+" to answer 200 calls", func() bool {
+	poll.Until(t, 10*time.Second, f.victim.id+" to answer 200 calls", func() bool {
 		return c.calls.Count(f.victim.id, loadStart, time.Time{}) >= 200
 	})
 
@@ -305,11 +249,11 @@ func signalUnderLoad(t *testing.T, sig syscall.Signal, rpc load.RPC) *fault {
 	f.victim.signal(t, sig)
 	f.exitErr = f.victim.wait(t)
 	f.exited = time.Now()
-	pollUntil(t, 2*clusterTTL, f.victim.key+" to leave etcd", func() bool { return !c.registry.deletedAt(f.victim.key).IsZero() })
-	f.keyRemoved = c.registry.deletedAt(f.victim.key)
+	poll.Until(t, 2*clusterTTL, f.victim.key+" to leave etcd", func() bool { return !c.registry.DeletedAt(f.victim.key).IsZero() })
+	f.keyRemoved = c.registry.DeletedAt(f.victim.key)
 	f.after = picks.wait(t)
 	gone := time.Now()
-	pollUntil(t, 10*time.Second, "500 calls after the node left", func() bool { return c.calls.Count("", gone, time.Time{}) >= 500 })
+	poll.Until(t, 10*time.Second, "500 calls after the node left", func() bool { return c.calls.Count("", gone, time.Time{}) >= 500 })
 	out := stop()
 	if out.err != nil {
 		t.Fatalf("load: %v", out.err)

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
@@ -82,27 +81,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stdout io.Wr
 	opts := options{log: logOptions{format: "text", level: slog.LevelInfo}, devNodes: 3}
 	logOpts := &opts.log
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen `address`")
-	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "`host:port` registered in etcd (default: derived from --listen)")
-	fs.Var((*listFlag)(&cfg.Etcd), "etcd", "comma-separated etcd `endpoints`; empty serves standalone, without registering")
-	fs.StringVar(&cfg.Service, "service", cfg.Service, "service `name` to register under")
-	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node `id` in etcd, logs and the routeguide-node header (default hostname:port)")
-	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "TTL of the etcd lease")
-	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "metrics HTTP listen `address`; empty disables metrics")
-	fs.StringVar(&cfg.FeaturesFile, "features", cfg.FeaturesFile, "features JSON `file` (default: the built-in data set)")
-	fs.DurationVar(&cfg.DrainDelay, "drain-delay", cfg.DrainDelay, "how long a draining node keeps serving after leaving the registry")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "bound on the graceful stop; open calls are cut after it")
-	fs.IntVar(&cfg.MaxMessageBytes, "max-msg-size", cfg.MaxMessageBytes, "largest message received or sent, in `bytes`")
-	fs.IntVar(&cfg.Limits.RoutePoints, "max-route-points", cfg.Limits.RoutePoints, "points one RecordRoute may send; 0 for no bound")
-	fs.IntVar(&cfg.Limits.ChatNotes, "max-chat-notes", cfg.Limits.ChatNotes, "notes one RouteChat may send; 0 for no bound")
-	fs.IntVar(&cfg.NoteLimits.PerLocation, "max-notes-per-location", cfg.NoteLimits.PerLocation, "notes kept at one location, the oldest forgotten first; 0 for no bound when standalone")
-	fs.Int64Var(&cfg.NoteLimits.Bytes, "max-notes-bytes", cfg.NoteLimits.Bytes, "memory all notes of a standalone node may take, in `bytes`; 0 for no bound")
-	fs.IntVar(&cfg.NoteLimits.MessageBytes, "max-note-bytes", cfg.NoteLimits.MessageBytes, "largest message of one note, in `bytes`")
-	fs.DurationVar(&cfg.NoteMaxAge, "notes-max-age", cfg.NoteMaxAge, "how long a cluster keeps a note in etcd")
-	fs.StringVar(&cfg.TLS.CertFile, "tls-cert", cfg.TLS.CertFile, "serve gRPC over TLS with the certificate in this `file` (PEM), with --tls-key")
-	fs.StringVar(&cfg.TLS.KeyFile, "tls-key", cfg.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
-	fs.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", cfg.TLS.ClientCAFile, "mutual TLS: refuse clients without a certificate signed by the CA in this `file` (PEM)")
-	cfg.EtcdAuth.Register(fs)
+	cfg.Register(fs)
 	fs.Var(&logOpts.format, "log-format", "log `format`: text or json")
 	fs.TextVar(&logOpts.level, "log-level", logOpts.level, "log `level`: debug, info, warn or error")
 	fs.BoolVar(&opts.dev, "dev", false, "run a local cluster in this process: an embedded etcd on 127.0.0.1:2379 and --dev-nodes nodes on the ports from --listen and --metrics-listen up")
@@ -155,20 +134,5 @@ func (f *logFormat) Set(s string) error {
 		return errors.New(`must be "text" or "json"`)
 	}
 	*f = logFormat(s)
-	return nil
-}
-
-// listFlag is a comma-separated list flag; the empty string is the empty list.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(s string) error {
-	*l = nil
-	for item := range strings.SplitSeq(s, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			*l = append(*l, item)
-		}
-	}
 	return nil
 }

@@ -13,9 +13,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
-	"github.com/routeguide-cluster/routeguide/internal/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
@@ -93,7 +93,7 @@ func TestSecuredNodeRegistersAndServesMutualTLS(t *testing.T) {
 	}, "--node-id=n1", "--drain-delay=0s", "--etcd="+url, "--etcd-username=node", "--etcd-password-file="+passwordFile)
 	p.waitFor(t, "registered")
 
-	clientTLS, err := tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}.Config("tls")
+	clientTLS, err := tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}.Config(tlsfiles.GRPCFlags)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/internal/load"
 
-	pollpkg "github.com/routeguide-cluster/routeguide/internal/poll"
+	pollpkg "github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 const (

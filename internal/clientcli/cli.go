@@ -131,7 +131,7 @@ func Main(ctx context.Context, args []string, stdio IO, lookupEnv func(string) (
 
 func (c *cli) main(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
-	c.cfg.register(fs)
+	c.cfg.Register(fs)
 	err := flagenv.Parse(fs, args, c.lookupEnv)
 	if errors.Is(err, flag.ErrHelp) {
 		c.usage()
@@ -274,7 +274,7 @@ func (c *cli) usage() {
 	fmt.Fprint(w, "\nFlags, before the command:\n")
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	defaults := DefaultConfig()
-	defaults.register(fs)
+	defaults.Register(fs)
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 

@@ -23,16 +23,9 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/load"
-	"github.com/routeguide-cluster/routeguide/internal/nodetest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
-
-// startNode runs a standalone node on an ephemeral port until the test ends,
-// and returns its address.
-func startNode(t *testing.T, id string) string {
-	t.Helper()
-	return nodetest.Start(t, id).Addr().String()
-}
 
 // deadAddr is an address where nothing listens: a port that was just free.
 func deadAddr(t *testing.T) string {
@@ -121,7 +114,7 @@ func firstFeature(t *testing.T, named bool) *pb.Feature {
 }
 
 func TestGetPrintsTheFeatureTheNodeHasAtThePoint(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	named, unnamed := firstFeature(t, true), firstFeature(t, false)
 	tests := []struct {
 		name  string
@@ -181,7 +174,7 @@ func scan(lo, hi *pb.Point) []featureJSON {
 }
 
 func TestListPrintsWhatAScanOfTheFeaturesFinds(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	named := firstFeature(t, true)
 	tests := []struct {
 		name   string
@@ -215,7 +208,7 @@ func TestListPrintsWhatAScanOfTheFeaturesFinds(t *testing.T) {
 }
 
 func TestRecordSummarisesTheRandomRouteOverKnownFeatures(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	const seed, points = 7, 25
 	route := randomRoute(rand.New(rand.NewPCG(seed, seed)), points)
 	wantFeatures := 0
@@ -238,7 +231,7 @@ func TestRecordSummarisesTheRandomRouteOverKnownFeatures(t *testing.T) {
 }
 
 func TestChatEchoesNotesInPostingOrder(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	stdin := "40.9 -74.3 first note\n\n40.9 -74.3   second note  \n-33.8688 151.2093 far away\n"
 	at := pointJSON{Latitude: 409000000, Longitude: -743000000}
@@ -266,7 +259,7 @@ func TestChatEchoesNotesInPostingOrder(t *testing.T) {
 }
 
 func TestChatStopsAtABadInputLine(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	out := run(t, invocation{args: args(addr, "chat"), stdin: "1 1 fine\n1 north oops\n2 2 never sent\n"})
 	if out.code != ExitUsage || out.stderr != "client chat: stdin line 2: longitude \"north\" is not a number of degrees\n" {
@@ -275,7 +268,7 @@ func TestChatStopsAtABadInputLine(t *testing.T) {
 }
 
 func TestTourCallsAllFourRPCsAsTheCanonicalClientDoes(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	const seed = 11
 	rng := rand.New(rand.NewPCG(seed, seed))
 	routeLength := tourRouteLength(rng)
@@ -319,7 +312,7 @@ func TestTourCallsAllFourRPCsAsTheCanonicalClientDoes(t *testing.T) {
 	}
 
 	// And for people, on a fresh node so that the chat starts empty.
-	out = run(t, invocation{args: args(startNode(t, "n2"), "tour")})
+	out = run(t, invocation{args: args(nodetest.Start(t, "n2").Addr().String(), "tour")})
 	for _, want := range []string{"== GetFeature: 5 calls at once\n", "== ListFeatures", "== RecordRoute", "== RouteChat of 6 notes\n", "received 9 notes [node n2]\n"} {
 		if !strings.Contains(out.stdout, want) {
 			t.Errorf("text: stdout lacks %q:\n%s", want, out.stdout)
@@ -361,7 +354,7 @@ func dialRoundRobin(addrs ...string) DialFunc {
 }
 
 func TestLoadMakesEveryRequestAndSplitsThemOverTheNodes(t *testing.T) {
-	a, b := startNode(t, "n1"), startNode(t, "n2")
+	a, b := nodetest.Start(t, "n1").Addr().String(), nodetest.Start(t, "n2").Addr().String()
 	for _, rpc := range []string{"get", "mix"} {
 		t.Run(rpc, func(t *testing.T) {
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -387,7 +380,7 @@ func TestLoadMakesEveryRequestAndSplitsThemOverTheNodes(t *testing.T) {
 }
 
 func TestLoadPrintsExactlyTheDocumentedJSONObject(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	out := run(t, invocation{args: args(addr, "--json", "load", "--requests", "10")})
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(out.stdout), &fields); err != nil {
@@ -414,7 +407,7 @@ func TestLoadAgainstADeadAddressFailsEveryRequestUnavailable(t *testing.T) {
 }
 
 func TestLoadSummaryForPeople(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	out := run(t, invocation{args: args(addr, "load", "--requests", "50")})
 	for _, want := range []string{"ok        50\n", "failed    0\n", "qps       ", "latency   p50 ", "by node   n1 50 (100.0%)\n"} {
 		if !strings.Contains(out.stdout, want) {
@@ -428,7 +421,7 @@ func TestLoadSummaryForPeople(t *testing.T) {
 }
 
 func TestLoadInterruptedStillPrintsItsSummary(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	interrupt := func(p load.Progress) {
@@ -476,7 +469,7 @@ func TestAFailedRPCExitsOneWithOneLine(t *testing.T) {
 }
 
 func TestBadUsageExitsTwoWithOneClearLine(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	tests := []struct {
 		name string
 		args []string
@@ -568,7 +561,7 @@ func TestEtcdTargetWithoutEtcdEndpointsIsAUsageError(t *testing.T) {
 }
 
 func TestFlagsComeFromTheEnvironmentAndFlagsWin(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	named := firstFeature(t, true)
 	env := map[string]string{"ROUTEGUIDE_TARGET": addr, "ROUTEGUIDE_JSON": "true", "ROUTEGUIDE_TIMEOUT": "5s"}
 	out := run(t, invocation{args: append([]string{"get"}, degrees(named.Location)...), env: env})

@@ -19,7 +19,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
-	"github.com/routeguide-cluster/routeguide/internal/listenaddr"
+	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
@@ -51,10 +51,6 @@ type Config struct {
 	UnleasedEntries bool
 }
 
-// tlsFlags is the prefix of the gRPC TLS flags: --tls-ca, --tls-cert,
-// --tls-key and --tls-server-name.
-const tlsFlags = "tls"
-
 // DefaultConfig is the configuration when no flag is given.
 func DefaultConfig() Config {
 	return Config{
@@ -71,10 +67,10 @@ func (c Config) Validate() error {
 		return errors.New("--target: must not be empty")
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout: %v must be positive", c.Timeout)
-	case c.MetricsListen != "" && !listenaddr.Valid(c.MetricsListen):
+	case c.MetricsListen != "" && discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) != nil:
 		return fmt.Errorf("--metrics-listen: %q is not a host:port address", c.MetricsListen)
 	}
-	if err := c.TLS.Validate(tlsFlags); err != nil {
+	if err := c.TLS.Validate(tlsfiles.GRPCFlags); err != nil {
 		return err
 	}
 	return c.EtcdAuth.ValidateFor(c.Etcd)
@@ -90,7 +86,7 @@ func resolvedThroughEtcd(target string) bool {
 // to the nodes, and TLS and a user for etcd.
 func (c Config) dialOptions() ([]DialOption, error) {
 	var opts []DialOption
-	nodeTLS, err := c.TLS.Config(tlsFlags)
+	nodeTLS, err := c.TLS.Config(tlsfiles.GRPCFlags)
 	if err != nil {
 		return nil, err
 	}
@@ -110,34 +106,19 @@ func (c Config) dialOptions() ([]DialOption, error) {
 	return opts, nil
 }
 
-// register adds the flags that set c to fs.
-func (c *Config) register(fs *flag.FlagSet) {
+// Register adds the flags that set c to fs, its TLS and etcd credentials included.
+func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Target, "target", c.Target, "server `target`: host:port, or etcd:///SERVICE to find the nodes in etcd")
-	fs.Var((*listFlag)(&c.Etcd), "etcd", "comma-separated etcd `endpoints`, for etcd:/// targets")
+	fs.Var((*flagenv.List)(&c.Etcd), "etcd", "comma-separated etcd `endpoints`, for etcd:/// targets")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "deadline of each RPC; chat has none")
 	fs.BoolVar(&c.JSON, "json", c.JSON, "print JSON (see Output)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "serve Prometheus metrics on `host:port` while load or chat runs (see Metrics); empty is off")
-	fs.StringVar(&c.TLS.CAFile, "tls-ca", c.TLS.CAFile, "connect over TLS, trusting the CA in this `file` (PEM) for the nodes' certificates")
-	fs.StringVar(&c.TLS.CertFile, "tls-cert", c.TLS.CertFile, "client certificate `file` (PEM) for nodes that require mutual TLS, with --tls-key")
-	fs.StringVar(&c.TLS.KeyFile, "tls-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
-	fs.StringVar(&c.TLS.ServerName, "tls-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the target's host, the service name for etcd:///SERVICE)")
+	fs.StringVar(&c.TLS.CAFile, tlsfiles.GRPCFlags+"-ca", c.TLS.CAFile, "connect over TLS, trusting the CA in this `file` (PEM) for the nodes' certificates")
+	fs.StringVar(&c.TLS.CertFile, tlsfiles.GRPCFlags+"-cert", c.TLS.CertFile, "client certificate `file` (PEM) for nodes that require mutual TLS, with --tls-key")
+	fs.StringVar(&c.TLS.KeyFile, tlsfiles.GRPCFlags+"-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
+	fs.StringVar(&c.TLS.ServerName, tlsfiles.GRPCFlags+"-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the target's host, the service name for etcd:///SERVICE)")
 	fs.BoolVar(&c.UnleasedEntries, "unleased-entries", c.UnleasedEntries, "for etcd:/// targets, also resolve registry entries that carry no lease (static endpoints written by hand); nodes always register under one, so by default they are skipped")
 	c.EtcdAuth.Register(fs)
-}
-
-// listFlag is a comma-separated list; the empty string is the empty list.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(s string) error {
-	*l = nil
-	for _, item := range strings.Split(s, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			*l = append(*l, item)
-		}
-	}
-	return nil
 }
 
 // DialFunc opens the client connection for a target. Every command dials
@@ -156,7 +137,7 @@ type dialSettings struct {
 	grpc             []grpc.DialOption
 	events           discovery.ResolverEvents // nil: nobody listens
 	resolver         []discovery.Option
-	balancer         []balancer.DialOption
+	balancer         []balancer.Option
 	tls              *tls.Config          // nil: plaintext
 	etcd             discovery.EtcdConfig // its Endpoints are Dial's
 }

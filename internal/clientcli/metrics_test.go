@@ -24,6 +24,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
 
 // startCluster starts an embedded etcd and nodes registered in it, all on
@@ -230,7 +231,7 @@ func TestLoadServesClientResolverAndPerNodeMetricsWhileItRuns(t *testing.T) {
 }
 
 func TestChatServesMetricsUntilItsInputEnds(t *testing.T) {
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	stdin, input := io.Pipe()
 	metricsAddr, out, done := background(t, t.Context(), stdin, "--target", addr, "--metrics-listen", "127.0.0.1:0", "chat")
@@ -258,7 +259,7 @@ func TestChatServesMetricsUntilItsInputEnds(t *testing.T) {
 type callKey struct{ node, method, code string }
 
 func TestEachCallIsCountedOnceByTheNodeThatAnsweredItsMethodAndCode(t *testing.T) {
-	addr, dead := startNode(t, "n1"), deadAddr(t)
+	addr, dead := nodetest.Start(t, "n1").Addr().String(), deadAddr(t)
 	m, err := newClientMetrics()
 	if err != nil {
 		t.Fatal(err)
@@ -473,7 +474,7 @@ func TestOneShotCommandsIgnoreMetricsListen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	addr := startNode(t, "n1")
+	addr := nodetest.Start(t, "n1").Addr().String()
 	named := firstFeature(t, true)
 	for _, argv := range [][]string{append([]string{"get"}, degrees(named.Location)...), {"list", "40", "-75", "42", "-73"}, {"record", "3"}, {"tour"}} {
 		t.Run(argv[0], func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
 
 // TestUnleasedEntriesFlagResolvesEndpointsWrittenByHand: a node written into
@@ -24,7 +25,7 @@ func TestUnleasedEntriesFlagResolvesEndpointsWrittenByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	value, err := discovery.EncodeEndpoint(startNode(t, "by-hand"), discovery.Metadata{NodeID: "by-hand"})
+	value, err := discovery.EncodeEndpoint(nodetest.Start(t, "by-hand").Addr().String(), discovery.Metadata{NodeID: "by-hand"})
 	if err != nil {
 		t.Fatal(err)
 	}

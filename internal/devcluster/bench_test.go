@@ -19,12 +19,13 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -146,7 +147,7 @@ func serveOnPorts(b *testing.B, ports int) []string {
 	b.Helper()
 	db := features.Default()
 	srv := grpc.NewServer(append(balancer.ServerOptions(), node.TransportOptions(db)...)...)
-	pb.RegisterRouteGuideServer(srv, routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.MemoryLimits{})}))
+	pb.RegisterRouteGuideServer(srv, routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})}))
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus(balancer.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, healthSrv)
@@ -197,7 +198,7 @@ func BenchmarkJoinLatency(b *testing.B) {
 	cluster, template := benchCluster(b, 2)
 	conn := benchDial(b, "etcd:///routeguide", cluster.EtcdURL())
 	waitNodesAnswer(b, conn, 2)
-	registry := watchRegistry(b, cluster.EtcdURL())
+	registry := registrywatch.Start(b, cluster.EtcdURL(), "routeguide")
 	calls := answerlog.New(conn)
 	ctx, cancel := context.WithCancel(context.Background())
 	loaded := make(chan load.Result, 1)
@@ -216,9 +217,9 @@ func BenchmarkJoinLatency(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		poll.Until(b, 5*time.Second, "the watch to see "+key, func() bool { return !registry.putAt(key).IsZero() })
+		poll.Until(b, 5*time.Second, "the watch to see "+key, func() bool { return !registry.PutAt(key).IsZero() })
 		poll.Until(b, 5*time.Second, cfg.NodeID+" to answer a call", func() bool { return !calls.First(cfg.NodeID).IsZero() })
-		delays = append(delays, calls.First(cfg.NodeID).Sub(registry.putAt(key)))
+		delays = append(delays, calls.First(cfg.NodeID).Sub(registry.PutAt(key)))
 		if err := cluster.StopNode(n); err != nil {
 			b.Fatal(err)
 		}

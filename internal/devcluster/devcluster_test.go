@@ -7,11 +7,9 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,12 +18,13 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 )
 
 // target is what clients dial, as the client command does by default.
@@ -85,12 +84,6 @@ func ids(nodes []*node.Node) []string {
 	return ids
 }
 
-// waitFor polls cond until it holds, and fails t if it does not within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	poll.Until(t, within, what, cond)
-}
-
 // getFeature makes one GetFeature call and returns the node that answered.
 func getFeature(ctx context.Context, conn grpc.ClientConnInterface, opts ...grpc.CallOption) (string, error) {
 	var header, trailer metadata.MD
@@ -103,7 +96,7 @@ func getFeature(ctx context.Context, conn grpc.ClientConnInterface, opts ...grpc
 func waitAllAnswer(t *testing.T, conn grpc.ClientConnInterface, want ...string) {
 	t.Helper()
 	seen := map[string]bool{}
-	waitFor(t, 10*time.Second, fmt.Sprintf("every one of %v to answer", want), func() bool {
+	poll.Until(t, 10*time.Second, fmt.Sprintf("every one of %v to answer", want), func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		if id, err := getFeature(ctx, conn); err == nil {
@@ -150,54 +143,6 @@ func (b *backgroundLoad) stop(t *testing.T) load.Result {
 	return b.result
 }
 
-// registryWatch notes when each key of the registry was written, as seen by
-// a watch of its own.
-type registryWatch struct {
-	mu   sync.Mutex
-	puts map[string]time.Time
-}
-
-func watchRegistry(t testing.TB, etcdURL string) *registryWatch {
-	t.Helper()
-	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcdURL}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	watch := cli.Watch(ctx, discovery.Prefix("routeguide"), clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done; cli.Close() })
-	w := &registryWatch{puts: map[string]time.Time{}}
-	select {
-	case resp := <-watch:
-		if !resp.Created {
-			t.Fatalf("watch of the registry: %v", resp.Err())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("watch of the registry not created within 10s")
-	}
-	go func() {
-		defer close(done)
-		for resp := range watch {
-			now := time.Now()
-			w.mu.Lock()
-			for _, ev := range resp.Events {
-				if ev.Type == clientv3.EventTypePut {
-					w.puts[string(ev.Kv.Key)] = now
-				}
-			}
-			w.mu.Unlock()
-		}
-	}()
-	return w
-}
-
-func (w *registryWatch) putAt(key string) time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.puts[key]
-}
-
 // TestDrainUnderLoadFailsNoCall drains one node of three while eight workers
 // call without pause. The drained node answers its share until the drain
 // begins; then its clients must stop picking it within the drain delay,
@@ -223,7 +168,7 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC) {
 	calls := answerlog.New(conn)
 	loadStart := time.Now()
 	background := startLoad(t, calls, rpc)
-	waitFor(t, 10*time.Second, "the node to be drained to answer 200 calls", func() bool {
+	poll.Until(t, 10*time.Second, "the node to be drained to answer 200 calls", func() bool {
 		return calls.Count(victim.ID(), loadStart, time.Time{}) >= 200
 	})
 
@@ -233,7 +178,7 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC) {
 	}
 	stopped := time.Now()
 	// The load goes on over the two nodes left.
-	waitFor(t, 10*time.Second, "500 calls after the drain", func() bool { return calls.Count("", stopped, time.Time{}) >= 500 })
+	poll.Until(t, 10*time.Second, "500 calls after the drain", func() bool { return calls.Count("", stopped, time.Time{}) >= 500 })
 	res := background.stop(t)
 
 	if res.Failed != 0 {
@@ -293,7 +238,7 @@ func TestNewNodeServesWithinASecondOfRegistering(t *testing.T) {
 	cluster := startCluster(t, 2, template)
 	conn := dial(t, cluster)
 	waitAllAnswer(t, conn, ids(cluster.Nodes())...)
-	registry := watchRegistry(t, cluster.EtcdURL())
+	registry := registrywatch.Start(t, cluster.EtcdURL(), "routeguide")
 	calls := answerlog.New(conn)
 	background := startLoad(t, calls, load.Get)
 
@@ -307,9 +252,9 @@ func TestNewNodeServesWithinASecondOfRegistering(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, "the watch to see "+key, func() bool { return !registry.putAt(key).IsZero() })
-		waitFor(t, 5*time.Second, cfg.NodeID+" to answer a call", func() bool { return !calls.First(cfg.NodeID).IsZero() })
-		delay := calls.First(cfg.NodeID).Sub(registry.putAt(key))
+		poll.Until(t, 5*time.Second, "the watch to see "+key, func() bool { return !registry.PutAt(key).IsZero() })
+		poll.Until(t, 5*time.Second, cfg.NodeID+" to answer a call", func() bool { return !calls.First(cfg.NodeID).IsZero() })
+		delay := calls.First(cfg.NodeID).Sub(registry.PutAt(key))
 		if delay >= time.Second {
 			t.Errorf("%s answered its first call %v after its key appeared, want < 1s", cfg.NodeID, delay)
 		}

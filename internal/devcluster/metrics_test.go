@@ -20,6 +20,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // httpClient reads the nodes' metrics listeners. Without keep-alive it
@@ -129,7 +130,7 @@ func TestRegisteredFollowsEtcdAwayAndBack(t *testing.T) {
 		t.Fatalf("once started: registered=%v registrations_total=%v keepalive_failures_total=%v, want 1, 1, 0", reg.registered, reg.registrations, reg.failures)
 	}
 	// The first keepalive goes out within half a second of the grant.
-	waitFor(t, 5*time.Second, "a keepalive response", func() bool {
+	poll.Until(t, 5*time.Second, "a keepalive response", func() bool {
 		return time.Since(registrationOf(t, addr).lastKeepAlive) < template.LeaseTTL
 	})
 	if code := statusOf(t, addr, "/readyz"); code != http.StatusOK {
@@ -140,7 +141,7 @@ func TestRegisteredFollowsEtcdAwayAndBack(t *testing.T) {
 	start := time.Now()
 	cluster.Etcd().Close()
 	t.Logf("etcd stopped in %v", time.Since(start).Round(time.Millisecond))
-	waitFor(t, 10*time.Second, "routeguide_registered 0 and a keepalive failure", func() bool {
+	poll.Until(t, 10*time.Second, "routeguide_registered 0 and a keepalive failure", func() bool {
 		reg = registrationOf(t, addr)
 		return reg.registered == 0 && reg.failures >= 1
 	})
@@ -158,7 +159,7 @@ func TestRegisteredFollowsEtcdAwayAndBack(t *testing.T) {
 	}
 	// A scrape gathers the gauge and the counter separately, so one scrape
 	// may see the one updated and not yet the other: wait for both.
-	waitFor(t, 15*time.Second, "routeguide_registered 1 and registrations_total 2", func() bool {
+	poll.Until(t, 15*time.Second, "routeguide_registered 1 and registrations_total 2", func() bool {
 		reg = registrationOf(t, addr)
 		return reg.registered == 1 && reg.registrations == 2
 	})
@@ -169,7 +170,7 @@ func TestRegisteredFollowsEtcdAwayAndBack(t *testing.T) {
 	if code := statusOf(t, addr, "/readyz"); code != http.StatusOK {
 		t.Errorf("registered again, /readyz = %d, want 200", code)
 	}
-	waitFor(t, 5*time.Second, "a keepalive response after etcd's return", func() bool {
+	poll.Until(t, 5*time.Second, "a keepalive response after etcd's return", func() bool {
 		return registrationOf(t, addr).lastKeepAlive.After(restart)
 	})
 	t.Logf("unregistered %v after etcd began to stop; registered again %v after it restarted", lost.Round(time.Millisecond), back.Round(time.Millisecond))

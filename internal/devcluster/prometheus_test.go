@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/load"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // requirePrometheus is the variable CI sets so that the end-to-end test with

@@ -22,9 +22,6 @@ import (
 // sets no flag: there is deliberately no --etcd-password.
 const PasswordVar = "ROUTEGUIDE_ETCD_PASSWORD"
 
-// tlsFlags is the prefix of the TLS flags: --etcd-ca, --etcd-cert, --etcd-key.
-const tlsFlags = "etcd"
-
 // Config is how to reach etcd securely. The zero Config is plain, anonymous
 // etcd, as in development.
 type Config struct {
@@ -55,9 +52,9 @@ func (p Password) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 
 // Register adds the flags that set c to fs.
 func (c *Config) Register(fs *flag.FlagSet) {
-	fs.StringVar(&c.TLS.CAFile, "etcd-ca", c.TLS.CAFile, "CA `file` (PEM) that etcd's certificate must chain to; give https:// endpoints (default: the system's roots)")
-	fs.StringVar(&c.TLS.CertFile, "etcd-cert", c.TLS.CertFile, "client certificate `file` (PEM) for etcd, with --etcd-key, when etcd requires client certificates")
-	fs.StringVar(&c.TLS.KeyFile, "etcd-key", c.TLS.KeyFile, "private key `file` (PEM) of --etcd-cert")
+	fs.StringVar(&c.TLS.CAFile, tlsfiles.EtcdFlags+"-ca", c.TLS.CAFile, "CA `file` (PEM) that etcd's certificate must chain to; give https:// endpoints (default: the system's roots)")
+	fs.StringVar(&c.TLS.CertFile, tlsfiles.EtcdFlags+"-cert", c.TLS.CertFile, "client certificate `file` (PEM) for etcd, with --etcd-key, when etcd requires client certificates")
+	fs.StringVar(&c.TLS.KeyFile, tlsfiles.EtcdFlags+"-key", c.TLS.KeyFile, "private key `file` (PEM) of --etcd-cert")
 	fs.StringVar(&c.Username, "etcd-username", c.Username, "etcd `user`; its password comes from "+PasswordVar+" or --etcd-password-file")
 	fs.StringVar(&c.PasswordFile, "etcd-password-file", c.PasswordFile, "`file` whose first line is the password of --etcd-username (or set "+PasswordVar+")")
 }
@@ -73,7 +70,7 @@ func (c *Config) LookupPassword(lookup func(string) (string, bool)) {
 // Validate checks what goes together, without reading any file; errors
 // name the flag or variable at fault.
 func (c Config) Validate() error {
-	if err := c.TLS.Validate(tlsFlags); err != nil {
+	if err := c.TLS.Validate(tlsfiles.EtcdFlags); err != nil {
 		return err
 	}
 	switch {
@@ -151,7 +148,7 @@ func (c Config) EtcdConfig(endpoints []string) (discovery.EtcdConfig, error) {
 		}
 		cfg.Password = password
 	}
-	tlsCfg, err := c.TLS.Config(tlsFlags)
+	tlsCfg, err := c.TLS.Config(tlsfiles.EtcdFlags)
 	if err != nil {
 		return discovery.EtcdConfig{}, err
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 

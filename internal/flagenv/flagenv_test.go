@@ -3,6 +3,7 @@ package flagenv
 import (
 	"errors"
 	"flag"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,5 +81,26 @@ func TestHelpIsReportedAsHelp(t *testing.T) {
 	fs, _, _ := newFlags()
 	if err := Parse(fs, []string{"-h"}, env(nil)); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("Parse(-h) = %v, want flag.ErrHelp", err)
+	}
+}
+
+func TestListSplitsOnCommasAndEmptyIsEmpty(t *testing.T) {
+	tests := []struct {
+		value string
+		want  []string
+	}{
+		{"http://a:2379", []string{"http://a:2379"}},
+		{"http://a:2379, http://b:2379,", []string{"http://a:2379", "http://b:2379"}},
+		{"", nil},
+		{" , ", nil},
+	}
+	for _, tt := range tests {
+		l := List{"before"}
+		if err := l.Set(tt.value); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(l, tt.want) {
+			t.Errorf("Set(%q) = %q, want %q", tt.value, l, tt.want)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
 
 // BenchmarkRun measures one node on this machine through the whole client
@@ -12,7 +14,7 @@ import (
 //
 //	go test -run '^$' -bench Run -benchtime 20000x ./internal/load/
 func BenchmarkRun(b *testing.B) {
-	n := startNode(b, "n1")
+	n := nodetest.Start(b, "n1")
 	conn := dial(b, n.Addr().String(), true)
 	for _, rpc := range []RPC{Get, Mix} {
 		for _, concurrency := range []int{1, 8, 32} {

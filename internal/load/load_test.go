@@ -16,14 +16,8 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/node"
-	"github.com/routeguide-cluster/routeguide/internal/nodetest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
-
-// startNode runs a standalone node on an ephemeral port until the test ends.
-func startNode(tb testing.TB, id string) *node.Node {
-	tb.Helper()
-	return nodetest.Start(tb, id)
-}
 
 // dial connects to addr and, unless it is dead, makes one call so that the
 // connection's own goroutines exist before a test counts goroutines.
@@ -55,7 +49,7 @@ func deadAddr(t *testing.T) string {
 }
 
 func TestRunMakesExactlyTheRequestedCallsOfEachRPC(t *testing.T) {
-	n := startNode(t, "n1")
+	n := nodetest.Start(t, "n1")
 	conn := dial(t, n.Addr().String(), true)
 	const requests = 200
 	for _, rpc := range []RPC{Get, List, Record, Chat, Mix} {
@@ -104,7 +98,7 @@ func TestRunAgainstDeadAddressFailsEveryCallUnavailable(t *testing.T) {
 }
 
 func TestRunGivesEachCallItsOwnDeadline(t *testing.T) {
-	n := startNode(t, "n1")
+	n := nodetest.Start(t, "n1")
 	conn := dial(t, n.Addr().String(), true)
 	const requests = 30
 	for _, rpc := range []RPC{Get, List, Record, Chat} {
@@ -121,7 +115,7 @@ func TestRunGivesEachCallItsOwnDeadline(t *testing.T) {
 }
 
 func TestRunForADurationStopsStartingCallsAfterIt(t *testing.T) {
-	n := startNode(t, "n1")
+	n := nodetest.Start(t, "n1")
 	conn := dial(t, n.Addr().String(), true)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	const duration = 150 * time.Millisecond
@@ -140,7 +134,7 @@ func TestRunForADurationStopsStartingCallsAfterIt(t *testing.T) {
 }
 
 func TestRunStopsEarlyWhenItsContextEnds(t *testing.T) {
-	n := startNode(t, "n1")
+	n := nodetest.Start(t, "n1")
 	conn := dial(t, n.Addr().String(), true)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx, cancel := context.WithCancel(t.Context())
@@ -163,7 +157,7 @@ func TestRunStopsEarlyWhenItsContextEnds(t *testing.T) {
 }
 
 func TestProgressIsReportedUpToTheFinalCounts(t *testing.T) {
-	n := startNode(t, "n1")
+	n := nodetest.Start(t, "n1")
 	conn := dial(t, n.Addr().String(), true)
 	const requests = 300
 	var reports []Progress

@@ -35,6 +35,9 @@ type Config struct {
 	// ClientTLS, when its CertFile is set, serves clients over TLS (https
 	// URLs) instead of plain HTTP, as a production etcd does.
 	ClientTLS ClientTLS
+	// QuotaBytes is etcd's --quota-backend-bytes: past it, etcd raises the
+	// NOSPACE alarm and refuses writes. Zero means etcd's default, 2 GiB.
+	QuotaBytes int64
 }
 
 // ClientTLS is the TLS of the client listener: the server's certificate
@@ -105,24 +108,28 @@ func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 		TrustedCAFile:  cfg.ClientTLS.CAFile,
 		ClientCertAuth: cfg.ClientTLS.CAFile != "",
 	}
-	setLogging(ec, cfg.LogLevel)
+	ec.QuotaBackendBytes = cfg.QuotaBytes
+	SetLogging(ec, cfg.LogLevel)
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	timeout := startTimeout(cfg.StartTimeout)
+	timeout := StartTimeout(cfg.StartTimeout)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	if err := waitReady(e, timer.C, timeout); err != nil {
+	if err := WaitReady(e, timer.C, timeout); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
 	return &Server{etcd: e, scheme: scheme}, nil
 }
 
-// setLogging makes etcd log at level through its own logger, or at "error"
+// SetLogging, StartTimeout and WaitReady are shared with the multi-member
+// cluster of the fault tests (internal/testutils/etcdcluster).
+
+// SetLogging makes etcd log at level through its own logger, or at "error"
 // to nowhere when level is empty: etcd is chatty at info.
-func setLogging(ec *embed.Config, level string) {
+func SetLogging(ec *embed.Config, level string) {
 	ec.LogLevel = orDefault(level, "error")
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	if level != "" {
@@ -130,17 +137,17 @@ func setLogging(ec *embed.Config, level string) {
 	}
 }
 
-// startTimeout is d, or 30s when d is zero or less.
-func startTimeout(d time.Duration) time.Duration {
+// StartTimeout is d, or 30s when d is zero or less.
+func StartTimeout(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 30 * time.Second
 	}
 	return d
 }
 
-// waitReady waits until e serves clients, fails, or deadline fires, timeout
+// WaitReady waits until e serves clients, fails, or deadline fires, timeout
 // after the start.
-func waitReady(e *embed.Etcd, deadline <-chan time.Time, timeout time.Duration) error {
+func WaitReady(e *embed.Etcd, deadline <-chan time.Time, timeout time.Duration) error {
 	select {
 	case <-e.Server.ReadyNotify():
 		return nil

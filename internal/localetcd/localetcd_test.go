@@ -1,10 +1,8 @@
-package localetcd
+package localetcd_test
 
 import (
 	"context"
 	"errors"
-	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,45 +10,28 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
 func TestStartServesClientsAndKeepsDataAcrossRestarts(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Start(Config{Dir: dir})
+	s, err := localetcd.Start(localetcd.Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := s.ClientAddr()
 	put(t, s.ClientURL(), "k", "v")
 	s.Close()
-	s, err = Start(Config{Dir: dir, ClientAddr: addr})
+	s, err = localetcd.Start(localetcd.Config{Dir: dir, ClientAddr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if got := get(t, s.ClientURL(), "k"); got != "v" {
+	if got := etcdtest.Get(t, s.ClientURL(), "k"); got != "v" {
 		t.Errorf("after a restart, k = %q, want v", got)
-	}
-}
-
-func TestAPickedClientPortIsBelowTheEphemeralRange(t *testing.T) {
-	// The kernel gives ports of the ephemeral range to outgoing connections
-	// as well: one of them could take a port that etcd gave up while it was
-	// stopped, and a restart on it would fail.
-	s, err := Start(Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	_, portText, err := net.SplitHostPort(s.ClientAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := strconv.Atoi(portText)
-	if start := ephemeralStart(); port < lowestPickedPort || port >= start {
-		t.Errorf("client port %d, want one in [%d, %d): below the ephemeral range", port, lowestPickedPort, start)
 	}
 }
 
@@ -68,28 +49,9 @@ func put(t *testing.T, url, k, v string) {
 	}
 }
 
-func get(t *testing.T, url, k string) string {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) == 0 {
-		return ""
-	}
-	return string(resp.Kvs[0].Value)
-}
-
 func TestClientTLSAndAuth(t *testing.T) {
 	certs := testcerts.New(t)
-	s, err := Start(Config{Dir: t.TempDir(), ClientTLS: ClientTLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey, CAFile: certs.CA}})
+	s, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientTLS: localetcd.ClientTLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey, CAFile: certs.CA}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,13 +59,13 @@ func TestClientTLSAndAuth(t *testing.T) {
 	if !strings.HasPrefix(s.ClientURL(), "https://") {
 		t.Fatalf("ClientURL = %s, want https", s.ClientURL())
 	}
-	clientTLS, err := tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}.Config("etcd")
+	clientTLS, err := tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}.Config(tlsfiles.EtcdFlags)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	if err := s.EnableAuth(ctx, clientTLS, "rootpw", User{Name: "app", Password: "apppw", Prefixes: []string{"app/"}}); err != nil {
+	if err := s.EnableAuth(ctx, clientTLS, "rootpw", localetcd.User{Name: "app", Password: "apppw", Prefixes: []string{"app/"}}); err != nil {
 		t.Fatal(err)
 	}
 	connect := func(user, password string) (*clientv3.Client, error) {
@@ -128,7 +90,7 @@ func TestClientTLSAndAuth(t *testing.T) {
 	}
 	// Without a client certificate the handshake fails, so the call never
 	// reaches etcd and waits for its deadline.
-	noCert, err := tlsfiles.Client{CAFile: certs.CA}.Config("etcd")
+	noCert, err := tlsfiles.Client{CAFile: certs.CA}.Config(tlsfiles.EtcdFlags)
 	if err != nil {
 		t.Fatal(err)
 	}

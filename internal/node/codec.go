@@ -19,7 +19,8 @@ import (
 // every call (about 4% of a node's CPU for GetFeature, and most of what a
 // ListFeatures message costs beyond the transport). Anything else, such as
 // the answer for an unknown point, a RouteSummary, a note or a health
-// check, goes through gRPC's codec as usual.
+// check, goes through gRPC's codec as usual, and so does what the node
+// receives (through noteCodec).
 //
 // The bytes are what proto.Marshal makes of the feature, so a client cannot
 // tell the difference (TestFeatureCodecEncodesAsProtoDoes); the node's own
@@ -32,7 +33,7 @@ type featureCodec struct {
 
 func newFeatureCodec(db *features.DB) *featureCodec {
 	c := &featureCodec{
-		CodecV2: encoding.GetCodecV2(proto.Name),
+		CodecV2: noteCodec{encoding.GetCodecV2(proto.Name)},
 		encoded: make(map[*pb.Feature]mem.BufferSlice, db.Len()),
 	}
 	for _, f := range db.All() {

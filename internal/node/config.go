@@ -3,12 +3,12 @@ package node
 import (
 	"fmt"
 	"log/slog"
-	"net"
+	"math"
 	"strings"
 	"time"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
-	"github.com/routeguide-cluster/routeguide/internal/listenaddr"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -28,6 +28,13 @@ type Config struct {
 	// Etcd lists the etcd endpoints. Empty means standalone: serve without
 	// registering.
 	Etcd []string
+	// NotesEtcd lists the endpoints of the etcd cluster that keeps the
+	// RouteChat notes. Empty means Etcd's, on a connection of its own.
+	NotesEtcd []string
+	// NotesBudget is how much data the notes' etcd may hold while notes are
+	// posted (see etcdnotes.Config.Budget): keep it well below etcd's
+	// --quota-backend-bytes.
+	NotesBudget int64
 	// Service is the name the node registers under.
 	Service string
 	// LeaseTTL is the TTL of the node's etcd lease.
@@ -45,10 +52,13 @@ type Config struct {
 	MaxMessageBytes int
 	// Limits bound what one stream may send.
 	Limits routeguide.Limits
-	// NoteLimits bound the notes RouteChat keeps. PerLocation and
-	// MessageBytes hold for both stores: etcd's, shared by a cluster, and a
-	// standalone node's memory; Bytes bounds that memory.
-	NoteLimits notes.MemoryLimits
+	// NoteLimits bound the notes RouteChat keeps and answers. PerLocation,
+	// MessageBytes and AnswerBytes hold for both stores: etcd's, shared by a
+	// cluster, and a standalone node's memory; Bytes bounds that memory.
+	NoteLimits notes.Limits
+	// MaxConcurrentStreams bounds the calls one client connection may have
+	// open at once; gRPC clients queue the calls past it.
+	MaxConcurrentStreams int
 	// NoteMaxAge is how long a cluster keeps a note in etcd (see package etcdnotes).
 	NoteMaxAge time.Duration
 	// Version is reported in the registration metadata.
@@ -79,19 +89,16 @@ func DefaultConfig() Config {
 		ShutdownTimeout: 10 * time.Second,
 		MaxMessageBytes: 1 << 20,
 		Limits: routeguide.Limits{
-			RoutePoints: 100_000,
-			ChatNotes:   10_000,
+			RoutePoints:   100_000,
+			ChatNotes:     10_000,
+			NoteWrites:    64,
+			NoteWriteWait: time.Second,
 		},
-		// A full location forgets its oldest note, in memory as in etcd,
-		// so a busy spot keeps chatting rather than refusing every note.
-		NoteLimits: notes.MemoryLimits{
-			PerLocation:  1000,
-			DropOldest:   true,
-			Bytes:        64 << 20,
-			MessageBytes: 4 << 10,
-		},
-		NoteMaxAge: 24 * time.Hour,
-		Version:    "dev",
+		NoteLimits:           notes.DefaultLimits(),
+		NoteMaxAge:           24 * time.Hour,
+		NotesBudget:          etcdnotes.DefaultBudget,
+		MaxConcurrentStreams: 100,
+		Version:              "dev",
 	}
 }
 
@@ -103,9 +110,9 @@ func (c Config) Validate() error {
 			first = fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...))
 		}
 	}
-	check(listenaddr.Valid(c.Listen), "listen", "%q is not a host:port address", c.Listen)
-	check(c.Advertise == "" || validAdvertise(c.Advertise), "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
-	check(c.MetricsListen == "" || listenaddr.Valid(c.MetricsListen), "metrics-listen", "%q is not a host:port address", c.MetricsListen)
+	check(discovery.CheckAddr(c.Listen, discovery.ListenAddr) == nil, "listen", "%q is not a host:port address", c.Listen)
+	check(c.Advertise == "" || discovery.CheckAddr(c.Advertise, discovery.DialAddr) == nil, "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
+	check(c.MetricsListen == "" || discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) == nil, "metrics-listen", "%q is not a host:port address", c.MetricsListen)
 	check(c.Service != "" && !strings.Contains(c.Service, "/"), "service", "%q must be non-empty and without '/'", c.Service)
 	check(!strings.Contains(c.NodeID, "/"), "node-id", "%q must not contain '/'", c.NodeID)
 	check(c.LeaseTTL >= time.Second, "lease-ttl", "%v is shorter than etcd's minimum of 1s", c.LeaseTTL)
@@ -119,23 +126,18 @@ func (c Config) Validate() error {
 	check(c.NoteLimits.PerLocation > 0 || len(c.Etcd) == 0, "max-notes-per-location", "must be at least 1 with --etcd: a cluster's notes live in etcd and need a bound")
 	check(c.NoteLimits.Bytes >= 0, "max-notes-bytes", "%d is negative", c.NoteLimits.Bytes)
 	check(c.NoteLimits.MessageBytes >= 1 && c.NoteLimits.MessageBytes <= etcdnotes.MaxMessageBytesLimit, "max-note-bytes", "%d is not between 1 and %d", c.NoteLimits.MessageBytes, etcdnotes.MaxMessageBytesLimit)
+	check(c.NoteLimits.AnswerBytes >= c.NoteLimits.MessageBytes+notes.NoteOverhead, "max-chat-answer-bytes", "%d cannot hold one note of --max-note-bytes (%d and %d bytes of overhead)", c.NoteLimits.AnswerBytes, c.NoteLimits.MessageBytes, notes.NoteOverhead)
 	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than 1s; etcd leases count whole seconds", c.NoteMaxAge)
+	check(c.NotesBudget > 0, "notes-budget", "%d must be positive", c.NotesBudget)
+	check(len(c.NotesEtcd) == 0 || len(c.Etcd) > 0, "notes-etcd", "needs --etcd: a standalone node keeps its notes in memory")
+	check(c.Limits.NoteWrites >= 1, "max-note-writes", "%d must be at least 1", c.Limits.NoteWrites)
+	check(c.Limits.NoteWriteWait > 0, "note-write-wait", "%v must be positive", c.Limits.NoteWriteWait)
+	check(c.MaxConcurrentStreams >= 1 && c.MaxConcurrentStreams <= math.MaxInt32, "max-concurrent-streams", "%d is not between 1 and %d", c.MaxConcurrentStreams, math.MaxInt32)
 	if first == nil {
-		first = c.TLS.Validate(tlsFlags)
+		first = c.TLS.Validate(tlsfiles.GRPCFlags)
 	}
 	if first == nil {
 		first = c.EtcdAuth.ValidateFor(c.Etcd)
 	}
 	return first
-}
-
-// tlsFlags is the prefix of the gRPC TLS flags: --tls-cert, --tls-key and
-// --tls-client-ca.
-const tlsFlags = "tls"
-
-// validAdvertise accepts an address other machines can dial: a host and a
-// non-zero port.
-func validAdvertise(addr string) bool {
-	host, port, err := net.SplitHostPort(addr)
-	return err == nil && host != "" && listenaddr.Valid(addr) && port != "0"
 }

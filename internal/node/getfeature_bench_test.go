@@ -26,7 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/canonical"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/canonical"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -132,7 +132,7 @@ func TestServeForBenchmark(t *testing.T) {
 		addr = serveGRPC(t, grpc.NewServer(), &canonical.Server{Features: list})
 	case "service":
 		db := features.New(list)
-		srv := routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.MemoryLimits{})})
+		srv := routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})})
 		addr = serveGRPC(t, grpc.NewServer(TransportOptions(db)...), srv)
 	case "node":
 		addr = startBenchNode(t, "127.0.0.1:0", writeFeatureList(t, list)).Addr().String()

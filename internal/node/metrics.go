@@ -7,6 +7,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 )
@@ -53,7 +54,7 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 			Help: "Requests refused with RESOURCE_EXHAUSTED because a limit was reached, by limit.",
 		}, []string{"limit"}),
 	}
-	for _, limit := range []string{"route_points", "chat_notes", "stored_notes", "note_bytes"} {
+	for _, limit := range routeguide.LimitNames {
 		m.rejections.WithLabelValues(limit) // every series exists from the start, at 0
 	}
 	collectorsToRegister := []prometheus.Collector{
@@ -83,6 +84,14 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 				Name: "routeguide_notes_prune_failures_total",
 				Help: "Posts after which deleting a location's notes beyond --max-notes-per-location failed; a later post retries.",
 			}, func() float64 { return float64(store.Stats().PruneFailures) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "routeguide_notes_budget_used_bytes",
+				Help: "Data the notes' etcd holds, as last measured while notes were posted (the largest DbSizeInUse of its members, plus what the node wrote since).",
+			}, func() float64 { return float64(store.Usage().InUse) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "routeguide_notes_budget_bytes",
+				Help: "The notes budget in force: --notes-budget, or 3/4 of etcd's quota if less. Notes are refused once the used bytes reach it.",
+			}, func() float64 { return float64(store.Usage().Limit) }),
 		)
 	}
 	for _, c := range collectorsToRegister {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 
@@ -363,7 +364,7 @@ func TestHealthzAndReadyzFollowTheNodeLifecycle(t *testing.T) {
 
 	start := time.Now()
 	tn.stopOnce.Do(tn.cancel)
-	waitFor(t, "/readyz to answer 503", func() bool {
+	poll.Until(t, 10*time.Second, "/readyz to answer 503", func() bool {
 		code, _ := get(t, addr, "/readyz")
 		return code == http.StatusServiceUnavailable
 	})

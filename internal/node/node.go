@@ -24,6 +24,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -41,7 +42,8 @@ type Node struct {
 	server    *grpc.Server
 	health    *health.Server
 	features  *features.DB
-	etcd      *clientv3.Client // nil for a standalone node
+	etcd      *clientv3.Client // the registry's; nil for a standalone node
+	notesEtcd *clientv3.Client // the notes'; nil for a standalone node
 	registrar *discovery.Registrar
 	ready     chan struct{}
 	serving   atomic.Bool
@@ -55,11 +57,11 @@ type Node struct {
 
 // New validates cfg, loads the features and listens on cfg.Listen, so that a
 // bad file or a port in use is reported before anything is served.
-func New(cfg Config) (*Node, error) {
+func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	serverTLS, err := cfg.TLS.Config(tlsFlags)
+	serverTLS, err := cfg.TLS.Config(tlsfiles.GRPCFlags)
 	if err != nil {
 		return nil, err
 	}
@@ -69,78 +71,91 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	listener, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen for gRPC: %w", err)
-	}
-	port := listener.Addr().(*net.TCPAddr).Port
-	id := cfg.NodeID
-	if id == "" {
-		id = defaultNodeID(port)
-	}
-	var advertise string
-	var etcd *clientv3.Client
-	if len(cfg.Etcd) > 0 {
-		if advertise, err = discovery.AdvertiseAddr(cfg.Advertise, cfg.Listen, port, nil); err != nil {
-			listener.Close()
-			return nil, err
-		}
-		etcdCfg, err := cfg.EtcdAuth.EtcdConfig(cfg.Etcd)
-		if err == nil {
-			etcd, err = discovery.NewEtcdClient(etcdCfg)
-		}
-		if err != nil {
-			listener.Close()
-			return nil, err
-		}
-	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
-	logger = logger.With("node_id", id)
-
-	store, err := newNoteStore(cfg, etcd)
-	var metrics *nodeMetrics
-	if err == nil {
-		metrics, err = newNodeMetrics(db.Len(), store)
-	}
-	if err != nil {
-		listener.Close()
-		if etcd != nil {
-			etcd.Close()
+	n := &Node{cfg: cfg, health: health.NewServer(), features: db, ready: make(chan struct{}), tls: serverTLS}
+	// Whatever New opened is closed again when a later step fails.
+	defer func() {
+		if err != nil {
+			n.closeOpened()
 		}
+	}()
+	if n.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen for gRPC: %w", err)
+	}
+	port := n.listener.Addr().(*net.TCPAddr).Port
+	if n.id = cfg.NodeID; n.id == "" {
+		n.id = defaultNodeID(port)
+	}
+	n.logger = logger.With("node_id", n.id)
+	if len(cfg.Etcd) > 0 {
+		if n.advertise, err = discovery.AdvertiseAddr(cfg.Advertise, cfg.Listen, port, nil); err != nil {
+			return nil, err
+		}
+		if n.etcd, n.notesEtcd, err = dialEtcd(cfg); err != nil {
+			return nil, err
+		}
+	}
+	store, err := newNoteStore(cfg, n.notesEtcd)
+	if err != nil {
 		return nil, err
 	}
-	var metricsListener net.Listener
+	if n.metrics, err = newNodeMetrics(db.Len(), store); err != nil {
+		return nil, err
+	}
 	if cfg.MetricsListen != "" {
-		if metricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
-			listener.Close()
-			if etcd != nil {
-				etcd.Close()
-			}
+		if n.metricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			return nil, fmt.Errorf("listen for metrics: %w", err)
 		}
 	}
-	n := &Node{
-		cfg:             cfg,
-		id:              id,
-		advertise:       advertise,
-		logger:          logger,
-		listener:        listener,
-		health:          health.NewServer(),
-		features:        db,
-		etcd:            etcd,
-		ready:           make(chan struct{}),
-		metrics:         metrics,
-		metricsListener: metricsListener,
-		tls:             serverTLS,
-	}
 	n.server = n.newGRPCServer(store)
-	if metricsListener != nil {
+	if n.metricsListener != nil {
 		n.httpServer = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	}
 	return n, nil
+}
+
+// dialEtcd returns the node's two etcd clients: one for the registry (its
+// registration, lease keepalive and watch) and one for the notes, on a
+// connection of its own, to --notes-etcd when set, so that no note traffic
+// ever queues before the registry's.
+func dialEtcd(cfg Config) (registry, notes *clientv3.Client, err error) {
+	notesEndpoints := cfg.NotesEtcd
+	if len(notesEndpoints) == 0 {
+		notesEndpoints = cfg.Etcd
+	}
+	for _, c := range []struct {
+		client    **clientv3.Client
+		endpoints []string
+	}{{&registry, cfg.Etcd}, {&notes, notesEndpoints}} {
+		etcdCfg, err := cfg.EtcdAuth.EtcdConfig(c.endpoints)
+		if err == nil {
+			*c.client, err = discovery.NewEtcdClient(etcdCfg)
+		}
+		if err != nil {
+			if registry != nil {
+				registry.Close()
+			}
+			return nil, nil, err
+		}
+	}
+	return registry, notes, nil
+}
+
+// closeOpened closes what New opened, after a failure.
+func (n *Node) closeOpened() {
+	for _, l := range []net.Listener{n.listener, n.metricsListener} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	for _, c := range []*clientv3.Client{n.etcd, n.notesEtcd} {
+		if c != nil {
+			c.Close()
+		}
+	}
 }
 
 // newNoteStore returns where RouteChat keeps its notes: in etcd when the
@@ -152,9 +167,9 @@ func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
 	}
 	ecfg := etcdnotes.DefaultConfig()
 	ecfg.Prefix = NotesPrefix(cfg.Service)
-	ecfg.PerLocation = cfg.NoteLimits.PerLocation
+	ecfg.Limits = cfg.NoteLimits
 	ecfg.MaxAge = cfg.NoteMaxAge
-	ecfg.MaxMessageBytes = cfg.NoteLimits.MessageBytes
+	ecfg.Budget = cfg.NotesBudget
 	return etcdnotes.New(etcd, ecfg)
 }
 
@@ -177,9 +192,8 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 		unary = append([]grpc.UnaryServerInterceptor{n.metrics.grpc.UnaryServerInterceptor()}, unary...)
 		stream = append([]grpc.StreamServerInterceptor{n.metrics.grpc.StreamServerInterceptor()}, stream...)
 	}
-	opts := append(balancer.ServerOptions(),
-		grpc.MaxRecvMsgSize(n.cfg.MaxMessageBytes),
-		grpc.MaxSendMsgSize(n.cfg.MaxMessageBytes),
+	opts := append(balancer.ServerOptions(), boundOptions(n.cfg)...)
+	opts = append(opts,
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 	)
@@ -310,7 +324,7 @@ func (n *Node) checkEtcdAccess(ctx context.Context) error {
 		// RouteChat keeps its notes beside the registry: a role that
 		// covers only the registry would fail every chat.
 		notesPrefix := NotesPrefix(n.cfg.Service)
-		err = discovery.CheckAccess(ctx, n.etcd, notesPrefix+n.id, notesPrefix)
+		err = discovery.CheckAccess(ctx, n.notesEtcd, notesPrefix+n.id, notesPrefix)
 	}
 	if discovery.IsAuthError(err) {
 		n.logger.Error("etcd refuses the node", "error", err)
@@ -372,8 +386,10 @@ func (n *Node) closeRest() {
 	if n.view != nil {
 		n.view.Close()
 	}
-	if n.etcd != nil {
-		n.etcd.Close()
+	for _, c := range []*clientv3.Client{n.etcd, n.notesEtcd} {
+		if c != nil {
+			c.Close()
+		}
 	}
 	if n.httpServer != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -28,7 +27,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/goroutines"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 const testNodeID = "test-node"
@@ -52,7 +52,7 @@ type testNode struct {
 // node and fails the test if any goroutine started since is still running.
 func newTestNode(t *testing.T, configure func(*Config), register func(*grpc.Server)) *testNode {
 	t.Helper()
-	before := goroutines()
+	before := goroutines.Stacks()
 	tn := &testNode{logs: new(logBuffer), level: new(slog.LevelVar), done: make(chan struct{})}
 	tn.level.Set(slog.LevelDebug)
 	cfg := DefaultConfig()
@@ -184,31 +184,6 @@ func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
 	return found
 }
 
-// waitFor polls cond until it holds, and fails t if it does not within 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	poll.Until(t, 10*time.Second, what, cond)
-}
-
-// goroutines returns the stack of every goroutine, by goroutine id.
-func goroutines() map[string]string {
-	buf := make([]byte, 1<<16)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	stacks := make(map[string]string)
-	for stack := range strings.SplitSeq(string(buf), "\n\n") {
-		id, _, _ := strings.Cut(strings.TrimPrefix(stack, "goroutine "), " ")
-		stacks[id] = stack
-	}
-	return stacks
-}
-
 // checkNoGoroutinesLeft fails t if goroutines that were not in before are
 // still running after a few seconds' grace to finish.
 func checkNoGoroutinesLeft(t *testing.T, before map[string]string) {
@@ -216,7 +191,7 @@ func checkNoGoroutinesLeft(t *testing.T, before map[string]string) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var left []string
-		for id, stack := range goroutines() {
+		for id, stack := range goroutines.Stacks() {
 			if _, ok := before[id]; !ok {
 				left = append(left, stack)
 			}
@@ -379,7 +354,7 @@ func TestHealthFollowsTheNodeLifecycle(t *testing.T) {
 
 	start := time.Now()
 	tn.cancel()
-	waitFor(t, "health to turn NOT_SERVING", func() bool { return check("") == healthpb.HealthCheckResponse_NOT_SERVING })
+	poll.Until(t, 10*time.Second, "health to turn NOT_SERVING", func() bool { return check("") == healthpb.HealthCheckResponse_NOT_SERVING })
 	if got := check(HealthService); got != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("draining, Check(%q) = %v, want NOT_SERVING", HealthService, got)
 	}
@@ -558,7 +533,7 @@ func TestDrainCompletesAStreamInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	received := 1
-	waitFor(t, "a successful call under load", func() bool {
+	poll.Until(t, 10*time.Second, "a successful call under load", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return byCode[codes.OK] > 0
@@ -566,7 +541,7 @@ func TestDrainCompletesAStreamInFlight(t *testing.T) {
 
 	tn.cancel()
 	// GracefulStop sends GOAWAY, which takes the idle connection out of READY.
-	waitFor(t, "the node to stop accepting calls", func() bool { return streamConn.GetState() != connectivity.Ready })
+	poll.Until(t, 10*time.Second, "the node to stop accepting calls", func() bool { return streamConn.GetState() != connectivity.Ready })
 	select {
 	case <-tn.done:
 		t.Fatal("Run returned while a stream was still being sent")
@@ -640,7 +615,7 @@ func TestClientsCheckingHealthLeaveDuringTheDrainDelay(t *testing.T) {
 
 	start := time.Now()
 	tn.cancel()
-	waitFor(t, "the client to stop picking the node", func() bool { return conn.GetState() != connectivity.Ready })
+	poll.Until(t, 10*time.Second, "the client to stop picking the node", func() bool { return conn.GetState() != connectivity.Ready })
 	if elapsed := time.Since(start); elapsed >= drainDelay {
 		t.Errorf("the client left %v after cancel, not within the drain delay of %v", elapsed, drainDelay)
 	}

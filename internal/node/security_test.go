@@ -17,9 +17,9 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
-	"github.com/routeguide-cluster/routeguide/internal/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
@@ -62,7 +62,7 @@ func mutualTLSNode(t *testing.T, certs testcerts.Files) *testNode {
 // dialTLS connects to addr with the TLS that client's files make.
 func dialTLS(t *testing.T, addr string, client tlsfiles.Client) *grpc.ClientConn {
 	t.Helper()
-	cfg, err := client.Config("tls")
+	cfg, err := client.Config(tlsfiles.GRPCFlags)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func startSecuredEtcd(t *testing.T) securedEtcd {
 
 func clientTLS(t *testing.T, certs testcerts.Files) *tls.Config {
 	t.Helper()
-	cfg, err := tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}.Config("etcd")
+	cfg, err := tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}.Config(tlsfiles.EtcdFlags)
 	if err != nil {
 		t.Fatal(err)
 	}

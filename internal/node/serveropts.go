@@ -24,3 +24,30 @@ func TransportOptions(db *features.DB) []grpc.ServerOption {
 		grpc.ForceServerCodecV2(newFeatureCodec(db)), // see codec.go
 	}
 }
+
+// Flow-control windows: what a client may send before the node reads it, on
+// one stream and on its whole connection. Setting them also turns off
+// gRPC's window growth (BDP estimation), which would let one connection's
+// unread data grow to megabytes.
+const (
+	streamWindow = 64 << 10
+	connWindow   = 512 << 10
+)
+
+// requestSlack is what a request may carry beyond a note's message: its
+// point, its framing, and unknown fields an older or newer client adds.
+const requestSlack = 1 << 10
+
+// boundOptions bound what one client connection can make the node hold
+// (the README's "Bounds" adds them up): its streams, the size of each
+// request (no RouteGuide request is larger than a note), and the data
+// buffered for it.
+func boundOptions(cfg Config) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
+		grpc.MaxRecvMsgSize(min(cfg.MaxMessageBytes, cfg.NoteLimits.MessageBytes+requestSlack)),
+		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
+	}
+}

@@ -17,6 +17,19 @@ import (
 	"time"
 )
 
+// The prefixes of the two families of TLS flags. The flags of a
+// configuration are its prefix with -cert, -key, -ca, -client-ca or
+// -server-name, and its errors name them so.
+const (
+	// GRPCFlags prefixes the gRPC TLS flags of the node (--tls-cert,
+	// --tls-key, --tls-client-ca) and of the client (--tls-ca, --tls-cert,
+	// --tls-key, --tls-server-name).
+	GRPCFlags = "tls"
+	// EtcdFlags prefixes the TLS flags for etcd: --etcd-ca, --etcd-cert
+	// and --etcd-key.
+	EtcdFlags = "etcd"
+)
+
 // MinVersion is the oldest TLS version a server accepts or a client offers.
 const MinVersion = tls.VersionTLS12
 

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/certgen"
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 )
 
 func TestNothingSetMeansNoTLS(t *testing.T) {

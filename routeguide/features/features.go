@@ -242,17 +242,32 @@ var indexPool = sync.Pool{New: func() any {
 	return &buf
 }}
 
+// MaxIndexed is how many matches Within sorts into file order through the
+// index. A rectangle with more is answered by a scan of the whole file, which
+// then costs about what sending its answer does: a stream's memory stays at
+// MaxIndexed indexes however much of the world it asks for, and a client that
+// never reads its answer holds no more than that.
+const MaxIndexed = 4096
+
 // Within yields every feature inside r in file order, as the canonical server,
 // which scans the file, does.
 func (db *DB) Within(r Rect) iter.Seq[*pb.Feature] {
 	return func(yield func(*pb.Feature) bool) {
 		buf := indexPool.Get().(*[]int32)
-		found := db.tree.search(r, (*buf)[:0])
-		slices.Sort(found)
+		found, indexed := db.tree.search(r, (*buf)[:0], MaxIndexed)
 		defer func() {
 			*buf = found[:0]
 			indexPool.Put(buf)
 		}()
+		if !indexed {
+			for _, f := range db.features {
+				if r.contains(f.Location.Latitude, f.Location.Longitude) && !yield(f) {
+					return
+				}
+			}
+			return
+		}
+		slices.Sort(found)
 		for _, i := range found {
 			if !yield(db.features[i]) {
 				return

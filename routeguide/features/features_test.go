@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -201,4 +202,26 @@ func TestWithinStopsWhenTheConsumerDoes(t *testing.T) {
 
 func feature(name string, lat, lon int32) *pb.Feature {
 	return &pb.Feature{Name: name, Location: &pb.Point{Latitude: lat, Longitude: lon}}
+}
+
+func TestWithinHoldsAtMostMaxIndexedIndexesHoweverLargeTheAnswer(t *testing.T) {
+	db := randomDB(200_000)
+	world := Rect{-MaxLatitude, -MaxLongitude, MaxLatitude, MaxLongitude}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	seen := 0
+	for range db.Within(world) {
+		seen++
+	}
+	runtime.ReadMemStats(&after)
+	if seen != db.Len() {
+		t.Fatalf("the whole world yielded %d features, want all %d", seen, db.Len())
+	}
+	// Collecting every index would take 800 KB and more for the growth of
+	// the slice; MaxIndexed of them, grown by doubling, take under 64 KiB.
+	const bound = 128 << 10
+	if got := after.TotalAlloc - before.TotalAlloc; got > bound {
+		t.Errorf("a whole-world Within over %d features allocated %d bytes, want at most %d", db.Len(), got, bound)
+	}
 }

@@ -90,17 +90,20 @@ func selectNth(points []kdPoint, n int, byLat bool) {
 	}
 }
 
-// search appends to found the file-order index of every point inside r.
-func (t kdTree) search(r Rect, found []int32) []int32 {
-	return searchRun(t.points, true, r, found)
+// search appends to found the file-order index of every point inside r. It
+// stops, and reports false, as soon as found holds more than limit indexes.
+func (t kdTree) search(r Rect, found []int32, limit int) ([]int32, bool) {
+	return searchRun(t.points, true, r, found, limit)
 }
 
-func searchRun(points []kdPoint, byLat bool, r Rect, found []int32) []int32 {
+func searchRun(points []kdPoint, byLat bool, r Rect, found []int32, limit int) ([]int32, bool) {
 	for len(points) > leafSize {
 		mid := len(points) / 2
 		p := points[mid]
 		if r.contains(p.lat, p.lon) {
-			found = append(found, p.index)
+			if found = append(found, p.index); len(found) > limit {
+				return found, false
+			}
 		}
 		lo, hi := r.MinLon, r.MaxLon
 		if byLat {
@@ -110,21 +113,26 @@ func searchRun(points []kdPoint, byLat bool, r Rect, found []int32) []int32 {
 		goLeft, goRight := lo <= split, hi >= split
 		switch {
 		case goLeft && goRight:
-			found = searchRun(points[:mid], !byLat, r, found)
+			var complete bool
+			if found, complete = searchRun(points[:mid], !byLat, r, found, limit); !complete {
+				return found, false
+			}
 			points = points[mid+1:]
 		case goLeft:
 			points = points[:mid]
 		case goRight:
 			points = points[mid+1:]
 		default:
-			return found
+			return found, true
 		}
 		byLat = !byLat
 	}
 	for _, p := range points {
 		if r.contains(p.lat, p.lon) {
-			found = append(found, p.index)
+			if found = append(found, p.index); len(found) > limit {
+				return found, false
+			}
 		}
 	}
-	return found
+	return found, true
 }

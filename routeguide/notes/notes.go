@@ -35,30 +35,52 @@ type Store interface {
 	Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error)
 }
 
-// MemoryLimits bound what a Memory store holds, so a flood of notes cannot
-// exhaust the node's memory.
-type MemoryLimits struct {
+// Limits bound what a store keeps and what one post answers, so that no
+// client can make a node or etcd hold, read or send unbounded notes. Both
+// stores take them; a limit <= 0 means no bound.
+type Limits struct {
 	// PerLocation is how many notes one location keeps.
 	PerLocation int
-	// DropOldest makes a post to a full location drop the location's oldest
-	// note, as the etcd store (package etcdnotes) does, instead of being refused with ErrLimit.
-	DropOldest bool
-	// Bytes bounds the memory that all notes take together, counted as the
-	// length of each message plus NoteOverhead.
-	Bytes int64
-	// MessageBytes bounds one note's message, as etcdnotes.Config.MaxMessageBytes
-	// does in the cluster, so a node answers alike alone and in a cluster.
+	// MessageBytes bounds one note's message.
 	MessageBytes int
+	// AnswerBytes bounds one answer, counted as Cost of each note: a post
+	// answers with the newest notes at its location that fit, oldest first,
+	// and the store forgets the older ones, which no answer could carry.
+	AnswerBytes int
+	// Bytes bounds what all notes of a Memory store take together, counted
+	// as Cost of each. The etcd store has a budget of its own instead.
+	Bytes int64
+	// DropOldest makes a post to a full location of a Memory store drop the
+	// location's oldest note, as the etcd store always does, instead of
+	// being refused with ErrLimit.
+	DropOldest bool
 }
 
-// NoteOverhead is what a Memory store charges for one note besides its text:
-// about what the note, its point and the index entry take in memory.
+// DefaultLimits are a node's limits when no flag changes them. A full
+// location forgets its oldest note, in memory as in etcd, so a busy spot
+// keeps chatting rather than refusing every note.
+func DefaultLimits() Limits {
+	return Limits{
+		PerLocation:  1000,
+		MessageBytes: 4 << 10,
+		AnswerBytes:  1 << 20,
+		Bytes:        64 << 20,
+		DropOldest:   true,
+	}
+}
+
+// NoteOverhead is what a note costs besides its message: about what the
+// note, its point and the index entry take in memory, and more than its
+// encoding adds on the wire and in etcd.
 const NoteOverhead = 128
+
+// Cost is what a note with message counts for against the byte limits.
+func Cost(message string) int { return len(message) + NoteOverhead }
 
 // Memory is a Store in the process's memory, for a node that serves alone.
 // Readers never wait on a slow client: Post returns a snapshot.
 type Memory struct {
-	limits MemoryLimits
+	limits Limits
 
 	mu         sync.Mutex
 	byLocation map[uint64][]*pb.RouteNote
@@ -66,8 +88,8 @@ type Memory struct {
 	bytes      int64
 }
 
-// NewMemory returns an empty store bounded by limits; a limit <= 0 means no bound.
-func NewMemory(limits MemoryLimits) *Memory {
+// NewMemory returns an empty store bounded by limits.
+func NewMemory(limits Limits) *Memory {
 	return &Memory{limits: limits, byLocation: make(map[uint64][]*pb.RouteNote)}
 }
 
@@ -80,24 +102,35 @@ func (m *Memory) Post(_ context.Context, note *pb.RouteNote) ([]*pb.RouteNote, e
 	if m.limits.MessageBytes > 0 && len(note.Message) > m.limits.MessageBytes {
 		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", m.limits.MessageBytes, ErrNoteTooLarge)
 	}
-	cost := int64(len(note.Message)) + NoteOverhead
+	cost := Cost(note.Message)
 	key := uint64(uint32(lat))<<32 | uint64(uint32(lon))
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	stored := m.byLocation[key]
-	drop := 0 // how many of the oldest notes make room for this one
-	var freed int64
-	if m.limits.PerLocation > 0 && len(stored) >= m.limits.PerLocation {
-		if !m.limits.DropOldest {
-			return nil, fmt.Errorf("this location is full (it keeps %d notes at most): %w", m.limits.PerLocation, ErrLimit)
-		}
-		drop = len(stored) - m.limits.PerLocation + 1
-		for _, old := range stored[:drop] {
-			freed += int64(len(old.Message)) + NoteOverhead
+	keep := len(stored) // how many of the newest notes stay beside this one
+	full := ""
+	if m.limits.PerLocation > 0 && keep >= m.limits.PerLocation {
+		keep, full = m.limits.PerLocation-1, fmt.Sprintf("it keeps %d notes at most", m.limits.PerLocation)
+	}
+	if m.limits.AnswerBytes > 0 {
+		room := m.limits.AnswerBytes - cost
+		for i := len(stored) - 1; i >= len(stored)-keep; i-- {
+			if room -= Cost(stored[i].Message); room < 0 {
+				keep, full = len(stored)-1-i, fmt.Sprintf("one answer holds %d bytes at most", m.limits.AnswerBytes)
+				break
+			}
 		}
 	}
-	if m.limits.Bytes > 0 && m.bytes-freed+cost > m.limits.Bytes {
+	drop := len(stored) - keep
+	if drop > 0 && !m.limits.DropOldest {
+		return nil, fmt.Errorf("this location is full (%s): %w", full, ErrLimit)
+	}
+	var freed int64
+	for _, old := range stored[:drop] {
+		freed += int64(Cost(old.Message))
+	}
+	if m.limits.Bytes > 0 && m.bytes-freed+int64(cost) > m.limits.Bytes {
 		return nil, fmt.Errorf("the note store is full (%d bytes at most): %w", m.limits.Bytes, ErrLimit)
 	}
 	// Dropping reslices and appending writes only past the end of every
@@ -107,7 +140,7 @@ func (m *Memory) Post(_ context.Context, note *pb.RouteNote) ([]*pb.RouteNote, e
 	stored = append(stored[drop:], note)
 	m.byLocation[key] = stored
 	m.count += 1 - drop
-	m.bytes += cost - freed
+	m.bytes += int64(cost) - freed
 	return stored[:len(stored):len(stored)], nil
 }
 

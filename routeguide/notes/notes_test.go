@@ -23,7 +23,7 @@ var (
 )
 
 func TestMemoryPostAnswersTheLocationsNotesInPostingOrder(t *testing.T) {
-	m := notes.NewMemory(notes.MemoryLimits{})
+	m := notes.NewMemory(notes.Limits{})
 	notestest.CheckPostingOrder(t, m)
 	if m.Len() != len(notestest.PostingOrderSteps) {
 		t.Errorf("Len = %d, want %d", m.Len(), len(notestest.PostingOrderSteps))
@@ -31,7 +31,7 @@ func TestMemoryPostAnswersTheLocationsNotesInPostingOrder(t *testing.T) {
 }
 
 func TestMemorySnapshotDoesNotChangeAfterwards(t *testing.T) {
-	m := notes.NewMemory(notes.MemoryLimits{})
+	m := notes.NewMemory(notes.Limits{})
 	posted := note(1, 1, "a1")
 	first, err := m.Post(t.Context(), posted)
 	if err != nil {
@@ -73,12 +73,12 @@ func TestMemoryLimitsRefuseWithErrLimitAndKeepWhatIsStored(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		limits notes.MemoryLimits
+		limits notes.Limits
 		posts  []post
 	}{
 		{
 			name:   "notes per location",
-			limits: notes.MemoryLimits{PerLocation: 2},
+			limits: notes.Limits{PerLocation: 2},
 			posts: []post{
 				{note(1, 1, "a1"), []string{"a1"}, ""},
 				{note(1, 1, "a2"), []string{"a1", "a2"}, ""},
@@ -90,7 +90,7 @@ func TestMemoryLimitsRefuseWithErrLimitAndKeepWhatIsStored(t *testing.T) {
 		},
 		{
 			name:   "bytes count the message and the overhead",
-			limits: notes.MemoryLimits{Bytes: 2*notes.NoteOverhead + 5},
+			limits: notes.Limits{Bytes: 2*notes.NoteOverhead + 5},
 			posts: []post{
 				{note(1, 1, "a1"), []string{"a1"}, ""},
 				{note(2, 2, "1234"), nil, "store is full (261 bytes at most)"}, // one byte too many
@@ -100,7 +100,7 @@ func TestMemoryLimitsRefuseWithErrLimitAndKeepWhatIsStored(t *testing.T) {
 		},
 		{
 			name:   "message bytes",
-			limits: notes.MemoryLimits{MessageBytes: 3},
+			limits: notes.Limits{MessageBytes: 3},
 			posts: []post{
 				{note(1, 1, "abc"), []string{"abc"}, ""}, // exactly the bound
 				{note(1, 1, "abcd"), nil, "at most 3 bytes"},
@@ -109,14 +109,14 @@ func TestMemoryLimitsRefuseWithErrLimitAndKeepWhatIsStored(t *testing.T) {
 		},
 		{
 			name:   "a note larger than the whole store",
-			limits: notes.MemoryLimits{Bytes: notes.NoteOverhead - 1},
+			limits: notes.Limits{Bytes: notes.NoteOverhead - 1},
 			posts: []post{
 				{note(1, 1, ""), nil, "store is full"},
 			},
 		},
 		{
 			name:   "both limits, the first reached refuses",
-			limits: notes.MemoryLimits{PerLocation: 1, Bytes: 3 * notes.NoteOverhead},
+			limits: notes.Limits{PerLocation: 1, Bytes: 3 * notes.NoteOverhead},
 			posts: []post{
 				{note(1, 1, ""), []string{""}, ""},
 				{note(1, 1, ""), nil, "keeps 1 notes at most"},
@@ -154,7 +154,7 @@ func TestMemoryLimitsRefuseWithErrLimitAndKeepWhatIsStored(t *testing.T) {
 }
 
 func TestMemoryLimitsOfZeroOrLessMeanNoBound(t *testing.T) {
-	for _, limits := range []notes.MemoryLimits{{}, {PerLocation: -1, Bytes: -1}} {
+	for _, limits := range []notes.Limits{{}, {PerLocation: -1, Bytes: -1}} {
 		m := notes.NewMemory(limits)
 		big := strings.Repeat("x", 1<<20)
 		for i := range 1000 {
@@ -169,13 +169,13 @@ func TestMemoryConcurrentPostsAreAllCounted(t *testing.T) {
 	const posters, each, locations = 8, 100, 4
 	tests := []struct {
 		name   string
-		limits notes.MemoryLimits
+		limits notes.Limits
 		stored int // how many of the posters*each posts fit
 	}{
-		{"no limits", notes.MemoryLimits{}, posters * each},
-		{"notes per location", notes.MemoryLimits{PerLocation: 50}, 50 * locations},
+		{"no limits", notes.Limits{}, posters * each},
+		{"notes per location", notes.Limits{PerLocation: 50}, 50 * locations},
 		// Every message below is 16 bytes long.
-		{"bytes", notes.MemoryLimits{Bytes: 150*(notes.NoteOverhead+16) + 10}, 150},
+		{"bytes", notes.Limits{Bytes: 150*(notes.NoteOverhead+16) + 10}, 150},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,7 +215,7 @@ func TestMemoryConcurrentPostsAreAllCounted(t *testing.T) {
 
 func TestMemoryConcurrentSnapshotsArePrefixesOfOnePostingOrder(t *testing.T) {
 	const posters, each = 8, 50
-	m := notes.NewMemory(notes.MemoryLimits{})
+	m := notes.NewMemory(notes.Limits{})
 	snapshots := make([][][]string, posters)
 	var wg sync.WaitGroup
 	for p := range posters {
@@ -254,12 +254,12 @@ func TestMemoryDoesNotStoreUnknownFields(t *testing.T) {
 	sent.ProtoReflect().SetUnknown(unknown)
 	sent.Location.ProtoReflect().SetUnknown(unknown)
 
-	m := notes.NewMemory(notes.MemoryLimits{Bytes: notes.NoteOverhead + 5})
+	m := notes.NewMemory(notes.Limits{Bytes: notes.NoteOverhead + 5})
 	// The note fits only if its unknown fields are not counted either.
 	if _, err := m.Post(t.Context(), sent); err != nil {
 		t.Fatalf("post: %v", err)
 	}
-	m = notes.NewMemory(notes.MemoryLimits{})
+	m = notes.NewMemory(notes.Limits{})
 	if _, err := m.Post(t.Context(), sent); err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func TestMemoryDoesNotStoreUnknownFields(t *testing.T) {
 
 func TestMemoryDropOldestKeepsTheNewestPerLocation(t *testing.T) {
 	// Bytes for exactly three notes of two bytes: dropping frees room.
-	m := notes.NewMemory(notes.MemoryLimits{PerLocation: 3, DropOldest: true, Bytes: 3*(notes.NoteOverhead+2) + notes.NoteOverhead + 1})
+	m := notes.NewMemory(notes.Limits{PerLocation: 3, DropOldest: true, Bytes: 3*(notes.NoteOverhead+2) + notes.NoteOverhead + 1})
 	if _, err := m.Post(t.Context(), note(9, 9, "")); err != nil {
 		t.Fatal(err)
 	}
@@ -316,5 +316,15 @@ func TestMemoryDropOldestKeepsTheNewestPerLocation(t *testing.T) {
 	}
 	if want := []string{"a7", "a8", "ok"}; !slices.Equal(messages(got), want) {
 		t.Errorf("after a refused post: %q, want %q: a refusal must drop nothing", messages(got), want)
+	}
+}
+
+func TestMemoryAnswersTheNewestNotesThatFitInAnAnswerAndForgetsTheRest(t *testing.T) {
+	const answerBytes = 2000
+	m := notes.NewMemory(notes.Limits{AnswerBytes: answerBytes, DropOldest: true})
+	notestest.CheckAnswerBytes(t, m, answerBytes)
+	// The 60 notes cost about 10 KB; the location keeps one answer's worth.
+	if m.Len() > answerBytes/notes.NoteOverhead {
+		t.Errorf("the location keeps %d notes, more than an answer of %d bytes can hold", m.Len(), answerBytes)
 	}
 }

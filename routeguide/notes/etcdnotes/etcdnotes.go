@@ -8,14 +8,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -28,44 +31,53 @@ type Config struct {
 	// Prefix is the etcd key prefix under which every note is kept, as
 	// <Prefix><latitude>,<longitude>/<random id>. It must end with "/".
 	Prefix string
-	// PerLocation is how many notes one location keeps: posting beyond it
-	// deletes the oldest ones.
-	PerLocation int
+	// Limits bound a location and one answer: PerLocation, MessageBytes and
+	// AnswerBytes are required. A post reads no more than AnswerBytes and
+	// one page of notes from etcd (see readAnswer), and deletes the notes that
+	// no answer could carry. Bytes and DropOldest are the Memory store's.
+	Limits notes.Limits
 	// MaxAge is how long a note is kept. A note expires between MaxAge and
-	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see Etcd). At least 1s,
-	// as etcd leases count whole seconds; it is required because it is the only
-	// bound on the notes of all locations together. etcd raises a TTL below
-	// its own minimum (about 1.5 election timeouts, 2s by default) to that
-	// minimum, so a MaxAge of a second or two lasts a little longer.
+	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see Store). At least
+	// 1s, as etcd leases count whole seconds. etcd raises a TTL below its own
+	// minimum (about 1.5 election timeouts, 2s by default) to that minimum,
+	// so a MaxAge of a second or two lasts a little longer.
 	MaxAge time.Duration
-	// MaxMessageBytes is the longest message a note may carry, in bytes. It
-	// keeps every put below etcd's request size limit (1.5 MiB by default),
-	// and PerLocation*MaxMessageBytes bounds what one Post sends to the
-	// client (what it reads from etcd is JSON, up to 6 times that when
-	// every byte needs escaping).
-	MaxMessageBytes int
 	// Timeout bounds the etcd work of one Post. When it passes while the
 	// caller still waits, Post fails with notes.ErrUnavailable: a chat stream has
 	// no deadline, and without this bound it would hang for as long as etcd
 	// is down.
 	Timeout time.Duration
+	// Budget is how much data etcd may hold while notes are posted: a post
+	// is refused with notes.ErrLimit once the largest DbSizeInUse that any
+	// member reports reaches it (see budget.go), so that the notes never
+	// take etcd to its quota, where it refuses every write, the registry's
+	// too. Never more than 3/4 of the quota a member reports is used.
+	Budget int64
+	// BudgetCheck is how often, at most, a Store asks etcd its size while
+	// notes are posted.
+	BudgetCheck time.Duration
 }
 
 // DefaultConfig is the configuration of a cluster node's store when no
 // flag changes it.
 func DefaultConfig() Config {
 	return Config{
-		Prefix:          "routeguide-notes/",
-		PerLocation:     1000,
-		MaxAge:          24 * time.Hour,
-		MaxMessageBytes: 4 << 10,
-		Timeout:         5 * time.Second,
+		Prefix:      "routeguide-notes/",
+		Limits:      notes.DefaultLimits(),
+		MaxAge:      24 * time.Hour,
+		Timeout:     5 * time.Second,
+		Budget:      DefaultBudget,
+		BudgetCheck: time.Second,
 	}
 }
 
-// MaxMessageBytesLimit is the largest MaxMessageBytes. It keeps a note,
-// JSON-escaped (up to 6 bytes per byte),
-// under etcd's default request size limit of 1.5 MiB.
+// DefaultBudget is a quarter of etcd's default quota (--quota-backend-bytes,
+// 2 GiB): the registry, etcd's history and a burst of notes between two
+// measurements keep the rest.
+const DefaultBudget = 512 << 20
+
+// MaxMessageBytesLimit is the largest Limits.MessageBytes. It keeps one post
+// far below etcd's default request size limit of 1.5 MiB.
 const MaxMessageBytesLimit = 200 << 10
 
 // Validate reports the first problem with c, naming the field at fault.
@@ -73,14 +85,20 @@ func (c Config) Validate() error {
 	switch {
 	case c.Prefix == "" || !strings.HasSuffix(c.Prefix, "/"):
 		return fmt.Errorf("notes etcd config: Prefix %q must be non-empty and end with \"/\"", c.Prefix)
-	case c.PerLocation < 1:
-		return fmt.Errorf("notes etcd config: PerLocation %d must be at least 1", c.PerLocation)
+	case c.Limits.PerLocation < 1:
+		return fmt.Errorf("notes etcd config: Limits.PerLocation %d must be at least 1", c.Limits.PerLocation)
+	case c.Limits.MessageBytes < 1 || c.Limits.MessageBytes > MaxMessageBytesLimit:
+		return fmt.Errorf("notes etcd config: Limits.MessageBytes %d must be between 1 and %d", c.Limits.MessageBytes, MaxMessageBytesLimit)
+	case c.Limits.AnswerBytes < c.Limits.MessageBytes+notes.NoteOverhead:
+		return fmt.Errorf("notes etcd config: Limits.AnswerBytes %d must hold one note of Limits.MessageBytes (%d with its overhead)", c.Limits.AnswerBytes, c.Limits.MessageBytes+notes.NoteOverhead)
 	case c.MaxAge < time.Second:
 		return fmt.Errorf("notes etcd config: MaxAge %v must be at least 1s, as etcd leases count whole seconds", c.MaxAge)
-	case c.MaxMessageBytes < 1 || c.MaxMessageBytes > MaxMessageBytesLimit:
-		return fmt.Errorf("notes etcd config: MaxMessageBytes %d must be between 1 and %d", c.MaxMessageBytes, MaxMessageBytesLimit)
 	case c.Timeout <= 0:
 		return fmt.Errorf("notes etcd config: Timeout %v must be positive", c.Timeout)
+	case c.Budget <= 0:
+		return fmt.Errorf("notes etcd config: Budget %d must be positive", c.Budget)
+	case c.BudgetCheck <= 0:
+		return fmt.Errorf("notes etcd config: BudgetCheck %v must be positive", c.BudgetCheck)
 	}
 	return nil
 }
@@ -110,25 +128,30 @@ type Stats struct {
 // a note posted through one node is in the answers of all of them.
 //
 // A note is put under <Prefix><lat>,<lon>/, and the answer is read in the
-// same transaction, so it holds exactly the notes stored at the put's
-// revision, ordered by the revision that created each. Two nodes therefore
-// answer in one posting order, and an answer is always a prefix of what a
-// later post at the location sees (less what retention removed since).
+// same transaction (and, past its first page, at the same revision), so it
+// holds exactly the notes stored at the put's revision, ordered by the
+// revision that created each. Two nodes therefore answer in one posting
+// order, and an answer is always a prefix of what a later post at the
+// location sees (less what retention removed since).
 //
-// Retention by count: the answer holds the newest PerLocation notes, and a
-// post that finds more deletes the older ones. Retention by age: every note
-// is attached to a lease. Notes posted within one bucket of
-// MaxAge/LeaseBuckets share a lease of TTL MaxAge plus one bucket, rounded up
-// to whole seconds, so a note lives at least MaxAge and at most about
-// MaxAge*(1+1/LeaseBuckets)+1s. etcd itself checks expiry about every 500ms
-// and, after a leader change, extends every lease by its full TTL, so after
-// an election a note may live up to one TTL longer.
+// Retention by count and size: the answer holds the newest notes within
+// PerLocation and AnswerBytes, and a post that finds more deletes the older
+// ones. Retention by age: every note is attached to a lease. Notes posted
+// within one bucket of MaxAge/LeaseBuckets share a lease of TTL MaxAge plus
+// one bucket, rounded up to whole seconds, so a note lives at least MaxAge
+// and at most about MaxAge*(1+1/LeaseBuckets)+1s. etcd itself checks expiry
+// about every 500ms and, after a leader change, extends every lease by its
+// full TTL, so after an election a note may live up to one TTL longer.
 //
-// Etcd starts no goroutine and owns nothing to close; the caller closes the
+// A note is stored as the protobuf encoding of a RouteNote, a few bytes more
+// than its message (JSON escaped a control character into six).
+//
+// Store starts no goroutine and owns nothing to close; the caller closes the
 // client after the last Post.
 type Store struct {
-	cli *clientv3.Client
-	cfg Config
+	cli    *clientv3.Client
+	cfg    Config
+	budget *budget
 
 	skipped       atomic.Uint64
 	pruneFailures atomic.Uint64
@@ -151,7 +174,7 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Store{cli: cli, cfg: cfg, grant: make(chan struct{}, 1)}, nil
+	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1)}, nil
 }
 
 // Stats returns the store's counters since it was made.
@@ -170,17 +193,20 @@ func (e *Store) LocationPrefix(lat, lon int32) string {
 // again stores it twice: notes carry no id of the client's to tell.
 func (e *Store) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
 	lat, lon := note.GetLocation().GetLatitude(), note.GetLocation().GetLongitude()
-	if len(note.GetMessage()) > e.cfg.MaxMessageBytes {
-		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", e.cfg.MaxMessageBytes, notes.ErrNoteTooLarge)
+	if len(note.GetMessage()) > e.cfg.Limits.MessageBytes {
+		return nil, fmt.Errorf("a note's message may have at most %d bytes: %w", e.cfg.Limits.MessageBytes, notes.ErrNoteTooLarge)
 	}
 	// Only the location and the message are stored: unknown fields of the
 	// received message must not reach the other clients.
-	value, err := protojson.Marshal(&pb.RouteNote{Location: &pb.Point{Latitude: lat, Longitude: lon}, Message: note.GetMessage()})
+	value, err := proto.Marshal(&pb.RouteNote{Location: &pb.Point{Latitude: lat, Longitude: lon}, Message: note.GetMessage()})
 	if err != nil {
 		return nil, fmt.Errorf("store note: encode: %w", err)
 	}
 	opCtx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
+	if err := e.budget.check(opCtx); err != nil {
+		return nil, err
+	}
 	answer, err := e.post(opCtx, lat, lon, value)
 	if err != nil {
 		return nil, e.postError(ctx, err)
@@ -207,22 +233,22 @@ func (e *Store) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.R
 	}
 }
 
-// putAndRead puts the note and reads the location's newest PerLocation
-// notes in one transaction, then deletes the older ones if any.
+// putAndRead puts the note and reads the first page of the location's
+// newest notes in one transaction, reads on at that revision while the
+// answer has room, then deletes the notes the answer left out, if any.
 func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
 	location := e.LocationPrefix(lat, lon)
 	var id [16]byte
 	_, _ = rand.Read(id[:]) // crypto/rand never fails on supported platforms
 	key := location + hex.EncodeToString(id[:])
+	page := answerPage{cfg: e.cfg.Limits, room: e.cfg.Limits.AnswerBytes}
 	resp, err := e.cli.Txn(ctx).
 		// A random 128-bit id does not collide; the comparison makes sure
 		// that a note can never replace another.
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(
 			clientv3.OpPut(key, string(value), clientv3.WithLease(lease)),
-			clientv3.OpGet(location, clientv3.WithPrefix(),
-				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-				clientv3.WithLimit(int64(e.cfg.PerLocation))),
+			clientv3.OpGet(location, page.options()...),
 		).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("put note %s: %w", key, err)
@@ -230,28 +256,81 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 	if !resp.Succeeded {
 		return nil, fmt.Errorf("put note %s: the key exists already", key)
 	}
+	e.budget.wrote(len(key) + len(value))
 	read := resp.Responses[1].GetResponseRange()
-	answer := make([]*pb.RouteNote, 0, len(read.Kvs))
-	for i := len(read.Kvs) - 1; i >= 0; i-- {
-		n, ok := decodeNote(read.Kvs[i].Value, lat, lon)
-		if !ok {
-			e.skipped.Add(1)
-			continue
+	newestFirst := make([]*pb.RouteNote, 0, len(read.Kvs))
+	complete := e.takePage(&page, read.Kvs, read.More, lat, lon, &newestFirst)
+	for !complete {
+		more, err := e.cli.Get(ctx, location, append(page.options(), clientv3.WithRev(resp.Header.Revision))...)
+		if err != nil {
+			// The note is stored, and the newest notes are read: answer
+			// with those rather than fail a post that succeeded.
+			break
 		}
-		answer = append(answer, n)
+		complete = e.takePage(&page, more.Kvs, more.More, lat, lon, &newestFirst)
 	}
-	if read.Count > int64(len(read.Kvs)) && len(read.Kvs) > 0 {
-		oldestKept := read.Kvs[len(read.Kvs)-1].CreateRevision
-		if err := e.prune(ctx, location, oldestKept); err != nil {
+	if page.full && page.oldestKept > 0 {
+		if err := e.prune(ctx, location, page.oldestKept); err != nil {
 			e.pruneFailures.Add(1)
 		}
 	}
-	return answer, nil
+	slices.Reverse(newestFirst)
+	return newestFirst, nil
+}
+
+// answerPage is where the reading of an answer stands, newest first.
+type answerPage struct {
+	cfg        notes.Limits
+	room       int   // AnswerBytes left
+	count      int   // notes taken
+	oldestKept int64 // create revision of the oldest note taken
+	full       bool  // a bound stopped the answer while older notes remain
+}
+
+// options read the next page: as many notes as surely fit in the room left,
+// each at most MessageBytes, so that no post reads more than AnswerBytes
+// and one note from etcd, however large the location's notes are.
+func (p *answerPage) options() []clientv3.OpOption {
+	limit := max(1, p.room/(p.cfg.MessageBytes+notes.NoteOverhead))
+	limit = min(limit, p.cfg.PerLocation-p.count)
+	opts := []clientv3.OpOption{clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
+		clientv3.WithLimit(int64(limit))}
+	if p.oldestKept > 0 {
+		opts = append(opts, clientv3.WithMaxCreateRev(p.oldestKept-1))
+	}
+	return opts
+}
+
+// takePage adds the notes of a page to the answer until a bound stops it,
+// and reports whether the answer is complete.
+func (e *Store) takePage(p *answerPage, kvs []*mvccpb.KeyValue, more bool, lat, lon int32, answer *[]*pb.RouteNote) bool {
+	for i, kv := range kvs {
+		n, ok := decodeNote(kv.Value, lat, lon)
+		if !ok {
+			// It takes a note's place, until pruned.
+			e.skipped.Add(1)
+		} else if cost := notes.Cost(n.Message); cost > p.room {
+			p.full = true
+			return true
+		} else {
+			p.room -= cost
+			*answer = append(*answer, n)
+		}
+		p.count++
+		p.oldestKept = kv.CreateRevision
+		if p.count >= p.cfg.PerLocation {
+			p.full = more || i < len(kvs)-1
+			return true
+		}
+	}
+	return !more || len(kvs) == 0
 }
 
 // prune deletes the notes at location created before the revision
 // oldestKept. It is safe when nodes prune at once: each deletes only notes
-// that had PerLocation newer ones, and deleting a deleted key does nothing.
+// that no answer of its own could carry, and deleting a deleted key does
+// nothing.
 func (e *Store) prune(ctx context.Context, location string, oldestKept int64) error {
 	for {
 		old, err := e.cli.Get(ctx, location, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
@@ -276,10 +355,14 @@ func (e *Store) prune(ctx context.Context, location string, oldestKept int64) er
 }
 
 // decodeNote returns the note that value holds, if it is one at (lat, lon).
+// Nodes before the protobuf encoding stored notes as JSON; those are read
+// too, until they expire.
 func decodeNote(value []byte, lat, lon int32) (*pb.RouteNote, bool) {
 	n := new(pb.RouteNote)
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(value, n); err != nil {
-		return nil, false
+	if err := proto.Unmarshal(value, n); err != nil || n.Location == nil {
+		if (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(value, n) != nil {
+			return nil, false
+		}
 	}
 	if n.Location == nil || n.Location.Latitude != lat || n.Location.Longitude != lon {
 		return nil, false

@@ -17,7 +17,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
@@ -90,11 +90,14 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 	}{
 		{"Prefix", func(c *etcdnotes.Config) { c.Prefix = "" }},
 		{"Prefix", func(c *etcdnotes.Config) { c.Prefix = "notes" }},
-		{"PerLocation", func(c *etcdnotes.Config) { c.PerLocation = 0 }},
+		{"PerLocation", func(c *etcdnotes.Config) { c.Limits.PerLocation = 0 }},
 		{"MaxAge", func(c *etcdnotes.Config) { c.MaxAge = 999 * time.Millisecond }},
-		{"MaxMessageBytes", func(c *etcdnotes.Config) { c.MaxMessageBytes = 0 }},
-		{"MaxMessageBytes", func(c *etcdnotes.Config) { c.MaxMessageBytes = 1 << 20 }},
+		{"MessageBytes", func(c *etcdnotes.Config) { c.Limits.MessageBytes = 0 }},
+		{"MessageBytes", func(c *etcdnotes.Config) { c.Limits.MessageBytes = 1 << 20 }},
+		{"AnswerBytes", func(c *etcdnotes.Config) { c.Limits.AnswerBytes = c.Limits.MessageBytes }},
 		{"Timeout", func(c *etcdnotes.Config) { c.Timeout = 0 }},
+		{"Budget", func(c *etcdnotes.Config) { c.Budget = 0 }},
+		{"BudgetCheck", func(c *etcdnotes.Config) { c.BudgetCheck = 0 }},
 	}
 	if err := etcdnotes.DefaultConfig().Validate(); err != nil {
 		t.Fatalf("the default config: %v", err)
@@ -173,7 +176,7 @@ func TestEtcdConcurrentPostsOnTwoStoresAreConsistentViewsOfOneOrder(t *testing.T
 func TestEtcdKeepsTheNewestPerLocationNotes(t *testing.T) {
 	cli := newClient(t, startEtcd(t).ClientURL())
 	cfg := testConfig(t)
-	cfg.PerLocation = 3
+	cfg.Limits.PerLocation = 3
 	store := newEtcd(t, cli, cfg)
 	if _, err := store.Post(t.Context(), notestest.Note(9, 9, "elsewhere")); err != nil {
 		t.Fatal(err)
@@ -206,7 +209,7 @@ func TestEtcdConcurrentPruningKeepsTheNewestPerLocation(t *testing.T) {
 	const posters, each, keep = 6, 15, 4
 	srv := startEtcd(t)
 	cfg := testConfig(t)
-	cfg.PerLocation = keep
+	cfg.Limits.PerLocation = keep
 	cli := newClient(t, srv.ClientURL())
 	stores := []*etcdnotes.Store{newEtcd(t, cli, cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
 	var wg sync.WaitGroup
@@ -374,7 +377,7 @@ func TestEtcdSkipsAndCountsValuesThatAreNotNotesOfTheLocation(t *testing.T) {
 func TestEtcdRefusesAMessageOverMaxMessageBytes(t *testing.T) {
 	cli := newClient(t, startEtcd(t).ClientURL())
 	cfg := testConfig(t)
-	cfg.MaxMessageBytes = 8
+	cfg.Limits.MessageBytes = 8
 	store := newEtcd(t, cli, cfg)
 	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "12345678")); err != nil {
 		t.Fatalf("a message of exactly the limit: %v", err)
@@ -466,7 +469,7 @@ func TestEtcdPostWhileEtcdIsDownFailsUnavailableAndRecovers(t *testing.T) {
 func BenchmarkEtcdPost(b *testing.B) {
 	cli := newClient(b, startEtcd(b).ClientURL())
 	cfg := testConfig(b)
-	cfg.PerLocation = 100
+	cfg.Limits.PerLocation = 100
 	store := newEtcd(b, cli, cfg)
 	i := 0
 	for b.Loop() {

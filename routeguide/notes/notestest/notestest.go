@@ -4,6 +4,7 @@ package notestest
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -85,6 +86,33 @@ func CheckOnePostingOrder(t testing.TB, order []string, want int, answers [][][]
 			if len(answer) > len(order) || !slices.Equal(answer, order[:len(answer)]) {
 				t.Errorf("writer %d: answer to note %d = %q, not a prefix of the posting order %q", w, i, answer, order)
 			}
+		}
+	}
+}
+
+// CheckAnswerBytes posts notes of many sizes at one location of store, whose
+// Limits.AnswerBytes is answerBytes, and checks that every answer holds the
+// newest notes whose notes.Cost fits in answerBytes, oldest first.
+func CheckAnswerBytes(t testing.TB, store notes.Store, answerBytes int) {
+	t.Helper()
+	var posted []string
+	for i := range 60 {
+		message := strings.Repeat(string(rune('a'+i%26)), i*37%300)
+		got, err := store.Post(t.Context(), Note(7, 7, message))
+		if err != nil {
+			t.Fatalf("post %d: %v", i, err)
+		}
+		posted = append(posted, message)
+		var want []string
+		for room, j := answerBytes, len(posted)-1; j >= 0; j-- {
+			if room -= notes.Cost(posted[j]); room < 0 {
+				break
+			}
+			want = append(want, posted[j])
+		}
+		slices.Reverse(want)
+		if !slices.Equal(Messages(got), want) {
+			t.Fatalf("post %d: answered %d notes, want the newest %d that fit in %d bytes", i, len(got), len(want), answerBytes)
 		}
 	}
 }

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
@@ -43,7 +45,7 @@ func StartSecured(tb testing.TB, certs testcerts.Files, opts Options, users ...l
 		tb.Fatal(err)
 	}
 	tb.Cleanup(s.Close)
-	tlsCfg, err := clientTLS.Config("etcd")
+	tlsCfg, err := clientTLS.Config(tlsfiles.EtcdFlags)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -53,4 +55,25 @@ func StartSecured(tb testing.TB, certs testcerts.Files, opts Options, users ...l
 		tb.Fatal(err)
 	}
 	return s, tlsCfg
+}
+
+// Get reads key from the plain (http) etcd at url with a client of its own,
+// so that a test can ask one member in particular; "" when key is not set.
+func Get(tb testing.TB, url, key string) string {
+	tb.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ""
+	}
+	return string(resp.Kvs[0].Value)
 }

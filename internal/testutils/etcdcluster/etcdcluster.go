@@ -1,4 +1,7 @@
-package localetcd
+// Package etcdcluster runs, for fault tests, an etcd cluster of several
+// members inside the process, on 127.0.0.1, and loses a member as abruptly
+// as a crash does.
+package etcdcluster
 
 import (
 	"crypto/rand"
@@ -12,16 +15,17 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/routeguide-cluster/routeguide/internal/faultproxy"
+	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 )
 
-// ClusterConfig describes a cluster of several members, for fault tests.
-type ClusterConfig struct {
+// Config describes a cluster of several members, for fault tests.
+type Config struct {
 	// Dir holds the members' data, each in a directory of its own.
 	Dir string
 	// Members is how many members to start; 3 when zero.
 	Members int
-	// LogLevel is etcd's own log level, as in Config.
+	// LogLevel is etcd's own log level, as in localetcd.Config.
 	LogLevel string
 	// StartTimeout bounds the wait for every member to be ready; zero means 30s.
 	StartTimeout time.Duration
@@ -49,8 +53,8 @@ type Member struct {
 	stopOnce      sync.Once
 }
 
-// StartCluster starts the members and returns once each serves clients.
-func StartCluster(cfg ClusterConfig) (*Cluster, error) {
+// Start starts the members and returns once each serves clients.
+func Start(cfg Config) (*Cluster, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("start etcd cluster: no data directory")
 	}
@@ -84,7 +88,7 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		ec.InitialCluster = strings.Join(initial, ",")
 		ec.InitialClusterToken = token
 		ec.ClusterState = embed.ClusterStateFlagNew
-		setLogging(ec, cfg.LogLevel)
+		localetcd.SetLogging(ec, cfg.LogLevel)
 		// StartEtcd does not wait for the other members: they are waited
 		// for together below.
 		e, err := embed.StartEtcd(ec)
@@ -96,11 +100,11 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		m.client.SetTarget(e.Clients[0].Addr().String())
 		m.peers.SetTarget(e.Peers[0].Addr().String())
 	}
-	timeout := startTimeout(cfg.StartTimeout)
+	timeout := localetcd.StartTimeout(cfg.StartTimeout)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for _, m := range c.members {
-		if err := waitReady(m.etcd, timer.C, timeout); err != nil {
+		if err := localetcd.WaitReady(m.etcd, timer.C, timeout); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("start etcd cluster: member %s: %w", m.name, err)
 		}

@@ -1,4 +1,4 @@
-package localetcd
+package etcdcluster
 
 import (
 	"context"
@@ -8,14 +8,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/routeguide-cluster/routeguide/internal/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
 // TestClusterKeepsServingAfterLosingItsLeader starts three members on free
 // ports, loses the leader, and writes and reads through the two left.
 func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	before := goleak.IgnoreCurrent()
-	c, err := StartCluster(ClusterConfig{Dir: t.TempDir()})
+	c, err := Start(Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	}
 	// Every member has the write.
 	for _, m := range c.Members() {
-		if got := get(t, m.ClientURL(), "k"); got != "before" {
+		if got := etcdtest.Get(t, m.ClientURL(), "k"); got != "before" {
 			t.Errorf("member %s: k = %q, want before", m.Name(), got)
 		}
 	}
@@ -59,7 +60,7 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	}
 	for _, m := range c.Members() {
 		if m != leader {
-			if got := get(t, m.ClientURL(), "k"); got != "after" {
+			if got := etcdtest.Get(t, m.ClientURL(), "k"); got != "after" {
 				t.Errorf("member %s: k = %q, want after", m.Name(), got)
 			}
 		}

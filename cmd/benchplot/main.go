@@ -5,7 +5,7 @@
 // writes an SVG to stdout, with nothing but the standard library:
 //
 //	go test -run '^$' -bench ClusterGetFeature -benchtime 5000x -count 3 ./internal/devcluster/ |
-//		go run ./internal/benchplot > docs/cluster.svg
+//		go run ./cmd/benchplot > docs/cluster.svg
 package main
 
 import (
