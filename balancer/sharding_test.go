@@ -2,8 +2,6 @@ package balancer
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,21 +17,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/unreachable"
 )
 
-// refused returns n endpoints at loopback addresses 127.1.x.y on a port
-// where nothing listens, so that every connection is refused at once.
+// refused returns n endpoints where nothing listens, so that every
+// connection is refused at once.
 func refused(t *testing.T, n int) []resolver.Endpoint {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := lis.Addr().(*net.TCPAddr).Port
-	lis.Close()
-	eps := make([]resolver.Endpoint, n)
-	for i := range eps {
-		eps[i] = resolver.Endpoint{Addresses: []resolver.Address{{Addr: fmt.Sprintf("127.1.%d.%d:%d", i/250, i%250+1, port)}}}
+	var eps []resolver.Endpoint
+	for _, addr := range unreachable.Addrs(t, n) {
+		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}})
 	}
 	return eps
 }
