@@ -217,13 +217,9 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 	return server
 }
 
-// HealthService is the service name whose health a node reports besides the
-// server as a whole (""). Clients watch it (see package balancer).
-const HealthService = balancer.HealthService
-
 func (n *Node) setServing(status healthpb.HealthCheckResponse_ServingStatus) {
 	n.health.SetServingStatus("", status)
-	n.health.SetServingStatus(HealthService, status)
+	n.health.SetServingStatus(routeguide.HealthService, status)
 }
 
 // ID is the node id, as sent in the routeguide-node header.
