@@ -82,7 +82,7 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 			}, func() float64 { return float64(store.Stats().Skipped) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "routeguide_notes_prune_failures_total",
-				Help: "Posts after which deleting a location's notes beyond --max-notes-per-location failed; a later post retries.",
+				Help: "Posts after which deleting the notes of a location that no answer could carry failed; a later post retries.",
 			}, func() float64 { return float64(store.Stats().PruneFailures) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "routeguide_notes_budget_used_bytes",

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/goroutines"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
@@ -416,6 +417,12 @@ func TestLimitsApplyThroughTheNode(t *testing.T) {
 			_, err := client.GetFeature(ctx, point)
 			return err
 		}},
+		{"request larger than a note of --max-note-bytes and its slack", func(c *Config) { c.NoteLimits.MessageBytes = 100 }, func(ctx context.Context, client pb.RouteGuideClient) error {
+			point := &pb.Point{Latitude: 1, Longitude: 1}
+			point.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, 99, protowire.BytesType), []byte(big)))
+			_, err := client.GetFeature(ctx, point)
+			return err
+		}},
 		{"response larger than --max-msg-size", func(c *Config) {
 			c.MaxMessageBytes = 1024
 			c.FeaturesFile = writeFeatures(t, big)
@@ -657,5 +664,17 @@ func TestAFullLocationForgetsItsOldestNote(t *testing.T) {
 	}
 	if err := drain(stream.Recv); err != nil {
 		t.Errorf("chat ended with %v, want a clean end", err)
+	}
+}
+
+func TestMetadataOverTheBoundIsRefusedAndTheConnectionServesOn(t *testing.T) {
+	tn := startNode(t, nil, nil)
+	big := metadata.Pairs("x-padding", strings.Repeat("p", balancer.MaxHeaderListBytes))
+	_, err := tn.client().GetFeature(metadata.NewOutgoingContext(callContext(t), big), &pb.Point{})
+	if status.Code(err) == codes.OK || !strings.Contains(err.Error(), "header list size") {
+		t.Errorf("a call with %d bytes of metadata: %v, want it refused for its header list size", balancer.MaxHeaderListBytes, err)
+	}
+	if _, err := tn.client().GetFeature(callContext(t), &pb.Point{}); err != nil {
+		t.Errorf("a call after it: %v", err)
 	}
 }
