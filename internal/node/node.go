@@ -274,7 +274,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		n.registrar = reg
 		registered, failed = reg.Registered(), reg.Failed()
-		n.view = discovery.WatchService(n.etcd, n.cfg.Service, discovery.WithLogger(n.logger))
+		n.view = discovery.WatchService(n.etcd, n.cfg.Service, discovery.WithLogger(n.logger), discovery.WithEvents(n.metrics.view))
 	} else {
 		close(n.ready)
 	}
