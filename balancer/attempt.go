@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 // Attempt timeouts: gRPC's retry policy never retries DEADLINE_EXCEEDED, so
@@ -37,13 +40,6 @@ const maxTimedAttempts = 3
 // With one node silent in three, 16 picks in a row for it are a chance in
 // 40 million.
 const maxAvoided = 16
-
-// idempotentMethods are the calls that can safely run twice: those the
-// retryPolicy of ServiceConfig names (TestAttemptTimeoutCoversTheMethodsWithARetryPolicy).
-var idempotentMethods = map[string]bool{
-	"/routeguide.RouteGuide/GetFeature":   true,
-	"/routeguide.RouteGuide/ListFeatures": true,
-}
 
 // WithAttemptTimeout sets the timeout of each attempt of an idempotent call;
 // zero or less turns attempt timeouts off, leaving only the retry policy.
@@ -73,7 +69,7 @@ func attemptOptions(timeout time.Duration) []grpc.DialOption {
 type attempts struct{ timeout time.Duration }
 
 func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if !idempotentMethods[method] {
+	if !slices.Contains(routeguide.IdempotentMethods, method) {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	c := &call{parent: ctx, base: a.timeout}
@@ -88,7 +84,7 @@ func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *
 }
 
 func (a attempts) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	if !idempotentMethods[method] || desc.ClientStreams || !desc.ServerStreams {
+	if !slices.Contains(routeguide.IdempotentMethods, method) || desc.ClientStreams || !desc.ServerStreams {
 		return streamer(ctx, desc, cc, method, opts...)
 	}
 	s := &timedStream{

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -28,6 +27,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
+	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 // testAttemptTimeout keeps the tests short; what they show does not depend
@@ -113,7 +113,7 @@ func startGuideNode(t *testing.T, name string, b behaviour) *guideNode {
 	server := grpc.NewServer(ServerOptions()...)
 	pb.RegisterRouteGuideServer(server, n)
 	hs := health.NewServer()
-	hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(server, hs)
 	served := make(chan struct{})
 	go func() { defer close(served); server.Serve(lis) }()
@@ -519,7 +519,7 @@ func TestAttemptTimeoutCoversTheMethodsWithARetryPolicy(t *testing.T) {
 		}
 	}
 	slices.Sort(retried)
-	if idempotent := slices.Sorted(maps.Keys(idempotentMethods)); !slices.Equal(retried, idempotent) {
+	if idempotent := slices.Sorted(slices.Values(routeguide.IdempotentMethods)); !slices.Equal(retried, idempotent) {
 		t.Errorf("retry policy for %v, attempt timeouts for %v", retried, idempotent)
 	}
 }

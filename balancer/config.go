@@ -8,34 +8,28 @@ import (
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/health" // registers the client-side health checking that healthCheckConfig turns on
 	"google.golang.org/grpc/keepalive"
-)
 
-// HealthService is the service whose health clients watch on every node. A
-// node that turns it NOT_SERVING (as a draining node does) stops getting new
-// calls at once, before its registry key is even gone.
-const HealthService = "routeguide.RouteGuide"
+	"github.com/routeguide-cluster/routeguide/routeguide"
+)
 
 // ServiceConfig is the service config of every RouteGuide client:
 //
 //   - loadBalancingConfig: our round robin (round_robin plus a clear error
 //     when no node is registered), so calls spread evenly over every node.
 //   - healthCheckConfig: each connection watches grpc.health.v1 for
-//     routeguide.RouteGuide; a node that is not SERVING is not picked.
-//   - retryPolicy for GetFeature and ListFeatures, which change nothing and
+//     routeguide.HealthService; a node that is not SERVING is not picked.
+//   - retryPolicy for routeguide.IdempotentMethods, which change nothing and
 //     can safely run twice: an UNAVAILABLE answer (the node went away between
 //     the pick and the call, or refused the connection) is retried on another
 //     node, up to 4 attempts in all, a few milliseconds apart. A stream is
 //     retried only until its first response arrives, so a client never sees
 //     a feature twice. RecordRoute and RouteChat change state and are never
 //     retried.
-const ServiceConfig = `{
+var ServiceConfig = `{
   "loadBalancingConfig": [{"` + Name + `": ` + policyConfigPlaceholder + `}],
-  "healthCheckConfig": {"serviceName": "` + HealthService + `"},
+  "healthCheckConfig": {"serviceName": "` + routeguide.HealthService + `"},
   "methodConfig": [{
-    "name": [
-      {"service": "routeguide.RouteGuide", "method": "GetFeature"},
-      {"service": "routeguide.RouteGuide", "method": "ListFeatures"}
-    ],
+    "name": [` + methodNames(routeguide.IdempotentMethods) + `],
     "retryPolicy": {
       "maxAttempts": 4,
       "initialBackoff": "0.01s",
@@ -45,6 +39,17 @@ const ServiceConfig = `{
     }
   }]
 }`
+
+// methodNames are full method names (/service/method) as the names of a
+// service config's methodConfig.
+func methodNames(fullNames []string) string {
+	names := make([]string, len(fullNames))
+	for i, full := range fullNames {
+		service, method, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
+		names[i] = fmt.Sprintf(`{"service": %q, "method": %q}`, service, method)
+	}
+	return strings.Join(names, ", ")
+}
 
 // Keepalive: the client pings a connection that has been quiet for
 // ClientKeepalive.Time and drops it when no answer comes within Timeout, so a

@@ -24,6 +24,7 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 // binary is the node command, built once by TestMain.
@@ -325,8 +326,8 @@ func getFeature(t *testing.T, addr, nodeID string) {
 	if err != nil {
 		t.Fatalf("GetFeature: %v", err)
 	}
-	if got := header.Get(node.NodeHeader); !slices.Equal(got, []string{nodeID}) {
-		t.Errorf("%s header = %q, want %q", node.NodeHeader, got, nodeID)
+	if got := header.Get(routeguide.NodeHeader); !slices.Equal(got, []string{nodeID}) {
+		t.Errorf("%s header = %q, want %q", routeguide.NodeHeader, got, nodeID)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 // Exit statuses.
@@ -335,7 +336,7 @@ Examples:
   client --target 127.0.0.1:50051 load --rpc get --concurrency 8 --requests 10000
   client --target 127.0.0.1:50051 --json load --rpc mix --concurrency 32 --duration 30s
   client --metrics-listen 127.0.0.1:9100 load --duration 5m
-`, mixDescription, load.RoutePoints, load.ChatNotes, load.NodeHeader, load.NodeHeader,
+`, mixDescription, load.RoutePoints, load.ChatNotes, routeguide.NodeHeader, routeguide.NodeHeader,
 		etcdauth.PasswordVar, flagenv.Prefix, flagenv.VarName("target"), flagenv.VarName("concurrency"))
 }
 

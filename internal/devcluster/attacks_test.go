@@ -26,6 +26,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -524,4 +525,42 @@ func TestAttackNotesNotUTF8AreTheCallersFault(t *testing.T) {
 		t.Errorf("%v calls counted Internal, want 0", n)
 	}
 	g.finish(t, "notes-not-utf8", 32<<20, "notes=50")
+}
+
+// TestNotesCanLiveInAnEtcdOfTheirOwn runs a node with --notes-etcd: its
+// notes go to that cluster, and its registration stays in the registry's,
+// which holds no note.
+func TestNotesCanLiveInAnEtcdOfTheirOwn(t *testing.T) {
+	checkNothingLeftBehind(t)
+	var etcds [2]*localetcd.Server
+	for i := range etcds {
+		srv, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Close)
+		etcds[i] = srv
+	}
+	cfg := nodeTemplate(t)
+	cfg.NodeID, cfg.Etcd, cfg.NotesEtcd = "a", []string{etcds[0].ClientURL()}, []string{etcds[1].ClientURL()}
+	n := startOwnNode(t, cfg, nil)
+	conn := rawClient(t, n.Addr().String(), "127.0.0.1")
+	if _, err := chatOnce(callContext(t), conn, note(1, 1, "kept apart")); err != nil {
+		t.Fatal(err)
+	}
+	registry, notes := etcdClient(t, etcds[0].ClientURL()), etcdClient(t, etcds[1].ClientURL())
+	count := func(cli *clientv3.Client, prefix string) int64 {
+		resp, err := cli.Get(t.Context(), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count
+	}
+	notesPrefix := node.NotesPrefix(cfg.Service)
+	if got := [2]int64{count(registry, notesPrefix), count(notes, notesPrefix)}; got != [2]int64{0, 1} {
+		t.Errorf("notes in the registry's etcd and in the notes' etcd: %v, want [0 1]", got)
+	}
+	if got := registered(t, registry, cfg.Service); got["a"] != n.AdvertisedAddr() {
+		t.Errorf("the registry holds %v, want node a at %s", got, n.AdvertisedAddr())
+	}
 }

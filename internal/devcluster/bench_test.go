@@ -149,7 +149,7 @@ func serveOnPorts(b *testing.B, ports int) []string {
 	srv := grpc.NewServer(append(balancer.ServerOptions(), node.TransportOptions(db)...)...)
 	pb.RegisterRouteGuideServer(srv, routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})}))
 	healthSrv := health.NewServer()
-	healthSrv.SetServingStatus(balancer.HealthService, healthpb.HealthCheckResponse_SERVING)
+	healthSrv.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	addrs := make([]string, ports)
 	for i := range addrs {

@@ -18,21 +18,17 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
-
-// NodeHeader is the response header in which a node names itself. It is the
-// same as node.NodeHeader (a test keeps them equal); clients do not import
-// the server's package for one string.
-const NodeHeader = "routeguide-node"
 
 // NodeOf returns the node named by a call's header, or by its trailer when the
 // call ended before any header was sent, or "" when neither names one.
 func NodeOf(header, trailer metadata.MD) string {
-	if v := header[NodeHeader]; len(v) > 0 {
+	if v := header[routeguide.NodeHeader]; len(v) > 0 {
 		return v[0]
 	}
-	if v := trailer[NodeHeader]; len(v) > 0 {
+	if v := trailer[routeguide.NodeHeader]; len(v) > 0 {
 		return v[0]
 	}
 	return ""

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
 
@@ -286,12 +285,6 @@ func TestPercentileIsNearestRank(t *testing.T) {
 				t.Errorf("percentile(%d) = %v, want %v", tt.p, got, tt.want)
 			}
 		})
-	}
-}
-
-func TestNodeHeaderIsTheOneNodesSend(t *testing.T) {
-	if NodeHeader != node.NodeHeader {
-		t.Errorf("load.NodeHeader = %q, node.NodeHeader = %q", NodeHeader, node.NodeHeader)
 	}
 }
 

@@ -11,15 +11,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-)
 
-// NodeHeader is the response header that names the node that answered.
-const NodeHeader = "routeguide-node"
+	"github.com/routeguide-cluster/routeguide/routeguide"
+)
 
 // nodeHeaderInterceptors put the routeguide-node header on every response,
 // errors included (gRPC sends it with the trailers when no message went out).
 func nodeHeaderInterceptors(nodeID string) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	header := metadata.Pairs(NodeHeader, nodeID)
+	header := metadata.Pairs(routeguide.NodeHeader, nodeID)
 	unary := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := grpc.SetHeader(ctx, header); err != nil {
 			return nil, err

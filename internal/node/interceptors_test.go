@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/routeguide-cluster/routeguide/routeguide"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -123,8 +124,8 @@ func TestPanicBecomesInternalNamingMethodAndNode(t *testing.T) {
 			if strings.Contains(st.Message(), "goroutine") || strings.Contains(st.Message(), "asked to panic") {
 				t.Errorf("the client was told about the panic itself: %q", st.Message())
 			}
-			if got := header.Get(NodeHeader); !slices.Equal(got, []string{testNodeID}) {
-				t.Errorf("%s header = %q", NodeHeader, got)
+			if got := header.Get(routeguide.NodeHeader); !slices.Equal(got, []string{testNodeID}) {
+				t.Errorf("%s header = %q", routeguide.NodeHeader, got)
 			}
 
 			if _, err := callFaulty(t, tn.conn, method, "ok"); err != nil {

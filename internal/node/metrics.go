@@ -19,6 +19,8 @@ type nodeMetrics struct {
 	registry     *prometheus.Registry
 	grpc         *grpcprom.ServerMetrics
 	registration *discovery.RegistrationMetrics
+	// view hears how the node's view of the registry (behind /sd) follows it.
+	view *discovery.ResolverMetrics
 
 	routeDistance prometheus.Histogram
 	routePoints   prometheus.Histogram
@@ -82,7 +84,7 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 			}, func() float64 { return float64(store.Stats().Skipped) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "routeguide_notes_prune_failures_total",
-				Help: "Posts after which deleting a location's notes beyond --max-notes-per-location failed; a later post retries.",
+				Help: "Posts after which deleting the notes of a location that no answer could carry failed; a later post retries.",
 			}, func() float64 { return float64(store.Stats().PruneFailures) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "routeguide_notes_budget_used_bytes",
@@ -101,6 +103,9 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 	}
 	var err error
 	if m.registration, err = discovery.NewRegistrationMetrics(reg); err != nil {
+		return nil, err
+	}
+	if m.view, err = discovery.NewResolverMetrics(reg); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -26,9 +26,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/goroutines"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
+	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 const testNodeID = "test-node"
@@ -305,8 +307,8 @@ func TestEveryResponseNamesTheNode(t *testing.T) {
 			if status.Code(err) != tt.wantCode {
 				t.Fatalf("call ended with %v, want code %v", err, tt.wantCode)
 			}
-			if got := header.Get(NodeHeader); !slices.Equal(got, []string{testNodeID}) {
-				t.Errorf("%s header = %q, want %q (all headers: %v)", NodeHeader, got, testNodeID, header)
+			if got := header.Get(routeguide.NodeHeader); !slices.Equal(got, []string{testNodeID}) {
+				t.Errorf("%s header = %q, want %q (all headers: %v)", routeguide.NodeHeader, got, testNodeID, header)
 			}
 		})
 	}
@@ -327,7 +329,7 @@ func drain[T any](recv func() (T, error)) error {
 func TestHealthFollowsTheNodeLifecycle(t *testing.T) {
 	const drainDelay = 3 * time.Second
 	tn := newTestNode(t, func(c *Config) { c.DrainDelay = drainDelay }, nil)
-	services := []string{"", HealthService}
+	services := []string{"", routeguide.HealthService}
 	check := func(service string) healthpb.HealthCheckResponse_ServingStatus {
 		t.Helper()
 		resp, err := healthpb.NewHealthClient(tn.conn).Check(callContext(t), &healthpb.HealthCheckRequest{Service: service})
@@ -355,8 +357,8 @@ func TestHealthFollowsTheNodeLifecycle(t *testing.T) {
 	start := time.Now()
 	tn.cancel()
 	poll.Until(t, 10*time.Second, "health to turn NOT_SERVING", func() bool { return check("") == healthpb.HealthCheckResponse_NOT_SERVING })
-	if got := check(HealthService); got != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Errorf("draining, Check(%q) = %v, want NOT_SERVING", HealthService, got)
+	if got := check(routeguide.HealthService); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("draining, Check(%q) = %v, want NOT_SERVING", routeguide.HealthService, got)
 	}
 	// The node keeps answering during the drain delay.
 	if _, err := tn.client().GetFeature(callContext(t), &pb.Point{}); err != nil {
@@ -410,6 +412,12 @@ func TestLimitsApplyThroughTheNode(t *testing.T) {
 	}{
 		{"request larger than --max-msg-size", func(c *Config) { c.MaxMessageBytes = 1024 }, func(ctx context.Context, client pb.RouteGuideClient) error {
 			// Padded with an unknown field, so that only the request is large.
+			point := &pb.Point{Latitude: 1, Longitude: 1}
+			point.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, 99, protowire.BytesType), []byte(big)))
+			_, err := client.GetFeature(ctx, point)
+			return err
+		}},
+		{"request larger than a note of --max-note-bytes and its slack", func(c *Config) { c.NoteLimits.MessageBytes = 100 }, func(ctx context.Context, client pb.RouteGuideClient) error {
 			point := &pb.Point{Latitude: 1, Longitude: 1}
 			point.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, 99, protowire.BytesType), []byte(big)))
 			_, err := client.GetFeature(ctx, point)
@@ -607,7 +615,7 @@ func TestClientsCheckingHealthLeaveDuringTheDrainDelay(t *testing.T) {
 	tn := startNode(t, func(c *Config) { c.DrainDelay = drainDelay }, nil)
 	// Client-side health checking, as package balancer configures it.
 	conn := dial(t, tn.Addr().String(), grpc.WithDefaultServiceConfig(
-		`{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": "`+HealthService+`"}}`))
+		`{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": "`+routeguide.HealthService+`"}}`))
 	defer conn.Close()
 	if _, err := pb.NewRouteGuideClient(conn).GetFeature(callContext(t), &pb.Point{}); err != nil {
 		t.Fatal(err)
@@ -656,5 +664,17 @@ func TestAFullLocationForgetsItsOldestNote(t *testing.T) {
 	}
 	if err := drain(stream.Recv); err != nil {
 		t.Errorf("chat ended with %v, want a clean end", err)
+	}
+}
+
+func TestMetadataOverTheBoundIsRefusedAndTheConnectionServesOn(t *testing.T) {
+	tn := startNode(t, nil, nil)
+	big := metadata.Pairs("x-padding", strings.Repeat("p", balancer.MaxHeaderListBytes))
+	_, err := tn.client().GetFeature(metadata.NewOutgoingContext(callContext(t), big), &pb.Point{})
+	if status.Code(err) == codes.OK || !strings.Contains(err.Error(), "header list size") {
+		t.Errorf("a call with %d bytes of metadata: %v, want it refused for its header list size", balancer.MaxHeaderListBytes, err)
+	}
+	if _, err := tn.client().GetFeature(callContext(t), &pb.Point{}); err != nil {
+		t.Errorf("a call after it: %v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
+	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 func TestValidateNamesTheSecurityFlagAtFault(t *testing.T) {
@@ -87,7 +88,7 @@ func TestMutualTLSServesRouteGuideHealthAndReflection(t *testing.T) {
 	if err != nil || feature.GetName() == "" {
 		t.Errorf("GetFeature over mutual TLS: %v, %v", feature, err)
 	}
-	for _, service := range []string{"", HealthService} {
+	for _, service := range []string{"", routeguide.HealthService} {
 		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("health of %q over mutual TLS: %v, %v; want SERVING", service, resp, err)

@@ -118,7 +118,8 @@ func TestEtcdAPostAtAFullLocationReadsAtMostOneAnswerFromEtcd(t *testing.T) {
 	// The answer, the one note that no longer fit, and the keys of the
 	// notes it pruned (about 100 bytes each with their revisions).
 	bound := int64(cfg.Limits.AnswerBytes + cfg.Limits.MessageBytes + 1000*100)
-	if n := read.Load(); n > bound {
+	first := read.Load()
+	if n := first; n > bound {
 		t.Errorf("the post read %d bytes from etcd, want at most %d (AnswerBytes %d, one note and the pruned keys)", n, bound, cfg.Limits.AnswerBytes)
 	}
 	answered := 0
@@ -131,6 +132,14 @@ func TestEtcdAPostAtAFullLocationReadsAtMostOneAnswerFromEtcd(t *testing.T) {
 	if n := countAt(t, cli, store, 5, 5); n != len(got) {
 		t.Errorf("etcd keeps %d notes at the location after the post, want the %d of its answer", n, len(got))
 	}
+	// The location is now full by bytes: what every later post there costs.
+	read.Store(0)
+	start := time.Now()
+	if _, err := store.Post(t.Context(), notestest.Note(5, 5, strings.Repeat("\x00", cfg.Limits.MessageBytes))); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a post at a location of 1000 notes of 4 KiB read %d bytes from etcd; at the full location it leaves, a post read %d bytes in %v",
+		first, read.Load(), time.Since(start).Round(time.Microsecond))
 }
 
 func TestEtcdRefusesNotesOnceTheBudgetIsReachedAndTakesThemAgainAfterACompaction(t *testing.T) {
@@ -187,4 +196,24 @@ func TestEtcdRefusesNotesOnceTheBudgetIsReachedAndTakesThemAgainAfterACompaction
 		_, err = store.Post(t.Context(), notestest.Note(1, 1, "after the compaction"))
 		return err == nil
 	})
+}
+
+func TestEtcdBudgetNeverPassesThreeQuartersOfTheQuotaEtcdReports(t *testing.T) {
+	srv, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", QuotaBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cfg := testConfig(t)
+	cfg.Budget = 1 << 30
+	store := newEtcd(t, newClient(t, srv.ClientURL()), cfg)
+	if before := store.Usage(); before.Limit != cfg.Budget || !before.MeasuredAt.IsZero() {
+		t.Errorf("before any post: %+v, want the configured budget, never measured", before)
+	}
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "measured")); err != nil {
+		t.Fatal(err)
+	}
+	if got := store.Usage(); got.Limit != 24<<20 || got.InUse <= 0 || got.MeasuredAt.IsZero() {
+		t.Errorf("after a post: %+v, want the limit at 3/4 of the 32 MiB quota and a measurement", got)
+	}
 }
