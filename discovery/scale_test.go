@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -244,26 +244,16 @@ func BenchmarkResolverScale(b *testing.B) {
 	b.Cleanup(func() { cli.Close() })
 	run := startScaleRun(b, cli, "scale")
 	var took []time.Duration
-	cpuBefore := processCPU(b)
+	cpuBefore := cputime.Process(b)
 	for i := 0; b.Loop(); i++ {
 		d, _ := run.change(b, scaleEndpoints, i%2 == 1)
 		took = append(took, d)
 	}
-	b.ReportMetric(float64(processCPU(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/change")
+	b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/change")
 	slices.Sort(took)
 	b.ReportMetric(float64(percentile(took, 50))/1e6, "p50-ms")
 	b.ReportMetric(float64(percentile(took, 99))/1e6, "p99-ms")
 	b.ReportMetric(float64(run.heap)/(1<<20), "heap-MB")
-}
-
-// processCPU is the CPU time, user and system, the process has used so far:
-// etcd's and the resolver's.
-func processCPU(b *testing.B) time.Duration {
-	var usage syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
 }
 
 // etcdRequests reads, from the embedded etcd's gRPC server metrics in this

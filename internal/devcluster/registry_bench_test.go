@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/unreachable"
 )
 
@@ -80,13 +80,13 @@ func BenchmarkFirstCallAmongUnreachable(b *testing.B) {
 func benchFirstCall(b *testing.B, cli *clientv3.Client, policy string, opts ...discovery.Option) {
 	var took []time.Duration
 	failed := 0
-	cpuBefore := processCPU(b)
+	cpuBefore := cputime.Process(b)
 	for b.Loop() {
 		d, f := firstCall(b, cli, policy, opts...)
 		took = append(took, d)
 		failed += f
 	}
-	b.ReportMetric(float64(processCPU(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/op")
+	b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/op")
 	slices.Sort(took)
 	b.ReportMetric(float64(took[len(took)/2])/1e6, "p50-ms-to-first-call")
 	b.ReportMetric(float64(took[len(took)-1])/1e6, "max-ms-to-first-call")
@@ -147,15 +147,4 @@ func registerUnreachable(b *testing.B, cli *clientv3.Client, addrs []string, put
 			b.Fatal(err)
 		}
 	}
-}
-
-// processCPU is the CPU time, user and system, the process has used so far:
-// the client's, etcd's and the node's.
-func processCPU(b *testing.B) time.Duration {
-	b.Helper()
-	var usage syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
 }
