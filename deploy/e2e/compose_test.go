@@ -638,14 +638,20 @@ func (c *cluster) downLeavesNothing(t *testing.T) {
 	start := time.Now()
 	c.compose(t, 3*time.Minute, "down", "-v", "--remove-orphans")
 	c.logf(t, "down -v: %v", since(start))
-	label := "label=com.docker.compose.project=" + c.project
-	for _, what := range [][]string{
-		{"ps", "-a", "-q", "--filter", label},
-		{"network", "ls", "-q", "--filter", label},
-		{"volume", "ls", "-q", "--filter", label},
-	} {
-		if out := strings.TrimSpace(docker(t, time.Minute, what...)); out != "" {
-			t.Errorf("docker %s after down -v: %s left behind", strings.Join(what, " "), strings.Join(strings.Fields(out), ", "))
+	assertNoneLeft(t, "down -v", "label=com.docker.compose.project="+c.project, "container", "network", "volume")
+}
+
+// assertNoneLeft checks that docker lists no object of each kind (container,
+// network, volume, config, service) that matches filter, after what.
+func assertNoneLeft(t *testing.T, after, filter string, kinds ...string) {
+	t.Helper()
+	for _, kind := range kinds {
+		args := []string{kind, "ls", "-a", "-q", "--filter", filter}
+		if kind != "container" {
+			args = slices.Delete(args, 2, 3) // -a lists stopped containers; other kinds have no such flag
+		}
+		if out := strings.TrimSpace(docker(t, time.Minute, args...)); out != "" {
+			t.Errorf("docker %s after %s: %s left behind", strings.Join(args, " "), after, strings.Join(strings.Fields(out), ", "))
 		}
 	}
 }

@@ -327,18 +327,7 @@ func (s *stack) removeLeavesNothing(t *testing.T) {
 	start := time.Now()
 	s.remove(t, 3*time.Minute)
 	s.logf(t, "docker stack rm: every container and network gone, and the volumes removed, %v after it", since(start))
-	label := "label=com.docker.stack.namespace=" + s.name
-	for _, what := range [][]string{
-		{"ps", "-a", "-q", "--filter", label},
-		{"network", "ls", "-q", "--filter", label},
-		{"volume", "ls", "-q", "--filter", label},
-		{"config", "ls", "-q", "--filter", label},
-		{"service", "ls", "-q", "--filter", label},
-	} {
-		if out := strings.TrimSpace(docker(t, time.Minute, what...)); out != "" {
-			t.Errorf("docker %s after stack rm: %s left behind", strings.Join(what, " "), strings.Join(strings.Fields(out), ", "))
-		}
-	}
+	assertNoneLeft(t, "stack rm", "label=com.docker.stack.namespace="+s.name, "container", "network", "volume", "config", "service")
 }
 
 // dumpLogs logs the tasks and what the services said, for a failed run.
