@@ -24,7 +24,9 @@ trap 'echo "build-images.sh: FAILED (line $LINENO: $BASH_COMMAND)" >&2' ERR
 # The one place the health probe's version is pinned for this script;
 # deploy/Dockerfile has the same (TestPinnedVersionsAgree checks it).
 GRPC_HEALTH_PROBE_VERSION=v0.4.61
-TAG=dev
+# The tag of every image: dev, unless ROUTEGUIDE_IMAGE_TAG says otherwise
+# (docker-stack.yml reads the same variable).
+TAG=${ROUTEGUIDE_IMAGE_TAG:-dev}
 
 cd "$(dirname "$0")/.."
 root=$PWD

@@ -364,6 +364,7 @@ func TestEveryValidatedFieldHasItsFlag(t *testing.T) {
 	bad := map[string]string{
 		"listen":                 "nowhere",
 		"advertise":              ":50051",
+		"advertise-network":      "10.20.0.0",
 		"metrics-listen":         "nowhere",
 		"service":                "",
 		"lease-ttl":              "10ms",

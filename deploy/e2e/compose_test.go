@@ -74,13 +74,13 @@ func TestCompose(t *testing.T) {
 		added := newNodes(before, nodes)
 		c.waitServing(t, "scale to 5", added, returned)
 
-		c.waitPrometheusUp(t, ids(nodes), 2*time.Minute)
+		c.prom.waitUp(t, ids(nodes), 2*time.Minute)
 		c.logf(t, "scale to 5: Prometheus has up=1 for the 5 targets of job %s %v after `up` returned", service, since(returned))
 	})
 
 	step("scale to 2 under load", func(t *testing.T) {
 		bg := c.startLoad(t)
-		c.waitTraffic(t, ids(nodes))
+		c.prom.waitTraffic(t, ids(nodes))
 		start := time.Now()
 		c.compose(t, 3*time.Minute, "up", "-d", "--scale", "node=2")
 		took := since(start)
@@ -90,7 +90,7 @@ func TestCompose(t *testing.T) {
 		if got := c.registered(t); !sameSet(got, ids(nodes)) {
 			t.Errorf("keys in etcd right after scaling to 2: %v; want only the 2 remaining nodes %v", got, ids(nodes))
 		}
-		c.waitTraffic(t, ids(nodes))
+		c.prom.waitTraffic(t, ids(nodes))
 		res := bg.stop(t)
 		c.logf(t, "scale 5->2 under load: `up --scale node=2` took %v; load: %s", took, summary(res))
 		assertNoFailures(t, res)
@@ -98,16 +98,16 @@ func TestCompose(t *testing.T) {
 
 	step("etcd member down under load", func(t *testing.T) {
 		bg := c.startLoad(t)
-		c.waitTraffic(t, ids(nodes))
+		c.prom.waitTraffic(t, ids(nodes))
 		c.compose(t, time.Minute, "stop", "etcd2")
-		c.waitTraffic(t, ids(nodes))
+		c.prom.waitTraffic(t, ids(nodes))
 
 		before := nodes
 		c.compose(t, 3*time.Minute, "up", "-d", "--no-deps", "--scale", "node=3", "node")
 		returned := time.Now()
 		nodes = c.nodes(t, 3)
 		c.waitServing(t, "etcd2 down, scale to 3", newNodes(before, nodes), returned)
-		c.waitTraffic(t, ids(nodes))
+		c.prom.waitTraffic(t, ids(nodes))
 		res := bg.stop(t)
 		c.logf(t, "etcd2 stopped under load: load: %s", summary(res))
 		assertNoFailures(t, res)
@@ -120,7 +120,7 @@ func TestCompose(t *testing.T) {
 
 	step("rolling restart under load", func(t *testing.T) {
 		bg := c.startLoad(t)
-		c.waitTraffic(t, ids(nodes))
+		c.prom.waitTraffic(t, ids(nodes))
 		for _, n := range nodes {
 			lease := c.registrations(t)[n.id]
 			start := time.Now()
@@ -128,7 +128,7 @@ func TestCompose(t *testing.T) {
 			restarted := since(start)
 			c.waitReregistered(t, ids(nodes), n.id, lease, time.Minute)
 			registered := since(start)
-			c.waitTraffic(t, []string{n.id})
+			c.prom.waitTraffic(t, []string{n.id})
 			c.logf(t, "restart %s: `docker restart` %v, registered again after %v, taking traffic after %v",
 				n.id, restarted, registered, since(start))
 		}
@@ -160,7 +160,7 @@ type cluster struct {
 	files   []string // absolute paths, the base file first
 	project string
 	env     []string
-	promURL string
+	prom    prometheus
 	etcd1   string   // etcd1's container, once looked up
 	etcdctl []string // docker exec options for etcdctl in etcd1 (-e VAR=...)
 	loads   int      // background loads started, for their container names
@@ -189,9 +189,9 @@ func newCluster(t *testing.T, project string, files ...string) *cluster {
 		files:   abs,
 		project: project,
 		env:     append(os.Environ(), "ROUTEGUIDE_PROMETHEUS_PORT="+strconv.Itoa(port)),
-		promURL: fmt.Sprintf("http://127.0.0.1:%d", port),
+		prom:    prometheus(fmt.Sprintf("http://127.0.0.1:%d", port)),
 	}
-	t.Logf("compose: %s, project %s, Prometheus on %s", strings.Join(command, " "), c.project, c.promURL)
+	t.Logf("compose: %s, project %s, Prometheus on %s", strings.Join(command, " "), c.project, c.prom)
 	t.Cleanup(func() {
 		if t.Failed() {
 			c.dumpLogs(t)
@@ -435,8 +435,8 @@ func parseResult(out string) (load.Result, error) {
 // bgLoad is a client load running in the background, in a container of its
 // own name, until stop interrupts it.
 type bgLoad struct {
-	c         *cluster
 	name      string
+	forget    func() // called once it is stopped: its owner need not remove it
 	started   time.Time
 	done      chan struct{}
 	out       string
@@ -447,16 +447,27 @@ type bgLoad struct {
 // backgroundLoadLimit bounds a background load that nobody stops.
 const backgroundLoadLimit = "5m"
 
+// loadFlags are the client's flags for a background load.
+var loadFlags = []string{"--json", "load", "--rpc", "get", "--concurrency", "8", "--duration", backgroundLoadLimit}
+
 func (c *cluster) startLoad(t *testing.T) *bgLoad {
 	t.Helper()
 	c.loads++
-	b := &bgLoad{c: c, name: fmt.Sprintf("%s-load-%d", c.project, c.loads), started: time.Now(), done: make(chan struct{})}
-	args := c.args("run", "--rm", "-T", "--name", b.name, "client", "--json",
-		"load", "--rpc", "get", "--concurrency", "8", "--duration", backgroundLoadLimit)
-	c.running = append(c.running, b.name)
+	name := fmt.Sprintf("%s-load-%d", c.project, c.loads)
+	c.running = append(c.running, name)
+	b := startBackgroundLoad(t, name, c.env, c.args(append([]string{"run", "--rm", "-T", "--name", name, "client"}, loadFlags...)...))
+	b.forget = func() { c.running = slices.DeleteFunc(c.running, func(s string) bool { return s == name }) }
+	return b
+}
+
+// startBackgroundLoad runs argv, which starts the client in a container
+// named name, and returns once that container runs.
+func startBackgroundLoad(t *testing.T, name string, env, argv []string) *bgLoad {
+	t.Helper()
+	b := &bgLoad{name: name, forget: func() {}, started: time.Now(), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
-		b.out, b.err = runQuiet(10*time.Minute, c.env, args...)
+		b.out, b.err = runQuiet(10*time.Minute, env, argv...)
 		b.finishedT = time.Now()
 	}()
 	poll(t, time.Minute, "background load container "+b.name+" running", func() (bool, string) {
@@ -487,7 +498,7 @@ func (b *bgLoad) stop(t *testing.T) load.Result {
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("background load %s still running 2m after SIGINT", b.name)
 	}
-	b.c.running = slices.DeleteFunc(b.c.running, func(s string) bool { return s == b.name })
+	b.forget()
 	res, err := parseResult(b.out)
 	if err != nil {
 		t.Fatalf("background load %s: %v; %v\n%s", b.name, b.err, err, b.out)
@@ -524,11 +535,15 @@ func (c *cluster) waitServing(t *testing.T, what string, added []node, returned 
 	c.logf(t, "%s: %d short loads (1s of calls each, plus the client container's start) until every new node answered; none failed", what, loads)
 }
 
+// prometheus is the base URL of a Prometheus that scrapes the nodes, as job
+// routeguide, found through their /sd.
+type prometheus string
+
 // counters are the GetFeature calls each node has handled, by node id, as
 // Prometheus last scraped them.
-func (c *cluster) counters(t *testing.T) map[string]float64 {
+func (p prometheus) counters(t *testing.T) map[string]float64 {
 	t.Helper()
-	samples, err := c.query(fmt.Sprintf(`sum by (node_id) (grpc_server_handled_total{job=%q,grpc_method="GetFeature"})`, service))
+	samples, err := p.query(fmt.Sprintf(`sum by (node_id) (grpc_server_handled_total{job=%q,grpc_method="GetFeature"})`, service))
 	if err != nil {
 		t.Fatalf("Prometheus: %v", err)
 	}
@@ -541,11 +556,11 @@ func (c *cluster) counters(t *testing.T) map[string]float64 {
 
 // waitTraffic polls Prometheus until each of the nodes has handled calls
 // since the call: a background load is under way and reaches all of them.
-func (c *cluster) waitTraffic(t *testing.T, nodes []string) {
+func (p prometheus) waitTraffic(t *testing.T, nodes []string) {
 	t.Helper()
-	base := c.counters(t)
+	base := p.counters(t)
 	poll(t, time.Minute, fmt.Sprintf("calls reach %v (Prometheus)", nodes), func() (bool, string) {
-		now := c.counters(t)
+		now := p.counters(t)
 		var idle []string
 		for _, id := range nodes {
 			if v, ok := now[id]; !ok || v == 0 || v == base[id] {
@@ -556,12 +571,12 @@ func (c *cluster) waitTraffic(t *testing.T, nodes []string) {
 	})
 }
 
-// waitPrometheusUp polls until up{job="routeguide"} is 1 for exactly the
-// nodes given, and for nothing else.
-func (c *cluster) waitPrometheusUp(t *testing.T, nodes []string, timeout time.Duration) {
+// waitUp polls until up{job="routeguide"} is 1 for exactly the nodes given,
+// and for nothing else.
+func (p prometheus) waitUp(t *testing.T, nodes []string, timeout time.Duration) {
 	t.Helper()
 	poll(t, timeout, fmt.Sprintf("Prometheus up=1 for %v", nodes), func() (bool, string) {
-		samples, err := c.query(fmt.Sprintf(`up{job=%q}`, service))
+		samples, err := p.query(fmt.Sprintf(`up{job=%q}`, service))
 		if err != nil {
 			return false, err.Error()
 		}
@@ -582,9 +597,9 @@ type sample struct {
 }
 
 // query asks Prometheus's HTTP API for an instant vector.
-func (c *cluster) query(q string) ([]sample, error) {
+func (p prometheus) query(q string) ([]sample, error) {
 	client := http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get(c.promURL + "/api/v1/query?query=" + url.QueryEscape(q))
+	resp, err := client.Get(string(p) + "/api/v1/query?query=" + url.QueryEscape(q))
 	if err != nil {
 		return nil, err
 	}
@@ -623,14 +638,20 @@ func (c *cluster) downLeavesNothing(t *testing.T) {
 	start := time.Now()
 	c.compose(t, 3*time.Minute, "down", "-v", "--remove-orphans")
 	c.logf(t, "down -v: %v", since(start))
-	label := "label=com.docker.compose.project=" + c.project
-	for _, what := range [][]string{
-		{"ps", "-a", "-q", "--filter", label},
-		{"network", "ls", "-q", "--filter", label},
-		{"volume", "ls", "-q", "--filter", label},
-	} {
-		if out := strings.TrimSpace(docker(t, time.Minute, what...)); out != "" {
-			t.Errorf("docker %s after down -v: %s left behind", strings.Join(what, " "), strings.Join(strings.Fields(out), ", "))
+	assertNoneLeft(t, "down -v", "label=com.docker.compose.project="+c.project, "container", "network", "volume")
+}
+
+// assertNoneLeft checks that docker lists no object of each kind (container,
+// network, volume, config, service) that matches filter, after what.
+func assertNoneLeft(t *testing.T, after, filter string, kinds ...string) {
+	t.Helper()
+	for _, kind := range kinds {
+		args := []string{kind, "ls", "-a", "-q", "--filter", filter}
+		if kind != "container" {
+			args = slices.Delete(args, 2, 3) // -a lists stopped containers; other kinds have no such flag
+		}
+		if out := strings.TrimSpace(docker(t, time.Minute, args...)); out != "" {
+			t.Errorf("docker %s after %s: %s left behind", strings.Join(args, " "), after, strings.Join(strings.Fields(out), ", "))
 		}
 	}
 }
@@ -639,7 +660,7 @@ func (c *cluster) downLeavesNothing(t *testing.T) {
 func (c *cluster) dumpLogs(t *testing.T) {
 	out, _ := runQuiet(time.Minute, c.env, c.args("ps")...)
 	t.Logf("compose ps:\n%s", out)
-	out, _ = runQuiet(time.Minute, c.env, c.args("logs", "--no-color", "--tail=60", "node", "etcd1", "etcd2", "etcd3", "prometheus")...)
+	out, _ = runQuiet(time.Minute, c.env, c.args("logs", "--no-color", "--tail=60")...)
 	t.Logf("compose logs (last 60 lines each):\n%s", out)
 }
 

@@ -25,6 +25,10 @@ type Config struct {
 	Listen string
 	// Advertise is the address registered in etcd. Empty means derive it.
 	Advertise string
+	// AdvertiseNetwork, a CIDR, picks the derived address: the host's
+	// address inside it. Empty means the automatic choice (see
+	// discovery.AdvertiseAddr).
+	AdvertiseNetwork string
 	// Etcd lists the etcd endpoints. Empty means standalone: serve without
 	// registering.
 	Etcd []string
@@ -114,6 +118,10 @@ func (c Config) Validate() error {
 	}
 	check(discovery.CheckAddr(c.Listen, discovery.ListenAddr) == nil, "listen", "%q is not a host:port address", c.Listen)
 	check(c.Advertise == "" || discovery.CheckAddr(c.Advertise, discovery.DialAddr) == nil, "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
+	if c.AdvertiseNetwork != "" {
+		_, err := discovery.ParseNetwork(c.AdvertiseNetwork)
+		check(err == nil, "advertise-network", "%v", err)
+	}
 	check(c.MetricsListen == "" || discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) == nil, "metrics-listen", "%q is not a host:port address", c.MetricsListen)
 	check(!c.DebugEndpoints || c.MetricsListen != "", "debug-endpoints", "needs --metrics-listen, where they are served")
 	check(c.Service != "" && !strings.Contains(c.Service, "/"), "service", "%q must be non-empty and without '/'", c.Service)

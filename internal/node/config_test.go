@@ -20,6 +20,8 @@ func TestValidateNamesTheFlagAtFault(t *testing.T) {
 		{"advertise without a host", func(c *Config) { c.Advertise = ":50051" }, "--advertise"},
 		{"advertise port 0", func(c *Config) { c.Advertise = "10.0.0.1:0" }, "--advertise"},
 		{"advertise host and port", func(c *Config) { c.Advertise = "10.0.0.1:50051" }, ""},
+		{"advertise network not a CIDR", func(c *Config) { c.AdvertiseNetwork = "10.20.0.0" }, "--advertise-network"},
+		{"advertise network", func(c *Config) { c.AdvertiseNetwork = "10.20.0.0/24" }, ""},
 		{"metrics-listen not an address", func(c *Config) { c.MetricsListen = "metrics" }, "--metrics-listen"},
 		{"metrics disabled", func(c *Config) { c.MetricsListen = "" }, ""},
 		{"standalone", func(c *Config) { c.Etcd = nil }, ""},

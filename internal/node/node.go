@@ -94,7 +94,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	n.logger = logger.With("node_id", n.id)
 	if len(cfg.Etcd) > 0 {
-		if n.advertise, err = discovery.AdvertiseAddr(cfg.Advertise, cfg.Listen, port, nil); err != nil {
+		if n.advertise, err = discovery.AdvertiseAddr(cfg.Advertise, cfg.Listen, cfg.AdvertiseNetwork, port, nil); err != nil {
 			return nil, err
 		}
 		if n.etcd, n.notesEtcd, err = dialEtcd(cfg); err != nil {
