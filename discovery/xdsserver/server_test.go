@@ -17,11 +17,11 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
