@@ -176,7 +176,7 @@ func warmUp(b *testing.B, conn *clientcli.Conn) {
 
 // waitNodesAnswer makes calls until n nodes have answered: from then on the
 // round robin holds them all.
-func waitNodesAnswer(b *testing.B, conn *clientcli.Conn, n int) {
+func waitNodesAnswer(b testing.TB, conn *clientcli.Conn, n int) {
 	b.Helper()
 	if n == 0 {
 		return
@@ -193,11 +193,28 @@ func waitNodesAnswer(b *testing.B, conn *clientcli.Conn, n int) {
 // response from that node, over many joins: each op starts a node, waits
 // for its first answer, and drains it again. It reports the percentiles.
 //
+// The client resolves etcd:///routeguide, or xds:///routeguide from the
+// first node's xDS server.
+//
 //	go test -run '^$' -bench JoinLatency -benchtime 100x ./internal/devcluster/
 func BenchmarkJoinLatency(b *testing.B) {
-	cluster, template := benchCluster(b, 2)
-	conn := benchDial(b, "etcd:///routeguide", cluster.EtcdURL())
-	waitNodesAnswer(b, conn, 2)
+	for _, target := range []string{"etcd", "xds"} {
+		b.Run("target="+target, func(b *testing.B) {
+			cluster, template := benchCluster(b, 2)
+			conn := benchDial(b, target+":///routeguide", cluster.EtcdURL(), xdsBootstrap(b, cluster))
+			delays := joinDelays(b, cluster, template, conn, b.Loop)
+			b.ReportMetric(percentile(delays, 50), "p50-ms")
+			b.ReportMetric(percentile(delays, 99), "p99-ms")
+			b.ReportMetric(percentile(delays, 100), "max-ms")
+		})
+	}
+}
+
+// joinDelays starts nodes while more says so, under load from conn, and
+// returns, sorted, the time from each one's key appearing in etcd to its
+// first answer.
+func joinDelays(b testing.TB, cluster *devcluster.Cluster, template node.Config, conn *clientcli.Conn, more func() bool) []time.Duration {
+	waitNodesAnswer(b, conn, len(cluster.Nodes()))
 	registry := registrywatch.Start(b, cluster.EtcdURL(), "routeguide")
 	calls := answerlog.New(conn)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -209,7 +226,7 @@ func BenchmarkJoinLatency(b *testing.B) {
 	b.Cleanup(func() { cancel(); <-loaded })
 
 	var delays []time.Duration
-	for i := 0; b.Loop(); i++ {
+	for i := 0; more(); i++ {
 		cfg := template
 		cfg.NodeID = fmt.Sprintf("join-%d", i+1)
 		key := discovery.Prefix(cfg.Service) + cfg.NodeID
@@ -230,10 +247,10 @@ func BenchmarkJoinLatency(b *testing.B) {
 	}
 	loaded <- load.Result{} // for the cleanup
 	slices.Sort(delays)
-	pct := func(p float64) float64 {
-		return float64(delays[min(int(float64(len(delays))*p/100+0.999999)-1, len(delays)-1)]) / 1e6
-	}
-	b.ReportMetric(pct(50), "p50-ms")
-	b.ReportMetric(pct(99), "p99-ms")
-	b.ReportMetric(float64(delays[len(delays)-1])/1e6, "max-ms")
+	return delays
+}
+
+// percentile is the p-th percentile of sorted delays, in milliseconds.
+func percentile(delays []time.Duration, p float64) float64 {
+	return float64(delays[min(int(float64(len(delays))*p/100+0.999999)-1, len(delays)-1)]) / 1e6
 }

@@ -151,11 +151,13 @@ func (b *backgroundLoad) stop(t *testing.T) load.Result {
 // RouteChat streams, which are never retried.
 func TestDrainUnderLoadFailsNoCall(t *testing.T) {
 	for _, rpc := range []load.RPC{load.Get, load.Mix} {
-		t.Run(string(rpc), func(t *testing.T) { testDrainUnderLoad(t, rpc) })
+		t.Run(string(rpc), func(t *testing.T) { testDrainUnderLoad(t, rpc, dial) })
 	}
 }
 
-func testDrainUnderLoad(t *testing.T, rpc load.RPC) {
+// testDrainUnderLoad is TestDrainUnderLoadFailsNoCall for a client that
+// dial connects.
+func testDrainUnderLoad(t *testing.T, rpc load.RPC, dial func(*testing.T, *devcluster.Cluster) *clientcli.Conn) {
 	template := nodeTemplate(t)
 	template.DrainDelay = time.Second
 	cluster := startCluster(t, 3, template)
