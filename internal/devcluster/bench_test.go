@@ -126,6 +126,41 @@ func BenchmarkClusterGetFeature(b *testing.B) {
 	}
 }
 
+// BenchmarkTargetGetFeature compares an xds:///routeguide client, which has
+// the nodes, round robin and retries from the first node's xDS server, with
+// the etcd:///routeguide client, over the same three nodes, with the same
+// load (GetFeature from concurrency workers, each with one call in flight).
+// The ratio of their qps is docs/BENCHMARKS.md's "xDS".
+//
+//	go test -run '^$' -bench TargetGetFeature -benchtime 20000x -count 5 ./internal/devcluster/
+func BenchmarkTargetGetFeature(b *testing.B) {
+	cluster, _ := benchCluster(b, 3)
+	bootstrap := xdsBootstrap(b, cluster)
+	for _, concurrency := range []int{16} {
+		for _, target := range []string{"etcd", "xds"} {
+			b.Run(fmt.Sprintf("concurrency=%d/target=%s", concurrency, target), func(b *testing.B) {
+				conn := benchDial(b, target+":///routeguide", cluster.EtcdURL(), bootstrap)
+				waitNodesAnswer(b, conn, 3)
+				warmUp(b, conn)
+				b.ResetTimer()
+				res, err := load.Run(context.Background(), conn, load.Config{
+					RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
+				})
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Failed != 0 {
+					b.Fatalf("%d calls failed: %v", res.Failed, res.Errors)
+				}
+				b.ReportMetric(res.QPS, "qps")
+				b.ReportMetric(float64(res.P50)/1e6, "p50-ms")
+				b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
+			})
+		}
+	}
+}
+
 // staticResolver resolves static:///routeguide to addrs, one endpoint each,
 // and never changes. A manual resolver serves one ClientConn only, so each
 // connection gets its own.
