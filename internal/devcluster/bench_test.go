@@ -105,22 +105,7 @@ func BenchmarkClusterGetFeature(b *testing.B) {
 					opts = append(opts, clientcli.WithGRPCOptions(grpc.WithResolvers(staticResolver(tc.static...))))
 				}
 				conn := benchDial(b, tc.target, cluster.EtcdURL(), opts...)
-				waitNodesAnswer(b, conn, tc.answering)
-				warmUp(b, conn)
-				b.ResetTimer()
-				res, err := load.Run(context.Background(), conn, load.Config{
-					RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
-				})
-				b.StopTimer()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if res.Failed != 0 {
-					b.Fatalf("%d calls failed: %v", res.Failed, res.Errors)
-				}
-				b.ReportMetric(res.QPS, "qps")
-				b.ReportMetric(float64(res.P50)/1e6, "p50-ms")
-				b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
+				benchGetFeature(b, conn, tc.answering, concurrency)
 			})
 		}
 	}
@@ -140,25 +125,32 @@ func BenchmarkTargetGetFeature(b *testing.B) {
 		for _, target := range []string{"etcd", "xds"} {
 			b.Run(fmt.Sprintf("concurrency=%d/target=%s", concurrency, target), func(b *testing.B) {
 				conn := benchDial(b, target+":///routeguide", cluster.EtcdURL(), bootstrap)
-				waitNodesAnswer(b, conn, 3)
-				warmUp(b, conn)
-				b.ResetTimer()
-				res, err := load.Run(context.Background(), conn, load.Config{
-					RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
-				})
-				b.StopTimer()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if res.Failed != 0 {
-					b.Fatalf("%d calls failed: %v", res.Failed, res.Errors)
-				}
-				b.ReportMetric(res.QPS, "qps")
-				b.ReportMetric(float64(res.P50)/1e6, "p50-ms")
-				b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
+				benchGetFeature(b, conn, 3, concurrency)
 			})
 		}
 	}
+}
+
+// benchGetFeature waits for answering nodes to answer, warms conn up, and
+// times b.N GetFeature calls from concurrency workers.
+func benchGetFeature(b *testing.B, conn *clientcli.Conn, answering, concurrency int) {
+	b.Helper()
+	waitNodesAnswer(b, conn, answering)
+	warmUp(b, conn)
+	b.ResetTimer()
+	res, err := load.Run(context.Background(), conn, load.Config{
+		RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if res.Failed != 0 {
+		b.Fatalf("%d calls failed: %v", res.Failed, res.Errors)
+	}
+	b.ReportMetric(res.QPS, "qps")
+	b.ReportMetric(float64(res.P50)/1e6, "p50-ms")
+	b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
 }
 
 // staticResolver resolves static:///routeguide to addrs, one endpoint each,

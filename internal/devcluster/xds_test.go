@@ -2,7 +2,6 @@ package devcluster_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
@@ -41,28 +40,7 @@ func dialXDS(t *testing.T, cluster *devcluster.Cluster) *clientcli.Conn {
 }
 
 func TestXDSClientSplitsCallsRoundRobinOverThreeNodes(t *testing.T) {
-	cluster := startCluster(t, 3, nodeTemplate(t))
-	conn := dialXDS(t, cluster)
-	nodes := ids(cluster.Nodes())
-	waitAllAnswer(t, conn, nodes...)
-
-	const calls = 3000
-	res, err := load.Run(t.Context(), conn, load.Config{RPC: load.Get, Concurrency: 8, Requests: calls, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.OK != calls {
-		t.Fatalf("ok=%d failed=%d %v, want %d calls OK", res.OK, res.Failed, res.Errors, calls)
-	}
-	share := calls / len(nodes)
-	for _, id := range nodes {
-		if got := res.ByNode[id]; got < share*95/100 || got > share*105/100 {
-			t.Errorf("%s answered %d calls, want %d ± 5%%; by_node %v", id, got, share, res.ByNode)
-		}
-	}
-	if len(res.ByNode) != len(nodes) {
-		t.Errorf("by_node %v names other nodes than %v", res.ByNode, nodes)
-	}
+	testRoundRobinSplit(t, dialXDS, 5)
 }
 
 // TestXDSClientDrainUnderLoadFailsNoCall is TestDrainUnderLoadFailsNoCall
