@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,14 +32,25 @@ var ServiceConfig = `{
   "methodConfig": [{
     "name": [` + methodNames(routeguide.IdempotentMethods) + `],
     "retryPolicy": {
-      "maxAttempts": 4,
-      "initialBackoff": "0.01s",
-      "maxBackoff": "0.1s",
+      "maxAttempts": ` + strconv.Itoa(RetryMaxAttempts) + `,
+      "initialBackoff": "` + seconds(RetryInitialBackoff) + `",
+      "maxBackoff": "` + seconds(RetryMaxBackoff) + `",
       "backoffMultiplier": 2,
       "retryableStatusCodes": ["UNAVAILABLE"]
     }
   }]
 }`
+
+// The retry policy of routeguide.IdempotentMethods, in ServiceConfig and in
+// what a node serves over xDS.
+const (
+	RetryMaxAttempts    = 4
+	RetryInitialBackoff = 10 * time.Millisecond
+	RetryMaxBackoff     = 100 * time.Millisecond
+)
+
+// seconds is d as a service config's duration.
+func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 
 // methodNames are full method names (/service/method) as the names of a
 // service config's methodConfig.

@@ -17,12 +17,13 @@ type View struct {
 
 	mu        sync.RWMutex
 	endpoints []Endpoint
+	changed   chan struct{} // closed at the next set
 }
 
 // WatchService starts a View of service; Close stops it.
 func WatchService(client *clientv3.Client, service string, opts ...Option) *View {
 	ctx, cancel := context.WithCancel(context.Background())
-	v := &View{cancel: cancel, done: make(chan struct{})}
+	v := &View{cancel: cancel, done: make(chan struct{}), changed: make(chan struct{})}
 	f := newFollower(client, service, newFollowOptions(opts), v.set)
 	go func() {
 		defer close(v.done)
@@ -34,6 +35,8 @@ func WatchService(client *clientv3.Client, service string, opts ...Option) *View
 func (v *View) set(eps []Endpoint) {
 	v.mu.Lock()
 	v.endpoints = eps
+	close(v.changed)
+	v.changed = make(chan struct{})
 	v.mu.Unlock()
 }
 
@@ -43,6 +46,16 @@ func (v *View) Endpoints() []Endpoint {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.endpoints
+}
+
+// Current returns the registered nodes, as Endpoints does, and a channel
+// that is closed when they next change: a reader that must follow every
+// change reads again after it closes. Endpoints is nil until the registry
+// has been listed once; an empty registry is an empty list.
+func (v *View) Current() (endpoints []Endpoint, changed <-chan struct{}) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.endpoints, v.changed
 }
 
 // Close stops following the registry and waits until the View's goroutine

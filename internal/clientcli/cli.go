@@ -103,6 +103,7 @@ var commands = []command{
 	{"chat", "", "send the notes read from stdin, one \"LAT LON message\" a line,\nand print every note that comes back", (*cli).chat, true},
 	{"tour", "", "call all four RPCs as the canonical RouteGuide client does,\nwith several GetFeature calls in flight at once", (*cli).tour, false},
 	{"load", "[LOAD FLAGS]", "call from several workers at once and report ok, failed by\ncode, QPS, p50/p90/p99 latency and the calls each node answered", (*cli).load, true},
+	{"xds-bootstrap", "ADDR...", "print the xDS bootstrap for xds:/// targets, in any language,\nof the nodes at ADDR... (TLS from --tls-ca; --node-id ID)", (*cli).xdsBootstrap, false},
 }
 
 // Main runs the client with args (without the program name) and returns the

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/xds" // registers the xds:/// resolver and the policies it names
 
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
@@ -25,8 +26,12 @@ import (
 
 // Config is what the flags before the command set.
 type Config struct {
-	// Target is the gRPC target: host:port, or etcd:///SERVICE.
+	// Target is the gRPC target: host:port, etcd:///SERVICE, or
+	// xds:///SERVICE (from the xDS servers of XDSBootstrap).
 	Target string
+	// XDSBootstrap is the xDS bootstrap file of xds:/// targets; empty
+	// means gRPC's GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG.
+	XDSBootstrap string
 	// Etcd lists the etcd endpoints that etcd:/// targets are resolved from.
 	Etcd []string
 	// Timeout is the deadline of each RPC (chat excepted: it lasts as long
@@ -82,6 +87,12 @@ func resolvedThroughEtcd(target string) bool {
 	return strings.HasPrefix(target, discovery.Scheme+":")
 }
 
+// resolvedThroughXDS reports whether target is an xds:/// target, which
+// gRPC's xDS resolver resolves from the servers of a bootstrap.
+func resolvedThroughXDS(target string) bool {
+	return strings.HasPrefix(target, "xds:")
+}
+
 // dialOptions reads the TLS files into the options that secure a Dial: TLS
 // to the nodes, and TLS and a user for etcd.
 func (c Config) dialOptions() ([]DialOption, error) {
@@ -92,6 +103,13 @@ func (c Config) dialOptions() ([]DialOption, error) {
 	}
 	if nodeTLS != nil {
 		opts = append(opts, WithTLS(nodeTLS))
+	}
+	if resolvedThroughXDS(c.Target) && c.XDSBootstrap != "" {
+		bootstrap, err := os.ReadFile(c.XDSBootstrap)
+		if err != nil {
+			return nil, fmt.Errorf("--xds-bootstrap: %w", err)
+		}
+		opts = append(opts, WithXDSBootstrap(bootstrap))
 	}
 	if resolvedThroughEtcd(c.Target) {
 		etcd, err := c.EtcdAuth.EtcdConfig(c.Etcd)
@@ -108,7 +126,8 @@ func (c Config) dialOptions() ([]DialOption, error) {
 
 // Register adds the flags that set c to fs, its TLS and etcd credentials included.
 func (c *Config) Register(fs *flag.FlagSet) {
-	fs.StringVar(&c.Target, "target", c.Target, "server `target`: host:port, or etcd:///SERVICE to find the nodes in etcd")
+	fs.StringVar(&c.Target, "target", c.Target, "server `target`: host:port, etcd:///SERVICE to find the nodes in etcd, or xds:///SERVICE to have them from the nodes over xDS")
+	fs.StringVar(&c.XDSBootstrap, "xds-bootstrap", c.XDSBootstrap, "xDS bootstrap `file` for xds:/// targets (see xds-bootstrap); default: $GRPC_XDS_BOOTSTRAP")
 	fs.Var((*flagenv.List)(&c.Etcd), "etcd", "comma-separated etcd `endpoints`, for etcd:/// targets")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "deadline of each RPC; chat has none")
 	fs.BoolVar(&c.JSON, "json", c.JSON, "print JSON (see Output)")
@@ -140,6 +159,7 @@ type dialSettings struct {
 	balancer         []balancer.Option
 	tls              *tls.Config          // nil: plaintext
 	etcd             discovery.EtcdConfig // its Endpoints are Dial's
+	xdsBootstrap     []byte               // nil: gRPC's, from the environment
 }
 
 func newDialSettings(opts []DialOption) dialSettings {
@@ -189,6 +209,12 @@ func WithEtcdConfig(cfg discovery.EtcdConfig) DialOption {
 	return func(s *dialSettings) { s.etcd = cfg }
 }
 
+// WithXDSBootstrap resolves an xds:/// target from the servers that
+// bootstrap (JSON) names, instead of the file the environment names.
+func WithXDSBootstrap(bootstrap []byte) DialOption {
+	return func(s *dialSettings) { s.xdsBootstrap = bootstrap }
+}
+
 // WithBalancerMetrics makes the balancing policy report its picks and ready
 // endpoints to m.
 func WithBalancerMetrics(m *balancer.Metrics) DialOption {
@@ -215,7 +241,9 @@ func (c *Conn) Close() error {
 
 // Dial is the DialFunc that Main uses unless told otherwise. etcd:///SERVICE
 // targets are resolved from the etcd endpoints with discovery's resolver;
-// other targets (host:port, dns:///name) are resolved by gRPC. Either way the
+// xds:///SERVICE targets by gRPC's xDS resolver, which takes balancing and
+// retries from the nodes' xDS server instead of package balancer's service
+// config (the attempt timeouts stay); other targets (host:port, dns:///name) are resolved by gRPC. Either way the
 // connection uses the dial options of package balancer: round robin over
 // healthy nodes, retries of idempotent calls, keepalive; opts add to them.
 func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
@@ -244,6 +272,14 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 			resolverOpts = append(resolverOpts, discovery.WithEvents(settings.events))
 		}
 		dialOpts = append(dialOpts, grpc.WithResolvers(discovery.NewBuilder(cli, resolverOpts...)))
+	}
+	if resolvedThroughXDS(target) && settings.xdsBootstrap != nil {
+		// grpc-go's only way to a bootstrap other than the process's.
+		builder, err := xds.NewXDSResolverWithConfigForTesting(settings.xdsBootstrap)
+		if err != nil {
+			return nil, fmt.Errorf("xds bootstrap: %w", err)
+		}
+		dialOpts = append(dialOpts, grpc.WithResolvers(builder))
 	}
 	cc, err := grpc.NewClient(target, dialOpts...)
 	if err != nil {

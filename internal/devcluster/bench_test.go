@@ -105,25 +105,52 @@ func BenchmarkClusterGetFeature(b *testing.B) {
 					opts = append(opts, clientcli.WithGRPCOptions(grpc.WithResolvers(staticResolver(tc.static...))))
 				}
 				conn := benchDial(b, tc.target, cluster.EtcdURL(), opts...)
-				waitNodesAnswer(b, conn, tc.answering)
-				warmUp(b, conn)
-				b.ResetTimer()
-				res, err := load.Run(context.Background(), conn, load.Config{
-					RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
-				})
-				b.StopTimer()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if res.Failed != 0 {
-					b.Fatalf("%d calls failed: %v", res.Failed, res.Errors)
-				}
-				b.ReportMetric(res.QPS, "qps")
-				b.ReportMetric(float64(res.P50)/1e6, "p50-ms")
-				b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
+				benchGetFeature(b, conn, tc.answering, concurrency)
 			})
 		}
 	}
+}
+
+// BenchmarkTargetGetFeature compares an xds:///routeguide client, which has
+// the nodes, round robin and retries from the first node's xDS server, with
+// the etcd:///routeguide client, over the same three nodes, with the same
+// load (GetFeature from concurrency workers, each with one call in flight).
+// The ratio of their qps is docs/BENCHMARKS.md's "xDS".
+//
+//	go test -run '^$' -bench TargetGetFeature -benchtime 20000x -count 5 ./internal/devcluster/
+func BenchmarkTargetGetFeature(b *testing.B) {
+	cluster, _ := benchCluster(b, 3)
+	bootstrap := xdsBootstrap(b, cluster)
+	for _, concurrency := range []int{16} {
+		for _, target := range []string{"etcd", "xds"} {
+			b.Run(fmt.Sprintf("concurrency=%d/target=%s", concurrency, target), func(b *testing.B) {
+				conn := benchDial(b, target+":///routeguide", cluster.EtcdURL(), bootstrap)
+				benchGetFeature(b, conn, 3, concurrency)
+			})
+		}
+	}
+}
+
+// benchGetFeature waits for answering nodes to answer, warms conn up, and
+// times b.N GetFeature calls from concurrency workers.
+func benchGetFeature(b *testing.B, conn *clientcli.Conn, answering, concurrency int) {
+	b.Helper()
+	waitNodesAnswer(b, conn, answering)
+	warmUp(b, conn)
+	b.ResetTimer()
+	res, err := load.Run(context.Background(), conn, load.Config{
+		RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if res.Failed != 0 {
+		b.Fatalf("%d calls failed: %v", res.Failed, res.Errors)
+	}
+	b.ReportMetric(res.QPS, "qps")
+	b.ReportMetric(float64(res.P50)/1e6, "p50-ms")
+	b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
 }
 
 // staticResolver resolves static:///routeguide to addrs, one endpoint each,
@@ -176,7 +203,7 @@ func warmUp(b *testing.B, conn *clientcli.Conn) {
 
 // waitNodesAnswer makes calls until n nodes have answered: from then on the
 // round robin holds them all.
-func waitNodesAnswer(b *testing.B, conn *clientcli.Conn, n int) {
+func waitNodesAnswer(b testing.TB, conn *clientcli.Conn, n int) {
 	b.Helper()
 	if n == 0 {
 		return
@@ -193,11 +220,28 @@ func waitNodesAnswer(b *testing.B, conn *clientcli.Conn, n int) {
 // response from that node, over many joins: each op starts a node, waits
 // for its first answer, and drains it again. It reports the percentiles.
 //
+// The client resolves etcd:///routeguide, or xds:///routeguide from the
+// first node's xDS server.
+//
 //	go test -run '^$' -bench JoinLatency -benchtime 100x ./internal/devcluster/
 func BenchmarkJoinLatency(b *testing.B) {
-	cluster, template := benchCluster(b, 2)
-	conn := benchDial(b, "etcd:///routeguide", cluster.EtcdURL())
-	waitNodesAnswer(b, conn, 2)
+	for _, target := range []string{"etcd", "xds"} {
+		b.Run("target="+target, func(b *testing.B) {
+			cluster, template := benchCluster(b, 2)
+			conn := benchDial(b, target+":///routeguide", cluster.EtcdURL(), xdsBootstrap(b, cluster))
+			delays := joinDelays(b, cluster, template, conn, b.Loop)
+			b.ReportMetric(percentile(delays, 50), "p50-ms")
+			b.ReportMetric(percentile(delays, 99), "p99-ms")
+			b.ReportMetric(percentile(delays, 100), "max-ms")
+		})
+	}
+}
+
+// joinDelays starts nodes while more says so, under load from conn, and
+// returns, sorted, the time from each one's key appearing in etcd to its
+// first answer.
+func joinDelays(b testing.TB, cluster *devcluster.Cluster, template node.Config, conn *clientcli.Conn, more func() bool) []time.Duration {
+	waitNodesAnswer(b, conn, len(cluster.Nodes()))
 	registry := registrywatch.Start(b, cluster.EtcdURL(), "routeguide")
 	calls := answerlog.New(conn)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -209,7 +253,7 @@ func BenchmarkJoinLatency(b *testing.B) {
 	b.Cleanup(func() { cancel(); <-loaded })
 
 	var delays []time.Duration
-	for i := 0; b.Loop(); i++ {
+	for i := 0; more(); i++ {
 		cfg := template
 		cfg.NodeID = fmt.Sprintf("join-%d", i+1)
 		key := discovery.Prefix(cfg.Service) + cfg.NodeID
@@ -230,10 +274,10 @@ func BenchmarkJoinLatency(b *testing.B) {
 	}
 	loaded <- load.Result{} // for the cleanup
 	slices.Sort(delays)
-	pct := func(p float64) float64 {
-		return float64(delays[min(int(float64(len(delays))*p/100+0.999999)-1, len(delays)-1)]) / 1e6
-	}
-	b.ReportMetric(pct(50), "p50-ms")
-	b.ReportMetric(pct(99), "p99-ms")
-	b.ReportMetric(float64(delays[len(delays)-1])/1e6, "max-ms")
+	return delays
+}
+
+// percentile is the p-th percentile of sorted delays, in milliseconds.
+func percentile(delays []time.Duration, p float64) float64 {
+	return float64(delays[min(int(float64(len(delays))*p/100+0.999999)-1, len(delays)-1)]) / 1e6
 }

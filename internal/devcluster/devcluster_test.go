@@ -151,11 +151,13 @@ func (b *backgroundLoad) stop(t *testing.T) load.Result {
 // RouteChat streams, which are never retried.
 func TestDrainUnderLoadFailsNoCall(t *testing.T) {
 	for _, rpc := range []load.RPC{load.Get, load.Mix} {
-		t.Run(string(rpc), func(t *testing.T) { testDrainUnderLoad(t, rpc) })
+		t.Run(string(rpc), func(t *testing.T) { testDrainUnderLoad(t, rpc, dial) })
 	}
 }
 
-func testDrainUnderLoad(t *testing.T, rpc load.RPC) {
+// testDrainUnderLoad is TestDrainUnderLoadFailsNoCall for a client that
+// dial connects.
+func testDrainUnderLoad(t *testing.T, rpc load.RPC, dial func(*testing.T, *devcluster.Cluster) *clientcli.Conn) {
 	template := nodeTemplate(t)
 	template.DrainDelay = time.Second
 	cluster := startCluster(t, 3, template)
@@ -206,6 +208,12 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC) {
 }
 
 func TestRoundRobinSplitsEvenlyOverThreeNodes(t *testing.T) {
+	testRoundRobinSplit(t, dial, 10)
+}
+
+// testRoundRobinSplit makes 3000 calls over three nodes from a client that
+// dial connects, and wants each node within percent of a third of them.
+func testRoundRobinSplit(t *testing.T, dial func(*testing.T, *devcluster.Cluster) *clientcli.Conn, percent int) {
 	cluster := startCluster(t, 3, nodeTemplate(t))
 	conn := dial(t, cluster)
 	nodes := ids(cluster.Nodes())
@@ -221,8 +229,8 @@ func TestRoundRobinSplitsEvenlyOverThreeNodes(t *testing.T) {
 	}
 	share := calls / len(nodes)
 	for _, id := range nodes {
-		if got := res.ByNode[id]; got < share*9/10 || got > share*11/10 {
-			t.Errorf("%s answered %d calls, want %d ± 10%%; by_node %v", id, got, share, res.ByNode)
+		if got := res.ByNode[id]; got < share*(100-percent)/100 || got > share*(100+percent)/100 {
+			t.Errorf("%s answered %d calls, want %d ± %d%%; by_node %v", id, got, share, percent, res.ByNode)
 		}
 	}
 	if len(res.ByNode) != len(nodes) {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
+	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
@@ -54,8 +55,9 @@ type Node struct {
 	httpServer      *http.Server
 	admin           *grpc.Server // gRPC's admin services on the metrics listener; nil without DebugEndpoints
 	adminCleanup    func()
-	view            *discovery.View // the registry, for /sd; nil when standalone
-	tls             *tls.Config     // of the gRPC server; nil serves plaintext
+	view            *discovery.View   // the registry, for /sd and xDS; nil when standalone
+	xds             *xdsserver.Server // the registry for xDS clients; nil when standalone
+	tls             *tls.Config       // of the gRPC server; nil serves plaintext
 }
 
 // New validates cfg, loads the features and listens on cfg.Listen, so that a
@@ -98,6 +100,9 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 		if n.etcd, n.notesEtcd, err = dialEtcd(cfg); err != nil {
+			return nil, err
+		}
+		if n.xds, err = newXDSServer(cfg, n.logger); err != nil {
 			return nil, err
 		}
 	}
@@ -159,8 +164,28 @@ func dialEtcd(cfg Config) (registry, notes *clientv3.Client, err error) {
 	return registry, notes, nil
 }
 
+// newXDSServer serves the registry to xDS clients of any language on the
+// node's gRPC port (README, "From any language"), with the retry policy of
+// package balancer.
+func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
+	return xdsserver.New(xdsserver.Config{
+		Service:      cfg.Service,
+		RetryMethods: routeguide.IdempotentMethods,
+		Retry: xdsserver.Retry{
+			On:          "unavailable",
+			MaxAttempts: balancer.RetryMaxAttempts,
+			BaseBackoff: balancer.RetryInitialBackoff,
+			MaxBackoff:  balancer.RetryMaxBackoff,
+		},
+		Logger: logger,
+	})
+}
+
 // closeOpened closes what New opened, after a failure.
 func (n *Node) closeOpened() {
+	if n.xds != nil {
+		n.xds.Close()
+	}
 	for _, l := range []net.Listener{n.listener, n.metricsListener} {
 		if l != nil {
 			l.Close()
@@ -225,6 +250,9 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 	}))
 	healthpb.RegisterHealthServer(server, n.health)
 	reflection.Register(server)
+	if n.xds != nil {
+		n.xds.Register(server)
+	}
 	// Every method's series exist from the start, at zero.
 	n.metrics.grpc.InitializeMetrics(server)
 	// Not serving until Run says so: a health probe must not pass before then.
@@ -290,6 +318,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.registrar = reg
 		registered, failed = reg.Registered(), reg.Failed()
 		n.view = discovery.WatchService(n.etcd, n.cfg.Service, discovery.WithLogger(n.logger), discovery.WithEvents(n.metrics.view))
+		n.xds.Follow(n.view)
 	} else {
 		close(n.ready)
 	}
@@ -390,10 +419,13 @@ func (n *Node) stopNow() {
 	n.closeRest()
 }
 
-// closeRest stops what outlives the gRPC server: the registry view, the etcd
+// closeRest stops what outlives the gRPC server: the xDS server, the registry view, the etcd
 // client and the metrics server, which answers until the very end so that
 // the last scrape sees the drain.
 func (n *Node) closeRest() {
+	if n.xds != nil {
+		n.xds.Close()
+	}
 	if n.view != nil {
 		n.view.Close()
 	}
@@ -438,6 +470,11 @@ func (n *Node) drain() {
 	n.health.Shutdown()
 	n.serving.Store(false)
 	wait(n.cfg.DrainDelay)
+	if n.xds != nil {
+		// xDS streams never end by themselves and would hold the graceful
+		// stop; their clients keep what they were last sent and reconnect.
+		n.xds.Close()
+	}
 
 	stopped := make(chan struct{})
 	go func() {

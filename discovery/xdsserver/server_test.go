@@ -1,0 +1,317 @@
+package xdsserver_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/routeguide-cluster/routeguide/discovery"
+	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
+	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
+)
+
+const service = "routeguide"
+
+// setup starts a real etcd, a View of the registry and an xDS server fed
+// by it on a real gRPC server, and returns the etcd server and a client of
+// it, and the xDS server and its address.
+func setup(t *testing.T) (*localetcd.Server, *clientv3.Client, *xdsserver.Server, string) {
+	t.Helper()
+	etcd, err := localetcd.Start(localetcd.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcd.ClientURL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	xds, err := xdsserver.New(xdsserver.Config{
+		Service:      service,
+		RetryMethods: []string{"/routeguide.RouteGuide/GetFeature"},
+		Retry:        xdsserver.Retry{On: "unavailable", MaxAttempts: 4, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	xds.Register(srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	view := discovery.WatchService(cli, service)
+	xds.Follow(view)
+	t.Cleanup(func() {
+		xds.Close()
+		srv.Stop()
+		view.Close()
+	})
+	return etcd, cli, xds, lis.Addr().String()
+}
+
+func register(t *testing.T, cli *clientv3.Client, id, addr string) {
+	t.Helper()
+	value, err := discovery.EncodeEndpoint(addr, discovery.Metadata{NodeID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(t.Context(), discovery.Prefix(service)+id, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// adsStream is a raw ADS stream, as a gRPC client opens it.
+type adsStream struct {
+	t      testing.TB
+	stream discoverypb.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+}
+
+func dialADS(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func openADS(t testing.TB, ctx context.Context, conn *grpc.ClientConn) *adsStream {
+	t.Helper()
+	stream, err := discoverypb.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &adsStream{t: t, stream: stream}
+}
+
+// subscribe asks for the service's resource of typeURL.
+func (a *adsStream) subscribe(typeURL string) {
+	a.t.Helper()
+	if err := a.stream.Send(&discoverypb.DiscoveryRequest{
+		Node: &corev3.Node{Id: "test-client"}, TypeUrl: typeURL, ResourceNames: []string{service},
+	}); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// answer ACKs resp, or NACKs it when nack.
+func (a *adsStream) answer(resp *discoverypb.DiscoveryResponse, nack bool) error {
+	req := &discoverypb.DiscoveryRequest{TypeUrl: resp.TypeUrl, ResourceNames: []string{service}, ResponseNonce: resp.Nonce, VersionInfo: resp.VersionInfo}
+	if nack {
+		req.VersionInfo = ""
+		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: "test rejects it"}
+	}
+	return a.stream.Send(req)
+}
+
+// nextEndpoints reads responses, ACKing each, until an assignment arrives,
+// and returns its addresses.
+func (a *adsStream) nextEndpoints() []string {
+	a.t.Helper()
+	for {
+		resp, err := a.stream.Recv()
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		if err := a.answer(resp, false); err != nil {
+			a.t.Fatal(err)
+		}
+		if resp.TypeUrl != resourcev3.EndpointType {
+			continue
+		}
+		var addrs []string
+		for _, res := range resp.Resources {
+			var cla endpointv3.ClusterLoadAssignment
+			if err := res.UnmarshalTo(&cla); err != nil {
+				a.t.Fatal(err)
+			}
+			for _, loc := range cla.Endpoints {
+				// gRPC clients drop a locality without a weight and reject
+				// an endpoint without a locality.
+				if loc.Locality == nil || loc.LoadBalancingWeight.GetValue() == 0 {
+					a.t.Errorf("locality %v with weight %v: gRPC clients would not use it", loc.Locality, loc.LoadBalancingWeight)
+				}
+				for _, ep := range loc.LbEndpoints {
+					sa := ep.GetEndpoint().GetAddress().GetSocketAddress()
+					addrs = append(addrs, net.JoinHostPort(sa.Address, fmt.Sprint(sa.GetPortValue())))
+				}
+			}
+		}
+		slices.Sort(addrs)
+		return addrs
+	}
+}
+
+func TestEndpointsFollowTheRegistryThroughJoinsAndLeaves(t *testing.T) {
+	_, cli, _, addr := setup(t)
+	register(t, cli, "n1", "10.0.0.1:50051")
+	register(t, cli, "n2", "10.0.0.2:50051")
+	ads := openADS(t, t.Context(), dialADS(t, addr))
+	ads.subscribe(resourcev3.EndpointType)
+	want := []string{"10.0.0.1:50051", "10.0.0.2:50051"}
+	// The first answer may predate the listing; the registry's comes next.
+	for got := ads.nextEndpoints(); !slices.Equal(got, want); got = ads.nextEndpoints() {
+		t.Logf("endpoints %v before the registry's", got)
+	}
+	register(t, cli, "n3", "10.0.0.3:50051")
+	if got, want := ads.nextEndpoints(), []string{"10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.3:50051"}; !slices.Equal(got, want) {
+		t.Fatalf("after a join: %v, want %v", got, want)
+	}
+	if _, err := cli.Delete(t.Context(), discovery.Prefix(service)+"n1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ads.nextEndpoints(), []string{"10.0.0.2:50051", "10.0.0.3:50051"}; !slices.Equal(got, want) {
+		t.Fatalf("after a leave: %v, want %v", got, want)
+	}
+}
+
+func TestListenerCarriesTheRouterFilterGRPCRequires(t *testing.T) {
+	_, _, _, addr := setup(t)
+	ads := openADS(t, t.Context(), dialADS(t, addr))
+	ads.subscribe(resourcev3.ListenerType)
+	resp, err := ads.stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l listenerv3.Listener
+	if err := resp.Resources[0].UnmarshalTo(&l); err != nil {
+		t.Fatal(err)
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := l.ApiListener.ApiListener.UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	filters := hcm.HttpFilters
+	if len(filters) == 0 || filters[len(filters)-1].GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" {
+		t.Fatalf("HTTP filters %v: the router must come last", filters)
+	}
+}
+
+func TestEndpointsStayWhileEtcdIsOut(t *testing.T) {
+	etcd, cli, _, addr := setup(t)
+	register(t, cli, "n1", "10.0.0.1:50051")
+	conn := dialADS(t, addr)
+	ads := openADS(t, t.Context(), conn)
+	ads.subscribe(resourcev3.EndpointType)
+	for !slices.Equal(ads.nextEndpoints(), []string{"10.0.0.1:50051"}) {
+	}
+	etcd.Close()
+	// A client that connects during the outage still gets the last nodes.
+	late := openADS(t, t.Context(), conn)
+	late.subscribe(resourcev3.EndpointType)
+	if got := late.nextEndpoints(); !slices.Equal(got, []string{"10.0.0.1:50051"}) {
+		t.Fatalf("during the outage: %v, want the last known node", got)
+	}
+}
+
+func TestARejectedVersionIsNotSentInALoop(t *testing.T) {
+	_, _, xds, addr := setup(t)
+	ads := openADS(t, t.Context(), dialADS(t, addr))
+	ads.subscribe(resourcev3.ListenerType)
+	responses := 0
+	var err error
+	for err == nil {
+		var resp *discoverypb.DiscoveryResponse
+		if resp, err = ads.stream.Recv(); err == nil {
+			if responses++; responses > 10 {
+				t.Fatalf("%d responses to rejections: the loop is not broken", responses)
+			}
+			err = ads.answer(resp, true)
+		}
+	}
+	if _, err = ads.stream.Recv(); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("stream ended with %v, want FailedPrecondition", err)
+	}
+	if responses != 2 {
+		t.Errorf("the rejected version was sent %d times, want 2 (the first and one resend)", responses)
+	}
+	poll.Until(t, 5*time.Second, "the stream to be forgotten", func() bool { return xds.Streams() == 0 })
+}
+
+func TestAClientThatDisappearsLeavesNothingBehind(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	t.Run("run", func(t *testing.T) {
+		_, cli, xds, addr := setup(t)
+		register(t, cli, "n1", "10.0.0.1:50051")
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 20 {
+			ads := openADS(t, context.Background(), conn)
+			ads.subscribe(resourcev3.EndpointType)
+			ads.nextEndpoints()
+		}
+		if got := xds.Streams(); got != 20 {
+			t.Fatalf("%d streams open, want 20", got)
+		}
+		conn.Close() // the client vanishes without closing its streams
+		poll.Until(t, 5*time.Second, "the server to close the vanished client's streams", func() bool { return xds.Streams() == 0 })
+	})
+}
+
+// TestThousandStreamsFitInAStatedMemory opens 1000 ADS streams, each
+// subscribed to the four resources, as 1000 gRPC clients would, and bounds
+// the heap they take, both ends (the clients run in this process too).
+//
+//	go test -run ThousandStreams -v ./discovery/xdsserver/
+func TestThousandStreamsFitInAStatedMemory(t *testing.T) {
+	const streams, conns = 1000, 10
+	const bound = 64 << 10 // bytes per stream, client and server together
+	_, cli, xds, addr := setup(t)
+	for i := range 3 {
+		register(t, cli, fmt.Sprintf("n%d", i), fmt.Sprintf("10.0.0.%d:50051", i+1))
+	}
+	clients := make([]*grpc.ClientConn, conns)
+	for i := range clients {
+		clients[i] = dialADS(t, addr)
+	}
+	before := heapInUse()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range streams {
+		ads := openADS(t, ctx, clients[i%conns])
+		for _, typ := range []string{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType} {
+			ads.subscribe(typ)
+		}
+		ads.nextEndpoints()
+	}
+	if got := xds.Streams(); got != streams {
+		t.Fatalf("%d streams open, want %d", got, streams)
+	}
+	perStream := (heapInUse() - before) / streams
+	t.Logf("%d xDS streams: %d bytes of heap each, client and server together", streams, perStream)
+	if perStream > bound {
+		t.Errorf("%d bytes per stream, over the bound of %d", perStream, bound)
+	}
+}
+
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
+}
