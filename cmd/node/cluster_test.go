@@ -14,6 +14,7 @@ import (
 	channelzservice "google.golang.org/grpc/channelz/service"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
+	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
@@ -25,13 +26,51 @@ import (
 
 // The cluster tests run three node processes (the binary TestMain built)
 // registered in a real etcd that runs in the test process, and a client in
-// the test process that dials etcd:///routeguide as the client command does.
+// the test process that dials etcd:///routeguide or xds:///routeguide as the
+// client command does.
 
 const (
-	clusterTarget = "etcd:///routeguide"
-	clusterTTL    = 3 * time.Second
-	clusterDrain  = time.Second
+	clusterTTL   = 3 * time.Second
+	clusterDrain = time.Second
 )
+
+// clusterClient is how a cluster test's client finds the nodes: in etcd, or
+// over xDS from the first node, whose address its bootstrap names first.
+type clusterClient string
+
+const (
+	etcdClient clusterClient = "etcd"
+	xdsClient  clusterClient = "xds"
+)
+
+// clusterClients are the clients every fault test runs with.
+var clusterClients = []clusterClient{etcdClient, xdsClient}
+
+func (k clusterClient) target() string { return string(k) + ":///routeguide" }
+
+// dial connects to nodes as `client --target` does; an xDS client's
+// bootstrap names every node, the first one first.
+func (k clusterClient) dial(t *testing.T, etcdURL string, nodes []*clusterNode) *clientcli.Conn {
+	t.Helper()
+	var opts []clientcli.DialOption
+	if k == xdsClient {
+		var servers []string
+		for _, n := range nodes {
+			servers = append(servers, n.addr)
+		}
+		bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: servers, NodeID: t.Name()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, clientcli.WithXDSBootstrap(bootstrap))
+	}
+	conn, err := clientcli.Dial(t.Context(), k.target(), []string{etcdURL}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
 
 // clusterNode is one node process of a cluster test.
 type clusterNode struct {
@@ -65,6 +104,7 @@ func startClusterNode(t *testing.T, etcdURL, id string) *clusterNode {
 // liveCluster is etcd, three node processes, and a client connection whose
 // calls are logged.
 type liveCluster struct {
+	client   clusterClient
 	etcd     *localetcd.Server
 	registry *registrywatch.Watch
 	nodes    []*clusterNode
@@ -72,22 +112,18 @@ type liveCluster struct {
 	calls    *answerlog.Log
 }
 
-func startLiveCluster(t *testing.T) *liveCluster {
+func startLiveCluster(t *testing.T, client clusterClient) *liveCluster {
 	t.Helper()
 	etcd, err := localetcd.Start(localetcd.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(etcd.Close)
-	c := &liveCluster{etcd: etcd, registry: registrywatch.Start(t, etcd.ClientURL(), "routeguide")}
+	c := &liveCluster{client: client, etcd: etcd, registry: registrywatch.Start(t, etcd.ClientURL(), "routeguide")}
 	for i := range 3 {
 		c.nodes = append(c.nodes, startClusterNode(t, etcd.ClientURL(), fmt.Sprintf("n%d", i+1)))
 	}
-	c.conn, err = clientcli.Dial(t.Context(), clusterTarget, []string{etcd.ClientURL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.conn.Close() })
+	c.conn = client.dial(t, etcd.ClientURL(), c.nodes)
 	c.calls = answerlog.New(c.conn)
 	waitEveryNodeAnswers(t, c.calls, c.nodes)
 	return c
@@ -208,14 +244,15 @@ type fault struct {
 }
 
 // signalUnderLoad runs rpc from 8 workers (5s deadline each) over a cluster
-// of three node processes, sends sig to one of them once it has answered 200
-// unary calls, waits for it to exit and for its key to leave etcd, lets the
-// load run on 500 more calls and stops it.
-func signalUnderLoad(t *testing.T, sig syscall.Signal, rpc load.RPC) *fault {
+// of three node processes, sends sig to one of them (the second: an xDS
+// client's server is the first) once it has answered 200 unary calls, waits
+// for it to exit and for its key to leave etcd, lets the load run on 500
+// more calls and stops it.
+func signalUnderLoad(t *testing.T, client clusterClient, sig syscall.Signal, rpc load.RPC) *fault {
 	t.Helper()
-	c := startLiveCluster(t)
+	c := startLiveCluster(t, client)
 	f := &fault{victim: c.nodes[1], calls: c.calls}
-	sub := subchannelOf(t, clusterTarget, f.victim.addr)
+	sub := subchannelOf(t, client.target(), f.victim.addr)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	type outcome struct {
@@ -300,15 +337,18 @@ func (f *fault) log(t *testing.T) {
 
 // TestSIGTERMUnderLoadFailsNoCall runs GetFeature, which is retried on
 // UNAVAILABLE, and the mix, whose RecordRoute and RouteChat streams are not:
-// a drain must not need the retries.
+// a drain must not need the retries. The etcd:/// client sees the key go;
+// the xds:/// one is sent the endpoints without the node.
 func TestSIGTERMUnderLoadFailsNoCall(t *testing.T) {
-	for _, rpc := range []load.RPC{load.Get, load.Mix} {
-		t.Run(string(rpc), func(t *testing.T) { testSIGTERMUnderLoad(t, rpc) })
+	for _, client := range clusterClients {
+		for _, rpc := range []load.RPC{load.Get, load.Mix} {
+			t.Run(string(client)+"/"+string(rpc), func(t *testing.T) { testSIGTERMUnderLoad(t, client, rpc) })
+		}
 	}
 }
 
-func testSIGTERMUnderLoad(t *testing.T, rpc load.RPC) {
-	f := signalUnderLoad(t, syscall.SIGTERM, rpc)
+func testSIGTERMUnderLoad(t *testing.T, client clusterClient, rpc load.RPC) {
+	f := signalUnderLoad(t, client, syscall.SIGTERM, rpc)
 	if f.exitErr != nil {
 		t.Errorf("node after SIGTERM: %v, want exit status 0; stderr:\n%s", f.exitErr, strings.Join(f.victim.lines, "\n"))
 	}
@@ -333,10 +373,17 @@ func testSIGTERMUnderLoad(t *testing.T, rpc load.RPC) {
 
 // TestSIGKILLUnderLoadFailsNoCall runs GetFeature only: the calls in flight
 // on the killed node fail, and only the retry policy of GetFeature and
-// ListFeatures makes them succeed on another node. RecordRoute and RouteChat
-// streams in flight there would fail, and must.
+// ListFeatures (the service config's, or the xDS route's) makes them succeed
+// on another node. RecordRoute and RouteChat streams in flight there would
+// fail, and must.
 func TestSIGKILLUnderLoadFailsNoCall(t *testing.T) {
-	f := signalUnderLoad(t, syscall.SIGKILL, load.Get)
+	for _, client := range clusterClients {
+		t.Run(string(client), func(t *testing.T) { testSIGKILLUnderLoad(t, client) })
+	}
+}
+
+func testSIGKILLUnderLoad(t *testing.T, client clusterClient) {
+	f := signalUnderLoad(t, client, syscall.SIGKILL, load.Get)
 	if status, ok := f.victim.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !status.Signaled() || status.Signal() != syscall.SIGKILL {
 		t.Errorf("node after SIGKILL: %v, want killed by SIGKILL", f.exitErr)
 	}
