@@ -43,9 +43,6 @@ const (
 	xdsClient  clusterClient = "xds"
 )
 
-// clusterClients are the clients every fault test runs with.
-var clusterClients = []clusterClient{etcdClient, xdsClient}
-
 func (k clusterClient) target() string { return string(k) + ":///routeguide" }
 
 // dial connects to nodes as `client --target` does; an xDS client's
@@ -194,8 +191,9 @@ func subchannelData(id int64) (*channelzpb.ChannelData, bool) {
 // pickWatch follows one subchannel until gRPC removes it (when its node
 // leaves the registry) and keeps the last figures it had.
 type pickWatch struct {
-	done chan struct{}
-	last *channelzpb.ChannelData
+	done    chan struct{}
+	last    *channelzpb.ChannelData
+	removed bool // set before done is closed
 }
 
 func watchPicks(t *testing.T, id int64) *pickWatch {
@@ -210,6 +208,7 @@ func watchPicks(t *testing.T, id int64) *pickWatch {
 			// channelz keeps a removed subchannel for a while, shut down.
 			data, ok := subchannelData(id)
 			if !ok || data.GetState().GetState() == channelzpb.ChannelConnectivityState_SHUTDOWN {
+				w.removed = true
 				return
 			}
 			w.last = data
@@ -219,12 +218,12 @@ func watchPicks(t *testing.T, id int64) *pickWatch {
 	return w
 }
 
-// wait returns the subchannel's last figures once it is gone.
+// wait returns the subchannel's last figures once it is gone, and fails t
+// if it is not gone within the watch's 15s.
 func (w *pickWatch) wait(t *testing.T) *channelzpb.ChannelData {
 	t.Helper()
-	select {
-	case <-w.done:
-	case <-time.After(15 * time.Second):
+	<-w.done
+	if !w.removed {
 		t.Fatal("the subchannel of the node was not removed within 15s")
 	}
 	return w.last
@@ -234,7 +233,7 @@ func (w *pickWatch) wait(t *testing.T) *channelzpb.ChannelData {
 type fault struct {
 	victim     *clusterNode
 	before     *channelzpb.ChannelData // its subchannel just before the signal
-	after      *channelzpb.ChannelData // its subchannel when removed
+	after      *channelzpb.ChannelData // its subchannel when removed, or at the end if kept
 	signalled  time.Time
 	exitErr    error
 	exited     time.Time
@@ -243,16 +242,38 @@ type fault struct {
 	calls      *answerlog.Log
 }
 
+// faultScenario is which client sees a fault, and which node it hits.
+type faultScenario struct {
+	name   string
+	client clusterClient
+	victim int // index of the node signalled; node 0 is an xDS client's server
+}
+
+// faultScenarios are those every fault test runs.
+var faultScenarios = []faultScenario{
+	{"etcd", etcdClient, 1},
+	{"xds", xdsClient, 1},
+	{"xds/its_server", xdsClient, 0},
+}
+
+// keepsKilledNode reports whether the client keeps the node killed with sig
+// among its endpoints: an xDS client whose server dies keeps what it was
+// last sent (README, "From any language"), and its round robin skips the
+// node it cannot connect to.
+func (s faultScenario) keepsKilledNode(sig syscall.Signal) bool {
+	return sig == syscall.SIGKILL && s.client == xdsClient && s.victim == 0
+}
+
 // signalUnderLoad runs rpc from 8 workers (5s deadline each) over a cluster
-// of three node processes, sends sig to one of them (the second: an xDS
-// client's server is the first) once it has answered 200 unary calls, waits
-// for it to exit and for its key to leave etcd, lets the load run on 500
-// more calls and stops it.
-func signalUnderLoad(t *testing.T, client clusterClient, sig syscall.Signal, rpc load.RPC) *fault {
+// of three node processes, sends sig to the scenario's victim once it has
+// answered 200 unary calls, waits for it to exit, for its key to leave etcd
+// and for the client to drop it (unless it keeps it), lets the load run on
+// 500 more calls and stops it.
+func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load.RPC) *fault {
 	t.Helper()
-	c := startLiveCluster(t, client)
-	f := &fault{victim: c.nodes[1], calls: c.calls}
-	sub := subchannelOf(t, client.target(), f.victim.addr)
+	c := startLiveCluster(t, s.client)
+	f := &fault{victim: c.nodes[s.victim], calls: c.calls}
+	sub := subchannelOf(t, s.client.target(), f.victim.addr)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	type outcome struct {
@@ -281,16 +302,29 @@ func signalUnderLoad(t *testing.T, client clusterClient, sig syscall.Signal, rpc
 	})
 
 	f.before, _ = subchannelData(sub)
-	picks := watchPicks(t, sub)
+	var picks *pickWatch
+	if !s.keepsKilledNode(sig) {
+		picks = watchPicks(t, sub)
+	}
 	f.signalled = time.Now()
 	f.victim.signal(t, sig)
 	f.exitErr = f.victim.wait(t)
 	f.exited = time.Now()
 	poll.Until(t, 2*clusterTTL, f.victim.key+" to leave etcd", func() bool { return !c.registry.DeletedAt(f.victim.key).IsZero() })
 	f.keyRemoved = c.registry.DeletedAt(f.victim.key)
-	f.after = picks.wait(t)
+	if picks != nil {
+		f.after = picks.wait(t)
+	}
 	gone := time.Now()
 	poll.Until(t, 10*time.Second, "500 calls after the node left", func() bool { return c.calls.Count("", gone, time.Time{}) >= 500 })
+	if picks == nil {
+		f.after, _ = subchannelData(sub)
+		state := f.after.GetState().GetState()
+		if state == channelzpb.ChannelConnectivityState_READY {
+			t.Errorf("the subchannel of the dead %s is %v", f.victim.id, state)
+		}
+		t.Logf("the client keeps the dead %s, its xDS server, in state %v", f.victim.id, state)
+	}
 	out := stop()
 	if out.err != nil {
 		t.Fatalf("load: %v", out.err)
@@ -340,15 +374,15 @@ func (f *fault) log(t *testing.T) {
 // a drain must not need the retries. The etcd:/// client sees the key go;
 // the xds:/// one is sent the endpoints without the node.
 func TestSIGTERMUnderLoadFailsNoCall(t *testing.T) {
-	for _, client := range clusterClients {
+	for _, s := range faultScenarios {
 		for _, rpc := range []load.RPC{load.Get, load.Mix} {
-			t.Run(string(client)+"/"+string(rpc), func(t *testing.T) { testSIGTERMUnderLoad(t, client, rpc) })
+			t.Run(s.name+"/"+string(rpc), func(t *testing.T) { testSIGTERMUnderLoad(t, s, rpc) })
 		}
 	}
 }
 
-func testSIGTERMUnderLoad(t *testing.T, client clusterClient, rpc load.RPC) {
-	f := signalUnderLoad(t, client, syscall.SIGTERM, rpc)
+func testSIGTERMUnderLoad(t *testing.T, s faultScenario, rpc load.RPC) {
+	f := signalUnderLoad(t, s, syscall.SIGTERM, rpc)
 	if f.exitErr != nil {
 		t.Errorf("node after SIGTERM: %v, want exit status 0; stderr:\n%s", f.exitErr, strings.Join(f.victim.lines, "\n"))
 	}
@@ -377,13 +411,13 @@ func testSIGTERMUnderLoad(t *testing.T, client clusterClient, rpc load.RPC) {
 // on another node. RecordRoute and RouteChat streams in flight there would
 // fail, and must.
 func TestSIGKILLUnderLoadFailsNoCall(t *testing.T) {
-	for _, client := range clusterClients {
-		t.Run(string(client), func(t *testing.T) { testSIGKILLUnderLoad(t, client) })
+	for _, s := range faultScenarios {
+		t.Run(s.name, func(t *testing.T) { testSIGKILLUnderLoad(t, s) })
 	}
 }
 
-func testSIGKILLUnderLoad(t *testing.T, client clusterClient) {
-	f := signalUnderLoad(t, client, syscall.SIGKILL, load.Get)
+func testSIGKILLUnderLoad(t *testing.T, s faultScenario) {
+	f := signalUnderLoad(t, s, syscall.SIGKILL, load.Get)
 	if status, ok := f.victim.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !status.Signaled() || status.Signal() != syscall.SIGKILL {
 		t.Errorf("node after SIGKILL: %v, want killed by SIGKILL", f.exitErr)
 	}
