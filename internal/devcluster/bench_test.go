@@ -26,6 +26,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -120,7 +121,7 @@ func BenchmarkClusterGetFeature(b *testing.B) {
 //	go test -run '^$' -bench TargetGetFeature -benchtime 20000x -count 5 ./internal/devcluster/
 func BenchmarkTargetGetFeature(b *testing.B) {
 	cluster, _ := benchCluster(b, 3)
-	bootstrap := xdsBootstrap(b, cluster)
+	bootstrap := xdsBootstrap(b, cluster, tlsfiles.Client{})
 	for _, concurrency := range []int{16} {
 		for _, target := range []string{"etcd", "xds"} {
 			b.Run(fmt.Sprintf("concurrency=%d/target=%s", concurrency, target), func(b *testing.B) {
@@ -228,7 +229,7 @@ func BenchmarkJoinLatency(b *testing.B) {
 	for _, target := range []string{"etcd", "xds"} {
 		b.Run("target="+target, func(b *testing.B) {
 			cluster, template := benchCluster(b, 2)
-			conn := benchDial(b, target+":///routeguide", cluster.EtcdURL(), xdsBootstrap(b, cluster))
+			conn := benchDial(b, target+":///routeguide", cluster.EtcdURL(), xdsBootstrap(b, cluster, tlsfiles.Client{}))
 			delays := joinDelays(b, cluster, template, conn, b.Loop)
 			b.ReportMetric(percentile(delays, 50), "p50-ms")
 			b.ReportMetric(percentile(delays, 99), "p99-ms")

@@ -1,26 +1,40 @@
 package devcluster_test
 
 import (
+	"context"
+	"net"
+	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
+	"github.com/routeguide-cluster/routeguide/internal/certgen"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
 // xdsTarget is what xDS clients dial.
 const xdsTarget = "xds:///routeguide"
 
 // xdsBootstrap is the dial option of an xds:/// client of cluster: a
-// bootstrap that names every node there is now, the first one first.
-func xdsBootstrap(tb testing.TB, cluster *devcluster.Cluster) clientcli.DialOption {
+// bootstrap that names every node there is now, the first one first, with
+// the TLS of client (plaintext when it is empty).
+func xdsBootstrap(tb testing.TB, cluster *devcluster.Cluster, client tlsfiles.Client) clientcli.DialOption {
 	tb.Helper()
-	var servers []string
+	cfg := xdsserver.BootstrapConfig{NodeID: tb.Name()}
 	for _, n := range cluster.Nodes() {
-		servers = append(servers, n.AdvertisedAddr())
+		cfg.Servers = append(cfg.Servers, n.AdvertisedAddr())
 	}
-	bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: servers, NodeID: tb.Name()})
+	if client.Enabled() {
+		cfg.TLS = &xdsserver.BootstrapTLS{CAFile: client.CAFile, CertFile: client.CertFile, KeyFile: client.KeyFile}
+	}
+	bootstrap, err := xdsserver.Bootstrap(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -30,8 +44,23 @@ func xdsBootstrap(tb testing.TB, cluster *devcluster.Cluster) clientcli.DialOpti
 // dialXDS connects to the cluster over xDS, as `client --target
 // xds:///routeguide` does.
 func dialXDS(t *testing.T, cluster *devcluster.Cluster) *clientcli.Conn {
+	return dialXDSWithTLS(t, cluster, tlsfiles.Client{})
+}
+
+// dialXDSWithTLS is dialXDS with the TLS of client for the xDS channel and
+// the calls both, as `client --tls-ca ...` with the bootstrap `client
+// --tls-ca ... xds-bootstrap` prints.
+func dialXDSWithTLS(t *testing.T, cluster *devcluster.Cluster, client tlsfiles.Client) *clientcli.Conn {
 	t.Helper()
-	conn, err := clientcli.Dial(t.Context(), xdsTarget, nil, xdsBootstrap(t, cluster))
+	opts := []clientcli.DialOption{xdsBootstrap(t, cluster, client)}
+	if client.Enabled() {
+		tlsCfg, err := client.Config(tlsfiles.GRPCFlags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, clientcli.WithTLS(tlsCfg))
+	}
+	conn, err := clientcli.Dial(t.Context(), xdsTarget, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,5 +94,54 @@ func TestXDSClientTakesAJoinedNodeWithin250ms(t *testing.T) {
 	t.Logf("%d joins: p50 %.1fms, p99 %.1fms", len(delays), percentile(delays, 50), p99)
 	if p99 > 250 {
 		t.Errorf("p99 %.1fms from a key in etcd to the node's first answer, want at most 250ms", p99)
+	}
+}
+
+// TestXDSClientReachesTLSNodesOnlyWithTheirCredentials serves the nodes over TLS, and mutual
+// TLS, and dials them with a bootstrap whose xDS channel takes the same
+// credentials as the calls (`client --tls-ca ... xds-bootstrap` prints it):
+// a client with the CA (and its certificate, for mutual TLS) reaches every
+// node; one without is refused by the xDS server, so it learns of no node.
+func TestXDSClientReachesTLSNodesOnlyWithTheirCredentials(t *testing.T) {
+	certs := testcerts.New(t)
+	// The xDS channel checks the server's IP; calls check the service name.
+	nodeCert, nodeKey := certs.Issue(t, "node", certgen.Leaf{
+		CommonName: "routeguide", DNSNames: []string{"routeguide"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true,
+	})
+	otherCA := testcerts.New(t).CA
+	tests := []struct {
+		name    string
+		mutual  bool            // the nodes require a client certificate
+		client  tlsfiles.Client // empty: plaintext
+		refused bool
+	}{
+		{"TLS", false, tlsfiles.Client{CAFile: certs.CA}, false},
+		{"mutual TLS", true, tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}, false},
+		{"TLS, client trusts another CA", false, tlsfiles.Client{CAFile: otherCA}, true},
+		{"TLS, plaintext client", false, tlsfiles.Client{}, true},
+		{"mutual TLS, client without a certificate", true, tlsfiles.Client{CAFile: certs.CA}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			template := nodeTemplate(t)
+			template.TLS = tlsfiles.Server{CertFile: nodeCert, KeyFile: nodeKey}
+			if tt.mutual {
+				template.TLS.ClientCAFile = certs.CA
+			}
+			cluster := startCluster(t, 3, template)
+			conn := dialXDSWithTLS(t, cluster, tt.client)
+			if !tt.refused {
+				waitAllAnswer(t, conn, ids(cluster.Nodes())...)
+				return
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			id, err := getFeature(ctx, conn)
+			// The resolver's error: the xDS server refused the client.
+			if code := status.Code(err); code != codes.Unavailable || !strings.Contains(err.Error(), "xDS stream") {
+				t.Fatalf("GetFeature answered by %q: %v; want UNAVAILABLE, the xDS server refusing the client", id, err)
+			}
+			t.Logf("refused: %v", err)
+		})
 	}
 }
