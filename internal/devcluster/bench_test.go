@@ -24,6 +24,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
@@ -133,15 +134,19 @@ func BenchmarkTargetGetFeature(b *testing.B) {
 }
 
 // benchGetFeature waits for answering nodes to answer, warms conn up, and
-// times b.N GetFeature calls from concurrency workers.
+// times b.N GetFeature calls from concurrency workers. cpu-ns/op is the
+// process's CPU per call, the nodes' included: it hardly depends on what
+// else the machine runs.
 func benchGetFeature(b *testing.B, conn *clientcli.Conn, answering, concurrency int) {
 	b.Helper()
 	waitNodesAnswer(b, conn, answering)
 	warmUp(b, conn)
 	b.ResetTimer()
+	cpuBefore := cputime.Process(b)
 	res, err := load.Run(context.Background(), conn, load.Config{
 		RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
 	})
+	cpu := cputime.Process(b) - cpuBefore
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -152,6 +157,7 @@ func benchGetFeature(b *testing.B, conn *clientcli.Conn, answering, concurrency 
 	b.ReportMetric(res.QPS, "qps")
 	b.ReportMetric(float64(res.P50)/1e6, "p50-ms")
 	b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
+	b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
 }
 
 // staticResolver resolves static:///routeguide to addrs, one endpoint each,
