@@ -101,7 +101,6 @@ func startClusterNode(t *testing.T, etcdURL, id string) *clusterNode {
 // liveCluster is etcd, three node processes, and a client connection whose
 // calls are logged.
 type liveCluster struct {
-	client   clusterClient
 	etcd     *localetcd.Server
 	registry *registrywatch.Watch
 	nodes    []*clusterNode
@@ -116,7 +115,7 @@ func startLiveCluster(t *testing.T, client clusterClient) *liveCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(etcd.Close)
-	c := &liveCluster{client: client, etcd: etcd, registry: registrywatch.Start(t, etcd.ClientURL(), "routeguide")}
+	c := &liveCluster{etcd: etcd, registry: registrywatch.Start(t, etcd.ClientURL(), "routeguide")}
 	for i := range 3 {
 		c.nodes = append(c.nodes, startClusterNode(t, etcd.ClientURL(), fmt.Sprintf("n%d", i+1)))
 	}

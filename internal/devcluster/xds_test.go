@@ -15,6 +15,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
@@ -134,13 +135,19 @@ func TestXDSClientReachesTLSNodesOnlyWithTheirCredentials(t *testing.T) {
 				waitAllAnswer(t, conn, ids(cluster.Nodes())...)
 				return
 			}
-			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-			defer cancel()
-			id, err := getFeature(ctx, conn)
-			// The resolver's error: the xDS server refused the client.
-			if code := status.Code(err); code != codes.Unavailable || !strings.Contains(err.Error(), "xDS stream") {
-				t.Fatalf("GetFeature answered by %q: %v; want UNAVAILABLE, the xDS server refusing the client", id, err)
-			}
+			// Every call fails; once the handshake has failed, the resolver's
+			// error says that the xDS server refused the client.
+			var err error
+			poll.Until(t, 10*time.Second, "calls to fail naming the xDS stream", func() bool {
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				defer cancel()
+				var id string
+				id, err = getFeature(ctx, conn)
+				if code := status.Code(err); code != codes.Unavailable {
+					t.Fatalf("GetFeature answered by %q: %v; want UNAVAILABLE", id, err)
+				}
+				return strings.Contains(err.Error(), "xDS stream")
+			})
 			t.Logf("refused: %v", err)
 		})
 	}
