@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -43,7 +42,7 @@ func TestComposeTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := newCluster(t, fmt.Sprintf("routeguide-tls-e2e-%d", os.Getpid()), "docker-compose.yml", "docker-compose.tls.yml")
+	c := newCluster(t, "routeguide-tls-e2e", "docker-compose.yml", "docker-compose.tls.yml")
 	c.env = append(c.env,
 		"ROUTEGUIDE_TLS_DIR="+tlsDir,
 		"ROUTEGUIDE_TLS_PROJECT="+c.project,
