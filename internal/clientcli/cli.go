@@ -202,8 +202,9 @@ func (c *cli) exit(name string, err error) int {
 
 // connect dials the configured target. A target that cannot be dialled is a
 // usage error: gRPC dials lazily, so only the flags can be wrong here, but
-// for etcd's client, which with a user authenticates at once: etcd refusing
-// the user, or out of reach, is a failure (exit 1), as it is for a node. A
+// for etcd's client, which with a user authenticates at once, and for the
+// first read of the registry: etcd refusing the user, out of reach, or
+// without a node, is a failure (exit 1), as it is for a node. A
 // command that serves metrics listens first, so that a port in use fails it
 // (exit 1) before any call is made; the metrics server runs until the
 // command returns.
@@ -227,7 +228,8 @@ func (c *cli) connect(ctx context.Context) (*Conn, error) {
 	}
 	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd, opts...)
 	if err != nil {
-		if discovery.IsAuthError(err) || errors.Is(err, context.DeadlineExceeded) {
+		if discovery.IsAuthError(err) || errors.Is(err, context.DeadlineExceeded) ||
+			errors.Is(err, errClusterUnreachable) || errors.Is(err, context.Canceled) {
 			return nil, err
 		}
 		return nil, usageError{err}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -200,11 +201,12 @@ func (c *Conn) Close() error {
 }
 
 // Dial is the DialFunc that Main uses unless told otherwise. etcd:///SERVICE
-// targets are resolved from the etcd endpoints with discovery's resolver;
+// targets are resolved from the etcd endpoints with discovery's resolver,
+// once etcd has answered that nodes are registered (see checkRegistry);
 // other targets (host:port, dns:///name) are resolved by gRPC. Either way the
 // connection uses the dial options of package balancer: round robin over
 // healthy nodes, retries of idempotent calls, keepalive; opts add to them.
-func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
+func Dial(ctx context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
 	settings := newDialSettings(opts)
 	creds := insecure.NewCredentials()
 	if settings.tls != nil {
@@ -225,6 +227,10 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 			return nil, err
 		}
 		conn.etcd = cli
+		if err := checkRegistry(ctx, cli, target, etcdEndpoints); err != nil {
+			cli.Close()
+			return nil, err
+		}
 		resolverOpts := []discovery.Option{discovery.WithLogger(quietLogger)}
 		if settings.events != nil {
 			resolverOpts = append(resolverOpts, discovery.WithEvents(settings.events))
@@ -240,6 +246,59 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 	}
 	conn.ClientConn = cc
 	return conn, nil
+}
+
+// registryCheckTimeout bounds the first question Dial asks etcd. Without it,
+// a client whose etcd is down or silent waits for nodes until its calls'
+// deadline, or for ever (chat), and then names no culprit.
+const registryCheckTimeout = 2 * time.Second
+
+// errClusterUnreachable is what Dial's errors wrap when etcd did not answer
+// within registryCheckTimeout, or answered that no node of the target is
+// registered: the command fails (exit 1), its command line was right.
+var errClusterUnreachable = errors.New("cluster unreachable")
+
+// clusterError is an errClusterUnreachable with its own message.
+type clusterError struct{ msg string }
+
+func (e clusterError) Error() string        { return e.msg }
+func (e clusterError) Is(target error) bool { return target == errClusterUnreachable }
+
+// checkRegistry asks etcd how many nodes of target's service are registered,
+// within registryCheckTimeout, and says in one sentence why the target cannot
+// be reached when etcd does not answer or none is.
+func checkRegistry(ctx context.Context, cli *clientv3.Client, target string, endpoints []string) error {
+	service := serviceOf(target)
+	if service == "" {
+		return fmt.Errorf("target %s names no service; want %s:///SERVICE", target, discovery.Scheme)
+	}
+	prefix := discovery.Prefix(service)
+	checkCtx, cancel := context.WithTimeout(ctx, registryCheckTimeout)
+	defer cancel()
+	resp, err := cli.Get(checkCtx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	at := strings.Join(endpoints, ",")
+	switch {
+	case err == nil && resp.Count == 0:
+		return clusterError{fmt.Sprintf("no node is registered in etcd at %s (no key under %s)", at, prefix)}
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case discovery.IsAuthError(err):
+		return fmt.Errorf("etcd at %s: read %s: %w", at, prefix, err)
+	case checkCtx.Err() != nil:
+		return clusterError{fmt.Sprintf("etcd at %s is unreachable: no answer within %v", at, registryCheckTimeout)}
+	}
+	return clusterError{fmt.Sprintf("etcd at %s: read %s: %v", at, prefix, err)}
+}
+
+// serviceOf is the service an etcd:/// target names, as the resolver reads it.
+func serviceOf(target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		return ""
+	}
+	return strings.Trim(u.Path, "/")
 }
 
 // quietLogger keeps the resolver's warnings (an etcd outage, a malformed
