@@ -11,8 +11,8 @@
 #
 # The Go binaries are built here, static (CGO_ENABLED=0); each image is FROM
 # scratch (deploy/Dockerfile.prebuilt), runs as 65532:65532, and holds nothing
-# but them. After it, `docker compose -f deploy/docker-compose.yml up -d` (or
-# docker-compose) pulls nothing. Re-runs are quick: Go's build cache and
+# but them. After it, `bash deploy/compose -f deploy/docker-compose.yml up -d`
+# (docker compose or docker-compose) pulls nothing. Re-runs are quick: Go's build cache and
 # Docker's layer cache make an unchanged image a no-op.
 #
 # Needs: go, docker, and Debian's apt. It takes /usr/bin/prometheus and

@@ -181,7 +181,7 @@ type cluster struct {
 // c.env before it starts anything.
 func newCluster(t *testing.T, prefix string, files ...string) *cluster {
 	project := fmt.Sprintf("%s-%d-%08x", prefix, os.Getpid(), rand.Uint32())
-	command, err := composeCommand()
+	command, picked, err := composeCommand()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func newCluster(t *testing.T, prefix string, files ...string) *cluster {
 		env:     append(os.Environ(), "ROUTEGUIDE_PROMETHEUS_PORT="+strconv.Itoa(port)),
 		promURL: fmt.Sprintf("http://127.0.0.1:%d", port),
 	}
-	t.Logf("compose: %s, project %s, Prometheus on %s", strings.Join(command, " "), c.project, c.promURL)
+	t.Logf("compose: %s (deploy/compose), project %s, Prometheus on %s", picked, c.project, c.promURL)
 	t.Cleanup(func() {
 		if t.Failed() {
 			c.dumpLogs(t)
@@ -217,19 +217,19 @@ func newCluster(t *testing.T, prefix string, files ...string) *cluster {
 	return c
 }
 
-// composeCommand is $ROUTEGUIDE_COMPOSE when set, else `docker compose` when
-// the plugin is there, else docker-compose.
-func composeCommand() ([]string, error) {
-	if v := os.Getenv("ROUTEGUIDE_COMPOSE"); v != "" {
-		return strings.Fields(v), nil
+// composeCommand is the command that runs Compose, as the README's commands
+// do: through deploy/compose, which picks $ROUTEGUIDE_COMPOSE, `docker
+// compose` or docker-compose. It returns as well the one picked.
+func composeCommand() (command []string, picked string, err error) {
+	script, err := filepath.Abs("../compose")
+	if err != nil {
+		return nil, "", err
 	}
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		return []string{"docker", "compose"}, nil
+	out, err := exec.Command("bash", script, "--which").CombinedOutput()
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %v", strings.TrimSpace(string(out)), err)
 	}
-	if path, err := exec.LookPath("docker-compose"); err == nil {
-		return []string{path}, nil
-	}
-	return nil, errors.New("neither `docker compose` nor docker-compose works; set ROUTEGUIDE_COMPOSE")
+	return []string{"bash", script}, strings.TrimSpace(string(out)), nil
 }
 
 // freePort is a port on 127.0.0.1 that nothing listens on now; 9090 may be
