@@ -23,7 +23,7 @@ import (
 // Exit statuses.
 const (
 	ExitOK     = 0 // the command did what it was asked
-	ExitFailed = 1 // an RPC failed, or the metrics listener could not start
+	ExitFailed = 1 // an RPC failed, etcd is out of reach or holds no node, or the metrics listener could not start
 	ExitUsage  = 2 // the command line or the input was wrong
 )
 
@@ -366,8 +366,8 @@ Environment:
   Every flag may also be set by %s<FLAG>, upper case with underscores
   (%s=127.0.0.1:50051, %s=32); flags win.
 
-Exit status: 0 on success, 1 when an RPC failed or the metrics port is
-in use, 2 on bad usage.
+Exit status: 0 on success, 1 when an RPC failed, etcd did not answer
+within 2s or holds no node, or the metrics port is in use, 2 on bad usage.
 
 Examples:
   client --target 127.0.0.1:50051 get 40.7484405 -73.9856644
