@@ -12,7 +12,7 @@ import (
 
 	grpcbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/base"
-	"google.golang.org/grpc/balancer/roundrobin"
+	"google.golang.org/grpc/balancer/pickfirst"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 )
@@ -24,8 +24,11 @@ func init() {
 	grpcbalancer.Register(builder{})
 }
 
-// The policy is gRPC's round_robin, unchanged in how it picks, with two
-// additions. When the resolver reports no endpoints at all, calls fail with a
+// The policy picks as gRPC's round_robin does, from the same pick_first
+// children, one per endpoint, but keeps their states by count (sharding.go),
+// so that endpoints that refuse connections do not hold up the ones that
+// answer. It has two additions. When the resolver reports no endpoints at
+// all, calls fail with a
 // message that names the target: round_robin itself says only "no children
 // to pick from", which tells an operator nothing about which service has no
 // nodes (TestNoEndpointsFailFastNamingTheTarget). And when the dialer asked
@@ -36,7 +39,7 @@ func (builder) Name() string { return Name }
 
 func (builder) Build(cc grpcbalancer.ClientConn, opts grpcbalancer.BuildOptions) grpcbalancer.Balancer {
 	b := &roundRobin{target: opts.Target.String()}
-	b.Balancer = grpcbalancer.Get(roundrobin.Name).Build(&stateInterceptor{ClientConn: cc, parent: b}, opts)
+	b.Balancer = newSharding(&stateInterceptor{ClientConn: cc, parent: b}, opts, grpcbalancer.Get(pickfirst.Name).Build)
 	return b
 }
 
@@ -52,9 +55,9 @@ func (b *roundRobin) UpdateClientConnState(s grpcbalancer.ClientConnState) error
 	if m := metricsFor(s.BalancerConfig); m != nil && b.picks.Load() == nil {
 		b.picks.Store(&pickCounter{metrics: m, target: b.target})
 	}
-	// round_robin takes no config of its own.
-	s.BalancerConfig = nil
-	return b.Balancer.UpdateClientConnState(s)
+	// round_robin takes no config of its own; its pick_first children watch
+	// health.
+	return b.Balancer.UpdateClientConnState(grpcbalancer.ClientConnState{ResolverState: pickfirst.EnableHealthListener(s.ResolverState)})
 }
 
 // stateInterceptor sits between round_robin and the channel to replace the

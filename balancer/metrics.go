@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	grpcbalancer "google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/balancer/endpointsharding"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
@@ -152,13 +151,7 @@ func (p *pickCounter) track(addrs []resolver.Address, opts grpcbalancer.NewSubCo
 // wrap returns a picker that counts what picker picks, and records how many
 // endpoints are ready.
 func (p *pickCounter) wrap(picker grpcbalancer.Picker) grpcbalancer.Picker {
-	ready := 0
-	for _, child := range endpointsharding.ChildStatesFromPicker(picker) {
-		if child.State.ConnectivityState == connectivity.Ready {
-			ready++
-		}
-	}
-	p.metrics.ready.WithLabelValues(p.target).Set(float64(ready))
+	p.metrics.ready.WithLabelValues(p.target).Set(float64(readyEndpoints(picker)))
 	return countingPicker{Picker: picker, counter: p}
 }
 

@@ -13,7 +13,8 @@
 // Resolution (Builder) does not wrap etcd's resolver: the watch loop it
 // shares with endpoints.NewWatchChannel ends for good on its first error and
 // sends nothing when no node is registered, among other gaps. docs/DESIGN.md
-// lists them, and what our follower does instead.
+// lists them, and what our follower does instead. An entry without a lease
+// is not a node: the follower skips and counts it unless WithUnleasedEntries.
 //
 // View follows the registry the same way for readers that are not gRPC, such
 // as a node's /sd endpoint for Prometheus.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -16,9 +17,10 @@ import (
 type Option func(*followOptions)
 
 type followOptions struct {
-	logger  *slog.Logger
-	backoff Backoff
-	events  ResolverEvents
+	logger   *slog.Logger
+	backoff  Backoff
+	events   ResolverEvents
+	unleased bool // take entries that carry no lease
 }
 
 func newFollowOptions(opts []Option) followOptions {
@@ -41,6 +43,15 @@ func WithBackoff(b Backoff) Option {
 	return func(o *followOptions) { o.backoff = b }
 }
 
+// WithUnleasedEntries takes registry entries that carry no etcd lease as
+// endpoints, for operators who write static endpoints by hand. Without it
+// such an entry is skipped and counted (ResolverEvents.Unleased): nodes
+// always register under a lease, and an entry without one outlives whatever
+// wrote it.
+func WithUnleasedEntries() Option {
+	return func(o *followOptions) { o.unleased = true }
+}
+
 // ResolverEvents hears how the registry is followed, for metrics. Its methods
 // must be cheap and safe for concurrent use.
 type ResolverEvents interface {
@@ -49,8 +60,12 @@ type ResolverEvents interface {
 	// WatchRestarted is called each time the registry is listed and watched
 	// again after the watch failed or closed.
 	WatchRestarted(service string)
-	// Malformed is called for every registry value that is skipped.
+	// Malformed is called for every registry value that is skipped because
+	// it is malformed.
 	Malformed(service string)
+	// Unleased is called for every registry entry that is skipped because
+	// it carries no lease (see WithUnleasedEntries).
+	Unleased(service string)
 }
 
 // WithEvents reports how the registry is followed to events.
@@ -83,6 +98,13 @@ type follower struct {
 	// onChange returns, instead of a copy: for a callback that keeps
 	// nothing of it, as the resolver's.
 	lend bool
+
+	// unleased are the keys now skipped for want of a lease, and
+	// unleasedBefore those of the listing before, so that each is logged
+	// once, in one line per listing or watch response (newlyUnleased).
+	unleased       map[string]struct{}
+	unleasedBefore map[string]struct{}
+	newlyUnleased  []string
 }
 
 func newFollower(client *clientv3.Client, service string, opts followOptions, onChange func([]Endpoint)) *follower {
@@ -94,6 +116,7 @@ func newFollower(client *clientv3.Client, service string, opts followOptions, on
 		logger:   opts.logger.With("service", service),
 		onChange: onChange,
 		poke:     make(chan struct{}, 1),
+		unleased: map[string]struct{}{},
 	}
 }
 
@@ -150,9 +173,11 @@ func (f *follower) follow(ctx context.Context, listed func()) error {
 	f.listed = true
 	// A listing comes in key order, so appending keeps the list sorted.
 	f.endpoints = slices.Grow(f.endpoints[:0], len(resp.Kvs))
+	f.unleasedBefore, f.unleased = f.unleased, map[string]struct{}{}
 	for _, kv := range resp.Kvs {
-		f.put(string(kv.Key), kv.Value)
+		f.put(kv)
 	}
+	f.unleasedBefore = nil
 	f.handOn()
 	listed()
 	// A ResolveNow hint that came while the follower was current must not cut
@@ -173,9 +198,10 @@ func (f *follower) follow(ctx context.Context, listed func()) error {
 		for _, ev := range wresp.Events {
 			switch ev.Type {
 			case clientv3.EventTypePut:
-				f.put(string(ev.Kv.Key), ev.Kv.Value)
+				f.put(ev.Kv)
 			case clientv3.EventTypeDelete:
 				f.remove(string(ev.Kv.Key))
+				delete(f.unleased, string(ev.Kv.Key))
 			}
 		}
 		if len(wresp.Events) > 0 {
@@ -188,11 +214,25 @@ func (f *follower) follow(ctx context.Context, listed func()) error {
 	return errors.New("watch closed")
 }
 
-// put records the value stored under key. A malformed value is skipped and
-// counted, and it also removes what the key held before: keeping the old
-// address would send calls to whatever replaced the node.
-func (f *follower) put(key string, value []byte) {
-	ep, err := DecodeEndpoint(key, value)
+// put records the entry kv. An entry without a lease (unless the options take
+// them) or with a malformed value is skipped and counted, and it also removes
+// what the key held before: keeping the old address would send calls to
+// whatever replaced the node.
+func (f *follower) put(kv *mvccpb.KeyValue) {
+	key := string(kv.Key)
+	if kv.Lease == 0 && !f.opts.unleased {
+		f.remove(key)
+		f.opts.events.Unleased(f.service)
+		if _, known := f.unleased[key]; !known {
+			f.unleased[key] = struct{}{}
+			if _, logged := f.unleasedBefore[key]; !logged {
+				f.newlyUnleased = append(f.newlyUnleased, key)
+			}
+		}
+		return
+	}
+	delete(f.unleased, key)
+	ep, err := DecodeEndpoint(key, kv.Value)
 	if err != nil {
 		f.remove(key)
 		f.opts.events.Malformed(f.service)
@@ -220,6 +260,11 @@ func (f *follower) find(key string) (int, bool) {
 }
 
 func (f *follower) handOn() {
+	if n := len(f.newlyUnleased); n > 0 {
+		f.logger.Warn("skipping registry entries without a lease: nodes register under one (see discovery.WithUnleasedEntries)",
+			"entries", n, "keys", f.newlyUnleased[:min(n, maxLoggedKeys)])
+		f.newlyUnleased = nil // the record may keep the slice
+	}
 	if f.lend {
 		f.onChange(f.endpoints)
 	} else {
@@ -229,8 +274,13 @@ func (f *follower) handOn() {
 	f.opts.events.Updated(f.service, len(f.endpoints))
 }
 
+// maxLoggedKeys bounds the keys one warning names: a registry flooded with
+// entries should not flood the log too.
+const maxLoggedKeys = 10
+
 type nopResolverEvents struct{}
 
 func (nopResolverEvents) Updated(string, int)   {}
 func (nopResolverEvents) WatchRestarted(string) {}
 func (nopResolverEvents) Malformed(string)      {}
+func (nopResolverEvents) Unleased(string)       {}

@@ -43,6 +43,17 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
+// withLease grants a lease that outlives the test and returns the option that
+// puts a key under it, as a node's key is: the follower skips keys without.
+func withLease(t *testing.T, ctx context.Context, cli *clientv3.Client) clientv3.OpOption {
+	t.Helper()
+	lease, err := cli.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clientv3.WithLease(lease.ID)
+}
+
 // stateRecorder is the gRPC side of a resolver under test: it keeps every
 // state the resolver hands over.
 type stateRecorder struct {
@@ -93,7 +104,7 @@ func (r *stateRecorder) updates() int {
 // counters counts what resolvers and registrars report.
 type counters struct {
 	mu                                             sync.Mutex
-	updated, restarts, malformed                   int
+	updated, restarts, malformed, unleased         int
 	registered, unregistered, keptAlive, leaseLost int
 }
 
@@ -107,6 +118,7 @@ func (c *counters) get(f *int) int {
 func (c *counters) Updated(string, int)   { c.add(&c.updated) }
 func (c *counters) WatchRestarted(string) { c.add(&c.restarts) }
 func (c *counters) Malformed(string)      { c.add(&c.malformed) }
+func (c *counters) Unleased(string)       { c.add(&c.unleased) }
 func (c *counters) Registered()           { c.add(&c.registered) }
 func (c *counters) Unregistered()         { c.add(&c.unregistered) }
 func (c *counters) KeptAlive()            { c.add(&c.keptAlive) }

@@ -58,6 +58,7 @@ type ResolverMetrics struct {
 	updates   *prometheus.CounterVec
 	restarts  *prometheus.CounterVec
 	malformed *prometheus.CounterVec
+	unleased  *prometheus.CounterVec
 }
 
 // NewResolverMetrics registers the resolver metrics into reg.
@@ -80,8 +81,12 @@ func NewResolverMetrics(reg prometheus.Registerer) (*ResolverMetrics, error) {
 			Name: "routeguide_resolver_malformed_entries_total",
 			Help: "Registry values the resolver skipped because they were malformed.",
 		}, labels),
+		unleased: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "routeguide_resolver_unleased_entries_total",
+			Help: "Registry entries the resolver skipped because they carry no lease (a node's entry always has one).",
+		}, labels),
 	}
-	if err := registerAll(reg, m.endpoints, m.updates, m.restarts, m.malformed); err != nil {
+	if err := registerAll(reg, m.endpoints, m.updates, m.restarts, m.malformed, m.unleased); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -94,9 +99,11 @@ func (m *ResolverMetrics) Updated(service string, n int) {
 	// a dashboard shows 0 rather than nothing until the first event.
 	m.restarts.WithLabelValues(service)
 	m.malformed.WithLabelValues(service)
+	m.unleased.WithLabelValues(service)
 }
 func (m *ResolverMetrics) WatchRestarted(service string) { m.restarts.WithLabelValues(service).Inc() }
 func (m *ResolverMetrics) Malformed(service string)      { m.malformed.WithLabelValues(service).Inc() }
+func (m *ResolverMetrics) Unleased(service string)       { m.unleased.WithLabelValues(service).Inc() }
 
 func registerAll(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
 	for _, c := range collectors {

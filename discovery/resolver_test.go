@@ -55,17 +55,18 @@ func TestResolverAndViewFollowAddsAndDeletesWithMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := Metadata{NodeID: "n1", MetricsAddr: "10.0.0.1:9090", Version: "v1"}
-	if err := em.AddEndpoint(ctx, "routeguide/n1", endpoints.Endpoint{Addr: "10.0.0.1:50051", Metadata: md}); err != nil {
+	lease := withLease(t, ctx, cli)
+	if err := em.AddEndpoint(ctx, "routeguide/n1", endpoints.Endpoint{Addr: "10.0.0.1:50051", Metadata: md}, lease); err != nil {
 		t.Fatal(err)
 	}
-	if err := em.AddEndpoint(ctx, "routeguide/n2", endpoints.Endpoint{Addr: "10.0.0.2:50051"}); err != nil {
+	if err := em.AddEndpoint(ctx, "routeguide/n2", endpoints.Endpoint{Addr: "10.0.0.2:50051"}, lease); err != nil {
 		t.Fatal(err)
 	}
 	// Another service's nodes are not ours, even with a name that shares a prefix.
-	if err := em.AddEndpoint(ctx, "routeguide/../x", endpoints.Endpoint{Addr: "10.9.9.9:1"}); err == nil {
+	if err := em.AddEndpoint(ctx, "routeguide/../x", endpoints.Endpoint{Addr: "10.9.9.9:1"}, lease); err == nil {
 		t.Log("upstream accepted a dotted key; it is still under our prefix")
 	}
-	if _, err := cli.Put(ctx, "routeguidex/n9", `{"Op":0,"Addr":"10.0.0.9:50051"}`); err != nil {
+	if _, err := cli.Put(ctx, "routeguidex/n9", `{"Op":0,"Addr":"10.0.0.9:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}
 	poll.Until(t, 5*time.Second, "n1 and n2 not resolved", func() bool {
@@ -106,10 +107,11 @@ func TestResolverSkipsAndCountsMalformedValues(t *testing.T) {
 	ctx := testContext(t)
 	cli := newClient(t, startEtcd(t).ClientURL())
 	events := &counters{}
-	if _, err := cli.Put(ctx, "routeguide/listed-bad", `not json`); err != nil {
+	lease := withLease(t, ctx, cli)
+	if _, err := cli.Put(ctx, "routeguide/listed-bad", `not json`, lease); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(ctx, "routeguide/good", `{"Op":0,"Addr":"10.0.0.1:50051"}`); err != nil {
+	if _, err := cli.Put(ctx, "routeguide/good", `{"Op":0,"Addr":"10.0.0.1:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}
 	rec := buildResolver(t, NewBuilder(cli, WithEvents(events)), "etcd:///routeguide")
@@ -125,13 +127,13 @@ func TestResolverSkipsAndCountsMalformedValues(t *testing.T) {
 		"\x00\xff",
 	}
 	for i, v := range bad {
-		if _, err := cli.Put(ctx, fmt.Sprintf("routeguide/bad%d", i), v); err != nil {
+		if _, err := cli.Put(ctx, fmt.Sprintf("routeguide/bad%d", i), v, lease); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// A valid node whose value is overwritten with garbage must go: keeping
 	// its old address would send calls to whatever now holds it.
-	if _, err := cli.Put(ctx, "routeguide/good", `{"Addr":`); err != nil {
+	if _, err := cli.Put(ctx, "routeguide/good", `{"Addr":`, lease); err != nil {
 		t.Fatal(err)
 	}
 	poll.Until(t, 5*time.Second, "overwritten node still resolved", addrsAre(rec))
@@ -150,7 +152,8 @@ func TestResolverKeepsEndpointsWhileEtcdIsDownAndFollowsWhenItReturns(t *testing
 	t.Cleanup(etcd.Close)
 	addr := etcd.ClientAddr()
 	cli := newClient(t, etcd.ClientURL())
-	if _, err := cli.Put(ctx, "routeguide/n1", `{"Op":0,"Addr":"10.0.0.1:50051"}`); err != nil {
+	lease := withLease(t, ctx, cli)
+	if _, err := cli.Put(ctx, "routeguide/n1", `{"Op":0,"Addr":"10.0.0.1:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}
 	rec := buildResolver(t, NewBuilder(cli, WithBackoff(Backoff{Base: time.Millisecond, Max: 50 * time.Millisecond})), "etcd:///routeguide")
@@ -169,7 +172,7 @@ func TestResolverKeepsEndpointsWhileEtcdIsDownAndFollowsWhenItReturns(t *testing
 		t.Fatal(err)
 	}
 	t.Cleanup(etcd.Close)
-	if _, err := cli.Put(ctx, "routeguide/n2", `{"Op":0,"Addr":"10.0.0.2:50051"}`); err != nil {
+	if _, err := cli.Put(ctx, "routeguide/n2", `{"Op":0,"Addr":"10.0.0.2:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}
 	poll.Until(t, 20*time.Second, "resolver did not follow the registry after etcd returned", addrsAre(rec, "10.0.0.1:50051", "10.0.0.2:50051"))
@@ -199,8 +202,9 @@ func TestResolverFollowsAgainAfterCutOffAndCompaction(t *testing.T) {
 	}
 	t.Cleanup(proxy.Close)
 	behindProxy := newClient(t, "http://"+proxy.Addr())
+	lease := withLease(t, ctx, admin)
 
-	if _, err := admin.Put(ctx, "routeguide/n1", `{"Op":0,"Addr":"10.0.0.1:50051"}`); err != nil {
+	if _, err := admin.Put(ctx, "routeguide/n1", `{"Op":0,"Addr":"10.0.0.1:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}
 	ours := buildResolver(t, NewBuilder(behindProxy, WithBackoff(Backoff{Base: time.Millisecond, Max: 50 * time.Millisecond})), "etcd:///routeguide")
@@ -216,7 +220,7 @@ func TestResolverFollowsAgainAfterCutOffAndCompaction(t *testing.T) {
 	if _, err := admin.Delete(ctx, "routeguide/n1"); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := admin.Put(ctx, "routeguide/n2", `{"Op":0,"Addr":"10.0.0.2:50051"}`)
+	resp, err := admin.Put(ctx, "routeguide/n2", `{"Op":0,"Addr":"10.0.0.2:50051"}`, lease)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +232,7 @@ func TestResolverFollowsAgainAfterCutOffAndCompaction(t *testing.T) {
 	poll.Until(t, 20*time.Second, "ours did not follow the registry after the compaction", addrsAre(ours, "10.0.0.2:50051"))
 	// Give the upstream resolver the same chance: a fresh write after the
 	// reconnection reaches any watch that is still alive.
-	if _, err := admin.Put(ctx, "routeguide/n3", `{"Op":0,"Addr":"10.0.0.3:50051"}`); err != nil {
+	if _, err := admin.Put(ctx, "routeguide/n3", `{"Op":0,"Addr":"10.0.0.3:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}
 	poll.Until(t, 10*time.Second, "ours did not see n3", addrsAre(ours, "10.0.0.2:50051", "10.0.0.3:50051"))

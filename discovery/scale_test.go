@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -131,14 +131,15 @@ type scaleRun struct {
 	state    *lastState
 	heap     uint64 // what the resolver holds, in bytes
 	resolver resolver.Resolver
+	lease    clientv3.LeaseID // the endpoints' lease
 }
 
 func startScaleRun(t testing.TB, cli *clientv3.Client, service string) *scaleRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	registerMany(t, ctx, cli, service, scaleEndpoints)
-	r := &scaleRun{cli: cli, service: service, state: newLastState()}
+	lease := registerMany(t, ctx, cli, service, scaleEndpoints)
+	r := &scaleRun{cli: cli, service: service, state: newLastState(), lease: lease}
 	before := heapInUse()
 	target, err := url.Parse("etcd:///" + service)
 	if err != nil {
@@ -177,7 +178,7 @@ func (r *scaleRun) change(t testing.TB, i int, remove bool) (time.Duration, int)
 	if remove {
 		_, err = r.cli.Delete(ctx, key)
 	} else {
-		_, err = r.cli.Put(ctx, key, value)
+		_, err = r.cli.Put(ctx, key, value, clientv3.WithLease(r.lease))
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -243,26 +244,16 @@ func BenchmarkResolverScale(b *testing.B) {
 	b.Cleanup(func() { cli.Close() })
 	run := startScaleRun(b, cli, "scale")
 	var took []time.Duration
-	cpuBefore := processCPU(b)
+	cpuBefore := cputime.Process(b)
 	for i := 0; b.Loop(); i++ {
 		d, _ := run.change(b, scaleEndpoints, i%2 == 1)
 		took = append(took, d)
 	}
-	b.ReportMetric(float64(processCPU(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/change")
+	b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/change")
 	slices.Sort(took)
 	b.ReportMetric(float64(percentile(took, 50))/1e6, "p50-ms")
 	b.ReportMetric(float64(percentile(took, 99))/1e6, "p99-ms")
 	b.ReportMetric(float64(run.heap)/(1<<20), "heap-MB")
-}
-
-// processCPU is the CPU time, user and system, the process has used so far:
-// etcd's and the resolver's.
-func processCPU(b *testing.B) time.Duration {
-	var usage syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
 }
 
 // etcdRequests reads, from the embedded etcd's gRPC server metrics in this

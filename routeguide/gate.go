@@ -66,22 +66,29 @@ func (g *writeGate) enter(ctx context.Context) (leave func(), err error) {
 
 	timer := time.NewTimer(g.wait)
 	defer timer.Stop()
-	for _, slots := range []chan struct{}{p.slots, g.all} {
-		select {
-		case slots <- struct{}{}:
-			continue
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-timer.C:
-			err = errGateFull
-		}
-		if slots == g.all {
-			<-p.slots
-		}
+	if err := take(ctx, p.slots, timer.C); err != nil {
+		done()
+		return nil, err
+	}
+	if err := take(ctx, g.all, timer.C); err != nil {
+		<-p.slots
 		done()
 		return nil, err
 	}
 	return func() { <-g.all; <-p.slots; done() }, nil
+}
+
+// take puts a token in slots, waiting while it is full until ctx ends or
+// the wait expires.
+func take(ctx context.Context, slots chan struct{}, expired <-chan time.Time) error {
+	select {
+	case slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-expired:
+		return errGateFull
+	}
 }
 
 // peerHost is the host of the stream's peer: a client's connections share

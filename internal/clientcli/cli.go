@@ -345,8 +345,9 @@ Metrics:
     grpc_client_msg_sent_total, grpc_client_msg_received_total and the
     grpc_client_handling_seconds histogram (go-grpc-middleware);
     routeguide_resolver_endpoints, routeguide_resolver_updates_total,
-    routeguide_resolver_watch_restarts_total and
-    routeguide_resolver_malformed_entries_total, by service (etcd:/// only);
+    routeguide_resolver_watch_restarts_total,
+    routeguide_resolver_malformed_entries_total and
+    routeguide_resolver_unleased_entries_total, by service (etcd:/// only);
     routeguide_client_calls_total by node_id (from the %s header,
     "unknown" when no node answered), grpc_method and grpc_code;
     and the Go and process collectors.

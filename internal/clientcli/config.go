@@ -47,6 +47,9 @@ type Config struct {
 	TLS tlsfiles.Client
 	// EtcdAuth is how etcd:/// targets reach a secured etcd.
 	EtcdAuth etcdauth.Config
+	// UnleasedEntries resolves registry entries without a lease too, for
+	// static endpoints written by hand; by default they are skipped.
+	UnleasedEntries bool
 }
 
 // DefaultConfig is the configuration when no flag is given.
@@ -97,6 +100,9 @@ func (c Config) dialOptions() ([]DialOption, error) {
 			return nil, err
 		}
 		opts = append(opts, WithEtcdConfig(etcd))
+		if c.UnleasedEntries {
+			opts = append(opts, WithResolverOptions(discovery.WithUnleasedEntries()))
+		}
 	}
 	return opts, nil
 }
@@ -112,6 +118,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLS.CertFile, tlsfiles.GRPCFlags+"-cert", c.TLS.CertFile, "client certificate `file` (PEM) for nodes that require mutual TLS, with --tls-key")
 	fs.StringVar(&c.TLS.KeyFile, tlsfiles.GRPCFlags+"-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&c.TLS.ServerName, tlsfiles.GRPCFlags+"-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the target's host, the service name for etcd:///SERVICE)")
+	fs.BoolVar(&c.UnleasedEntries, "unleased-entries", c.UnleasedEntries, "for etcd:/// targets, also resolve registry entries that carry no lease (static endpoints written by hand); nodes always register under one, so by default they are skipped")
 	c.EtcdAuth.Register(fs)
 }
 
@@ -130,6 +137,7 @@ type dialSettings struct {
 	callInterceptors []grpc.DialOption
 	grpc             []grpc.DialOption
 	events           discovery.ResolverEvents // nil: nobody listens
+	resolver         []discovery.Option
 	balancer         []balancer.Option
 	tls              *tls.Config          // nil: plaintext
 	etcd             discovery.EtcdConfig // its Endpoints are Dial's
@@ -163,6 +171,12 @@ func withCallInterceptors(unary grpc.UnaryClientInterceptor, stream grpc.StreamC
 // targets have no such resolver and ignore it.
 func WithResolverEvents(events discovery.ResolverEvents) DialOption {
 	return func(s *dialSettings) { s.events = events }
+}
+
+// WithResolverOptions adds options to the resolver of an etcd:/// target.
+// Other targets have no such resolver and ignore them.
+func WithResolverOptions(opts ...discovery.Option) DialOption {
+	return func(s *dialSettings) { s.resolver = append(s.resolver, opts...) }
 }
 
 // WithTLS connects to the nodes over TLS with cfg instead of plaintext.
@@ -231,7 +245,7 @@ func Dial(ctx context.Context, target string, etcdEndpoints []string, opts ...Di
 			cli.Close()
 			return nil, err
 		}
-		resolverOpts := []discovery.Option{discovery.WithLogger(quietLogger)}
+		resolverOpts := append([]discovery.Option{discovery.WithLogger(quietLogger)}, settings.resolver...)
 		if settings.events != nil {
 			resolverOpts = append(resolverOpts, discovery.WithEvents(settings.events))
 		}

@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/node"
@@ -251,7 +252,12 @@ func TestSDFollowsRegistrationsAndDeletions(t *testing.T) {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if _, err := cli.Put(ctx, discovery.Prefix(template.Service)+"x", "{not json"); err != nil {
+	// Under a lease, as a node's key, or it would be skipped for want of one.
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, discovery.Prefix(template.Service)+"x", "{not json", clientv3.WithLease(lease.ID)); err != nil {
 		t.Fatal(err)
 	}
 

@@ -198,17 +198,23 @@ func TestPrometheusFindsAndScrapesEveryNode(t *testing.T) {
 	cluster := startCluster(t, 3, template)
 	nodes := cluster.Nodes()
 
+	// The rules the compose Prometheus loads, evaluated on real nodes.
+	rules, err := filepath.Abs("../../deploy/prometheus/rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	config := filepath.Join(t.TempDir(), "prometheus.yml")
-	err := os.WriteFile(config, []byte(fmt.Sprintf(`global:
+	err = os.WriteFile(config, []byte(fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
+rule_files: [%q]
 scrape_configs:
   - job_name: routeguide
     http_sd_configs:
       - url: http://%s/sd
         refresh_interval: 1s
-`, nodes[0].MetricsAddr())), 0o600)
+`, rules, nodes[0].MetricsAddr())), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,6 +260,16 @@ scrape_configs:
 	pollReporting(t, 10*time.Second, handled+" to count every call", func() (bool, string) {
 		got, err := prom.query(t, handled)
 		return err == nil && len(got) == 1 && got[0].value == calls, fmt.Sprintf("%v %v", got, err)
+	})
+	// The recording rules see calls made now that every node is scraped,
+	// on every node, under the names the rules use.
+	if _, err := load.Run(t.Context(), dial(t, cluster), load.Config{RPC: load.Get, Concurrency: 3, Requests: 30, Timeout: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	const recorded = `count(sum by (node_id) (routeguide:grpc_server_handled:rate1m{grpc_method="GetFeature"}) > 0)`
+	pollReporting(t, 10*time.Second, recorded+" to count every node", func() (bool, string) {
+		got, err := prom.query(t, recorded)
+		return err == nil && len(got) == 1 && got[0].value == float64(len(nodes)), fmt.Sprintf("%v %v", got, err)
 	})
 	t.Logf("Prometheus ready %v after start; every node up %v after start (scrape and SD refresh intervals 1s); load by_node %v",
 		ready.Round(time.Millisecond), allUp.Round(time.Millisecond), res.ByNode)

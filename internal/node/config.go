@@ -41,6 +41,8 @@ type Config struct {
 	LeaseTTL time.Duration
 	// MetricsListen is the address of the HTTP metrics listener. Empty disables it.
 	MetricsListen string
+	// DebugEndpoints adds pprof and gRPC's channelz to the metrics listener.
+	DebugEndpoints bool
 	// FeaturesFile is a features JSON file. Empty means the built-in data set.
 	FeaturesFile string
 	// DrainDelay is how long a draining node keeps serving after it has left
@@ -113,6 +115,7 @@ func (c Config) Validate() error {
 	check(discovery.CheckAddr(c.Listen, discovery.ListenAddr) == nil, "listen", "%q is not a host:port address", c.Listen)
 	check(c.Advertise == "" || discovery.CheckAddr(c.Advertise, discovery.DialAddr) == nil, "advertise", "%q is not a host:port address with a host and a port", c.Advertise)
 	check(c.MetricsListen == "" || discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) == nil, "metrics-listen", "%q is not a host:port address", c.MetricsListen)
+	check(!c.DebugEndpoints || c.MetricsListen != "", "debug-endpoints", "needs --metrics-listen, where they are served")
 	check(c.Service != "" && !strings.Contains(c.Service, "/"), "service", "%q must be non-empty and without '/'", c.Service)
 	check(!strings.Contains(c.NodeID, "/"), "node-id", "%q must not contain '/'", c.NodeID)
 	check(c.LeaseTTL >= time.Second, "lease-ttl", "%v is shorter than etcd's minimum of 1s", c.LeaseTTL)

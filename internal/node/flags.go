@@ -17,6 +17,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "node `id` in etcd, logs and the routeguide-node header (default hostname:port)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "TTL of the etcd lease")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "metrics HTTP listen `address`; empty disables metrics")
+	fs.BoolVar(&c.DebugEndpoints, "debug-endpoints", c.DebugEndpoints, "serve pprof (/debug/pprof/) and gRPC's channelz on the metrics listener")
 	fs.StringVar(&c.FeaturesFile, "features", c.FeaturesFile, "features JSON `file` (default: the built-in data set)")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "how long a draining node keeps serving after leaving the registry")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the graceful stop; open calls are cut after it")

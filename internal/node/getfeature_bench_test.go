@@ -27,6 +27,7 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/canonical"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -264,7 +265,7 @@ func benchCalls(b *testing.B, callers int, call func(i int) error) {
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpuBefore := cpuTime(b)
+	cpuBefore := cputime.Process(b)
 	for range callers {
 		wg.Go(func() {
 			for {
@@ -281,7 +282,7 @@ func benchCalls(b *testing.B, callers int, call func(i int) error) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	b.ReportMetric(float64(cpuTime(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
 }
 
 // knownPoints returns copies of the points of features picked at random in

@@ -3,8 +3,11 @@ package node
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 )
@@ -16,7 +19,9 @@ import (
 //   - /readyz: 200 while the node serves and, unless standalone, is
 //     registered in etcd; 503 otherwise (readiness);
 //   - /sd: Prometheus HTTP service discovery, listing the metrics address
-//     of every node registered under the service.
+//     of every node registered under the service;
+//   - with Config.DebugEndpoints, Go's pprof under /debug/pprof/, and gRPC's
+//     admin services (channelz) as gRPC on the same port (see debugHandler).
 func (n *Node) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{Registry: n.metrics.registry}))
@@ -31,7 +36,29 @@ func (n *Node) httpHandler() http.Handler {
 		w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET /sd", n.serveSD)
+	if n.admin != nil {
+		return debugHandler(mux, n.admin)
+	}
 	return mux
+}
+
+// debugHandler adds pprof to mux, and sends gRPC requests (HTTP/2 with a
+// gRPC content type; the metrics server speaks HTTP/2 without TLS) to
+// admin, so that grpcdebug or grpcurl reach channelz at the metrics address.
+// Off by default: pprof and channelz tell a caller much about the process.
+func debugHandler(mux *http.ServeMux, admin *grpc.Server) http.Handler {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			admin.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // isReady is what /readyz answers: serving, and registered unless standalone.

@@ -19,6 +19,8 @@ type nodeMetrics struct {
 	registry     *prometheus.Registry
 	grpc         *grpcprom.ServerMetrics
 	registration *discovery.RegistrationMetrics
+	// view hears how the node's view of the registry (behind /sd) follows it.
+	view *discovery.ResolverMetrics
 
 	routeDistance prometheus.Histogram
 	routePoints   prometheus.Histogram
@@ -101,6 +103,9 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 	}
 	var err error
 	if m.registration, err = discovery.NewRegistrationMetrics(reg); err != nil {
+		return nil, err
+	}
+	if m.view, err = discovery.NewResolverMetrics(reg); err != nil {
 		return nil, err
 	}
 	return m, nil

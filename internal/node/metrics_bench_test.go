@@ -2,14 +2,13 @@ package node
 
 import (
 	"context"
-	"syscall"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 )
 
 // BenchmarkNodeGetFeature measures a standalone node's GetFeature throughput
@@ -40,7 +39,7 @@ func BenchmarkNodeGetFeature(b *testing.B) {
 			// the latency of one call at a time.
 			b.SetParallelism(16)
 			b.ResetTimer()
-			cpuBefore := cpuTime(b)
+			cpuBefore := cputime.Process(b)
 			b.RunParallel(func(p *testing.PB) {
 				for p.Next() {
 					if _, err := client.GetFeature(ctx, point); err != nil {
@@ -49,18 +48,9 @@ func BenchmarkNodeGetFeature(b *testing.B) {
 					}
 				}
 			})
-			b.ReportMetric(float64(cpuTime(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
 		})
 	}
-}
-
-// cpuTime is the CPU time, user and system, the process has used so far.
-func cpuTime(b *testing.B) time.Duration {
-	var usage syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
 }
 
 // benchNode runs a standalone node as `node --etcd=` runs it, logging at

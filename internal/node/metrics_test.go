@@ -18,6 +18,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
+	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
 )
 
 // httpClient reads the metrics listener. Without keep-alive it leaves no
@@ -405,5 +406,39 @@ func TestMetricsOffMeansNoListener(t *testing.T) {
 	// And the node serves as well without them.
 	if _, err := tn.client().GetFeature(callContext(t), knownPoint(t)); err != nil {
 		t.Errorf("GetFeature: %v", err)
+	}
+}
+
+func TestDebugEndpointsServePprofAndChannelzOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprintf("debug-endpoints=%v", on), func(t *testing.T) {
+			tn := startMetricsNode(t, func(c *Config) { c.DebugEndpoints = on })
+			wantHTTP := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]
+			if code, _ := get(t, tn.MetricsAddr(), "/debug/pprof/"); code != wantHTTP {
+				t.Errorf("GET /debug/pprof/: %d, want %d", code, wantHTTP)
+			}
+			conn := dial(t, tn.MetricsAddr())
+			defer conn.Close()
+			servers, err := channelzpb.NewChannelzClient(conn).GetServers(callContext(t), &channelzpb.GetServersRequest{})
+			if !on {
+				if err == nil {
+					t.Errorf("channelz answered with the debug endpoints off: %v", servers)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("channelz GetServers: %v", err)
+			}
+			// The node's gRPC server is among them, listening where it serves.
+			found := false
+			for _, s := range servers.GetServer() {
+				for _, socket := range s.GetListenSocket() {
+					found = found || strings.HasSuffix(socket.GetName(), tn.Addr().String())
+				}
+			}
+			if !found {
+				t.Errorf("channelz lists no server listening on %s: %v", tn.Addr(), servers)
+			}
+		})
 	}
 }

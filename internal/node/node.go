@@ -16,6 +16,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/admin"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -51,6 +52,8 @@ type Node struct {
 	metrics         *nodeMetrics
 	metricsListener net.Listener // nil when metrics are off
 	httpServer      *http.Server
+	admin           *grpc.Server // gRPC's admin services on the metrics listener; nil without DebugEndpoints
+	adminCleanup    func()
 	view            *discovery.View // the registry, for /sd; nil when standalone
 	tls             *tls.Config     // of the gRPC server; nil serves plaintext
 }
@@ -112,7 +115,19 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	n.server = n.newGRPCServer(store)
 	if n.metricsListener != nil {
+		if cfg.DebugEndpoints {
+			n.admin = grpc.NewServer()
+			if n.adminCleanup, err = admin.Register(n.admin); err != nil {
+				return nil, fmt.Errorf("register gRPC's admin services: %w", err)
+			}
+		}
 		n.httpServer = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		if n.admin != nil {
+			// gRPC clients of the admin services speak HTTP/2 without TLS.
+			n.httpServer.Protocols = new(http.Protocols)
+			n.httpServer.Protocols.SetHTTP1(true)
+			n.httpServer.Protocols.SetUnencryptedHTTP2(true)
+		}
 	}
 	return n, nil
 }
@@ -274,7 +289,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		n.registrar = reg
 		registered, failed = reg.Registered(), reg.Failed()
-		n.view = discovery.WatchService(n.etcd, n.cfg.Service, discovery.WithLogger(n.logger))
+		n.view = discovery.WatchService(n.etcd, n.cfg.Service, discovery.WithLogger(n.logger), discovery.WithEvents(n.metrics.view))
 	} else {
 		close(n.ready)
 	}
@@ -393,6 +408,10 @@ func (n *Node) closeRest() {
 		if err := n.httpServer.Shutdown(ctx); err != nil {
 			n.httpServer.Close()
 		}
+	}
+	if n.admin != nil {
+		n.admin.Stop()
+		n.adminCleanup()
 	}
 }
 

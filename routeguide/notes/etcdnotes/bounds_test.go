@@ -197,3 +197,23 @@ func TestEtcdRefusesNotesOnceTheBudgetIsReachedAndTakesThemAgainAfterACompaction
 		return err == nil
 	})
 }
+
+func TestEtcdBudgetNeverPassesThreeQuartersOfTheQuotaEtcdReports(t *testing.T) {
+	srv, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", QuotaBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cfg := testConfig(t)
+	cfg.Budget = 1 << 30
+	store := newEtcd(t, newClient(t, srv.ClientURL()), cfg)
+	if before := store.Usage(); before.Limit != cfg.Budget || !before.MeasuredAt.IsZero() {
+		t.Errorf("before any post: %+v, want the configured budget, never measured", before)
+	}
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "measured")); err != nil {
+		t.Fatal(err)
+	}
+	if got := store.Usage(); got.Limit != 24<<20 || got.InUse <= 0 || got.MeasuredAt.IsZero() {
+		t.Errorf("after a post: %+v, want the limit at 3/4 of the 32 MiB quota and a measurement", got)
+	}
+}

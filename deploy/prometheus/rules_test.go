@@ -1,0 +1,69 @@
+// Package prometheus holds the compose Prometheus's configuration and
+// rules; its test checks them with Debian's promtool.
+package prometheus
+
+import (
+	"os"
+	"os/exec"
+	"regexp"
+	"testing"
+)
+
+// requirePrometheus, set to 1 (as CI does), fails the test where promtool
+// is missing instead of skipping it.
+const requirePrometheus = "ROUTEGUIDE_REQUIRE_PROMETHEUS"
+
+func promtool(t *testing.T) string {
+	t.Helper()
+	if path, err := exec.LookPath("promtool"); err == nil {
+		return path
+	}
+	if os.Getenv(requirePrometheus) == "1" {
+		t.Fatalf("no promtool, and %s=1; install it: apt-get install prometheus", requirePrometheus)
+	}
+	t.Skipf("no promtool (apt-get install prometheus); set %s=1 to fail instead", requirePrometheus)
+	return ""
+}
+
+func run(t *testing.T, bin string, args ...string) {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
+	}
+}
+
+func TestConfigAndRulesAreValid(t *testing.T) {
+	bin := promtool(t)
+	// check config also checks the rule files it names.
+	run(t, bin, "check", "config", "prometheus.yml")
+	run(t, bin, "check", "rules", "rules.yml")
+}
+
+func TestEveryAlertFiresAsItsUnitTestSays(t *testing.T) {
+	run(t, promtool(t), "test", "rules", "rules_test.yml")
+}
+
+func TestEveryAlertHasAUnitTest(t *testing.T) {
+	rules, err := os.ReadFile("rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile("rules_test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tested := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*alertname: (\w+)$`).FindAllSubmatch(tests, -1) {
+		tested[string(m[1])] = true
+	}
+	alerts := regexp.MustCompile(`(?m)^\s*- alert: (\w+)$`).FindAllSubmatch(rules, -1)
+	if len(alerts) == 0 {
+		t.Fatal("rules.yml defines no alert")
+	}
+	for _, m := range alerts {
+		if !tested[string(m[1])] {
+			t.Errorf("alert %s has no test in rules_test.yml", m[1])
+		}
+	}
+}

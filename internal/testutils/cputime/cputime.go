@@ -1,0 +1,20 @@
+// Package cputime reads the CPU time a benchmark's process has used, for
+// figures per operation that do not depend on how busy the machine is.
+package cputime
+
+import (
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Process is the CPU time, user and system, this process has used so far:
+// in a benchmark that runs its servers in process, theirs and the client's.
+func Process(tb testing.TB) time.Duration {
+	tb.Helper()
+	var usage syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
+}
