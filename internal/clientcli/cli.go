@@ -235,11 +235,17 @@ func (c *cli) connect(ctx context.Context) (*Conn, error) {
 	}
 	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd, opts...)
 	if err != nil {
-		if discovery.IsAuthError(err) || errors.Is(err, context.DeadlineExceeded) ||
-			errors.Is(err, errClusterUnreachable) || errors.Is(err, context.Canceled) {
+		if discovery.IsAuthError(err) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
 		}
 		return nil, usageError{err}
+	}
+	if conn.etcd != nil {
+		// Before any call waits for nodes: is etcd there, and a node in it?
+		if err := checkRegistry(ctx, conn.etcd, c.cfg.Target, c.cfg.Etcd); err != nil {
+			conn.Close()
+			return nil, err
+		}
 	}
 	return conn, nil
 }

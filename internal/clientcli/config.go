@@ -215,12 +215,11 @@ func (c *Conn) Close() error {
 }
 
 // Dial is the DialFunc that Main uses unless told otherwise. etcd:///SERVICE
-// targets are resolved from the etcd endpoints with discovery's resolver,
-// once etcd has answered that nodes are registered (see checkRegistry);
+// targets are resolved from the etcd endpoints with discovery's resolver;
 // other targets (host:port, dns:///name) are resolved by gRPC. Either way the
 // connection uses the dial options of package balancer: round robin over
 // healthy nodes, retries of idempotent calls, keepalive; opts add to them.
-func Dial(ctx context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
+func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
 	settings := newDialSettings(opts)
 	creds := insecure.NewCredentials()
 	if settings.tls != nil {
@@ -241,10 +240,6 @@ func Dial(ctx context.Context, target string, etcdEndpoints []string, opts ...Di
 			return nil, err
 		}
 		conn.etcd = cli
-		if err := checkRegistry(ctx, cli, target, etcdEndpoints); err != nil {
-			cli.Close()
-			return nil, err
-		}
 		resolverOpts := append([]discovery.Option{discovery.WithLogger(quietLogger)}, settings.resolver...)
 		if settings.events != nil {
 			resolverOpts = append(resolverOpts, discovery.WithEvents(settings.events))
@@ -262,29 +257,19 @@ func Dial(ctx context.Context, target string, etcdEndpoints []string, opts ...Di
 	return conn, nil
 }
 
-// registryCheckTimeout bounds the first question Dial asks etcd. Without it,
-// a client whose etcd is down or silent waits for nodes until its calls'
-// deadline, or for ever (chat), and then names no culprit.
+// registryCheckTimeout bounds the first question a command asks etcd.
+// Without it, a client whose etcd is down or silent waits for nodes until
+// its calls' deadline, or for ever (chat), and then names no culprit.
 const registryCheckTimeout = 2 * time.Second
-
-// errClusterUnreachable is what Dial's errors wrap when etcd did not answer
-// within registryCheckTimeout, or answered that no node of the target is
-// registered: the command fails (exit 1), its command line was right.
-var errClusterUnreachable = errors.New("cluster unreachable")
-
-// clusterError is an errClusterUnreachable with its own message.
-type clusterError struct{ msg string }
-
-func (e clusterError) Error() string        { return e.msg }
-func (e clusterError) Is(target error) bool { return target == errClusterUnreachable }
 
 // checkRegistry asks etcd how many nodes of target's service are registered,
 // within registryCheckTimeout, and says in one sentence why the target cannot
-// be reached when etcd does not answer or none is.
+// be reached when etcd does not answer or none is: a failure (exit 1), not
+// bad usage.
 func checkRegistry(ctx context.Context, cli *clientv3.Client, target string, endpoints []string) error {
 	service := serviceOf(target)
 	if service == "" {
-		return fmt.Errorf("target %s names no service; want %s:///SERVICE", target, discovery.Scheme)
+		return usagef("target %s names no service; want %s:///SERVICE", target, discovery.Scheme)
 	}
 	prefix := discovery.Prefix(service)
 	checkCtx, cancel := context.WithTimeout(ctx, registryCheckTimeout)
@@ -293,7 +278,7 @@ func checkRegistry(ctx context.Context, cli *clientv3.Client, target string, end
 	at := strings.Join(endpoints, ",")
 	switch {
 	case err == nil && resp.Count == 0:
-		return clusterError{fmt.Sprintf("no node is registered in etcd at %s (no key under %s)", at, prefix)}
+		return fmt.Errorf("no node is registered in etcd at %s (no key under %s)", at, prefix)
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
@@ -301,9 +286,9 @@ func checkRegistry(ctx context.Context, cli *clientv3.Client, target string, end
 	case discovery.IsAuthError(err):
 		return fmt.Errorf("etcd at %s: read %s: %w", at, prefix, err)
 	case checkCtx.Err() != nil:
-		return clusterError{fmt.Sprintf("etcd at %s is unreachable: no answer within %v", at, registryCheckTimeout)}
+		return fmt.Errorf("etcd at %s is unreachable: no answer within %v", at, registryCheckTimeout)
 	}
-	return clusterError{fmt.Sprintf("etcd at %s: read %s: %v", at, prefix, err)}
+	return fmt.Errorf("etcd at %s: read %s: %v", at, prefix, err)
 }
 
 // serviceOf is the service an etcd:/// target names, as the resolver reads it.
