@@ -40,6 +40,7 @@ echo "docker $*"
 		{"docker-compose 1.29 only", false, true, "", "docker-compose -f f.yml up -d\n", 0},
 		{"ROUTEGUIDE_COMPOSE chooses", true, true, "docker-compose", "docker-compose -f f.yml up -d\n", 0},
 		{"neither", false, false, "", "deploy/compose: neither `docker compose` (the Compose plugin) nor docker-compose is installed\n", 127},
+		{"ROUTEGUIDE_COMPOSE naming the script", true, true, "bash " + script, "deploy/compose: ROUTEGUIDE_COMPOSE runs deploy/compose again; name docker compose or docker-compose\n", 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,6 +49,9 @@ echo "docker $*"
 				if err := os.WriteFile(filepath.Join(bin, name), []byte(text), 0o755); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if err := os.Symlink(bash, filepath.Join(bin, "bash")); err != nil {
+				t.Fatal(err)
 			}
 			write("docker", docker)
 			if tt.v1 {
