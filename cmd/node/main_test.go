@@ -106,6 +106,11 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"bad log level from the environment", []string{"ROUTEGUIDE_LOG_LEVEL=loud"}, nil, "ROUTEGUIDE_LOG_LEVEL"},
 		{"value that fails validation", nil, []string{"--lease-ttl=100ms"}, "--lease-ttl"},
 		{"bad listen address", nil, []string{"--listen=nowhere"}, "--listen"},
+		{"stray argument before flags", nil, []string{"extra-arg", "--etcd=", "--lease-ttl=soon"}, `unexpected argument "extra-arg"`},
+		{"dev-nodes without dev", nil, []string{"--dev-nodes=2"}, "--dev-nodes: needs --dev"},
+		{"dev-nodes without dev, from the environment", []string{"ROUTEGUIDE_DEV_NODES=2"}, nil, "--dev-nodes: needs --dev"},
+		{"dev etcd address without dev", nil, []string{"--dev-etcd-listen=127.0.0.1:0"}, "--dev-etcd-listen: needs --dev"},
+		{"bad dev etcd address", nil, []string{"-dev", "--dev-etcd-listen=nowhere"}, "--dev-etcd-listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -543,7 +543,7 @@ func TestHelpPrintsUsageToStderrAndExitsZero(t *testing.T) {
 			if out.code != ExitOK || out.stdout != "" {
 				t.Errorf("exit %d, stdout %q; want 0 and nothing", out.code, out.stdout)
 			}
-			for _, want := range []string{"Usage: client", "get LAT LON", "list LAT1 LON1 LAT2 LON2", "record N", "chat", "tour", "load [LOAD FLAGS]", "-concurrency", "-metrics-listen", "Metrics:", "routeguide_client_calls_total", "ROUTEGUIDE_", "Examples:", "client --target 127.0.0.1:50051 get 40.9 -74.3"} {
+			for _, want := range []string{"Usage: client", "get LAT LON", "list LAT1 LON1 LAT2 LON2", "record N", "chat", "tour", "load [LOAD FLAGS]", "-concurrency", "-metrics-listen", "Metrics:", "routeguide_client_calls_total", "ROUTEGUIDE_", "Examples:", "client --target 127.0.0.1:50051 get 40.7484405 -73.9856644"} {
 				if !strings.Contains(out.stderr, want) {
 					t.Errorf("usage lacks %q", want)
 				}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -290,6 +291,49 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 	}
 	conn.ClientConn = cc
 	return conn, nil
+}
+
+// registryCheckTimeout bounds the first question a command asks etcd.
+// Without it, a client whose etcd is down or silent waits for nodes until
+// its calls' deadline, or for ever (chat), and then names no culprit.
+const registryCheckTimeout = 2 * time.Second
+
+// checkRegistry asks etcd how many nodes of target's service are registered,
+// within registryCheckTimeout, and says in one sentence why the target cannot
+// be reached when etcd does not answer or none is: a failure (exit 1), not
+// bad usage.
+func checkRegistry(ctx context.Context, cli *clientv3.Client, target string, endpoints []string) error {
+	service := serviceOf(target)
+	if service == "" {
+		return usagef("target %s names no service; want %s:///SERVICE", target, discovery.Scheme)
+	}
+	prefix := discovery.Prefix(service)
+	checkCtx, cancel := context.WithTimeout(ctx, registryCheckTimeout)
+	defer cancel()
+	resp, err := cli.Get(checkCtx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	at := strings.Join(endpoints, ",")
+	switch {
+	case err == nil && resp.Count == 0:
+		return fmt.Errorf("no node is registered in etcd at %s (no key under %s)", at, prefix)
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case discovery.IsAuthError(err):
+		return fmt.Errorf("etcd at %s: read %s: %w", at, prefix, err)
+	case checkCtx.Err() != nil:
+		return fmt.Errorf("etcd at %s is unreachable: no answer within %v", at, registryCheckTimeout)
+	}
+	return fmt.Errorf("etcd at %s: read %s: %v", at, prefix, err)
+}
+
+// serviceOf is the service an etcd:/// target names, as the resolver reads it.
+func serviceOf(target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		return ""
+	}
+	return strings.Trim(u.Path, "/")
 }
 
 // quietLogger keeps the resolver's warnings (an etcd outage, a malformed

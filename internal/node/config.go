@@ -90,7 +90,7 @@ func DefaultConfig() Config {
 		Etcd:            []string{"http://127.0.0.1:2379"},
 		Service:         "routeguide",
 		LeaseTTL:        10 * time.Second,
-		MetricsListen:   ":9090",
+		MetricsListen:   ":9464",
 		DrainDelay:      time.Second,
 		ShutdownTimeout: 10 * time.Second,
 		MaxMessageBytes: 1 << 20,
