@@ -21,6 +21,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
+	"github.com/routeguide-cluster/routeguide/internal/tracing"
 )
 
 // Config is what the flags before the command set.
@@ -46,6 +47,9 @@ type Config struct {
 	TLS tlsfiles.Client
 	// EtcdAuth is how etcd:/// targets reach a secured etcd.
 	EtcdAuth etcdauth.Config
+	// OTLPEndpoint, when set, is the host:port of the OTLP/gRPC collector
+	// the client exports a trace of its calls to (package tracing).
+	OTLPEndpoint string
 }
 
 // DefaultConfig is the configuration when no flag is given.
@@ -66,6 +70,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--timeout: %v must be positive", c.Timeout)
 	case c.MetricsListen != "" && discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) != nil:
 		return fmt.Errorf("--metrics-listen: %q is not a host:port address", c.MetricsListen)
+	}
+	if err := tracing.CheckEndpoint(c.OTLPEndpoint); err != nil {
+		return err
 	}
 	if err := c.TLS.Validate(tlsfiles.GRPCFlags); err != nil {
 		return err
@@ -111,6 +118,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLS.CertFile, tlsfiles.GRPCFlags+"-cert", c.TLS.CertFile, "client certificate `file` (PEM) for nodes that require mutual TLS, with --tls-key")
 	fs.StringVar(&c.TLS.KeyFile, tlsfiles.GRPCFlags+"-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&c.TLS.ServerName, tlsfiles.GRPCFlags+"-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the target's host, the service name for etcd:///SERVICE)")
+	tracing.RegisterEndpoint(fs, &c.OTLPEndpoint)
 	c.EtcdAuth.Register(fs)
 }
 
