@@ -7,6 +7,7 @@
 #   routeguide/etcd:dev        etcd and etcdctl, from etcd's Go module at the
 #                              version go.mod requires (deploy/etcd/build)
 #   routeguide/prometheus:dev  Prometheus from Debian's package, with the libraries it links
+#   routeguide/jaeger:dev      Jaeger all-in-one, from its Go module (compose profile tracing)
 #
 # The Go binaries are built here, static (CGO_ENABLED=0); each image is FROM
 # scratch (deploy/Dockerfile.prebuilt), runs as 65532:65532, and holds nothing
@@ -24,6 +25,9 @@ trap 'echo "build-images.sh: FAILED (line $LINENO: $BASH_COMMAND)" >&2' ERR
 # The one place the health probe's version is pinned for this script;
 # deploy/Dockerfile has the same (TestPinnedVersionsAgree checks it).
 GRPC_HEALTH_PROBE_VERSION=v0.4.61
+# Likewise Jaeger's (the v1 module's jaeger command: the v2, collector-based
+# all-in-one).
+JAEGER_VERSION=v1.76.0
 TAG=dev
 
 cd "$(dirname "$0")/.."
@@ -51,7 +55,7 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/routeguide-images.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 ctx=$work/context # the build context: only what the images hold
-mkdir -p "$ctx"/{node,client,etcd,prometheus,empty} "$work/deb"
+mkdir -p "$ctx"/{node,client,etcd,prometheus,jaeger,empty} "$work/deb"
 
 export CGO_ENABLED=0 GOOS=linux
 gobuild=(go build -trimpath -buildvcs=false -ldflags='-s -w')
@@ -66,6 +70,16 @@ GOBIN="$ctx/node" go install -trimpath -buildvcs=false -ldflags='-s -w' \
 
 say "go build: etcd, etcdctl $etcd_version (deploy/etcd/build)"
 (cd deploy/etcd/build && "${gobuild[@]}" -o "$ctx/etcd/" ./cmd/etcd ./cmd/etcdctl)
+
+# Built in its own module directory, as its own main module: its go.mod has
+# a replace directive, which `go install module@version` refuses. Outside
+# ours ($work), so that routeguide's go.mod and go.sum stay as they are. A
+# cold build (download and compile) takes minutes; later ones hit Go's caches.
+say "go build: jaeger $JAEGER_VERSION (github.com/jaegertracing/jaeger/cmd/jaeger)"
+jaeger_dir=$(cd "$work" && go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" |
+  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -n "$jaeger_dir" ] || die "go mod download github.com/jaegertracing/jaeger@$JAEGER_VERSION gave no directory"
+(cd "$jaeger_dir" && "${gobuild[@]}" -o "$ctx/jaeger/jaeger" ./cmd/jaeger)
 
 if [ -x /usr/bin/prometheus ]; then
   prometheus=/usr/bin/prometheus
@@ -110,6 +124,8 @@ build node
 build client
 build etcd --build-arg "ETCD_VERSION=$etcd_version"
 build prometheus --build-arg "ETCD_VERSION=$etcd_version" --build-arg "PROMETHEUS_VERSION=$prometheus_version"
+build jaeger --build-arg "ETCD_VERSION=$etcd_version" --build-arg "PROMETHEUS_VERSION=$prometheus_version" \
+  --build-arg "JAEGER_VERSION=$JAEGER_VERSION"
 
 say "built:"
 docker image ls --filter "reference=routeguide/*:$TAG" --format '{{.Repository}}:{{.Tag}}  {{.ID}}  {{.Size}}'
