@@ -8,6 +8,7 @@
 #                              version go.mod requires (deploy/etcd/build)
 #   routeguide/prometheus:dev  Prometheus from Debian's package, with the libraries it links
 #                              and its web UI (/usr/share/prometheus/web, links resolved)
+#   routeguide/jaeger:dev      Jaeger all-in-one, from its Go module (compose profile tracing)
 #
 # The Go binaries are built here, static (CGO_ENABLED=0); each image is FROM
 # scratch (deploy/Dockerfile.prebuilt), runs as 65532:65532, and holds nothing
@@ -27,6 +28,9 @@ trap 'echo "build-images.sh: FAILED (line $LINENO: $BASH_COMMAND)" >&2' ERR
 # The one place the health probe's version is pinned for this script;
 # deploy/Dockerfile has the same (TestPinnedVersionsAgree checks it).
 GRPC_HEALTH_PROBE_VERSION=v0.4.61
+# Likewise Jaeger's (the v1 module's jaeger command: the v2, collector-based
+# all-in-one).
+JAEGER_VERSION=v1.76.0
 # The tag of every image: dev, unless ROUTEGUIDE_IMAGE_TAG says otherwise
 # (docker-stack.yml reads the same variable).
 TAG=${ROUTEGUIDE_IMAGE_TAG:-dev}
@@ -56,7 +60,7 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/routeguide-images.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 ctx=$work/context # the build context: only what the images hold
-mkdir -p "$ctx"/{node,client,etcd,prometheus,empty} "$work/deb"
+mkdir -p "$ctx"/{node,client,etcd,prometheus,jaeger,empty} "$work/deb"
 
 export CGO_ENABLED=0 GOOS=linux
 gobuild=(go build -trimpath -buildvcs=false -ldflags='-s -w')
@@ -71,6 +75,16 @@ GOBIN="$ctx/node" go install -trimpath -buildvcs=false -ldflags='-s -w' \
 
 say "go build: etcd, etcdctl $etcd_version (deploy/etcd/build)"
 (cd deploy/etcd/build && "${gobuild[@]}" -o "$ctx/etcd/" ./cmd/etcd ./cmd/etcdctl)
+
+# Built in its own module directory, as its own main module: its go.mod has
+# a replace directive, which `go install module@version` refuses. Outside
+# ours ($work), so that routeguide's go.mod and go.sum stay as they are. A
+# cold build (download and compile) takes minutes; later ones hit Go's caches.
+say "go build: jaeger $JAEGER_VERSION (github.com/jaegertracing/jaeger/cmd/jaeger)"
+jaeger_dir=$(cd "$work" && go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" |
+  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -n "$jaeger_dir" ] || die "go mod download github.com/jaegertracing/jaeger@$JAEGER_VERSION gave no directory"
+(cd "$jaeger_dir" && "${gobuild[@]}" -o "$ctx/jaeger/jaeger" ./cmd/jaeger)
 
 # Debian's prometheus serves its web UI from /usr/share/prometheus/web, a path
 # built into the binary; most of it is links into the libjs-* and fonts-*
@@ -130,6 +144,8 @@ build node
 build client
 build etcd --build-arg "ETCD_VERSION=$etcd_version"
 build prometheus --build-arg "ETCD_VERSION=$etcd_version" --build-arg "PROMETHEUS_VERSION=$prometheus_version"
+build jaeger --build-arg "ETCD_VERSION=$etcd_version" --build-arg "PROMETHEUS_VERSION=$prometheus_version" \
+  --build-arg "JAEGER_VERSION=$JAEGER_VERSION"
 
 say "built:"
 docker image ls --filter "reference=routeguide/*:$TAG" --format '{{.Repository}}:{{.Tag}}  {{.ID}}  {{.Size}}'

@@ -55,9 +55,7 @@ func TestCompose(t *testing.T) {
 
 	step("up with 3 nodes", func(t *testing.T) {
 		start := time.Now()
-		c.compose(t, 5*time.Minute, "up", "-d", "--scale", "node=3")
-		nodes = c.nodes(t, 3)
-		c.waitRegistered(t, ids(nodes), time.Minute)
+		nodes = c.up(t, 3)
 		c.logf(t, "up with 3 nodes: %v from `up` to all 3 registered in etcd", since(start))
 	})
 
@@ -332,6 +330,16 @@ func (c *cluster) nodes(t *testing.T, want int) []node {
 	if len(nodes) != want {
 		t.Fatalf("running node replicas: %d (%v); want %d", len(nodes), ids(nodes), want)
 	}
+	return nodes
+}
+
+// up brings the project up with n nodes, and returns them once all n are
+// registered in etcd.
+func (c *cluster) up(t *testing.T, n int) []node {
+	t.Helper()
+	c.compose(t, 5*time.Minute, "up", "-d", "--scale", fmt.Sprintf("node=%d", n))
+	nodes := c.nodes(t, n)
+	c.waitRegistered(t, ids(nodes), time.Minute)
 	return nodes
 }
 
@@ -790,6 +798,7 @@ func TestPinnedVersionsAgree(t *testing.T) {
 		{"etcd", "../go.mod", `go\.etcd\.io/etcd/server/v3 (\S+)`, "etcd/build/go.mod", `go\.etcd\.io/etcd/server/v3 (\S+)`},
 		{"etcdctl", "../go.mod", `go\.etcd\.io/etcd/server/v3 (\S+)`, "etcd/build/go.mod", `go\.etcd\.io/etcd/etcdctl/v3 (\S+)`},
 		{"grpc-health-probe", "build-images.sh", `(?m)^GRPC_HEALTH_PROBE_VERSION=(\S+)`, "Dockerfile", `(?m)^ARG GRPC_HEALTH_PROBE_VERSION=(\S+)`},
+		{"jaeger", "build-images.sh", `(?m)^JAEGER_VERSION=(\S+)`, "Dockerfile", `(?m)^ARG JAEGER_VERSION=(\S+)`},
 		{"go", "../go.mod", `(?m)^go (\d+\.\d+)`, "Dockerfile", `(?m)^ARG GO_VERSION=(\S+)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

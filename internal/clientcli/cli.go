@@ -12,11 +12,16 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"time"
+
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/tracing"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
@@ -72,6 +77,8 @@ type cli struct {
 	serveMetrics  bool
 	metrics       *metricsServer // while the command runs
 	onMetricsAddr func(net.Addr)
+
+	tracing *tracing.Provider // while the command runs; nil when tracing is off
 }
 
 // usageError is a mistake on the command line or in the input: exit 2.
@@ -178,14 +185,47 @@ func (c *cli) main(ctx context.Context, args []string) int {
 
 // run runs cmd, and stops the metrics server, if it started one, once cmd is
 // done: it serves for the whole life of the command, summary included.
-func (c *cli) run(ctx context.Context, cmd command, args []string) error {
+// With --otlp-endpoint, it traces cmd (see traceCommand).
+func (c *cli) run(ctx context.Context, cmd command, args []string) (err error) {
 	c.serveMetrics = cmd.longRunning && c.cfg.MetricsListen != ""
-	err := cmd.run(c, ctx, args)
+	if c.tracing, err = tracing.Start(tracing.Config{Endpoint: c.cfg.OTLPEndpoint, ServiceName: TracingService, Logger: quietLogger}); err != nil {
+		return err
+	}
+	ctx, end := c.traceCommand(ctx, cmd)
+	err = cmd.run(c, ctx, args)
+	end(err)
 	if c.metrics != nil {
 		c.metrics.Close()
 		c.metrics = nil
 	}
 	return err
+}
+
+// TracingService is the service.name of the client's spans.
+const TracingService = "routeguide-client"
+
+// traceCommand starts the span under which the calls of cmd are traced, one
+// trace for the whole command, and returns the function that ends it and
+// exports what is left. load makes no such span: each of its calls starts a
+// trace of its own, or one trace would hold them all.
+func (c *cli) traceCommand(ctx context.Context, cmd command) (context.Context, func(error)) {
+	var span trace.Span
+	if c.tracing != nil && cmd.name != "load" {
+		ctx, span = c.tracing.Tracer(TracingService).Start(ctx, "client "+cmd.name)
+	}
+	return ctx, func(err error) {
+		if span != nil {
+			if err != nil {
+				span.SetStatus(otelcodes.Error, err.Error())
+			}
+			span.End()
+		}
+		// Bounded, so that a collector out of reach delays the exit by
+		// this much at most; the command's own context may be over.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		c.tracing.Shutdown(ctx)
+	}
 }
 
 // exit reports err, the outcome of command name, and returns the exit status.
@@ -233,6 +273,9 @@ func (c *cli) connect(ctx context.Context) (*Conn, error) {
 			c.onMetricsAddr(c.metrics.Addr())
 		}
 		opts = append(opts, m.dialOptions()...)
+	}
+	if c.tracing != nil {
+		opts = append(opts, WithGRPCOptions(c.tracing.DialOptions()...))
 	}
 	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd, opts...)
 	if err != nil {

@@ -499,6 +499,7 @@ func TestBadUsageExitsTwoWithOneClearLine(t *testing.T) {
 		{"bad json in env", []string{"get", "1", "1"}, map[string]string{"ROUTEGUIDE_JSON": "maybe"}, `client: invalid value "maybe" for ROUTEGUIDE_JSON`},
 		{"bad concurrency in env", []string{"load"}, map[string]string{"ROUTEGUIDE_CONCURRENCY": "-1"}, "client load: --concurrency: -1 must be at least 1"},
 		{"requests and duration from env", []string{"load", "--requests", "5"}, map[string]string{"ROUTEGUIDE_DURATION": "1s"}, "give one, not both"},
+		{"otlp endpoint without a port", []string{"get", "1", "1"}, map[string]string{"ROUTEGUIDE_OTLP_ENDPOINT": "jaeger"}, `client: --otlp-endpoint: address "jaeger"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

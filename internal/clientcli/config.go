@@ -23,6 +23,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
+	"github.com/routeguide-cluster/routeguide/internal/tracing"
 )
 
 // Config is what the flags before the command set.
@@ -55,6 +56,9 @@ type Config struct {
 	// UnleasedEntries resolves registry entries without a lease too, for
 	// static endpoints written by hand; by default they are skipped.
 	UnleasedEntries bool
+	// OTLPEndpoint, when set, is the host:port of the OTLP/gRPC collector
+	// the client exports a trace of its calls to (package tracing).
+	OTLPEndpoint string
 }
 
 // DefaultConfig is the configuration when no flag is given.
@@ -75,6 +79,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--timeout: %v must be positive", c.Timeout)
 	case c.MetricsListen != "" && discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) != nil:
 		return fmt.Errorf("--metrics-listen: %q is not a host:port address", c.MetricsListen)
+	}
+	if err := tracing.CheckEndpoint(c.OTLPEndpoint); err != nil {
+		return err
 	}
 	if err := c.TLS.Validate(tlsfiles.GRPCFlags); err != nil {
 		return err
@@ -138,6 +145,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLS.KeyFile, tlsfiles.GRPCFlags+"-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&c.TLS.ServerName, tlsfiles.GRPCFlags+"-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the target's host, the service name for etcd:///SERVICE)")
 	fs.BoolVar(&c.UnleasedEntries, "unleased-entries", c.UnleasedEntries, "for etcd:/// targets, also resolve registry entries that carry no lease (static endpoints written by hand); nodes always register under one, so by default they are skipped")
+	tracing.RegisterEndpoint(fs, &c.OTLPEndpoint)
 	c.EtcdAuth.Register(fs)
 }
 
