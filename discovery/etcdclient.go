@@ -90,7 +90,9 @@ func (c EtcdConfig) LogValue() slog.Value {
 // fails with a clear error rather than hanging; once running, the client
 // fetches a new token by itself whenever etcd asks for one (after an etcd
 // restart, say), so later outages are ridden out like any other.
-func NewEtcdClient(cfg EtcdConfig) (*clientv3.Client, error) {
+//
+// extra adds to the client's gRPC dial options: a stats handler, say.
+func NewEtcdClient(cfg EtcdConfig, extra ...grpc.DialOption) (*clientv3.Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("etcd: no endpoints")
 	}
@@ -117,12 +119,12 @@ func NewEtcdClient(cfg EtcdConfig) (*clientv3.Client, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		Logger:               logger,
-		DialOptions: []grpc.DialOption{
+		DialOptions: append([]grpc.DialOption{
 			grpc.WithConnectParams(grpc.ConnectParams{
 				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 				MinConnectTimeout: 2 * time.Second,
 			}),
-		},
+		}, extra...),
 	})
 	if err != nil {
 		if cfg.Username != "" {

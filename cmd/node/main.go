@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/node"
@@ -34,6 +35,10 @@ func run() int {
 		return 2
 	}
 	cfg.Logger = slog.New(opts.log.handler(os.Stderr))
+	// A closed stdout or stderr (node -dev | tee, then Ctrl-C) must not kill
+	// a draining node: with SIGPIPE notified, Go fails the write with EPIPE
+	// instead of dying of the signal, and logging drops what it cannot write.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	// The first signal drains the node. It also restores the default action,
 	// before the drain starts, so that a second signal kills the node at once.
 	signalled, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -42,7 +47,7 @@ func run() int {
 	defer cancel()
 	context.AfterFunc(signalled, func() { stop(); cancel() })
 	if opts.dev {
-		err = runDev(ctx, cfg, opts.devNodes)
+		err = runDev(ctx, cfg, opts)
 	} else {
 		err = runNode(ctx, cfg)
 	}
@@ -62,9 +67,9 @@ func runNode(ctx context.Context, cfg node.Config) error {
 }
 
 // runDev runs the one-command local cluster: an embedded etcd on
-// 127.0.0.1:2379 and nodes nodes, until ctx ends.
-func runDev(ctx context.Context, cfg node.Config, nodes int) error {
-	cluster, err := devcluster.Start(ctx, devcluster.Config{Nodes: nodes, Node: cfg, EtcdAddr: "127.0.0.1:2379", Logger: cfg.Logger})
+// --dev-etcd-listen and --dev-nodes nodes, until ctx ends.
+func runDev(ctx context.Context, cfg node.Config, opts options) error {
+	cluster, err := devcluster.Start(ctx, devcluster.Config{Nodes: opts.devNodes, Node: cfg, EtcdAddr: opts.devEtcdListen, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -78,14 +83,15 @@ func runDev(ctx context.Context, cfg node.Config, nodes int) error {
 // flag.ErrHelp.
 func parseConfig(args []string, lookup func(string) (string, bool), stdout io.Writer) (node.Config, options, error) {
 	cfg := node.DefaultConfig()
-	opts := options{log: logOptions{format: "text", level: slog.LevelInfo}, devNodes: 3}
+	opts := options{log: logOptions{format: "text", level: slog.LevelInfo}, devNodes: 3, devEtcdListen: "127.0.0.1:2379"}
 	logOpts := &opts.log
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	cfg.Register(fs)
 	fs.Var(&logOpts.format, "log-format", "log `format`: text or json")
 	fs.TextVar(&logOpts.level, "log-level", logOpts.level, "log `level`: debug, info, warn or error")
-	fs.BoolVar(&opts.dev, "dev", false, "run a local cluster in this process: an embedded etcd on 127.0.0.1:2379 and --dev-nodes nodes on the ports from --listen and --metrics-listen up")
+	fs.BoolVar(&opts.dev, "dev", false, "run a local cluster in this process: an embedded etcd on --dev-etcd-listen and --dev-nodes nodes on the ports from --listen up, with metrics on ports the system picks (or from --metrics-listen up, when given)")
 	fs.IntVar(&opts.devNodes, "dev-nodes", opts.devNodes, "`number` of nodes with --dev")
+	fs.StringVar(&opts.devEtcdListen, "dev-etcd-listen", opts.devEtcdListen, "`address` where the embedded etcd of --dev serves clients")
 
 	err := flagenv.Parse(fs, args, lookup)
 	if errors.Is(err, flag.ErrHelp) {
@@ -93,22 +99,52 @@ func parseConfig(args []string, lookup func(string) (string, bool), stdout io.Wr
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
 	}
+	if err == nil && fs.NArg() > 0 {
+		// The flag package stops at the first argument and would quietly
+		// leave every flag after it unread.
+		err = fmt.Errorf("unexpected argument %q: node takes flags only", fs.Arg(0))
+	}
+	if err == nil && opts.dev && !flagenv.Given(fs, "metrics-listen", lookup) {
+		// The nodes of a development cluster share this machine with a
+		// node that joins it on the default port, and with Prometheus.
+		cfg.MetricsListen = "127.0.0.1:0"
+	}
 	if err == nil {
 		// The etcd password has no flag, so that it is never on a command line.
 		cfg.EtcdAuth.LookupPassword(lookup)
 		err = cfg.Validate()
 	}
-	if err == nil && opts.dev && opts.devNodes < 1 {
-		err = fmt.Errorf("--dev-nodes: %d; a cluster needs at least one node", opts.devNodes)
+	if err == nil {
+		err = opts.validate(fs, lookup)
 	}
 	return cfg, opts, err
 }
 
 // options are the flags that are not part of a node's Config.
 type options struct {
-	log      logOptions
-	dev      bool
-	devNodes int
+	log           logOptions
+	dev           bool
+	devNodes      int
+	devEtcdListen string
+}
+
+// validate checks the flags of --dev, naming the one at fault.
+func (o options) validate(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	if !o.dev {
+		for _, name := range []string{"dev-nodes", "dev-etcd-listen"} {
+			if flagenv.Given(fs, name, lookup) {
+				return fmt.Errorf("--%s: needs --dev", name)
+			}
+		}
+		return nil
+	}
+	if o.devNodes < 1 {
+		return fmt.Errorf("--dev-nodes: %d; a cluster needs at least one node", o.devNodes)
+	}
+	if discovery.CheckAddr(o.devEtcdListen, discovery.ListenAddr) != nil {
+		return fmt.Errorf("--dev-etcd-listen: %q is not a host:port address", o.devEtcdListen)
+	}
+	return nil
 }
 
 type logOptions struct {

@@ -106,6 +106,11 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"bad log level from the environment", []string{"ROUTEGUIDE_LOG_LEVEL=loud"}, nil, "ROUTEGUIDE_LOG_LEVEL"},
 		{"value that fails validation", nil, []string{"--lease-ttl=100ms"}, "--lease-ttl"},
 		{"bad listen address", nil, []string{"--listen=nowhere"}, "--listen"},
+		{"stray argument before flags", nil, []string{"extra-arg", "--etcd=", "--lease-ttl=soon"}, `unexpected argument "extra-arg"`},
+		{"dev-nodes without dev", nil, []string{"--dev-nodes=2"}, "--dev-nodes: needs --dev"},
+		{"dev-nodes without dev, from the environment", []string{"ROUTEGUIDE_DEV_NODES=2"}, nil, "--dev-nodes: needs --dev"},
+		{"dev etcd address without dev", nil, []string{"--dev-etcd-listen=127.0.0.1:0"}, "--dev-etcd-listen: needs --dev"},
+		{"bad dev etcd address", nil, []string{"-dev", "--dev-etcd-listen=nowhere"}, "--dev-etcd-listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -336,6 +341,7 @@ func TestFlagsAndEnvironmentFillTheConfig(t *testing.T) {
 		"ROUTEGUIDE_ETCD":            "http://a:2379, http://b:2379",
 		"ROUTEGUIDE_MAX_NOTES_BYTES": "5000",
 		"ROUTEGUIDE_LOG_LEVEL":       "debug",
+		"ROUTEGUIDE_OTLP_ENDPOINT":   "jaeger:4317",
 	}
 	lookup := func(name string) (string, bool) { v, ok := env[name]; return v, ok }
 	cfg, opts, err := parseConfig([]string{"--max-notes-bytes=6000", "--drain-delay=0s"}, lookup, io.Discard)
@@ -345,7 +351,7 @@ func TestFlagsAndEnvironmentFillTheConfig(t *testing.T) {
 	if !slices.Equal(cfg.Etcd, []string{"http://a:2379", "http://b:2379"}) {
 		t.Errorf("Etcd = %q", cfg.Etcd)
 	}
-	if cfg.NoteLimits.Bytes != 6000 || cfg.DrainDelay != 0 || opts.log.level.String() != "DEBUG" || opts.log.format != "text" {
+	if cfg.NoteLimits.Bytes != 6000 || cfg.DrainDelay != 0 || opts.log.level.String() != "DEBUG" || opts.log.format != "text" || cfg.OTLPEndpoint != "jaeger:4317" {
 		t.Errorf("got %+v, %+v", cfg, opts)
 	}
 	if def := node.DefaultConfig(); cfg.LeaseTTL != def.LeaseTTL || cfg.Listen != def.Listen {
@@ -382,7 +388,8 @@ func TestEveryValidatedFieldHasItsFlag(t *testing.T) {
 		"tls-client-ca":          "/ca.pem",   // without a server certificate
 		"etcd-cert":              "/cert.pem",
 		"etcd-key":               "/key.pem",
-		"etcd-username":          "node", // without a password
+		"etcd-username":          "node",   // without a password
+		"otlp-endpoint":          "jaeger", // without a port
 	}
 	for flag, value := range bad {
 		_, _, err := parseConfig([]string{"--" + flag + "=" + value}, func(string) (string, bool) { return "", false }, io.Discard)

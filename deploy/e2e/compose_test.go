@@ -13,7 +13,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -43,7 +45,7 @@ const (
 // that `down -v` leaves nothing behind. It logs every figure it measures.
 func TestCompose(t *testing.T) {
 	requireDocker(t)
-	c := newCluster(t, fmt.Sprintf("routeguide-e2e-%d", os.Getpid()), "docker-compose.yml")
+	c := newCluster(t, "routeguide-e2e", "docker-compose.yml")
 	step := func(name string, f func(t *testing.T)) {
 		if !t.Run(name, f) {
 			t.FailNow() // every step builds on the one before
@@ -53,9 +55,7 @@ func TestCompose(t *testing.T) {
 
 	step("up with 3 nodes", func(t *testing.T) {
 		start := time.Now()
-		c.compose(t, 5*time.Minute, "up", "-d", "--scale", "node=3")
-		nodes = c.nodes(t, 3)
-		c.waitRegistered(t, ids(nodes), time.Minute)
+		nodes = c.up(t, 3)
 		c.logf(t, "up with 3 nodes: %v from `up` to all 3 registered in etcd", since(start))
 	})
 
@@ -76,6 +76,10 @@ func TestCompose(t *testing.T) {
 
 		c.prom.waitUp(t, ids(nodes), 2*time.Minute)
 		c.logf(t, "scale to 5: Prometheus has up=1 for the 5 targets of job %s %v after `up` returned", service, since(returned))
+	})
+
+	step("Prometheus web UI renders", func(t *testing.T) {
+		c.checkPrometheusUI(t, ids(nodes))
 	})
 
 	step("scale to 2 under load", func(t *testing.T) {
@@ -168,10 +172,14 @@ type cluster struct {
 	figures []string
 }
 
-// newCluster is the project named project of the compose files given,
-// relative to deploy/. A test may add to c.env before it starts anything.
-func newCluster(t *testing.T, project string, files ...string) *cluster {
-	command, err := composeCommand()
+// newCluster is a project of the compose files given, relative to deploy/,
+// named prefix and a suffix of its own: two runs at once, from two checkouts
+// or two machines sharing a Docker daemon, never share containers, networks
+// or volumes (and Prometheus publishes on a free port). A test may add to
+// c.env before it starts anything.
+func newCluster(t *testing.T, prefix string, files ...string) *cluster {
+	project := fmt.Sprintf("%s-%d-%08x", prefix, os.Getpid(), rand.Uint32())
+	command, picked, err := composeCommand()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +199,7 @@ func newCluster(t *testing.T, project string, files ...string) *cluster {
 		env:     append(os.Environ(), "ROUTEGUIDE_PROMETHEUS_PORT="+strconv.Itoa(port)),
 		prom:    prometheus(fmt.Sprintf("http://127.0.0.1:%d", port)),
 	}
-	t.Logf("compose: %s, project %s, Prometheus on %s", strings.Join(command, " "), c.project, c.prom)
+	t.Logf("compose: %s (deploy/compose), project %s, Prometheus on %s", picked, c.project, c.prom)
 	t.Cleanup(func() {
 		if t.Failed() {
 			c.dumpLogs(t)
@@ -207,19 +215,19 @@ func newCluster(t *testing.T, project string, files ...string) *cluster {
 	return c
 }
 
-// composeCommand is $ROUTEGUIDE_COMPOSE when set, else `docker compose` when
-// the plugin is there, else docker-compose.
-func composeCommand() ([]string, error) {
-	if v := os.Getenv("ROUTEGUIDE_COMPOSE"); v != "" {
-		return strings.Fields(v), nil
+// composeCommand is the command that runs Compose, as the README's commands
+// do: through deploy/compose, which picks $ROUTEGUIDE_COMPOSE, `docker
+// compose` or docker-compose. It returns as well the one picked.
+func composeCommand() (command []string, picked string, err error) {
+	script, err := filepath.Abs("../compose")
+	if err != nil {
+		return nil, "", err
 	}
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		return []string{"docker", "compose"}, nil
+	out, err := exec.Command("bash", script, "--which").CombinedOutput()
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %v", strings.TrimSpace(string(out)), err)
 	}
-	if path, err := exec.LookPath("docker-compose"); err == nil {
-		return []string{path}, nil
-	}
-	return nil, errors.New("neither `docker compose` nor docker-compose works; set ROUTEGUIDE_COMPOSE")
+	return []string{"bash", script}, strings.TrimSpace(string(out)), nil
 }
 
 // freePort is a port on 127.0.0.1 that nothing listens on now; 9090 may be
@@ -322,6 +330,16 @@ func (c *cluster) nodes(t *testing.T, want int) []node {
 	if len(nodes) != want {
 		t.Fatalf("running node replicas: %d (%v); want %d", len(nodes), ids(nodes), want)
 	}
+	return nodes
+}
+
+// up brings the project up with n nodes, and returns them once all n are
+// registered in etcd.
+func (c *cluster) up(t *testing.T, n int) []node {
+	t.Helper()
+	c.compose(t, 5*time.Minute, "up", "-d", "--scale", fmt.Sprintf("node=%d", n))
+	nodes := c.nodes(t, n)
+	c.waitRegistered(t, ids(nodes), time.Minute)
 	return nodes
 }
 
@@ -632,6 +650,71 @@ func (p prometheus) query(q string) ([]sample, error) {
 	return out, nil
 }
 
+// prometheusPages are the pages of Prometheus's web UI the test opens, and
+// what each must show. Debian's Prometheus serves the classic UI, under
+// /classic/; / leads to its graph page.
+var prometheusPages = []struct{ path, shows string }{
+	{"/", `id="graph_container"`},
+	{"/classic/graph", `id="graph_container"`},
+	{"/classic/targets", "Targets"},
+}
+
+// assetRE finds the scripts, style sheets and icon a page loads.
+var assetRE = regexp.MustCompile(`(?:src|href)="(/classic/static/[^"?]+)`)
+
+// checkPrometheusUI opens each page of the UI, as a browser would: each
+// must render (200, Prometheus's title, its own content, and for the
+// targets page every node), and every asset it loads must be served. An
+// image without the UI's files answers the pages 500 or 404.
+func (c *cluster) checkPrometheusUI(t *testing.T, nodes []string) {
+	t.Helper()
+	assets := map[string]bool{}
+	for _, page := range prometheusPages {
+		status, body, err := httpGet(string(c.prom) + page.path)
+		switch {
+		case err != nil:
+			t.Errorf("GET %s: %v", page.path, err)
+			continue
+		case status != http.StatusOK:
+			t.Errorf("GET %s: HTTP %d, want 200:\n%.300s", page.path, status, body)
+			continue
+		case !strings.Contains(body, "<title>Prometheus") || !strings.Contains(body, page.shows):
+			t.Errorf("GET %s: the page lacks Prometheus's title or %q:\n%.300s", page.path, page.shows, body)
+		}
+		if page.path == "/classic/targets" {
+			for _, id := range nodes {
+				if !strings.Contains(body, id) {
+					t.Errorf("the targets page does not list node %s", id)
+				}
+			}
+		}
+		for _, m := range assetRE.FindAllStringSubmatch(body, -1) {
+			assets[m[1]] = true
+		}
+	}
+	if len(assets) < 5 {
+		t.Errorf("the pages load %d assets (%v); want the UI's scripts and styles", len(assets), slices.Sorted(maps.Keys(assets)))
+	}
+	for _, asset := range slices.Sorted(maps.Keys(assets)) {
+		if status, body, err := httpGet(string(c.prom) + asset); err != nil || status != http.StatusOK || body == "" {
+			t.Errorf("GET %s: HTTP %d, %d bytes, %v; want 200 and the file", asset, status, len(body), err)
+		}
+	}
+	c.logf(t, "Prometheus web UI: %d pages render, the %d assets they load are served", len(prometheusPages), len(assets))
+}
+
+// httpGet returns the status and body at url, following redirects.
+func httpGet(url string) (int, string, error) {
+	client := http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
 // downLeavesNothing runs `down -v` and checks that no container, network or
 // volume of the project is left.
 func (c *cluster) downLeavesNothing(t *testing.T) {
@@ -715,6 +798,7 @@ func TestPinnedVersionsAgree(t *testing.T) {
 		{"etcd", "../go.mod", `go\.etcd\.io/etcd/server/v3 (\S+)`, "etcd/build/go.mod", `go\.etcd\.io/etcd/server/v3 (\S+)`},
 		{"etcdctl", "../go.mod", `go\.etcd\.io/etcd/server/v3 (\S+)`, "etcd/build/go.mod", `go\.etcd\.io/etcd/etcdctl/v3 (\S+)`},
 		{"grpc-health-probe", "build-images.sh", `(?m)^GRPC_HEALTH_PROBE_VERSION=(\S+)`, "Dockerfile", `(?m)^ARG GRPC_HEALTH_PROBE_VERSION=(\S+)`},
+		{"jaeger", "build-images.sh", `(?m)^JAEGER_VERSION=(\S+)`, "Dockerfile", `(?m)^ARG JAEGER_VERSION=(\S+)`},
 		{"go", "../go.mod", `(?m)^go (\d+\.\d+)`, "Dockerfile", `(?m)^ARG GO_VERSION=(\S+)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -43,11 +42,10 @@ func TestComposeTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := newCluster(t, fmt.Sprintf("routeguide-tls-e2e-%d", os.Getpid()), "docker-compose.yml", "docker-compose.tls.yml")
+	c := newCluster(t, "routeguide-tls-e2e", "docker-compose.yml", "docker-compose.tls.yml")
 	c.env = append(c.env,
 		"ROUTEGUIDE_TLS_DIR="+tlsDir,
-		"ROUTEGUIDE_TLS_PROJECT="+c.project,
-		"ROUTEGUIDE_COMPOSE="+strings.Join(c.command, " "))
+		"ROUTEGUIDE_TLS_PROJECT="+c.project)
 	// etcd's client port requires a client certificate, and takes the user
 	// from its common name: etcdctl in the members' containers shows the
 	// read-only user client's (the override sets it), which reads the registry.

@@ -12,8 +12,8 @@
 #      from the file, so that no password is ever on a command line;
 #   4. starts the rest: `up -d` with this script's arguments (--scale node=3).
 #
-# Uses `docker compose` when the plugin is there, else `docker-compose`
-# (ROUTEGUIDE_COMPOSE chooses, as in the end-to-end test).
+# Runs Compose through deploy/compose: `docker compose` when the plugin is
+# there, else docker-compose (ROUTEGUIDE_COMPOSE chooses).
 set -euo pipefail
 # Compose reads a relative path in the override from deploy/: make it
 # absolute, from where this script was started, for both.
@@ -26,13 +26,7 @@ if [ -n "${ROUTEGUIDE_TLS_DIR:-}" ]; then
 fi
 cd "$(dirname "$0")/../.."
 
-if [ -n "${ROUTEGUIDE_COMPOSE:-}" ]; then
-  read -r -a compose <<<"$ROUTEGUIDE_COMPOSE"
-elif docker compose version >/dev/null 2>&1; then
-  compose=(docker compose)
-else
-  compose=(docker-compose)
-fi
+compose=(bash deploy/compose)
 project=${ROUTEGUIDE_TLS_PROJECT:-routeguide-tls}
 out=${ROUTEGUIDE_TLS_DIR:-deploy/tls/out}
 

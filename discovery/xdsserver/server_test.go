@@ -71,13 +71,19 @@ func setup(t *testing.T) (*localetcd.Server, *clientv3.Client, *xdsserver.Server
 	return etcd, cli, xds, lis.Addr().String()
 }
 
+// register writes a node's entry under a lease, as nodes register: an
+// entry without one is not a node.
 func register(t *testing.T, cli *clientv3.Client, id, addr string) {
 	t.Helper()
 	value, err := discovery.EncodeEndpoint(addr, discovery.Metadata{NodeID: id})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(t.Context(), discovery.Prefix(service)+id, value); err != nil {
+	lease, err := cli.Grant(t.Context(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(t.Context(), discovery.Prefix(service)+id, value, clientv3.WithLease(lease.ID)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -100,6 +106,9 @@ func dialADS(t testing.TB, addr string) *grpc.ClientConn {
 
 func openADS(t testing.TB, ctx context.Context, conn *grpc.ClientConn) *adsStream {
 	t.Helper()
+	// A server that never answers fails the test, not the run.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	t.Cleanup(cancel)
 	stream, err := discoverypb.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -12,18 +12,23 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"time"
+
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/tracing"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 // Exit statuses.
 const (
 	ExitOK     = 0 // the command did what it was asked
-	ExitFailed = 1 // an RPC failed, or the metrics listener could not start
+	ExitFailed = 1 // an RPC failed, etcd is out of reach or holds no node, or the metrics listener could not start
 	ExitUsage  = 2 // the command line or the input was wrong
 )
 
@@ -72,6 +77,8 @@ type cli struct {
 	serveMetrics  bool
 	metrics       *metricsServer // while the command runs
 	onMetricsAddr func(net.Addr)
+
+	tracing *tracing.Provider // while the command runs; nil when tracing is off
 }
 
 // usageError is a mistake on the command line or in the input: exit 2.
@@ -139,6 +146,14 @@ func (c *cli) main(ctx context.Context, args []string) int {
 		c.usage()
 		return ExitOK
 	}
+	var name string
+	var rest []string
+	if err == nil && fs.NArg() > 0 {
+		// The flags before the command may come after it too, as kubectl's
+		// and etcdctl's do; there they win.
+		name, rest = fs.Arg(0), fs.Args()[1:]
+		rest, err = takeFlags(fs, rest)
+	}
 	if err == nil {
 		// The etcd password has no flag, so that it is never on a command line.
 		c.cfg.EtcdAuth.LookupPassword(c.lookupEnv)
@@ -148,13 +163,12 @@ func (c *cli) main(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.io.Stderr, "client: %v\n", err)
 		return ExitUsage
 	}
-	if fs.NArg() == 0 {
+	if name == "" {
 		fmt.Fprintln(c.io.Stderr, "client: no command given")
 		fmt.Fprintln(c.io.Stderr)
 		c.usage()
 		return ExitUsage
 	}
-	name, rest := fs.Arg(0), fs.Args()[1:]
 	if name == "help" {
 		c.usage()
 		return ExitOK
@@ -171,14 +185,47 @@ func (c *cli) main(ctx context.Context, args []string) int {
 
 // run runs cmd, and stops the metrics server, if it started one, once cmd is
 // done: it serves for the whole life of the command, summary included.
-func (c *cli) run(ctx context.Context, cmd command, args []string) error {
+// With --otlp-endpoint, it traces cmd (see traceCommand).
+func (c *cli) run(ctx context.Context, cmd command, args []string) (err error) {
 	c.serveMetrics = cmd.longRunning && c.cfg.MetricsListen != ""
-	err := cmd.run(c, ctx, args)
+	if c.tracing, err = tracing.Start(tracing.Config{Endpoint: c.cfg.OTLPEndpoint, ServiceName: TracingService, Logger: quietLogger}); err != nil {
+		return err
+	}
+	ctx, end := c.traceCommand(ctx, cmd)
+	err = cmd.run(c, ctx, args)
+	end(err)
 	if c.metrics != nil {
 		c.metrics.Close()
 		c.metrics = nil
 	}
 	return err
+}
+
+// TracingService is the service.name of the client's spans.
+const TracingService = "routeguide-client"
+
+// traceCommand starts the span under which the calls of cmd are traced, one
+// trace for the whole command, and returns the function that ends it and
+// exports what is left. load makes no such span: each of its calls starts a
+// trace of its own, or one trace would hold them all.
+func (c *cli) traceCommand(ctx context.Context, cmd command) (context.Context, func(error)) {
+	var span trace.Span
+	if c.tracing != nil && cmd.name != "load" {
+		ctx, span = c.tracing.Tracer(TracingService).Start(ctx, "client "+cmd.name)
+	}
+	return ctx, func(err error) {
+		if span != nil {
+			if err != nil {
+				span.SetStatus(otelcodes.Error, err.Error())
+			}
+			span.End()
+		}
+		// Bounded, so that a collector out of reach delays the exit by
+		// this much at most; the command's own context may be over.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		c.tracing.Shutdown(ctx)
+	}
 }
 
 // exit reports err, the outcome of command name, and returns the exit status.
@@ -203,8 +250,9 @@ func (c *cli) exit(name string, err error) int {
 
 // connect dials the configured target. A target that cannot be dialled is a
 // usage error: gRPC dials lazily, so only the flags can be wrong here, but
-// for etcd's client, which with a user authenticates at once: etcd refusing
-// the user, or out of reach, is a failure (exit 1), as it is for a node. A
+// for etcd's client, which with a user authenticates at once, and for the
+// first read of the registry: etcd refusing the user, out of reach, or
+// without a node, is a failure (exit 1), as it is for a node. A
 // command that serves metrics listens first, so that a port in use fails it
 // (exit 1) before any call is made; the metrics server runs until the
 // command returns.
@@ -226,6 +274,9 @@ func (c *cli) connect(ctx context.Context) (*Conn, error) {
 		}
 		opts = append(opts, m.dialOptions()...)
 	}
+	if c.tracing != nil {
+		opts = append(opts, WithGRPCOptions(c.tracing.DialOptions()...))
+	}
 	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd, opts...)
 	if err != nil {
 		if discovery.IsAuthError(err) || errors.Is(err, context.DeadlineExceeded) {
@@ -233,7 +284,48 @@ func (c *cli) connect(ctx context.Context) (*Conn, error) {
 		}
 		return nil, usageError{err}
 	}
+	if conn.etcd != nil {
+		// Before any call waits for nodes: is etcd there, and a node in it?
+		if err := checkRegistry(ctx, conn.etcd, c.cfg.Target, c.cfg.Etcd); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
 	return conn, nil
+}
+
+// takeFlags sets the flags of fs found in args, a command's arguments, and
+// returns the other arguments in their order. Anything that does not name a
+// flag of fs stays, so "-74.3" is a longitude and "--rpc" is load's; "--"
+// ends the flags.
+func takeFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			return append(rest, args[i:]...), nil
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-"), "=")
+		f := fs.Lookup(name)
+		if !strings.HasPrefix(arg, "-") || f == nil {
+			rest = append(rest, arg)
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !hasValue && !(ok && b.IsBoolFlag()) {
+			if i+1 == len(args) {
+				return nil, fmt.Errorf("flag needs an argument: -%s", name)
+			}
+			i++
+			value, hasValue = args[i], true
+		}
+		if !hasValue {
+			value = "true"
+		}
+		if err := fs.Set(name, value); err != nil {
+			return nil, fmt.Errorf("invalid value %q for flag -%s: %v", value, name, err)
+		}
+	}
+	return rest, nil
 }
 
 // wantArgs checks the positional arguments of a command, and turns -h into a
@@ -273,7 +365,7 @@ func (c *cli) usage() {
 	}
 	fmt.Fprintf(w, "  %-26s %s\n", "help", "print this text")
 
-	fmt.Fprint(w, "\nFlags, before the command:\n")
+	fmt.Fprint(w, "\nFlags, before or after the command:\n")
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	defaults := DefaultConfig()
 	defaults.Register(fs)
@@ -325,17 +417,17 @@ Environment:
   Every flag may also be set by %s<FLAG>, upper case with underscores
   (%s=127.0.0.1:50051, %s=32); flags win.
 
-Exit status: 0 on success, 1 when an RPC failed or the metrics port is
-in use, 2 on bad usage.
+Exit status: 0 on success, 1 when an RPC failed, etcd did not answer
+within 2s or holds no node, or the metrics port is in use, 2 on bad usage.
 
 Examples:
-  client --target 127.0.0.1:50051 get 40.9 -74.3
+  client --target 127.0.0.1:50051 get 40.7484405 -73.9856644
   client --target 127.0.0.1:50051 list 40 -75 42 -73
   client --target 127.0.0.1:50051 record 20
   printf '40.9 -74.3 hello\n40.9 -74.3 again\n' | client --target 127.0.0.1:50051 chat
   client --target 127.0.0.1:50051 tour
   client --target 127.0.0.1:50051 load --rpc get --concurrency 8 --requests 10000
-  client --target 127.0.0.1:50051 --json load --rpc mix --concurrency 32 --duration 30s
+  client --target 127.0.0.1:50051 load --rpc mix --concurrency 32 --duration 30s --json
   client --metrics-listen 127.0.0.1:9100 load --duration 5m
 `, mixDescription, load.RoutePoints, load.ChatNotes, routeguide.NodeHeader, routeguide.NodeHeader,
 		etcdauth.PasswordVar, flagenv.Prefix, flagenv.VarName("target"), flagenv.VarName("concurrency"))

@@ -499,6 +499,7 @@ func TestBadUsageExitsTwoWithOneClearLine(t *testing.T) {
 		{"bad json in env", []string{"get", "1", "1"}, map[string]string{"ROUTEGUIDE_JSON": "maybe"}, `client: invalid value "maybe" for ROUTEGUIDE_JSON`},
 		{"bad concurrency in env", []string{"load"}, map[string]string{"ROUTEGUIDE_CONCURRENCY": "-1"}, "client load: --concurrency: -1 must be at least 1"},
 		{"requests and duration from env", []string{"load", "--requests", "5"}, map[string]string{"ROUTEGUIDE_DURATION": "1s"}, "give one, not both"},
+		{"otlp endpoint without a port", []string{"get", "1", "1"}, map[string]string{"ROUTEGUIDE_OTLP_ENDPOINT": "jaeger"}, `client: --otlp-endpoint: address "jaeger"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -543,7 +544,7 @@ func TestHelpPrintsUsageToStderrAndExitsZero(t *testing.T) {
 			if out.code != ExitOK || out.stdout != "" {
 				t.Errorf("exit %d, stdout %q; want 0 and nothing", out.code, out.stdout)
 			}
-			for _, want := range []string{"Usage: client", "get LAT LON", "list LAT1 LON1 LAT2 LON2", "record N", "chat", "tour", "load [LOAD FLAGS]", "-concurrency", "-metrics-listen", "Metrics:", "routeguide_client_calls_total", "ROUTEGUIDE_", "Examples:", "client --target 127.0.0.1:50051 get 40.9 -74.3"} {
+			for _, want := range []string{"Usage: client", "get LAT LON", "list LAT1 LON1 LAT2 LON2", "record N", "chat", "tour", "load [LOAD FLAGS]", "-concurrency", "-metrics-listen", "Metrics:", "routeguide_client_calls_total", "ROUTEGUIDE_", "Examples:", "client --target 127.0.0.1:50051 get 40.7484405 -73.9856644"} {
 				if !strings.Contains(out.stderr, want) {
 					t.Errorf("usage lacks %q", want)
 				}

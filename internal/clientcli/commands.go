@@ -99,8 +99,21 @@ func noteText(n *pb.RouteNote) string {
 }
 
 func summaryText(s *pb.RouteSummary) string {
-	return fmt.Sprintf("route of %d points passed %d features over %d m in %d s",
-		s.GetPointCount(), s.GetFeatureCount(), s.GetDistance(), s.GetElapsedTime())
+	return fmt.Sprintf("route of %d points passed %d features over %s in %d s",
+		s.GetPointCount(), s.GetFeatureCount(), distanceText(s.GetDistance()), s.GetElapsedTime())
+}
+
+// distanceText is a distance in metres as a person reads it: metres below a
+// kilometre, then kilometres, to 0.1 km below 100 km. JSON keeps the metres.
+func distanceText(metres int32) string {
+	switch km := float64(metres) / 1000; {
+	case metres < 1000:
+		return fmt.Sprintf("%d m", metres)
+	case km < 100:
+		return fmt.Sprintf("%.1f km", km)
+	default:
+		return fmt.Sprintf("%.0f km", km)
+	}
 }
 
 func nodeText(node string) string {
@@ -301,6 +314,9 @@ func (c *cli) chat(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
+	if isTerminal(c.io.Stdin) {
+		fmt.Fprintln(c.io.Stderr, chatPrompt)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var rpc call
@@ -348,6 +364,9 @@ func (c *cli) chat(ctx context.Context, args []string) error {
 	}
 	return err
 }
+
+// chatPrompt tells a person at a terminal what chat reads.
+const chatPrompt = `Type a note a line, "LAT LON message" (40.7484405 -73.9856644 hello); Ctrl-D ends the chat.`
 
 // errStreamEnded says that a chat ended while notes were still being sent.
 var errStreamEnded = errors.New("stream ended")

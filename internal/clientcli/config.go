@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
+	"github.com/routeguide-cluster/routeguide/internal/tracing"
 )
 
 // Config is what the flags before the command set.
@@ -54,6 +56,9 @@ type Config struct {
 	// UnleasedEntries resolves registry entries without a lease too, for
 	// static endpoints written by hand; by default they are skipped.
 	UnleasedEntries bool
+	// OTLPEndpoint, when set, is the host:port of the OTLP/gRPC collector
+	// the client exports a trace of its calls to (package tracing).
+	OTLPEndpoint string
 }
 
 // DefaultConfig is the configuration when no flag is given.
@@ -74,6 +79,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--timeout: %v must be positive", c.Timeout)
 	case c.MetricsListen != "" && discovery.CheckAddr(c.MetricsListen, discovery.ListenAddr) != nil:
 		return fmt.Errorf("--metrics-listen: %q is not a host:port address", c.MetricsListen)
+	}
+	if err := tracing.CheckEndpoint(c.OTLPEndpoint); err != nil {
+		return err
 	}
 	if err := c.TLS.Validate(tlsfiles.GRPCFlags); err != nil {
 		return err
@@ -137,6 +145,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLS.KeyFile, tlsfiles.GRPCFlags+"-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&c.TLS.ServerName, tlsfiles.GRPCFlags+"-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the target's host, the service name for etcd:///SERVICE)")
 	fs.BoolVar(&c.UnleasedEntries, "unleased-entries", c.UnleasedEntries, "for etcd:/// targets, also resolve registry entries that carry no lease (static endpoints written by hand); nodes always register under one, so by default they are skipped")
+	tracing.RegisterEndpoint(fs, &c.OTLPEndpoint)
 	c.EtcdAuth.Register(fs)
 }
 
@@ -290,6 +299,49 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 	}
 	conn.ClientConn = cc
 	return conn, nil
+}
+
+// registryCheckTimeout bounds the first question a command asks etcd.
+// Without it, a client whose etcd is down or silent waits for nodes until
+// its calls' deadline, or for ever (chat), and then names no culprit.
+const registryCheckTimeout = 2 * time.Second
+
+// checkRegistry asks etcd how many nodes of target's service are registered,
+// within registryCheckTimeout, and says in one sentence why the target cannot
+// be reached when etcd does not answer or none is: a failure (exit 1), not
+// bad usage.
+func checkRegistry(ctx context.Context, cli *clientv3.Client, target string, endpoints []string) error {
+	service := serviceOf(target)
+	if service == "" {
+		return usagef("target %s names no service; want %s:///SERVICE", target, discovery.Scheme)
+	}
+	prefix := discovery.Prefix(service)
+	checkCtx, cancel := context.WithTimeout(ctx, registryCheckTimeout)
+	defer cancel()
+	resp, err := cli.Get(checkCtx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	at := strings.Join(endpoints, ",")
+	switch {
+	case err == nil && resp.Count == 0:
+		return fmt.Errorf("no node is registered in etcd at %s (no key under %s)", at, prefix)
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case discovery.IsAuthError(err):
+		return fmt.Errorf("etcd at %s: read %s: %w", at, prefix, err)
+	case checkCtx.Err() != nil:
+		return fmt.Errorf("etcd at %s is unreachable: no answer within %v", at, registryCheckTimeout)
+	}
+	return fmt.Errorf("etcd at %s: read %s: %v", at, prefix, err)
+}
+
+// serviceOf is the service an etcd:/// target names, as the resolver reads it.
+func serviceOf(target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		return ""
+	}
+	return strings.Trim(u.Path, "/")
 }
 
 // quietLogger keeps the resolver's warnings (an etcd outage, a malformed

@@ -53,7 +53,7 @@ func (c *cli) load(ctx context.Context, args []string) error {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	for _, name := range []string{"duration", "requests"} {
-		if c.given(fs, name) && fs.Lookup(name).Value.String() == fs.Lookup(name).DefValue {
+		if flagenv.Given(fs, name, c.lookupEnv) && fs.Lookup(name).Value.String() == fs.Lookup(name).DefValue {
 			return usagef("--%s: must be positive", name)
 		}
 	}
@@ -104,17 +104,6 @@ func (c *cli) load(ctx context.Context, args []string) error {
 	return nil
 }
 
-// given says whether the flag called name was set, on the command line or by
-// its environment variable.
-func (c *cli) given(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	if _, ok := c.lookupEnv(flagenv.VarName(name)); ok {
-		set = true
-	}
-	return set
-}
-
 // writeSummary writes the result of a load run for people.
 func writeSummary(w io.Writer, res load.Result) error {
 	var b strings.Builder
@@ -153,11 +142,16 @@ func milliseconds(d time.Duration) string {
 
 // progressBar returns a bar on stderr when stderr is a terminal, or nil.
 func (c *cli) progressBar() *progressBar {
-	f, ok := c.io.Stderr.(interface{ Fd() uintptr })
-	if !ok || !term.IsTerminal(int(f.Fd())) {
+	if !isTerminal(c.io.Stderr) {
 		return nil
 	}
 	return &progressBar{w: c.io.Stderr}
+}
+
+// isTerminal reports whether f, a reader or writer of IO, is a terminal.
+func isTerminal(f any) bool {
+	file, ok := f.(interface{ Fd() uintptr })
+	return ok && term.IsTerminal(int(file.Fd()))
 }
 
 // progressBar redraws one line: how far the run is, ok, failed and the

@@ -75,6 +75,9 @@ func startAttackGround(t *testing.T, configure func(*node.Config)) *attackGround
 	template := metricsTemplate(t)
 	template.Etcd = []string{etcd.ClientURL()}
 	template.NotesBudget = attackQuota / 3
+	// The lease the attacks took nodes past: 5s, against 3s for
+	// the fault suite, so that a loaded test machine alone never does.
+	template.LeaseTTL = 5 * time.Second
 	if configure != nil {
 		configure(&template)
 	}

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"text/tabwriter"
@@ -40,7 +39,7 @@ type Config struct {
 type Cluster struct {
 	cfg    Config
 	etcd   *localetcd.Server
-	dir    string
+	dir    *dataDir
 	logger *slog.Logger
 
 	mu    sync.Mutex
@@ -54,7 +53,8 @@ type running struct {
 }
 
 // Start starts etcd, then the nodes, and returns once every node is serving
-// and registered.
+// and registered. etcd's data goes in a directory of os.TempDir() that Close
+// removes; Start removes those that clusters which died left behind.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.Nodes < 1 {
 		return nil, fmt.Errorf("--dev-nodes: %d; a cluster needs at least one node", cfg.Nodes)
@@ -63,13 +63,13 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	dir, err := os.MkdirTemp("", "routeguide-dev-etcd-")
+	dir, err := newDataDir()
 	if err != nil {
-		return nil, fmt.Errorf("etcd data directory: %w", err)
+		return nil, err
 	}
-	etcd, err := localetcd.Start(localetcd.Config{Dir: dir, ClientAddr: cfg.EtcdAddr})
+	etcd, err := localetcd.Start(localetcd.Config{Dir: dir.path, ClientAddr: cfg.EtcdAddr})
 	if err != nil {
-		os.RemoveAll(dir)
+		dir.remove()
 		return nil, err
 	}
 	c := &Cluster{cfg: cfg, etcd: etcd, dir: dir, logger: logger}
@@ -144,7 +144,7 @@ func (c *Cluster) Etcd() *localetcd.Server { return c.etcd }
 func (c *Cluster) RestartEtcd() error {
 	addr := c.etcd.ClientAddr()
 	c.etcd.Close()
-	etcd, err := localetcd.Start(localetcd.Config{Dir: c.dir, ClientAddr: addr})
+	etcd, err := localetcd.Start(localetcd.Config{Dir: c.dir.path, ClientAddr: addr})
 	if err != nil {
 		return fmt.Errorf("restart etcd: %w", err)
 	}
@@ -226,7 +226,7 @@ func (c *Cluster) Close() error {
 		errs = append(errs, <-r.done)
 	}
 	c.etcd.Close()
-	errs = append(errs, os.RemoveAll(c.dir))
+	errs = append(errs, c.dir.remove())
 	return errors.Join(errs...)
 }
 

@@ -52,6 +52,17 @@ func Parse(fs *flag.FlagSet, args []string, lookup func(string) (string, bool)) 
 	return nil
 }
 
+// Given reports whether the flag called name was set, on the command line
+// of an fs that Parse has parsed or by its variable through lookup.
+func Given(fs *flag.FlagSet, name string, lookup func(string) (string, bool)) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	if _, ok := lookup(VarName(name)); ok {
+		set = true
+	}
+	return set
+}
+
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }

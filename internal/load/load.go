@@ -34,6 +34,11 @@ func NodeOf(header, trailer metadata.MD) string {
 	return ""
 }
 
+// EndGrace is how long the calls in flight when a timed run's Duration is
+// up may take to finish: a run never lasts much longer than asked, however
+// long its calls' Timeout, even when calls hang.
+const EndGrace = time.Second
+
 // DefaultProgressInterval is how often Run reports progress unless told otherwise.
 const DefaultProgressInterval = 250 * time.Millisecond
 
@@ -45,7 +50,8 @@ type Config struct {
 	// Concurrency is the number of workers, each with one call in flight.
 	Concurrency int
 	// Duration ends the run: no call starts after it, and calls in flight
-	// finish. Exactly one of Duration and Requests is set.
+	// have EndGrace more to finish; those still running then fail with
+	// DeadlineExceeded. Exactly one of Duration and Requests is set.
 	Duration time.Duration
 	// Requests is the number of calls to make, across all workers.
 	Requests int
@@ -129,18 +135,21 @@ func Run(ctx context.Context, conn grpc.ClientConnInterface, cfg Config) (Result
 	}
 
 	// Workers stop starting calls when stop ends; calls in flight run under
-	// ctx, so that a timed run lets its last calls finish. The deadline is
-	// taken from start so that Elapsed is never shorter than Duration.
+	// calls, so that a timed run lets its last calls finish within
+	// EndGrace. The deadlines are taken from start so that Elapsed is never
+	// shorter than Duration.
 	start := time.Now()
-	stop := ctx
+	stop, calls := ctx, ctx
 	if cfg.Duration > 0 {
-		var cancel context.CancelFunc
-		stop, cancel = context.WithDeadline(ctx, start.Add(cfg.Duration))
-		defer cancel()
+		var cancelStop, cancelCalls context.CancelFunc
+		stop, cancelStop = context.WithDeadline(ctx, start.Add(cfg.Duration))
+		defer cancelStop()
+		calls, cancelCalls = context.WithDeadline(ctx, start.Add(cfg.Duration+EndGrace))
+		defer cancelCalls()
 	}
 	var wg sync.WaitGroup
 	for _, w := range workers {
-		wg.Go(func() { w.run(ctx, stop, t) })
+		wg.Go(func() { w.run(ctx, calls, stop, t) })
 	}
 	if cfg.Progress != nil {
 		r := &reporter{cfg: cfg, workers: workers, start: start, lastAt: start}

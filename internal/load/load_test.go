@@ -132,6 +132,53 @@ func TestRunForADurationStopsStartingCallsAfterIt(t *testing.T) {
 	}
 }
 
+// hangs answers no call: each waits until its caller gives up, as a node
+// that froze would.
+type hangs struct {
+	pb.UnimplementedRouteGuideServer
+}
+
+func (hangs) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (hangs) RecordRoute(stream pb.RouteGuide_RecordRouteServer) error {
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+func TestRunForADurationEndsOnTimeWhenCallsHang(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	pb.RegisterRouteGuideServer(server, hangs{})
+	go server.Serve(listener)
+	t.Cleanup(server.Stop)
+	conn := dial(t, listener.Addr().String(), false)
+	const duration, concurrency = 300 * time.Millisecond, 4
+	for _, rpc := range []RPC{Get, Record} {
+		t.Run(string(rpc), func(t *testing.T) {
+			start := time.Now()
+			res, err := Run(t.Context(), conn, Config{RPC: rpc, Concurrency: concurrency, Duration: duration, Timeout: time.Minute})
+			took := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A bound on behaviour, not a benchmark: the run lasts its
+			// duration and EndGrace, not its calls' minute.
+			if took > duration+EndGrace+3*time.Second {
+				t.Errorf("a %v run took %v; want it over within %v of grace", duration, took, EndGrace)
+			}
+			if res.OK != 0 || res.Failed != concurrency || res.Errors["DeadlineExceeded"] != concurrency {
+				t.Errorf("ok %d, failed %d, errors %v; want the %d calls in flight failed DeadlineExceeded", res.OK, res.Failed, res.Errors, concurrency)
+			}
+		})
+	}
+}
+
 func TestRunStopsEarlyWhenItsContextEnds(t *testing.T) {
 	n := nodetest.Start(t, "n1")
 	conn := dial(t, n.Addr().String(), true)

@@ -140,10 +140,11 @@ func newWorker(client pb.RouteGuideClient, cfg Config, points []*pb.Point, rng *
 }
 
 // run makes calls until stop ends or the tickets run out. Each call runs
-// under ctx with its own deadline.
-func (w *worker) run(ctx, stop context.Context, t *tickets) {
+// under calls with its own deadline; a call cut short because ctx ended is
+// not counted.
+func (w *worker) run(ctx, calls, stop context.Context, t *tickets) {
 	for stop.Err() == nil && t.take() {
-		callCtx, cancel := context.WithTimeout(ctx, w.timeout)
+		callCtx, cancel := context.WithTimeout(calls, w.timeout)
 		// A call that never reaches a server leaves both untouched.
 		w.header, w.trailer = nil, nil
 		begin := time.Now()

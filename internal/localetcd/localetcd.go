@@ -38,6 +38,10 @@ type Config struct {
 	// QuotaBytes is etcd's --quota-backend-bytes: past it, etcd raises the
 	// NOSPACE alarm and refuses writes. Zero means etcd's default, 2 GiB.
 	QuotaBytes int64
+	// BcryptCost is the cost of the hashes of users' passwords; zero means
+	// etcd's default, 10. Every authentication checks one, which under the
+	// race detector takes seconds at 10: tests use bcrypt.MinCost.
+	BcryptCost uint
 }
 
 // ClientTLS is the TLS of the client listener: the server's certificate
@@ -109,6 +113,7 @@ func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 		ClientCertAuth: cfg.ClientTLS.CAFile != "",
 	}
 	ec.QuotaBackendBytes = cfg.QuotaBytes
+	ec.BcryptCost = cfg.BcryptCost
 	SetLogging(ec, cfg.LogLevel)
 	e, err := embed.StartEtcd(ec)
 	if err != nil {

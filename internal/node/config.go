@@ -10,6 +10,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
+	"github.com/routeguide-cluster/routeguide/internal/tracing"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
@@ -76,6 +77,10 @@ type Config struct {
 	// --tls-client-ca mutual TLS, which refuses clients without a
 	// certificate from that CA.
 	TLS tlsfiles.Server
+	// OTLPEndpoint, when set, is the host:port of the OTLP/gRPC collector
+	// the node exports a trace of every call to (package tracing), with
+	// the etcd calls of a RouteChat as its children.
+	OTLPEndpoint string
 	// EtcdAuth is how the node reaches a secured etcd: --etcd-ca,
 	// --etcd-cert, --etcd-key, --etcd-username, and the password from
 	// ROUTEGUIDE_ETCD_PASSWORD or --etcd-password-file. It prints without
@@ -90,7 +95,7 @@ func DefaultConfig() Config {
 		Etcd:            []string{"http://127.0.0.1:2379"},
 		Service:         "routeguide",
 		LeaseTTL:        10 * time.Second,
-		MetricsListen:   ":9090",
+		MetricsListen:   ":9464",
 		DrainDelay:      time.Second,
 		ShutdownTimeout: 10 * time.Second,
 		MaxMessageBytes: 1 << 20,
@@ -144,6 +149,9 @@ func (c Config) Validate() error {
 	check(c.Limits.NoteWrites >= 1, "max-note-writes", "%d must be at least 1", c.Limits.NoteWrites)
 	check(c.Limits.NoteWriteWait > 0, "note-write-wait", "%v must be positive", c.Limits.NoteWriteWait)
 	check(c.MaxConcurrentStreams >= 1 && c.MaxConcurrentStreams <= math.MaxInt32, "max-concurrent-streams", "%d is not between 1 and %d", c.MaxConcurrentStreams, math.MaxInt32)
+	if first == nil {
+		first = tracing.CheckEndpoint(c.OTLPEndpoint)
+	}
 	if first == nil {
 		first = c.TLS.Validate(tlsfiles.GRPCFlags)
 	}

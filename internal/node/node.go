@@ -27,6 +27,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
+	"github.com/routeguide-cluster/routeguide/internal/tracing"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -58,6 +59,7 @@ type Node struct {
 	view            *discovery.View   // the registry, for /sd and xDS; nil when standalone
 	xds             *xdsserver.Server // the registry for xDS clients; nil when standalone
 	tls             *tls.Config       // of the gRPC server; nil serves plaintext
+	tracing         *tracing.Provider // nil when tracing is off
 }
 
 // New validates cfg, loads the features and listens on cfg.Listen, so that a
@@ -95,11 +97,21 @@ func New(cfg Config) (_ *Node, err error) {
 		n.id = defaultNodeID(port)
 	}
 	n.logger = logger.With("node_id", n.id)
+	n.tracing, err = tracing.Start(tracing.Config{
+		Endpoint:    cfg.OTLPEndpoint,
+		ServiceName: TracingService,
+		InstanceID:  n.id,
+		Version:     cfg.Version,
+		Logger:      n.logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	if len(cfg.Etcd) > 0 {
 		if n.advertise, err = discovery.AdvertiseAddr(cfg.Advertise, cfg.Listen, cfg.AdvertiseNetwork, port, nil); err != nil {
 			return nil, err
 		}
-		if n.etcd, n.notesEtcd, err = dialEtcd(cfg); err != nil {
+		if n.etcd, n.notesEtcd, err = dialEtcd(cfg, n.tracing); err != nil {
 			return nil, err
 		}
 		if n.xds, err = newXDSServer(cfg, n.logger); err != nil {
@@ -137,11 +149,16 @@ func New(cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
+// TracingService is the service.name of the node's spans.
+const TracingService = "routeguide-node"
+
 // dialEtcd returns the node's two etcd clients: one for the registry (its
 // registration, lease keepalive and watch) and one for the notes, on a
 // connection of its own, to --notes-etcd when set, so that no note traffic
-// ever queues before the registry's.
-func dialEtcd(cfg Config) (registry, notes *clientv3.Client, err error) {
+// ever queues before the registry's. Only the notes' calls are traced, as
+// children of the RouteChat that makes them: the registry's keepalives
+// would add a trace every few seconds, and no call waits on them.
+func dialEtcd(cfg Config, traces *tracing.Provider) (registry, notes *clientv3.Client, err error) {
 	notesEndpoints := cfg.NotesEtcd
 	if len(notesEndpoints) == 0 {
 		notesEndpoints = cfg.Etcd
@@ -149,10 +166,11 @@ func dialEtcd(cfg Config) (registry, notes *clientv3.Client, err error) {
 	for _, c := range []struct {
 		client    **clientv3.Client
 		endpoints []string
-	}{{&registry, cfg.Etcd}, {&notes, notesEndpoints}} {
+		opts      []grpc.DialOption
+	}{{&registry, cfg.Etcd, nil}, {&notes, notesEndpoints, traces.DialOptions()}} {
 		etcdCfg, err := cfg.EtcdAuth.EtcdConfig(c.endpoints)
 		if err == nil {
-			*c.client, err = discovery.NewEtcdClient(etcdCfg)
+			*c.client, err = discovery.NewEtcdClient(etcdCfg, c.opts...)
 		}
 		if err != nil {
 			if registry != nil {
@@ -196,6 +214,7 @@ func (n *Node) closeOpened() {
 			c.Close()
 		}
 	}
+	n.tracing.Shutdown(context.Background()) // nothing was traced yet
 }
 
 // newNoteStore returns where RouteChat keeps its notes: in etcd when the
@@ -238,6 +257,7 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 		grpc.ChainStreamInterceptor(stream...),
 	)
 	opts = append(opts, TransportOptions(n.features)...) // see serveropts.go
+	opts = append(opts, n.tracing.ServerOptions()...)
 	if n.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls)))
 	}
@@ -419,8 +439,9 @@ func (n *Node) stopNow() {
 	n.closeRest()
 }
 
-// closeRest stops what outlives the gRPC server: the xDS server, the registry view, the etcd
-// client and the metrics server, which answers until the very end so that
+// closeRest stops what outlives the gRPC server: the xDS server, the
+// registry view, the etcd client, the tracer, which exports the last calls'
+// spans, and the metrics server, which answers until the very end so that
 // the last scrape sees the drain.
 func (n *Node) closeRest() {
 	if n.xds != nil {
@@ -434,6 +455,18 @@ func (n *Node) closeRest() {
 			c.Close()
 		}
 	}
+	// Bounded like the metrics server's shutdown, and beside it, so that a
+	// collector out of reach adds nothing to the drain.
+	traced := make(chan struct{})
+	go func() {
+		defer close(traced)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := n.tracing.Shutdown(ctx); err != nil {
+			n.logger.Warn("could not export the last spans", "error", err)
+		}
+	}()
+	defer func() { <-traced }()
 	if n.httpServer != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

@@ -21,6 +21,12 @@ import (
 // RootPassword is the password of the user root, which EnableAuth creates.
 const RootPassword = "root-pw"
 
+// bcryptMinCost is bcrypt.MinCost. etcd checks a password's hash at every
+// authentication; at its default cost of 10 each check takes seconds under
+// the race detector, and a node's first token could miss its 10s bound on a
+// loaded machine. The check is the same at any cost.
+const bcryptMinCost = 4
+
 // Options say how the server checks its clients.
 type Options struct {
 	// ClientCerts makes every client present a certificate signed by the
@@ -40,7 +46,7 @@ func StartSecured(tb testing.TB, certs testcerts.Files, opts Options, users ...l
 		serverTLS.CAFile = certs.CA
 		clientTLS.CertFile, clientTLS.KeyFile = certs.ClientCert, certs.ClientKey
 	}
-	s, err := localetcd.Start(localetcd.Config{Dir: tb.TempDir(), ClientTLS: serverTLS})
+	s, err := localetcd.Start(localetcd.Config{Dir: tb.TempDir(), ClientTLS: serverTLS, BcryptCost: bcryptMinCost})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/routeguide-cluster/routeguide/internal/devcluster"
+)
+
+// TestDevClusterDrainsWhenItsOutputIsGone is `node -dev | tee log` and
+// Ctrl-C: the terminal's SIGINT ends tee first, and the node drains into a
+// closed pipe. It must drain, exit 0 and remove etcd's data.
+func TestDevClusterDrainsWhenItsOutputIsGone(t *testing.T) {
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := command(ctx, []string{"TMPDIR=" + tmp, "ROUTEGUIDE_LOG_FORMAT=json"},
+		"-dev", "--dev-etcd-listen=127.0.0.1:0", "--dev-nodes=2", "--drain-delay=100ms")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	scanner := bufio.NewScanner(r)
+	for scanner.Scan() && !strings.Contains(scanner.Text(), "Ctrl-C drains") {
+	}
+	if matches, _ := filepath.Glob(filepath.Join(tmp, "routeguide-dev-etcd-*")); len(matches) == 0 {
+		t.Error("the running cluster has no etcd data directory in TMPDIR: the test proves nothing")
+	}
+	r.Close() // tee is gone
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	if status, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && status.Signaled() {
+		t.Fatalf("node -dev killed by %v while draining into a closed pipe; want exit 0", status.Signal())
+	}
+	if err != nil {
+		t.Fatalf("node -dev after SIGINT: %v; want exit 0", err)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(tmp, "routeguide-dev-*")); len(matches) != 0 {
+		t.Errorf("left behind in TMPDIR: %v", matches)
+	}
+}
+
+// joinExample is the README's command that adds a node to `node -dev`.
+var joinExample = regexp.MustCompile("`go run ./cmd/node (--etcd http://127.0.0.1:2379 --listen [^`]+)`")
+
+// TestREADMEJoinExampleTakesNoPortOfTheDevCluster starts the cluster of
+// `node -dev` with its defaults, but for the gRPC and etcd ports (a test
+// takes no fixed port), and checks that the node of the README's join
+// example, with its defaults, would listen on none of the cluster's ports,
+// nor on the port where deploy/'s Prometheus is published.
+func TestREADMEJoinExampleTakesNoPortOfTheDevCluster(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := joinExample.FindSubmatch(readme)
+	if m == nil {
+		t.Fatalf("README.md has no join example matching %s", joinExample)
+	}
+	none := func(string) (string, bool) { return "", false }
+	join, _, err := parseConfig(strings.Fields(string(m[1])), none, io.Discard)
+	if err != nil {
+		t.Fatalf("the README's join example %q: %v", m[1], err)
+	}
+	dev, opts, err := parseConfig([]string{"-dev"}, none, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.Listen = "127.0.0.1:0"
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cluster, err := devcluster.Start(ctx, devcluster.Config{Nodes: opts.devNodes, Node: dev, EtcdAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+
+	taken := map[string]string{"9090": "deploy/'s Prometheus"}
+	for _, n := range cluster.Nodes() {
+		_, port, _ := net.SplitHostPort(n.MetricsAddr())
+		taken[port] = "the metrics of dev node " + n.ID()
+	}
+	_, devEtcdPort, _ := net.SplitHostPort(opts.devEtcdListen)
+	taken[devEtcdPort] = "the dev cluster's etcd"
+	taken["50051"] = "the dev cluster's first node"
+	for flag, addr := range map[string]string{"--listen": join.Listen, "--metrics-listen": join.MetricsListen} {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatalf("the join example's %s %q: %v", flag, addr, err)
+		}
+		if what, ok := taken[port]; ok {
+			t.Errorf("the join example's %s %s takes the port of %s", flag, addr, what)
+		}
+	}
+}
