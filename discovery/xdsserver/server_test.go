@@ -26,6 +26,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -36,16 +37,8 @@ const service = "routeguide"
 // it, and the xDS server and its address.
 func setup(t *testing.T) (*localetcd.Server, *clientv3.Client, *xdsserver.Server, string) {
 	t.Helper()
-	etcd, err := localetcd.Start(localetcd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
-	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcd.ClientURL()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	etcd := etcdtest.Start(t)
+	cli := etcdtest.Client(t, etcd.ClientURL())
 	xds, err := xdsserver.New(xdsserver.Config{
 		Service:      service,
 		RetryMethods: []string{"/routeguide.RouteGuide/GetFeature"},

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
 
@@ -15,16 +15,8 @@ import (
 // the call fails UNAVAILABLE) and called with --unleased-entries, or its
 // environment variable.
 func TestUnleasedEntriesFlagResolvesEndpointsWrittenByHand(t *testing.T) {
-	etcd, err := localetcd.Start(localetcd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
-	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcd.ClientURL()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	etcd := etcdtest.Start(t)
+	cli := etcdtest.Client(t, etcd.ClientURL())
 	value, err := discovery.EncodeEndpoint(nodetest.Start(t, "by-hand").Addr().String(), discovery.Metadata{NodeID: "by-hand"})
 	if err != nil {
 		t.Fatal(err)

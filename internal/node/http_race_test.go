@@ -6,18 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 )
 
 // TestHTTPEndpointsAreSafeWhileTheNodeStarts asks /sd and /readyz as fast as
 // it can while Run registers the node, so that the race detector sees any
 // handler that reads what Run is still setting up.
 func TestHTTPEndpointsAreSafeWhileTheNodeStarts(t *testing.T) {
-	etcd, err := localetcd.Start(localetcd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd := etcdtest.Start(t)
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MetricsListen = "127.0.0.1:0"

@@ -11,7 +11,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/otlptest"
 	"github.com/routeguide-cluster/routeguide/internal/tracing"
 )
@@ -39,11 +39,7 @@ func flush(t *testing.T, p *tracing.Provider) {
 }
 
 func TestARouteChatsEtcdCallsAreChildrenOfItsServerSpan(t *testing.T) {
-	etcd, err := localetcd.Start(localetcd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd := etcdtest.Start(t)
 	collector := otlptest.Start(t)
 	caller := tracedCaller(t, collector)
 	cfg := DefaultConfig()

@@ -83,3 +83,26 @@ func Get(tb testing.TB, url, key string) string {
 	}
 	return string(resp.Kvs[0].Value)
 }
+
+// Start starts a plain etcd, without TLS or authentication, on a free
+// loopback port, and stops it when tb ends.
+func Start(tb testing.TB) *localetcd.Server {
+	tb.Helper()
+	srv, err := localetcd.Start(localetcd.Config{Dir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Close)
+	return srv
+}
+
+// Client is a client of the plain etcd at url, closed when tb ends.
+func Client(tb testing.TB, url string) *clientv3.Client {
+	tb.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cli.Close() })
+	return cli
+}
