@@ -209,11 +209,7 @@ func (n *Node) closeOpened() {
 			l.Close()
 		}
 	}
-	for _, c := range []*clientv3.Client{n.etcd, n.notesEtcd} {
-		if c != nil {
-			c.Close()
-		}
-	}
+	n.closeEtcd()
 	n.tracing.Shutdown(context.Background()) // nothing was traced yet
 }
 
@@ -439,8 +435,17 @@ func (n *Node) stopNow() {
 	n.closeRest()
 }
 
+// closeEtcd closes the node's etcd clients, the registry's and the notes'.
+func (n *Node) closeEtcd() {
+	for _, c := range []*clientv3.Client{n.etcd, n.notesEtcd} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
 // closeRest stops what outlives the gRPC server: the xDS server, the
-// registry view, the etcd client, the tracer, which exports the last calls'
+// registry view, the etcd clients, the tracer, which exports the last calls'
 // spans, and the metrics server, which answers until the very end so that
 // the last scrape sees the drain.
 func (n *Node) closeRest() {
@@ -450,11 +455,7 @@ func (n *Node) closeRest() {
 	if n.view != nil {
 		n.view.Close()
 	}
-	for _, c := range []*clientv3.Client{n.etcd, n.notesEtcd} {
-		if c != nil {
-			c.Close()
-		}
-	}
+	n.closeEtcd()
 	// Bounded like the metrics server's shutdown, and beside it, so that a
 	// collector out of reach adds nothing to the drain.
 	traced := make(chan struct{})
