@@ -241,7 +241,7 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 	var id [16]byte
 	_, _ = rand.Read(id[:]) // crypto/rand never fails on supported platforms
 	key := location + hex.EncodeToString(id[:])
-	page := answerPage{cfg: e.cfg.Limits, room: e.cfg.Limits.AnswerBytes}
+	page := answerPage{limits: e.cfg.Limits, room: e.cfg.Limits.AnswerBytes}
 	resp, err := e.cli.Txn(ctx).
 		// A random 128-bit id does not collide; the comparison makes sure
 		// that a note can never replace another.
@@ -280,7 +280,7 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 
 // answerPage is where the reading of an answer stands, newest first.
 type answerPage struct {
-	cfg        notes.Limits
+	limits     notes.Limits
 	room       int   // AnswerBytes left
 	count      int   // notes taken
 	oldestKept int64 // create revision of the oldest note taken
@@ -291,8 +291,8 @@ type answerPage struct {
 // each at most MessageBytes, so that no post reads more than AnswerBytes
 // and one note from etcd, however large the location's notes are.
 func (p *answerPage) options() []clientv3.OpOption {
-	limit := max(1, p.room/(p.cfg.MessageBytes+notes.NoteOverhead))
-	limit = min(limit, p.cfg.PerLocation-p.count)
+	limit := max(1, p.room/(p.limits.MessageBytes+notes.NoteOverhead))
+	limit = min(limit, p.limits.PerLocation-p.count)
 	opts := []clientv3.OpOption{clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
 		clientv3.WithLimit(int64(limit))}
@@ -319,7 +319,7 @@ func (e *Store) takePage(p *answerPage, kvs []*mvccpb.KeyValue, more bool, lat, 
 		}
 		p.count++
 		p.oldestKept = kv.CreateRevision
-		if p.count >= p.cfg.PerLocation {
+		if p.count >= p.limits.PerLocation {
 			p.full = more || i < len(kvs)-1
 			return true
 		}
