@@ -10,6 +10,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -87,9 +89,10 @@ func (a attempts) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	if !slices.Contains(routeguide.IdempotentMethods, method) || desc.ClientStreams || !desc.ServerStreams {
 		return streamer(ctx, desc, cc, method, opts...)
 	}
-	s := &timedStream{
-		call: &call{parent: ctx, base: a.timeout},
-		open: func(ctx context.Context) (grpc.ClientStream, error) { return streamer(ctx, desc, cc, method, opts...) },
+	s := &timedStream{call: &call{parent: ctx, base: a.timeout}}
+	opts, s.results = takeResultOptions(opts)
+	s.open = func(ctx context.Context) (grpc.ClientStream, error) {
+		return streamer(ctx, desc, cc, method, append(opts, s.results.forAttempt()...)...)
 	}
 	if err := s.attempt(); err != nil {
 		return nil, err
@@ -250,7 +253,8 @@ func (sentTo) HandleConn(context.Context, stats.ConnStats) {}
 type timedStream struct {
 	grpc.ClientStream // the attempt in progress
 	*call
-	open func(context.Context) (grpc.ClientStream, error)
+	open    func(context.Context) (grpc.ClientStream, error)
+	results resultOptions
 
 	req       any
 	closeSent bool
@@ -274,6 +278,7 @@ func (s *timedStream) attempt() error {
 		}
 		again, err := s.finish(err)
 		if !again {
+			s.results.deliver()
 			return err
 		}
 	}
@@ -301,7 +306,7 @@ func (s *timedStream) RecvMsg(m any) error {
 	if s.received {
 		err := s.ClientStream.RecvMsg(m)
 		if err != nil {
-			s.end()
+			s.ended()
 		}
 		return err
 	}
@@ -311,7 +316,7 @@ func (s *timedStream) RecvMsg(m any) error {
 			if s.stopTimer() {
 				s.received = true
 				if err != nil {
-					s.end()
+					s.ended()
 				}
 				return err
 			}
@@ -321,10 +326,86 @@ func (s *timedStream) RecvMsg(m any) error {
 		}
 		again, err := s.finish(err)
 		if !again {
+			s.results.deliver()
 			return err
 		}
 		if err := s.attempt(); err != nil {
 			return err
 		}
+	}
+}
+
+// ended ends the call once the stream that is the caller's has ended.
+func (s *timedStream) ended() {
+	s.end()
+	s.results.deliver()
+}
+
+// resultOptions are the caller's options that gRPC fills in when a stream
+// ends: its header, trailer and peer. gRPC fills them from the goroutine that
+// ends the stream, and an attempt that timed out ends after the call has
+// moved on, so it would write them while the caller reads them, and with an
+// abandoned attempt's values. Each attempt fills options of its own instead,
+// and the caller's get the values of the attempt whose end the caller saw.
+type resultOptions struct {
+	header, trailer *metadata.MD
+	peer            *peer.Peer
+
+	attemptHeader, attemptTrailer *metadata.MD
+	attemptPeer                   *peer.Peer
+}
+
+// takeResultOptions returns opts without the caller's result options, and
+// those options.
+func takeResultOptions(opts []grpc.CallOption) ([]grpc.CallOption, resultOptions) {
+	var r resultOptions
+	kept := opts[:0:0]
+	for _, o := range opts {
+		switch o := o.(type) {
+		case grpc.HeaderCallOption:
+			r.header = o.HeaderAddr
+		case grpc.TrailerCallOption:
+			r.trailer = o.TrailerAddr
+		case grpc.PeerCallOption:
+			r.peer = o.PeerAddr
+		default:
+			kept = append(kept, o)
+		}
+	}
+	return kept, r
+}
+
+// forAttempt returns the options for a new attempt, which fill fresh values
+// that only this attempt writes.
+func (r *resultOptions) forAttempt() []grpc.CallOption {
+	var opts []grpc.CallOption
+	r.attemptHeader, r.attemptTrailer, r.attemptPeer = nil, nil, nil
+	if r.header != nil {
+		r.attemptHeader = new(metadata.MD)
+		opts = append(opts, grpc.Header(r.attemptHeader))
+	}
+	if r.trailer != nil {
+		r.attemptTrailer = new(metadata.MD)
+		opts = append(opts, grpc.Trailer(r.attemptTrailer))
+	}
+	if r.peer != nil {
+		r.attemptPeer = new(peer.Peer)
+		opts = append(opts, grpc.Peer(r.attemptPeer))
+	}
+	return opts
+}
+
+// deliver gives the caller the last attempt's results. gRPC has filled them
+// by the time that attempt's end reached the caller: it fills them while it
+// holds the lock that ending the stream takes.
+func (r *resultOptions) deliver() {
+	if r.header != nil && r.attemptHeader != nil {
+		*r.header = *r.attemptHeader
+	}
+	if r.trailer != nil && r.attemptTrailer != nil {
+		*r.trailer = *r.attemptTrailer
+	}
+	if r.peer != nil && r.attemptPeer != nil {
+		*r.peer = *r.attemptPeer
 	}
 }

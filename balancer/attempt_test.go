@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -39,9 +41,10 @@ const testAttemptTimeout = 300 * time.Millisecond
 type behaviour int
 
 const (
-	answers        behaviour = iota // at once (after delay, if set), one feature named after the node
-	hangs                           // never: the handler waits for the call to be cancelled
-	firstThenHangs                  // ListFeatures sends one feature, then waits
+	answers         behaviour = iota // at once (after delay, if set), one feature named after the node
+	hangs                            // never: the handler waits for the call to be cancelled
+	firstThenHangs                   // ListFeatures sends one feature, then waits
+	headerThenHangs                  // ListFeatures sends its header, then waits
 )
 
 // guideNode is a real gRPC server with RouteGuide and health, SERVING.
@@ -71,7 +74,15 @@ func (n *guideNode) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, e
 
 func (n *guideNode) ListFeatures(_ *pb.Rectangle, stream grpc.ServerStreamingServer[pb.Feature]) error {
 	n.lists.Add(1)
+	stream.SetHeader(metadata.Pairs(routeguide.NodeHeader, n.name))
+	stream.SetTrailer(metadata.Pairs(routeguide.NodeHeader, n.name))
 	switch n.behaviour {
+	case headerThenHangs:
+		if err := stream.SendHeader(nil); err != nil {
+			return err
+		}
+		<-stream.Context().Done()
+		return stream.Context().Err()
 	case hangs:
 		<-stream.Context().Done()
 		return stream.Context().Err()
@@ -472,13 +483,39 @@ func TestAttemptTimeoutRemakesListFeaturesOnlyBeforeItsFirstFeature(t *testing.T
 	})
 }
 
+// TestAttemptTimeoutGivesTheCallerTheResultsOfTheStreamItRead: the header,
+// trailer and peer a caller asks for are those of the attempt it read, not
+// of one that timed out, though every attempt now fills options of its own
+// (resultOptions says why; the race it prevents needs a timeout to fire as
+// the first message comes, which no test can time).
+func TestAttemptTimeoutGivesTheCallerTheResultsOfTheStreamItRead(t *testing.T) {
+	checkNoGoroutineLeft(t)
+	live, hung := startGuideNode(t, "live", answers), startGuideNode(t, "hung", headerThenHangs)
+	client := dialGuide(t, testAttemptTimeout, nil, live, hung)
+	for i := range 6 {
+		var header, trailer metadata.MD
+		var p peer.Peer
+		names, err := listFeatures(t, client, 5*time.Second, grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&p))
+		if err != nil || len(names) != 3 {
+			t.Fatalf("stream %d: features %v, %v; want three", i, names, err)
+		}
+		got := []string{strings.Join(header.Get(routeguide.NodeHeader), ","), strings.Join(trailer.Get(routeguide.NodeHeader), ","), fmt.Sprint(p.Addr)}
+		if want := []string{"live", "live", live.addr}; !slices.Equal(got, want) {
+			t.Errorf("stream %d: header, trailer and peer name %v, want %v", i, got, want)
+		}
+	}
+	if hung.lists.Load() == 0 {
+		t.Error("no stream went to the hung node")
+	}
+}
+
 // listFeatures reads a ListFeatures stream to its end and returns the names
 // of the features and the error that ended it, nil for the end.
-func listFeatures(t *testing.T, client pb.RouteGuideClient, deadline time.Duration) ([]string, error) {
+func listFeatures(t *testing.T, client pb.RouteGuideClient, deadline time.Duration, opts ...grpc.CallOption) ([]string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), deadline)
 	defer cancel()
-	stream, err := client.ListFeatures(ctx, &pb.Rectangle{Lo: &pb.Point{}, Hi: &pb.Point{}})
+	stream, err := client.ListFeatures(ctx, &pb.Rectangle{Lo: &pb.Point{}, Hi: &pb.Point{}}, opts...)
 	if err != nil {
 		return nil, err
 	}
