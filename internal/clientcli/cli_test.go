@@ -386,7 +386,7 @@ func TestLoadPrintsExactlyTheDocumentedJSONObject(t *testing.T) {
 	if err := json.Unmarshal([]byte(out.stdout), &fields); err != nil {
 		t.Fatalf("stdout %q is not one JSON object: %v", out.stdout, err)
 	}
-	want := []string{"by_node", "errors", "failed", "ok", "p50_ms", "p90_ms", "p99_ms", "qps"}
+	want := []string{"by_node", "errors", "failed", "late", "ok", "p50_ms", "p90_ms", "p999_ms", "p99_ms", "qps", "unsent"}
 	if got := slices.Sorted(maps.Keys(fields)); !slices.Equal(got, want) {
 		t.Errorf("keys %v, want %v", got, want)
 	}
@@ -412,6 +412,15 @@ func TestLoadSummaryForPeople(t *testing.T) {
 	for _, want := range []string{"ok        50\n", "failed    0\n", "qps       ", "latency   p50 ", "by node   n1 50 (100.0%)\n"} {
 		if !strings.Contains(out.stdout, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.stdout)
+		}
+	}
+	if strings.Contains(out.stdout, "schedule") || strings.Contains(out.stdout, "when each was due") {
+		t.Errorf("a closed-loop summary speaks of a schedule:\n%s", out.stdout)
+	}
+	out = run(t, invocation{args: args(addr, "load", "--requests", "50", "--rps", "500")})
+	for _, want := range []string{"ok        50\n", "p99.9 ", "(of the calls that succeeded, from when each was due)\n", "schedule  500 calls/s asked; ", " started over 1ms late, 0 never started\n"} {
+		if !strings.Contains(out.stdout, want) {
+			t.Errorf("open-loop summary lacks %q:\n%s", want, out.stdout)
 		}
 	}
 	out = run(t, invocation{args: args(deadAddr(t), "load", "--requests", "5")})
@@ -492,6 +501,8 @@ func TestBadUsageExitsTwoWithOneClearLine(t *testing.T) {
 		{"both ends", []string{"load", "--duration", "1s", "--requests", "10"}, nil, "client load: --duration and --requests: give one, not both"},
 		{"zero requests", []string{"load", "--requests", "0"}, nil, "client load: --requests: must be positive"},
 		{"unknown rpc", []string{"load", "--rpc", "put"}, nil, `client load: invalid value "put" for flag -rpc`},
+		{"negative rate", []string{"load", "--rps", "-5"}, nil, "client load: --rps: -5 must be a rate of calls per second, or 0 for a closed loop"},
+		{"rate not a number", []string{"load", "--rps", "fast"}, nil, `client load: invalid value "fast" for flag -rps`},
 		{"load argument", []string{"load", "get"}, nil, `client load: unexpected argument "get"`},
 		{"unknown flag", []string{"--bogus", "get", "1", "1"}, nil, "client: flag provided but not defined: -bogus"},
 		{"zero timeout", []string{"--timeout", "0s", "get", "1", "1"}, nil, "client: --timeout: 0s must be positive"},

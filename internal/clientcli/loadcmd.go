@@ -34,7 +34,8 @@ func registerLoad(fs *flag.FlagSet, cfg *load.Config) {
 		cfg.Concurrency = 8
 	}
 	fs.Var(&cfg.RPC, "rpc", "`call` to make: get, list, record, chat or mix")
-	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "`workers`, each with one call in flight")
+	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "`workers`, each with one call in flight (with --rps, the most calls in flight)")
+	fs.Float64Var(&cfg.Rate, "rps", cfg.Rate, "open loop: start `calls` per second whatever their latency, which counts from when each was due (0: closed loop, each worker calls again when its call ends)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to run (10s when --requests is not given either)")
 	fs.IntVar(&cfg.Requests, "requests", cfg.Requests, "`N` calls to make in all, instead of --duration")
 }
@@ -93,7 +94,7 @@ func (c *cli) load(ctx context.Context, args []string) error {
 	if c.cfg.JSON {
 		err = c.printJSON(res)
 	} else {
-		err = writeSummary(c.io.Stdout, res)
+		err = writeSummary(c.io.Stdout, res, cfg.Rate)
 	}
 	if err != nil {
 		return err
@@ -104,8 +105,9 @@ func (c *cli) load(ctx context.Context, args []string) error {
 	return nil
 }
 
-// writeSummary writes the result of a load run for people.
-func writeSummary(w io.Writer, res load.Result) error {
+// writeSummary writes the result of a load run for people; rate is the
+// open-loop rate it was asked for, or 0.
+func writeSummary(w io.Writer, res load.Result, rate float64) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ok        %d\n", res.OK)
 	fmt.Fprintf(&b, "failed    %d", res.Failed)
@@ -117,8 +119,16 @@ func writeSummary(w io.Writer, res load.Result) error {
 		fmt.Fprintf(&b, " (%s)", strings.Join(byCode, ", "))
 	}
 	fmt.Fprintf(&b, "\nqps       %.1f over %v\n", res.QPS, res.Elapsed.Round(time.Millisecond))
-	fmt.Fprintf(&b, "latency   p50 %s  p90 %s  p99 %s (of the calls that succeeded)\n",
-		milliseconds(res.P50), milliseconds(res.P90), milliseconds(res.P99))
+	fmt.Fprintf(&b, "latency   p50 %s  p90 %s  p99 %s  p99.9 %s (of the calls that succeeded",
+		milliseconds(res.P50), milliseconds(res.P90), milliseconds(res.P99), milliseconds(res.P999))
+	if rate > 0 {
+		b.WriteString(", from when each was due")
+	}
+	b.WriteString(")\n")
+	if rate > 0 {
+		fmt.Fprintf(&b, "schedule  %g calls/s asked; %d started over %v late, %d never started\n",
+			rate, res.Late, load.LateAfter, res.Unsent)
+	}
 	b.WriteString("by node  ")
 	if len(res.ByNode) == 0 {
 		b.WriteString(" none answered")

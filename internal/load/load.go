@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -39,6 +40,12 @@ func NodeOf(header, trailer metadata.MD) string {
 // long its calls' Timeout, even when calls hang.
 const EndGrace = time.Second
 
+// LateAfter is how far behind its due time an open-loop call may start and
+// still count as sent on time: timers and the scheduler make a call start a
+// little late now and then; a call later than this waited for a worker, or
+// for a machine too busy to run the client.
+const LateAfter = time.Millisecond
+
 // DefaultProgressInterval is how often Run reports progress unless told otherwise.
 const DefaultProgressInterval = 250 * time.Millisecond
 
@@ -47,8 +54,17 @@ const DefaultProgressInterval = 250 * time.Millisecond
 type Config struct {
 	// RPC is the call every worker makes, or Mix.
 	RPC RPC
-	// Concurrency is the number of workers, each with one call in flight.
+	// Concurrency is the number of workers, each with one call in flight. In
+	// an open-loop run it bounds the calls in flight.
 	Concurrency int
+	// Rate, when above 0, makes the run open-loop: calls are due at Rate per
+	// second from the start, whatever their latency, and a call's latency is
+	// measured from when it was due, not from when a worker was free to make
+	// it (no coordinated omission: a stall shows in every call it delayed, as
+	// it would for callers who do not wait for each other). A call that
+	// starts more than LateAfter after it was due is counted late. 0 is a
+	// closed loop: each worker makes its next call when the last one ends.
+	Rate float64
 	// Duration ends the run: no call starts after it, and calls in flight
 	// have EndGrace more to finish; those still running then fail with
 	// DeadlineExceeded. Exactly one of Duration and Requests is set.
@@ -83,6 +99,8 @@ func (c Config) Validate() error {
 		return errors.New("--duration and --requests: give one, not both")
 	case c.Duration == 0 && c.Requests == 0:
 		return errors.New("--duration or --requests: give one of them")
+	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
+		return fmt.Errorf("--rps: %v must be a rate of calls per second, or 0 for a closed loop", c.Rate)
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout: %v must be positive", c.Timeout)
 	case c.ProgressInterval < 0:
@@ -126,7 +144,6 @@ func Run(ctx context.Context, conn grpc.ClientConnInterface, cfg Config) (Result
 	if cfg.Requests > 0 {
 		count = min(count, cfg.Requests)
 	}
-	t := &tickets{limit: int64(cfg.Requests)}
 	client := pb.NewRouteGuideClient(conn)
 	points := featurePoints()
 	workers := make([]*worker, count)
@@ -139,6 +156,7 @@ func Run(ctx context.Context, conn grpc.ClientConnInterface, cfg Config) (Result
 	// EndGrace. The deadlines are taken from start so that Elapsed is never
 	// shorter than Duration.
 	start := time.Now()
+	t := newTickets(cfg, start)
 	stop, calls := ctx, ctx
 	if cfg.Duration > 0 {
 		var cancelStop, cancelCalls context.CancelFunc
@@ -163,7 +181,18 @@ func Run(ctx context.Context, conn grpc.ClientConnInterface, cfg Config) (Result
 	} else {
 		wg.Wait()
 	}
-	return merge(workers, time.Since(start)), nil
+	res := merge(workers, time.Since(start))
+	if t.open() {
+		// Calls that were due before the run stopped and that no worker
+		// could start: every one was busy until the end.
+		stoppedAt := start.Add(res.Elapsed)
+		if cfg.Duration > 0 {
+			stoppedAt = start.Add(min(res.Elapsed, cfg.Duration))
+		}
+		started := int64(res.OK + res.Failed + res.Cut)
+		res.Unsent = int(max(t.dueBefore(stoppedAt)-started, 0))
+	}
+	return res, nil
 }
 
 // featurePoints are the points of the built-in features, where calls go.
@@ -179,14 +208,50 @@ func featurePoints() []*pb.Point {
 	return points
 }
 
-// tickets hands out the calls of a run with a fixed number of requests.
+// tickets hands out the calls of a run: all of them, or Requests; in an
+// open-loop run, each with the time it is due.
 type tickets struct {
-	issued atomic.Int64
-	limit  int64 // 0: no limit
+	issued   atomic.Int64
+	limit    int64 // 0: no limit
+	start    time.Time
+	interval float64 // nanoseconds from one due call to the next; 0: closed loop
 }
 
-func (t *tickets) take() bool {
-	return t.limit == 0 || t.issued.Add(1) <= t.limit
+func newTickets(cfg Config, start time.Time) *tickets {
+	t := &tickets{limit: int64(cfg.Requests), start: start}
+	if cfg.Rate > 0 {
+		t.interval = float64(time.Second) / cfg.Rate
+	}
+	return t
+}
+
+func (t *tickets) open() bool { return t.interval > 0 }
+
+// take hands out the next call, and when it is due in an open-loop run (the
+// zero time in a closed loop); ok is false when every call has been handed
+// out.
+func (t *tickets) take() (due time.Time, ok bool) {
+	n := t.issued.Add(1) // the n-th call, from 1
+	if t.limit > 0 && n > t.limit {
+		return time.Time{}, false
+	}
+	if t.open() {
+		due = t.start.Add(time.Duration(float64(n-1) * t.interval))
+	}
+	return due, true
+}
+
+// dueBefore is how many calls of an open-loop run were due before at.
+func (t *tickets) dueBefore(at time.Time) int64 {
+	since := at.Sub(t.start)
+	if since <= 0 {
+		return 0
+	}
+	n := int64(math.Ceil(float64(since) / t.interval))
+	if t.limit > 0 {
+		n = min(n, t.limit)
+	}
+	return n
 }
 
 // reporter calls Config.Progress from one goroutine.
@@ -236,6 +301,8 @@ func merge(workers []*worker, elapsed time.Duration) Result {
 	for _, w := range workers {
 		res.OK += int(w.okCount.Load())
 		res.Failed += int(w.failedCount.Load())
+		res.Late += w.late
+		res.Cut += w.cut
 		for code, n := range w.codes {
 			if n > 0 {
 				res.Errors[codes.Code(code).String()] += n
@@ -256,14 +323,21 @@ func merge(workers []*worker, elapsed time.Duration) Result {
 	res.P50 = percentile(latencies, 50)
 	res.P90 = percentile(latencies, 90)
 	res.P99 = percentile(latencies, 99)
+	res.P999 = permille(latencies, 999)
 	return res
 }
 
 // percentile is the nearest-rank percentile p of sorted, or 0 when it is empty.
 func percentile(sorted []time.Duration, p int) time.Duration {
+	return permille(sorted, 10*p)
+}
+
+// permille is the nearest-rank p-th thousandth of sorted, or 0 when it is
+// empty: permille(sorted, 999) is p99.9.
+func permille(sorted []time.Duration, p int) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
-	rank := (p*len(sorted) + 99) / 100 // ceil(p/100 * n), from 1
+	rank := (p*len(sorted) + 999) / 1000 // ceil(p/1000 * n), from 1
 	return sorted[max(rank, 1)-1]
 }

@@ -3,10 +3,13 @@ package load
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
+	"math"
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,6 +246,10 @@ func TestConfigValidateNamesTheFlagAtFault(t *testing.T) {
 		{"both ends", func(c *Config) { c.Duration = time.Second }, "--duration and --requests"},
 		{"no end", func(c *Config) { c.Requests = 0 }, "--duration or --requests"},
 		{"no timeout", func(c *Config) { c.Timeout = 0 }, "--timeout"},
+		{"valid open loop", func(c *Config) { c.Rate = 0.5 }, ""},
+		{"negative rate", func(c *Config) { c.Rate = -1 }, "--rps"},
+		{"rate not a number", func(c *Config) { c.Rate = math.NaN() }, "--rps"},
+		{"infinite rate", func(c *Config) { c.Rate = math.Inf(1) }, "--rps"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,14 +284,15 @@ func TestResultMarshalsToTheDocumentedShape(t *testing.T) {
 			res: Result{
 				OK: 10, Failed: 2, Errors: map[string]int{"Unavailable": 2}, QPS: 1234.56789,
 				P50: 1500 * time.Microsecond, P90: 2 * time.Millisecond, P99: 12345678 * time.Nanosecond,
+				P999: 20 * time.Millisecond, Late: 3, Unsent: 1,
 				ByNode: map[string]int{"n1": 6, "n2": 4}, Elapsed: time.Second,
 			},
-			want: `{"ok":10,"failed":2,"errors":{"Unavailable":2},"qps":1234.568,"p50_ms":1.5,"p90_ms":2,"p99_ms":12.346,"by_node":{"n1":6,"n2":4}}`,
+			want: `{"ok":10,"failed":2,"errors":{"Unavailable":2},"qps":1234.568,"p50_ms":1.5,"p90_ms":2,"p99_ms":12.346,"p999_ms":20,"late":3,"unsent":1,"by_node":{"n1":6,"n2":4}}`,
 		},
 		{
 			name: "empty maps are objects",
 			res:  Result{},
-			want: `{"ok":0,"failed":0,"errors":{},"qps":0,"p50_ms":0,"p90_ms":0,"p99_ms":0,"by_node":{}}`,
+			want: `{"ok":0,"failed":0,"errors":{},"qps":0,"p50_ms":0,"p90_ms":0,"p99_ms":0,"p999_ms":0,"late":0,"unsent":0,"by_node":{}}`,
 		},
 	}
 	for _, tt := range tests {
@@ -344,5 +352,114 @@ func TestRPCFlagAcceptsOnlyKnownNames(t *testing.T) {
 	}
 	if err := r.Set("GET"); err == nil {
 		t.Error(`Set("GET") succeeded`)
+	}
+}
+
+// stalls holds the first GetFeature until release is closed, and answers
+// every other call at once: a node that froze for a moment.
+type stalls struct {
+	pb.UnimplementedRouteGuideServer
+	first   atomic.Bool
+	release chan struct{}
+}
+
+func (s *stalls) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, error) {
+	if s.first.CompareAndSwap(false, true) {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return &pb.Feature{}, nil
+}
+
+func serve(t *testing.T, srv pb.RouteGuideServer) string {
+	t.Helper()
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	pb.RegisterRouteGuideServer(server, srv)
+	go server.Serve(listener)
+	t.Cleanup(server.Stop)
+	return listener.Addr().String()
+}
+
+// TestOpenLoopCountsAStallInEveryCallItDelayed is coordinated omission, and
+// its cure: one worker, a call due every 10ms, and a node that holds the
+// first call for 300ms. A closed loop waits with the node and sees one slow
+// call; callers at a fixed rate would each have waited, and the open loop
+// measures every delayed call from when it was due.
+func TestOpenLoopCountsAStallInEveryCallItDelayed(t *testing.T) {
+	const requests, stall = 20, 300 * time.Millisecond
+	for _, rate := range []float64{0, 100} {
+		t.Run(fmt.Sprintf("rps=%v", rate), func(t *testing.T) {
+			node := &stalls{release: make(chan struct{})}
+			conn := dial(t, serve(t, node), false)
+			timer := time.AfterFunc(stall, func() { close(node.release) }) // the stall is the experiment
+			defer timer.Stop()
+			res, err := Run(t.Context(), conn, Config{RPC: Get, Concurrency: 1, Requests: requests, Rate: rate, Timeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.OK != requests {
+				t.Fatalf("ok %d, failed %d; want %d ok", res.OK, res.Failed, requests)
+			}
+			if rate == 0 {
+				// One slow call in twenty: only p99 sees it.
+				if res.P99 < stall*9/10 || res.P90 > stall/2 {
+					t.Errorf("p90 %v, p99 %v; want one call of the stall's %v and the others fast", res.P90, res.P99, stall)
+				}
+				if res.Late != 0 || res.Unsent != 0 {
+					t.Errorf("late %d, unsent %d in a closed loop; want 0", res.Late, res.Unsent)
+				}
+				return
+			}
+			// Call k was due at 10k ms and started at 300ms: half of the
+			// calls waited 200ms or more.
+			if res.P50 < stall/2 {
+				t.Errorf("p50 %v; want over %v: the calls due during the stall waited for it", res.P50, stall/2)
+			}
+			if res.Late < requests/2 || res.Unsent != 0 {
+				t.Errorf("late %d, unsent %d; want the calls due during the stall late, and all sent", res.Late, res.Unsent)
+			}
+		})
+	}
+}
+
+// TestOpenLoopStartsNoCallBeforeItIsDue: 40 calls at 200 a second take at
+// least the 195ms between the first and the last, however fast the node.
+func TestOpenLoopStartsNoCallBeforeItIsDue(t *testing.T) {
+	n := nodetest.Start(t, "n1")
+	conn := dial(t, n.Addr().String(), true)
+	const requests, rate = 40, 200.0
+	res, err := Run(t.Context(), conn, Config{RPC: Get, Concurrency: 4, Requests: requests, Rate: rate, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != requests || res.Unsent != 0 {
+		t.Errorf("ok %d, unsent %d; want %d ok and none unsent", res.OK, res.Unsent, requests)
+	}
+	if first, last := time.Duration(0), time.Duration(float64(requests-1)/rate*float64(time.Second)); res.Elapsed < last-first {
+		t.Errorf("the run took %v; the last call was due %v after the first", res.Elapsed, last)
+	}
+}
+
+// TestOpenLoopCountsTheCallsItCouldNotStart: a timed run whose only worker
+// is held past the end could start one call of the twenty that came due.
+func TestOpenLoopCountsTheCallsItCouldNotStart(t *testing.T) {
+	const duration = 200 * time.Millisecond
+	node := &stalls{release: make(chan struct{})}
+	conn := dial(t, serve(t, node), false)
+	timer := time.AfterFunc(duration+200*time.Millisecond, func() { close(node.release) }) // within EndGrace
+	defer timer.Stop()
+	res, err := Run(t.Context(), conn, Config{RPC: Get, Concurrency: 1, Duration: duration, Rate: 100, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 1 || res.Unsent != 19 {
+		t.Errorf("ok %d, unsent %d; want the one held call ok and the 19 others due in %v unsent", res.OK, res.Unsent, duration)
 	}
 }

@@ -9,7 +9,8 @@ import (
 // Result is what a run measured. It marshals to one JSON object:
 //
 //	{"ok":N,"failed":N,"errors":{"Unavailable":N},"qps":F,
-//	 "p50_ms":F,"p90_ms":F,"p99_ms":F,"by_node":{"<node id>":N}}
+//	 "p50_ms":F,"p90_ms":F,"p99_ms":F,"p999_ms":F,"late":N,"unsent":N,
+//	 "by_node":{"<node id>":N}}
 type Result struct {
 	// OK and Failed count the calls that ended with status OK and with any
 	// other status.
@@ -18,15 +19,23 @@ type Result struct {
 	Errors map[string]int
 	// QPS is finished calls, OK and failed, per second of the run.
 	QPS float64
-	// P50, P90 and P99 are latency percentiles of the calls that succeeded
-	// (nearest rank), or 0 when none did.
-	P50, P90, P99 time.Duration
+	// P50, P90, P99 and P999 (p99.9) are latency percentiles of the calls
+	// that succeeded (nearest rank), or 0 when none did. In an open-loop run
+	// a call's latency counts from when it was due.
+	P50, P90, P99, P999 time.Duration
+	// Late counts the calls of an open-loop run that started more than
+	// LateAfter after they were due; Unsent, those that were due before the
+	// run ended and never started. Both are 0 in a closed loop.
+	Late, Unsent int
 	// ByNode counts the calls, OK or failed, that each node answered, from
 	// the routeguide-node response header. Calls that reached no node are in
 	// no entry.
 	ByNode map[string]int
 	// Elapsed is how long the run took. It is not part of the JSON.
 	Elapsed time.Duration
+	// Cut counts the calls cut short because the run's context ended, which
+	// are neither OK nor failed. It is not part of the JSON.
+	Cut int
 }
 
 type jsonResult struct {
@@ -37,6 +46,9 @@ type jsonResult struct {
 	P50    float64        `json:"p50_ms"`
 	P90    float64        `json:"p90_ms"`
 	P99    float64        `json:"p99_ms"`
+	P999   float64        `json:"p999_ms"`
+	Late   int            `json:"late"`
+	Unsent int            `json:"unsent"`
 	ByNode map[string]int `json:"by_node"`
 }
 
@@ -57,6 +69,9 @@ func (r Result) MarshalJSON() ([]byte, error) {
 		P50:    milliseconds(r.P50),
 		P90:    milliseconds(r.P90),
 		P99:    milliseconds(r.P99),
+		P999:   milliseconds(r.P999),
+		Late:   r.Late,
+		Unsent: r.Unsent,
 		ByNode: orEmpty(r.ByNode),
 	})
 }
@@ -75,6 +90,9 @@ func (r *Result) UnmarshalJSON(data []byte) error {
 		P50:    time.Duration(math.Round(j.P50 * float64(time.Millisecond))),
 		P90:    time.Duration(math.Round(j.P90 * float64(time.Millisecond))),
 		P99:    time.Duration(math.Round(j.P99 * float64(time.Millisecond))),
+		P999:   time.Duration(math.Round(j.P999 * float64(time.Millisecond))),
+		Late:   j.Late,
+		Unsent: j.Unsent,
 		ByNode: j.ByNode,
 	}
 	return nil

@@ -109,6 +109,8 @@ type worker struct {
 
 	// Read only once the worker has stopped.
 	latencies  []time.Duration // of calls that succeeded
+	late       int             // open-loop calls that started over LateAfter after they were due
+	cut        int             // calls cut short by the end of the run, not counted
 	codes      [numCodes]int   // failures by code
 	otherCodes map[codes.Code]int
 	byNode     map[string]int
@@ -143,15 +145,47 @@ func newWorker(client pb.RouteGuideClient, cfg Config, points []*pb.Point, rng *
 // under calls with its own deadline; a call cut short because ctx ended is
 // not counted.
 func (w *worker) run(ctx, calls, stop context.Context, t *tickets) {
-	for stop.Err() == nil && t.take() {
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
+	for stop.Err() == nil {
+		due, ok := t.take()
+		if !ok {
+			return
+		}
+		begin := time.Now()
+		if !due.IsZero() {
+			if early := due.Sub(begin); early > 0 {
+				if wait == nil {
+					wait = time.NewTimer(early)
+				} else {
+					wait.Reset(early)
+				}
+				select {
+				case <-wait.C:
+				case <-stop.Done():
+					return // due after the end: never sent
+				}
+				begin = time.Now()
+			}
+			if begin.Sub(due) > LateAfter {
+				w.late++
+			}
+			// Latency counts from when the call was due: waiting for a
+			// worker is part of what a caller at this rate would see.
+			begin = due
+		}
 		callCtx, cancel := context.WithTimeout(calls, w.timeout)
 		// A call that never reaches a server leaves both untouched.
 		w.header, w.trailer = nil, nil
-		begin := time.Now()
 		err := w.call(callCtx, w.pick())
 		took := time.Since(begin)
 		cancel()
 		if err != nil && ctx.Err() != nil {
+			w.cut++
 			return // cut short by the end of the run, not failed
 		}
 		w.count(err, took)
