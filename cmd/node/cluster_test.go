@@ -47,7 +47,7 @@ func (k clusterClient) target() string { return string(k) + ":///routeguide" }
 
 // dial connects to nodes as `client --target` does; an xDS client's
 // bootstrap names every node, the first one first.
-func (k clusterClient) dial(t *testing.T, etcdURL string, nodes []*clusterNode) *clientcli.Conn {
+func (k clusterClient) dial(t testing.TB, etcdURL string, nodes []*clusterNode) *clientcli.Conn {
 	t.Helper()
 	var opts []clientcli.DialOption
 	if k == xdsClient {
@@ -79,7 +79,7 @@ type clusterNode struct {
 
 // startClusterNode starts a node registered in etcd, returns once it has
 // logged its registration, and kills it when the test ends.
-func startClusterNode(t *testing.T, etcdURL, id string) *clusterNode {
+func startClusterNode(t testing.TB, etcdURL, id string) *clusterNode {
 	t.Helper()
 	p, _ := startServing(t, "--etcd", etcdURL, "--listen", "127.0.0.1:0", "--metrics-listen=", "--node-id", id,
 		"--lease-ttl", clusterTTL.String(), "--drain-delay", clusterDrain.String(), "--log-format", "json")
@@ -127,7 +127,7 @@ func startLiveCluster(t *testing.T, client clusterClient) *liveCluster {
 
 // waitEveryNodeAnswers makes calls until every node has answered one: from
 // then on, the client's round robin holds them all.
-func waitEveryNodeAnswers(t *testing.T, calls *answerlog.Log, nodes []*clusterNode) {
+func waitEveryNodeAnswers(t testing.TB, calls *answerlog.Log, nodes []*clusterNode) {
 	t.Helper()
 	start := time.Now()
 	client := pb.NewRouteGuideClient(calls)

@@ -183,7 +183,9 @@ func TestRuntimeErrorsExit1WithOneLine(t *testing.T) {
 
 // process is a running node whose stderr is read as JSON log records.
 type process struct {
-	cmd     *exec.Cmd
+	cmd *exec.Cmd
+	// ctx ends 30s after the start: the time a test waits for the node's
+	// log records. The node itself runs until the test ends.
 	ctx     context.Context
 	records chan map[string]any
 	lines   []string         // every stderr line, once records is closed
@@ -192,19 +194,21 @@ type process struct {
 
 // startServing starts a standalone node that logs JSON and returns once it
 // logs that it is serving, with the address it serves on.
-func startServing(t *testing.T, args ...string) (*process, string) {
+func startServing(t testing.TB, args ...string) (*process, string) {
 	t.Helper()
 	return startServingWith(t, nil, args...)
 }
 
 // startServingWith is startServing with env added to the node's environment.
-func startServingWith(t *testing.T, env []string, args ...string) (*process, string) {
+func startServingWith(t testing.TB, env []string, args ...string) (*process, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	t.Cleanup(cancel) // kills the node if the test ends early
+	life, kill := context.WithCancel(t.Context())
+	t.Cleanup(kill) // kills the node if the test ends early
+	ctx, cancel := context.WithTimeout(life, 30*time.Second)
+	t.Cleanup(cancel)
 	// The log format comes from the environment, to show it is read.
 	env = append([]string{"ROUTEGUIDE_LOG_FORMAT=json"}, env...)
-	p := &process{cmd: command(ctx, env, args...), ctx: ctx, records: make(chan map[string]any)}
+	p := &process{cmd: command(life, env, args...), ctx: ctx, records: make(chan map[string]any)}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -215,16 +219,17 @@ func startServingWith(t *testing.T, env []string, args ...string) (*process, str
 	go func() {
 		defer close(p.records)
 		scanner := bufio.NewScanner(stderr)
+		forward := true // until no one waits for records any more
 		for scanner.Scan() {
 			p.lines = append(p.lines, scanner.Text())
 			var record map[string]any
-			if json.Unmarshal(scanner.Bytes(), &record) != nil {
-				continue
+			if !forward || json.Unmarshal(scanner.Bytes(), &record) != nil {
+				continue // read on, so that the node never blocks on its log
 			}
 			select {
 			case p.records <- record:
 			case <-ctx.Done():
-				return
+				forward = false
 			}
 		}
 	}()
@@ -233,7 +238,7 @@ func startServingWith(t *testing.T, env []string, args ...string) (*process, str
 }
 
 // next returns the next log record, or nil at the end of stderr.
-func (p *process) next(t *testing.T) map[string]any {
+func (p *process) next(t testing.TB) map[string]any {
 	t.Helper()
 	select {
 	case r, ok := <-p.records:
@@ -248,7 +253,7 @@ func (p *process) next(t *testing.T) map[string]any {
 }
 
 // waitFor reads records until one says msg.
-func (p *process) waitFor(t *testing.T, msg string) map[string]any {
+func (p *process) waitFor(t testing.TB, msg string) map[string]any {
 	t.Helper()
 	for {
 		r := p.next(t)
