@@ -49,6 +49,10 @@ func hundredFeatures() []*pb.Feature { return features.Default().All()[:100] }
 //   - node: a whole standalone node as `node --etcd=` runs it, with the node
 //     header, logging, recovery and metrics interceptors.
 //
+// With ROUTEGUIDE_BENCH_BASELINE naming a test binary of this package built
+// from another commit, a fourth server, baseline, is that commit's node: a
+// change measured before and after in one run (see benchServers).
+//
 // ns/op is the inverse of the throughput the client sees. server-cpu-ns/op
 // is the server process's CPU time per call: a node's capacity is its cores
 // divided by it, and it is steadier than ns/op on a machine that the client
@@ -60,7 +64,7 @@ func hundredFeatures() []*pb.Feature { return features.Default().All()[:100] }
 func BenchmarkGetFeatureVsCanonical(b *testing.B) {
 	points := knownPoints(hundredFeatures())
 	for _, callers := range []int{1, 16} {
-		for _, server := range []string{"canonical", "service", "node"} {
+		for _, server := range benchServers() {
 			b.Run(fmt.Sprintf("callers=%d/server=%s", callers, server), func(b *testing.B) {
 				proc := startServerProcess(b, server)
 				client := pb.NewRouteGuideClient(dialBench(b, proc.addr))
@@ -87,7 +91,7 @@ func BenchmarkListFeaturesVsCanonical(b *testing.B) {
 		Lo: &pb.Point{Latitude: 400000000, Longitude: -750000000},
 		Hi: &pb.Point{Latitude: 420000000, Longitude: -730000000},
 	}
-	for _, server := range []string{"canonical", "service", "node"} {
+	for _, server := range benchServers() {
 		b.Run("server="+server, func(b *testing.B) {
 			proc := startServerProcess(b, server)
 			client := pb.NewRouteGuideClient(dialBench(b, proc.addr))
@@ -112,6 +116,19 @@ func BenchmarkListFeaturesVsCanonical(b *testing.B) {
 			b.ReportMetric(float64(proc.allocs(b)-serverAllocs)/perMessage, "server-allocs/msg")
 		})
 	}
+}
+
+// baselineEnv names a test binary of this package built from another
+// commit (go test -c -o ...): its node is served as server=baseline.
+const baselineEnv = "ROUTEGUIDE_BENCH_BASELINE"
+
+// benchServers are the servers the benchmarks compare.
+func benchServers() []string {
+	servers := []string{"canonical", "service", "node"}
+	if os.Getenv(baselineEnv) != "" {
+		servers = append(servers, "baseline")
+	}
+	return servers
 }
 
 // benchServerEnv names the server TestServeForBenchmark runs.
@@ -185,8 +202,16 @@ type serverProcess struct {
 
 func startServerProcess(b *testing.B, kind string) *serverProcess {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServeForBenchmark$")
-	cmd.Env = append(os.Environ(), benchServerEnv+"="+kind)
+	binary, env := os.Args[0], []string{benchServerEnv + "=" + kind}
+	if kind == "baseline" {
+		// The other commit's node; its profile, if any, is <path>.baseline.node.
+		binary, env = os.Getenv(baselineEnv), []string{benchServerEnv + "=node"}
+		if path := os.Getenv(benchServerProfileEnv); path != "" {
+			env = append(env, benchServerProfileEnv+"="+path+".baseline")
+		}
+	}
+	cmd := exec.Command(binary, "-test.run=^TestServeForBenchmark$")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

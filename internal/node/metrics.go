@@ -1,7 +1,6 @@
 package node
 
 import (
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -17,7 +16,7 @@ import (
 // series and nothing else in the process adds to them.
 type nodeMetrics struct {
 	registry     *prometheus.Registry
-	grpc         *grpcprom.ServerMetrics
+	grpc         *grpcMetrics
 	registration *discovery.RegistrationMetrics
 	// view hears how the node's view of the registry (behind /sd) follows it.
 	view *discovery.ResolverMetrics
@@ -28,15 +27,16 @@ type nodeMetrics struct {
 	rejections    *prometheus.CounterVec
 }
 
+// grpcHandlingBuckets are the buckets of grpc_server_handling_seconds.
+var grpcHandlingBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
 func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 	reg := prometheus.NewRegistry()
 	m := &nodeMetrics{
 		registry: reg,
 		// go-grpc-middleware's standard gRPC server metrics, with the
 		// handling-time histogram that latency dashboards need.
-		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
-		)),
+		grpc: newGRPCMetrics(grpcHandlingBuckets),
 		routeDistance: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "routeguide_route_distance_meters",
 			Help:    "Distance per route recorded by RecordRoute, in metres.",

@@ -234,23 +234,17 @@ func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
 func NotesPrefix(service string) string { return service + "-notes/" }
 
 func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
-	headerUnary, headerStream := nodeHeaderInterceptors(n.id)
-	logUnary, logStream := logInterceptors(n.logger)
-	recoverUnary, recoverStream := recoveryInterceptors(n.logger, n.id)
-	// The header goes first so that every response carries it; recovery
-	// sits innermost so the logger and the metrics see the Internal status
-	// it makes. Without a metrics listener nobody could read the gRPC
-	// metrics, so the node does not pay for them.
-	unary := []grpc.UnaryServerInterceptor{headerUnary, logUnary, recoverUnary}
-	stream := []grpc.StreamServerInterceptor{headerStream, logStream, recoverStream}
+	// Without a metrics listener nobody could read the gRPC metrics, so the
+	// node does not pay for them.
+	var metrics *grpcMetrics
 	if n.metricsListener != nil {
-		unary = append([]grpc.UnaryServerInterceptor{n.metrics.grpc.UnaryServerInterceptor()}, unary...)
-		stream = append([]grpc.StreamServerInterceptor{n.metrics.grpc.StreamServerInterceptor()}, stream...)
+		metrics = n.metrics.grpc
 	}
+	unary, stream := callInterceptors(n.logger, n.id, metrics)
 	opts := append(balancer.ServerOptions(), boundOptions(n.cfg)...)
 	opts = append(opts,
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
+		grpc.UnaryInterceptor(unary),
+		grpc.StreamInterceptor(stream),
 	)
 	opts = append(opts, TransportOptions(n.features)...) // see serveropts.go
 	opts = append(opts, n.tracing.ServerOptions()...)
@@ -270,7 +264,7 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 		n.xds.Register(server)
 	}
 	// Every method's series exist from the start, at zero.
-	n.metrics.grpc.InitializeMetrics(server)
+	n.metrics.grpc.initialize(server)
 	// Not serving until Run says so: a health probe must not pass before then.
 	n.setServing(healthpb.HealthCheckResponse_NOT_SERVING)
 	return server
