@@ -20,7 +20,7 @@ import (
 )
 
 // The Kubernetes manifests (deploy/kubernetes), in what a schema cannot
-// check: the API server checks their shape (deploy/kubernetes/apiserver-check);
+// check: the API server checks their shape (deploy/kubernetes/apicheck);
 // these tests check that they agree with the node and the image build.
 
 const kubeDir = "../../deploy/kubernetes"

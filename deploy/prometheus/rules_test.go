@@ -1,8 +1,10 @@
 // Package prometheus holds the compose Prometheus's configuration and
-// rules; its test checks them with Debian's promtool.
+// rules; its test checks them with Debian's promtool, and checks that the
+// Kubernetes Prometheus loads the same rules.
 package prometheus
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"regexp"
@@ -38,6 +40,35 @@ func TestConfigAndRulesAreValid(t *testing.T) {
 	// check config also checks the rule files it names.
 	run(t, bin, "check", "config", "prometheus.yml")
 	run(t, bin, "check", "rules", "rules.yml")
+}
+
+// kubeRules is the copy of rules.yml that deploy/kubernetes's
+// configMapGenerator mounts beside its prometheus.yml.
+const kubeRules = "../kubernetes/rules.yml"
+
+func TestKubernetesRulesAreTheseRules(t *testing.T) {
+	ours, err := os.ReadFile("rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := os.ReadFile(kubeRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ours, theirs) {
+		t.Errorf("%s differs from rules.yml; copy it: cp deploy/prometheus/rules.yml deploy/kubernetes/rules.yml", kubeRules)
+	}
+}
+
+func TestKubernetesConfigLoadsTheRules(t *testing.T) {
+	bin := promtool(t)
+	out, err := exec.Command(bin, "check", "config", "../kubernetes/prometheus.yml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check config: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("Checking "+kubeRules+"\n")) {
+		t.Errorf("promtool checked no %s, so deploy/kubernetes/prometheus.yml does not load it:\n%s", kubeRules, out)
+	}
 }
 
 func TestEveryAlertFiresAsItsUnitTestSays(t *testing.T) {
