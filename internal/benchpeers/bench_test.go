@@ -1,0 +1,155 @@
+package benchpeers_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+)
+
+var rounds = flag.Int("peers.rounds", 3, "rounds of BenchmarkPeers; each runs every framework once, in turn")
+
+// callers is the load's concurrency: closed-loop workers, one call each in flight.
+const callers = 16
+
+// measure is one framework's figures in one round.
+type measure struct {
+	calls, failed int
+	qps           float64
+	p50, p99      time.Duration
+	nodeCPU       time.Duration // per call, the three nodes together
+	clientCPU     time.Duration // per call, this process: client, load generator and etcd
+}
+
+// BenchmarkPeers runs the same GetFeature load (random points of the
+// built-in features, 16 callers, closed loop, one load generator) against
+// the three clusters, all started at once, framework after framework in
+// each round so that the machine's noise falls on all of them alike. It
+// prints the table of docs/BENCHMARKS.md's "Peers" at the end.
+func BenchmarkPeers(b *testing.B) {
+	etcd := etcdtest.Start(b)
+	kv := etcdtest.Client(b, etcd.ClientURL())
+	var clusters []*cluster
+	for _, fw := range frameworks {
+		clusters = append(clusters, startCluster(b, fw, etcd, kv))
+	}
+	loadBefore := loadAverage()
+	results := map[string][]measure{}
+	for r := range *rounds {
+		b.Run(fmt.Sprintf("round=%d", r+1), func(b *testing.B) {
+			for _, c := range clusters {
+				b.Run("framework="+c.fw.name, func(b *testing.B) {
+					m := measureGetFeature(b, c)
+					// The last run of a sub-benchmark, the longest, is the one go test reports.
+					got := results[c.fw.name]
+					if len(got) > r {
+						got[r] = m
+					} else {
+						results[c.fw.name] = append(got, m)
+					}
+				})
+			}
+		})
+	}
+	printPeersTable(os.Stdout, results, loadBefore, loadAverage())
+}
+
+// measureGetFeature makes b.N calls over the cluster's client and reports them.
+func measureGetFeature(b *testing.B, c *cluster) measure {
+	nodesBefore, clientBefore := c.nodesCPU(b), cputime.Process(b)
+	b.ResetTimer()
+	res, err := load.Run(context.Background(), c.conn, load.Config{RPC: load.Get, Concurrency: callers, Requests: b.N, Timeout: 5 * time.Second})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	calls := max(res.OK+res.Failed, 1)
+	m := measure{
+		calls: res.OK + res.Failed, failed: res.Failed, qps: res.QPS, p50: res.P50, p99: res.P99,
+		nodeCPU:   (c.nodesCPU(b) - nodesBefore) / time.Duration(calls),
+		clientCPU: (cputime.Process(b) - clientBefore) / time.Duration(calls),
+	}
+	b.ReportMetric(m.qps, "qps")
+	b.ReportMetric(float64(m.p50)/1e6, "p50-ms")
+	b.ReportMetric(float64(m.p99)/1e6, "p99-ms")
+	b.ReportMetric(float64(m.failed), "failed")
+	b.ReportMetric(float64(m.nodeCPU), "node-cpu-ns/op")
+	b.ReportMetric(float64(m.clientCPU), "client-cpu-ns/op")
+	return m
+}
+
+// printPeersTable writes, per framework, the medians over the rounds and
+// ours divided by it.
+func printPeersTable(w io.Writer, results map[string][]measure, loadBefore, loadAfter string) {
+	ours := results["ours"]
+	fmt.Fprintf(w, "\nPeers: GetFeature, %d callers, 3 nodes each; medians of %d rounds; load average before %s, after %s\n", callers, *rounds, loadBefore, loadAfter)
+	fmt.Fprintf(w, "versions: %s\n", versions())
+	fmt.Fprintln(w, "| framework | QPS | p50 | p99 | failed / calls | node CPU per call | client CPU per call | ours/it QPS | ours/it p99 | ours/it node CPU |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	for _, fw := range frameworks {
+		ms := results[fw.name]
+		if len(ms) == 0 {
+			continue
+		}
+		failed, calls := 0, 0
+		for _, m := range ms {
+			failed, calls = failed+m.failed, calls+m.calls
+		}
+		qps, p99, cpu := medianOf(ms, func(m measure) float64 { return m.qps }), medianOf(ms, func(m measure) float64 { return float64(m.p99) }), medianOf(ms, func(m measure) float64 { return float64(m.nodeCPU) })
+		ratios := "| — | — | —"
+		if fw.name != "ours" && len(ours) > 0 {
+			ratios = fmt.Sprintf("| %.2f | %.2f | %.2f",
+				medianOf(ours, func(m measure) float64 { return m.qps })/qps,
+				medianOf(ours, func(m measure) float64 { return float64(m.p99) })/p99,
+				medianOf(ours, func(m measure) float64 { return float64(m.nodeCPU) })/cpu)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %v | %v | %d / %d | %v | %v %s |\n", fw.name, qps,
+			time.Duration(medianOf(ms, func(m measure) float64 { return float64(m.p50) })).Round(time.Microsecond),
+			time.Duration(p99).Round(time.Microsecond), failed, calls,
+			time.Duration(cpu).Round(100*time.Nanosecond),
+			time.Duration(medianOf(ms, func(m measure) float64 { return float64(m.clientCPU) })).Round(100*time.Nanosecond), ratios)
+	}
+}
+
+func medianOf(ms []measure, f func(measure) float64) float64 {
+	vs := make([]float64, len(ms))
+	for i, m := range ms {
+		vs[i] = f(m)
+	}
+	slices.Sort(vs)
+	if n := len(vs); n%2 == 0 {
+		return (vs[n/2-1] + vs[n/2]) / 2
+	}
+	return vs[len(vs)/2]
+}
+
+// loadAverage is the machine's 1, 5 and 15 minute load averages, as uptime prints them.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(data))[:3], " ")
+}
+
+// versions names the modules the figures depend on, as this module
+// resolves them (a test binary carries no build information of its deps).
+func versions() string {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Path}} {{.Version}}", "google.golang.org/grpc",
+		"go.etcd.io/etcd/client/v3", "go.etcd.io/etcd/server/v3", "github.com/zeromicro/go-zero").Output()
+	if err != nil {
+		return runtime.Version() + ", modules unknown: " + err.Error()
+	}
+	return runtime.Version() + ", " + strings.Join(strings.Split(strings.TrimSpace(string(out)), "\n"), ", ")
+}
