@@ -26,6 +26,7 @@ const callers = 16
 // measure is one framework's figures in one round.
 type measure struct {
 	calls, failed int
+	errors        map[string]int // failed calls by code
 	qps           float64
 	p50, p99      time.Duration
 	nodeCPU       time.Duration // per call, the three nodes together
@@ -76,7 +77,7 @@ func measureGetFeature(b *testing.B, c *cluster) measure {
 	}
 	calls := max(res.OK+res.Failed, 1)
 	m := measure{
-		calls: res.OK + res.Failed, failed: res.Failed, qps: res.QPS, p50: res.P50, p99: res.P99,
+		calls: res.OK + res.Failed, failed: res.Failed, errors: res.Errors, qps: res.QPS, p50: res.P50, p99: res.P99,
 		nodeCPU:   (c.nodesCPU(b) - nodesBefore) / time.Duration(calls),
 		clientCPU: (cputime.Process(b) - clientBefore) / time.Duration(calls),
 	}
@@ -89,45 +90,65 @@ func measureGetFeature(b *testing.B, c *cluster) measure {
 	return m
 }
 
-// printPeersTable writes, per framework, the medians over the rounds and
-// ours divided by it.
+// printPeersTable writes, per framework, the medians over the rounds, and
+// ours divided by it: the median of the rounds' ratios, which pair runs
+// made one after the other, with their range.
 func printPeersTable(w io.Writer, results map[string][]measure, loadBefore, loadAfter string) {
-	ours := results["ours"]
+	qps := func(m measure) float64 { return m.qps }
+	p50 := func(m measure) float64 { return float64(m.p50) }
+	p99 := func(m measure) float64 { return float64(m.p99) }
+	nodeCPU := func(m measure) float64 { return float64(m.nodeCPU) }
+	clientCPU := func(m measure) float64 { return float64(m.clientCPU) }
 	fmt.Fprintf(w, "\nPeers: GetFeature, %d callers, 3 nodes each; medians of %d rounds; load average before %s, after %s\n", callers, *rounds, loadBefore, loadAfter)
 	fmt.Fprintf(w, "versions: %s\n", versions())
-	fmt.Fprintln(w, "| framework | QPS | p50 | p99 | failed / calls | node CPU per call | client CPU per call | ours/it QPS | ours/it p99 | ours/it node CPU |")
+	fmt.Fprintln(w, "| framework | QPS | p50 | p99 | failed / calls | node CPU per call | client CPU per call | ours/it: QPS | p99 | node CPU |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	ours := results["ours"]
 	for _, fw := range frameworks {
 		ms := results[fw.name]
 		if len(ms) == 0 {
 			continue
 		}
-		failed, calls := 0, 0
+		failed, calls, errs := 0, 0, map[string]int{}
 		for _, m := range ms {
 			failed, calls = failed+m.failed, calls+m.calls
+			for code, n := range m.errors {
+				errs[code] += n
+			}
 		}
-		qps, p99, cpu := medianOf(ms, func(m measure) float64 { return m.qps }), medianOf(ms, func(m measure) float64 { return float64(m.p99) }), medianOf(ms, func(m measure) float64 { return float64(m.nodeCPU) })
-		ratios := "| — | — | —"
-		if fw.name != "ours" && len(ours) > 0 {
-			ratios = fmt.Sprintf("| %.2f | %.2f | %.2f",
-				medianOf(ours, func(m measure) float64 { return m.qps })/qps,
-				medianOf(ours, func(m measure) float64 { return float64(m.p99) })/p99,
-				medianOf(ours, func(m measure) float64 { return float64(m.nodeCPU) })/cpu)
+		ratios := "— | — | —"
+		if fw.name != "ours" && len(ours) == len(ms) {
+			ratios = pairedRatio(ours, ms, qps) + " | " + pairedRatio(ours, ms, p99) + " | " + pairedRatio(ours, ms, nodeCPU)
 		}
-		fmt.Fprintf(w, "| %s | %.0f | %v | %v | %d / %d | %v | %v %s |\n", fw.name, qps,
-			time.Duration(medianOf(ms, func(m measure) float64 { return float64(m.p50) })).Round(time.Microsecond),
-			time.Duration(p99).Round(time.Microsecond), failed, calls,
-			time.Duration(cpu).Round(100*time.Nanosecond),
-			time.Duration(medianOf(ms, func(m measure) float64 { return float64(m.clientCPU) })).Round(100*time.Nanosecond), ratios)
+		fmt.Fprintf(w, "| %s | %.0f | %v | %v | %d%s / %d | %v | %v | %s |\n", fw.name, medianOf(ms, qps),
+			time.Duration(medianOf(ms, p50)).Round(time.Microsecond), time.Duration(medianOf(ms, p99)).Round(time.Microsecond),
+			failed, codesOf(errs), calls,
+			time.Duration(medianOf(ms, nodeCPU)).Round(100*time.Nanosecond), time.Duration(medianOf(ms, clientCPU)).Round(100*time.Nanosecond),
+			ratios)
 	}
 }
 
+// pairedRatio is the median over the rounds of ours' figure divided by the
+// peer's in the same round, and the range of those ratios.
+func pairedRatio(ours, peer []measure, f func(measure) float64) string {
+	ratios := make([]float64, len(ours))
+	for i := range ours {
+		ratios[i] = f(ours[i]) / f(peer[i])
+	}
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", median(ratios), slices.Min(ratios), slices.Max(ratios))
+}
+
+// medianOf is the median of f over ms.
 func medianOf(ms []measure, f func(measure) float64) float64 {
 	vs := make([]float64, len(ms))
 	for i, m := range ms {
 		vs[i] = f(m)
 	}
-	slices.Sort(vs)
+	return median(vs)
+}
+
+func median(vs []float64) float64 {
+	vs = slices.Sorted(slices.Values(vs))
 	if n := len(vs); n%2 == 0 {
 		return (vs[n/2-1] + vs[n/2]) / 2
 	}
