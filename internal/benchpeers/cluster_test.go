@@ -3,6 +3,7 @@ package benchpeers_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -102,7 +103,7 @@ var zrpcLogs sync.Once
 
 func dialZRPC(tb testing.TB, url string) *grpc.ClientConn {
 	tb.Helper()
-	zrpcLogs.Do(func() { logx.SetWriter(logx.NewWriter(discard{})) })
+	zrpcLogs.Do(func() { logx.SetWriter(logx.NewWriter(io.Discard)) })
 	var c zrpc.RpcClientConf
 	yaml := fmt.Sprintf("Etcd:\n  Hosts:\n  - %s\n  Key: %s\n", hostOf(url), zrpcKey)
 	if err := conf.LoadFromYamlBytes([]byte(yaml), &c); err != nil {
@@ -115,10 +116,6 @@ func dialZRPC(tb testing.TB, url string) *grpc.ClientConn {
 	tb.Cleanup(func() { client.Conn().Close() })
 	return client.Conn()
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // Plain grpc-go: etcd's naming resolver and gRPC's round_robin, as etcd's
 // documentation of client/v3/naming shows them.
