@@ -92,7 +92,7 @@ func (a attempts) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	s := &timedStream{call: &call{parent: ctx, base: a.timeout}}
 	opts, s.results = takeResultOptions(opts)
 	s.open = func(ctx context.Context) (grpc.ClientStream, error) {
-		return streamer(ctx, desc, cc, method, append(opts, s.results.forAttempt()...)...)
+		return streamer(ctx, desc, cc, method, s.results.forAttempt(opts)...)
 	}
 	if err := s.attempt(); err != nil {
 		return nil, err
@@ -312,6 +312,10 @@ func (s *timedStream) RecvMsg(m any) error {
 	}
 	for {
 		err := s.ClientStream.RecvMsg(m)
+		// gRPC has ended the attempt, and filled its result options,
+		// once its RecvMsg returns an error; an attempt whose timeout fired
+		// as its first message came ends later, on gRPC's goroutine.
+		attemptEnded := err != nil
 		if err == nil || err == io.EOF {
 			if s.stopTimer() {
 				s.received = true
@@ -326,7 +330,9 @@ func (s *timedStream) RecvMsg(m any) error {
 		}
 		again, err := s.finish(err)
 		if !again {
-			s.results.deliver()
+			if attemptEnded {
+				s.results.deliver()
+			}
 			return err
 		}
 		if err := s.attempt(); err != nil {
@@ -341,12 +347,10 @@ func (s *timedStream) ended() {
 	s.results.deliver()
 }
 
-// resultOptions are the caller's options that gRPC fills in when a stream
-// ends: its header, trailer and peer. gRPC fills them from the goroutine that
-// ends the stream, and an attempt that timed out ends after the call has
-// moved on, so it would write them while the caller reads them, and with an
-// abandoned attempt's values. Each attempt fills options of its own instead,
-// and the caller's get the values of the attempt whose end the caller saw.
+// resultOptions are the caller's header, trailer and peer options. gRPC
+// fills them when a stream ends, on its own goroutine for an attempt that was
+// abandoned, which would race with the caller. Each attempt fills its own;
+// the caller's get those of the attempt it read, when RecvMsg returns an error.
 type resultOptions struct {
 	header, trailer *metadata.MD
 	peer            *peer.Peer
@@ -375,10 +379,11 @@ func takeResultOptions(opts []grpc.CallOption) ([]grpc.CallOption, resultOptions
 	return kept, r
 }
 
-// forAttempt returns the options for a new attempt, which fill fresh values
-// that only this attempt writes.
-func (r *resultOptions) forAttempt() []grpc.CallOption {
-	var opts []grpc.CallOption
+// forAttempt returns opts, the caller's options without its result options,
+// and result options that fill fresh values only this attempt writes. The
+// slice is the attempt's own: gRPC reads it again when the attempt ends.
+func (r *resultOptions) forAttempt(opts []grpc.CallOption) []grpc.CallOption {
+	opts = slices.Clip(opts)
 	r.attemptHeader, r.attemptTrailer, r.attemptPeer = nil, nil, nil
 	if r.header != nil {
 		r.attemptHeader = new(metadata.MD)

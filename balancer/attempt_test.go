@@ -560,3 +560,23 @@ func TestAttemptTimeoutCoversTheMethodsWithARetryPolicy(t *testing.T) {
 		t.Errorf("retry policy for %v, attempt timeouts for %v", retried, idempotent)
 	}
 }
+
+// TestEachAttemptHasOptionsOfItsOwn: gRPC reads an attempt's options again
+// when the attempt ends, maybe after the next attempt began, so the next
+// attempt's result options must not land in the same slice.
+func TestEachAttemptHasOptionsOfItsOwn(t *testing.T) {
+	var header metadata.MD
+	// Three options kept, which append leaves with room for a fourth.
+	opts, results := takeResultOptions([]grpc.CallOption{
+		grpc.WaitForReady(true), grpc.Header(&header), grpc.MaxCallRecvMsgSize(1 << 20), grpc.StaticMethod(),
+	})
+	if len(opts) != 3 {
+		t.Fatalf("kept %d options, want the 3 that are not results", len(opts))
+	}
+	first := results.forAttempt(opts)
+	firstHeader := first[3]
+	second := results.forAttempt(opts)
+	if first[3] != firstHeader || first[3] == second[3] {
+		t.Errorf("the second attempt's header option %v took the first's place %v", second[3], firstHeader)
+	}
+}
