@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // grpcMetrics are the gRPC server metrics of go-grpc-middleware's Prometheus
@@ -183,19 +182,11 @@ func (c callSeries) messageSent() {
 	}
 }
 
-// handled counts the call, started at start, as ended with err.
-func (c callSeries) handled(err error, start time.Time) {
+// handled counts the call, started at start, as ended with code (callCode
+// reads an error as the provider does).
+func (c callSeries) handled(code codes.Code, start time.Time) {
 	if c.m == nil {
 		return
-	}
-	code := codes.OK
-	if err != nil {
-		// As the provider reads an error: context errors by their own code.
-		st, ok := status.FromError(err)
-		if !ok {
-			st = status.FromContextError(err)
-		}
-		code = st.Code()
 	}
 	seconds := time.Since(start).Seconds()
 	if c.known == nil {

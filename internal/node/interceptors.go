@@ -44,16 +44,17 @@ func (c *calls) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	series := c.metrics.start(info.FullMethod, unaryCall)
 	series.messageReceived()
 	resp, err := c.recoverUnary(ctx, req, info.FullMethod, handler)
-	// gRPC sends the header with the response, or before the status when
-	// there is none: sending it here changes neither what goes out nor when,
-	// and saves the metadata.Join of grpc.SetHeader. A header the handler
-	// set is merged as before; the node's handlers send none themselves.
+	// Sent whole, where grpc.SetHeader would metadata.Join it: the same
+	// frames go out, though gRPC may now flush the header in a write of its
+	// own. A header the handler set is merged; a handler that called
+	// grpc.SendHeader itself would lose this one (the node's call none).
 	grpc.SendHeader(ctx, c.header)
-	logCall(ctx, c.logger, info.FullMethod, start, err)
+	code := callCode(err)
+	logCall(ctx, c.logger, info.FullMethod, start, code, err)
 	if err == nil {
 		series.messageSent()
 	}
-	series.handled(err, start)
+	series.handled(code, start)
 	return resp, err
 }
 
@@ -71,8 +72,9 @@ func (c *calls) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	s := &callStream{ServerStream: ss, header: c.header, series: c.metrics.start(info.FullMethod, streamCallType(info))}
 	err := c.recoverStream(srv, s, info.FullMethod, handler)
 	s.sendHeader()
-	logCall(ss.Context(), c.logger, info.FullMethod, start, err)
-	s.series.handled(err, start)
+	code := callCode(err)
+	logCall(ss.Context(), c.logger, info.FullMethod, start, code, err)
+	s.series.handled(code, start)
 	return err
 }
 
@@ -146,8 +148,7 @@ func (s *callStream) RecvMsg(m any) error {
 // (with fmt and several slices) on every call before asking the logger whether
 // the level is enabled. logCall asks first, so a node logging at Info pays
 // nothing for its successful calls (TestRequestLogCostsNothingWhenDisabled).
-func logCall(ctx context.Context, logger *slog.Logger, method string, start time.Time, err error) {
-	code := status.Code(err)
+func logCall(ctx context.Context, logger *slog.Logger, method string, start time.Time, code codes.Code, err error) {
 	level := levelFor(code)
 	if !logger.Enabled(ctx, level) {
 		return
@@ -161,6 +162,19 @@ func logCall(ctx context.Context, logger *slog.Logger, method string, start time
 		attrs = append(attrs, slog.String("error", status.Convert(err).Message()))
 	}
 	logger.LogAttrs(ctx, level, "finished call", attrs...)
+}
+
+// callCode is the code of the status a handler's err becomes: gRPC sends a
+// bare context error as its own code (Canceled, DeadlineExceeded), and so do
+// the metrics and the log count it.
+func callCode(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code()
+	}
+	return status.FromContextError(err).Code()
 }
 
 // levelFor says how much an operator cares about a call that ended with code.

@@ -203,7 +203,7 @@ func TestRequestLogCostsNothingWhenDisabled(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	allocs := testing.AllocsPerRun(1000, func() {
-		logCall(ctx, logger, faultyUnaryMethod, start, nil)
+		logCall(ctx, logger, faultyUnaryMethod, start, codes.OK, nil)
 	})
 	if allocs != 0 {
 		t.Errorf("a successful call not logged at Info allocates %v times, want 0", allocs)
