@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/race"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
@@ -54,7 +55,7 @@ func TestListFeaturesAllocatesNothingPerMessage(t *testing.T) {
 		}
 	})
 	perCall := 0.0
-	if raceEnabled {
+	if race.Enabled {
 		perCall = 1
 	}
 	if allocs > perCall {

@@ -25,6 +25,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/race"
 )
 
 // startCluster starts an embedded etcd and nodes registered in it, all on
@@ -408,7 +409,7 @@ func sortedKeys(m map[callKey]float64) []string {
 }
 
 func TestCountingAUnaryCallAllocatesNothing(t *testing.T) {
-	if raceEnabled {
+	if race.Enabled {
 		t.Skip("the race detector makes sync.Pool drop what it is given, so every call allocates")
 	}
 	c := newCallCounter()
