@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -58,16 +59,27 @@ func requiredVersion(t *testing.T, path, module string) string {
 }
 
 // cachedBuild builds pkgs of the module in moduleDir into a directory of the
-// user's cache, named after name and a hash of the module's go.mod and go.sum
-// and of the Go version, and returns it. A directory that exists is a
-// complete build (it is renamed into place once built), so a change of
-// either file, or of Go, builds anew; Go's build cache makes that quick when
-// little changed.
+// user's cache, named after name and a hash of the module's go.mod, go.sum
+// and Go files (tests aside), and of the Go version, and returns it. A
+// directory that exists is a complete build (it is renamed into place once
+// built), so a change of any of them, or of Go, builds anew; Go's build cache
+// makes that quick when little changed.
 func cachedBuild(t *testing.T, moduleDir, name string, coldBuild time.Duration, pkgs ...string) string {
 	t.Helper()
 	h := sha256.New()
 	fmt.Fprintln(h, runtime.Version())
-	for _, f := range []string{"go.mod", "go.sum"} {
+	files := []string{"go.mod", "go.sum"}
+	err := filepath.WalkDir(moduleDir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") {
+			rel, _ := filepath.Rel(moduleDir, path)
+			files = append(files, rel)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
 		data, err := os.ReadFile(filepath.Join(moduleDir, f))
 		if err != nil {
 			t.Fatal(err)
