@@ -67,9 +67,13 @@ func TestComposeTracing(t *testing.T) {
 				return false, fmt.Sprintf("%d traces of a tour", len(traces))
 			}
 			tr = traces[0]
-			byService := tr.countByService()
-			return byService["routeguide-node"] > 0 && tr.find("routeguide-node", "etcdserverpb.KV/Txn") != nil,
-				fmt.Sprintf("spans by service: %v", byService)
+			// Each node exports its spans in batches of its own: wait for
+			// every RPC's node span, not for the first node's batch.
+			missing := slices.DeleteFunc(slices.Clone(tourRPCs), func(m string) bool {
+				return tr.find("routeguide-node", "routeguide.RouteGuide/"+m) != nil
+			})
+			return len(missing) == 0 && tr.find("routeguide-node", "etcdserverpb.KV/Txn") != nil,
+				fmt.Sprintf("spans by service: %v; no node span yet of %v", tr.countByService(), missing)
 		})
 		c.logf(t, "tracing: the tour's trace %s in Jaeger %v after the client exited, with spans by service %v",
 			tr.TraceID, since(toured), tr.countByService())
@@ -172,6 +176,10 @@ func (tr jaegerTrace) find(service, name string) *span {
 	return nil
 }
 
+// tourRPCs are the methods `client tour` calls, each of which the trace
+// must show served by a node.
+var tourRPCs = []string{"GetFeature", "ListFeatures", "RecordRoute", "RouteChat"}
+
 // check asserts the shape of a tour's trace: every node span is the child
 // of the client's span of the same call, from one of the nodes, and every
 // etcd Txn is the child of a node's RouteChat span.
@@ -207,7 +215,7 @@ func (tr jaegerTrace) check(t *testing.T, nodes []string) {
 			methods = append(methods, s.name)
 		}
 	}
-	for _, m := range []string{"GetFeature", "ListFeatures", "RecordRoute", "RouteChat"} {
+	for _, m := range tourRPCs {
 		if !slices.Contains(methods, "routeguide.RouteGuide/"+m) {
 			t.Errorf("no node span of %s in the tour's trace (it has %v)", m, methods)
 		}
