@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
@@ -137,7 +138,7 @@ func BenchmarkTargetGetFeature(b *testing.B) {
 // times b.N GetFeature calls from concurrency workers. cpu-ns/op is the
 // process's CPU per call, the nodes' included: it hardly depends on what
 // else the machine runs.
-func benchGetFeature(b *testing.B, conn *clientcli.Conn, answering, concurrency int) {
+func benchGetFeature(b *testing.B, conn grpc.ClientConnInterface, answering, concurrency int) {
 	b.Helper()
 	waitNodesAnswer(b, conn, answering)
 	warmUp(b, conn)
@@ -158,6 +159,54 @@ func benchGetFeature(b *testing.B, conn *clientcli.Conn, answering, concurrency 
 	b.ReportMetric(float64(res.P50)/1e6, "p50-ms")
 	b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
 	b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkClientGetFeature is what our client costs against plain grpc-go
+// round robin, over the same three nodes from a fixed list (no etcd), with
+// the same load; cpu-ns/op is the process's, the nodes' included:
+//
+//   - client=ours: the client command's connection (service config with
+//     health checking and retries, attempt timeouts, our round robin);
+//
+//   - client=ours/no-attempt-timeouts: the same without attempt timeouts,
+//     which cost a timer and two contexts per call;
+//
+//   - client=round_robin: grpc.NewClient with gRPC's round_robin and
+//     nothing else, as docs/BENCHMARKS.md's Peers builds plain grpc-go.
+//
+//     go test -run '^$' -bench ClientGetFeature -benchtime 20000x -count 1 ./internal/devcluster/
+func BenchmarkClientGetFeature(b *testing.B) {
+	cluster, _ := benchCluster(b, 3)
+	var addrs []string
+	for _, n := range cluster.Nodes() {
+		addrs = append(addrs, n.AdvertisedAddr())
+	}
+	plain := func(opts ...grpc.DialOption) func(b *testing.B) grpc.ClientConnInterface {
+		return func(b *testing.B) grpc.ClientConnInterface {
+			opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(staticResolver(addrs...)))
+			conn, err := grpc.NewClient("static:///routeguide", opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { conn.Close() })
+			return conn
+		}
+	}
+	clients := []struct {
+		name string
+		dial func(b *testing.B) grpc.ClientConnInterface
+	}{
+		{"ours", func(b *testing.B) grpc.ClientConnInterface {
+			return benchDial(b, "static:///routeguide", cluster.EtcdURL(), clientcli.WithGRPCOptions(grpc.WithResolvers(staticResolver(addrs...))))
+		}},
+		{"ours/no-attempt-timeouts", plain(balancer.DialOptions(balancer.WithAttemptTimeout(0))...)},
+		{"round_robin", plain(grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))},
+	}
+	for _, c := range clients {
+		b.Run(fmt.Sprintf("concurrency=16/client=%s", c.name), func(b *testing.B) {
+			benchGetFeature(b, c.dial(b), 3, 16)
+		})
+	}
 }
 
 // staticResolver resolves static:///routeguide to addrs, one endpoint each,
@@ -200,7 +249,7 @@ func serveOnPorts(b *testing.B, ports int) []string {
 
 // warmUp makes a few hundred calls, so that every connection is up and has
 // served before the clock starts.
-func warmUp(b *testing.B, conn *clientcli.Conn) {
+func warmUp(b *testing.B, conn grpc.ClientConnInterface) {
 	b.Helper()
 	res, err := load.Run(context.Background(), conn, load.Config{RPC: load.Get, Concurrency: 4, Requests: 300, Timeout: 10 * time.Second})
 	if err != nil || res.Failed != 0 {
@@ -210,7 +259,7 @@ func warmUp(b *testing.B, conn *clientcli.Conn) {
 
 // waitNodesAnswer makes calls until n nodes have answered: from then on the
 // round robin holds them all.
-func waitNodesAnswer(b testing.TB, conn *clientcli.Conn, n int) {
+func waitNodesAnswer(b testing.TB, conn grpc.ClientConnInterface, n int) {
 	b.Helper()
 	if n == 0 {
 		return
