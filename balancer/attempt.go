@@ -107,14 +107,17 @@ type call struct {
 	timedOut int  // attempts that timed out so far
 	timed    bool // the attempt in progress has a timeout
 
-	ctx       context.Context // of the attempt in progress
-	cancel    context.CancelCauseFunc
-	stopTimer func() bool // for a stream: stops its timeout; false once it has fired
+	ctx       context.Context         // of the attempt in progress
+	cancel    context.CancelCauseFunc // the cause is lost on a unary attempt's: see avoiding
+	stopTimer func() bool             // for a stream: stops its timeout; false once it has fired
 
 	mu      sync.Mutex // the stats handler reaches the fields below from within the attempt
 	peer    string     // where the attempt in progress was sent, once it is
 	hung    map[string]bool
 	avoided int
+	// avoiding: the attempt in progress was called off for its pick (the
+	// cause errAvoided, which a unary attempt's context cannot carry).
+	avoiding bool
 }
 
 type callKey struct{}
@@ -122,25 +125,45 @@ type callKey struct{}
 // begin starts an attempt. A unary attempt's timeout is a deadline; a
 // stream's is a timer that stopTimer stops once the first message is in.
 func (c *call) begin(unary bool) context.Context {
-	ctx, cancel := context.WithCancelCause(context.WithValue(c.parent, callKey{}, c))
-	c.stopTimer = func() bool { return true }
+	ctx := context.WithValue(c.parent, callKey{}, c)
+	var cancel context.CancelCauseFunc
+	c.stopTimer = noTimer
 	d := c.timeout()
 	c.timed = d > 0
-	if c.timed {
-		if unary {
-			var stop context.CancelFunc
-			ctx, stop = context.WithTimeoutCause(ctx, d, errAttemptTimedOut)
-			cancelBoth := cancel
-			cancel = func(cause error) { cancelBoth(cause); stop() }
-		} else {
-			timer := time.AfterFunc(d, func() { cancel(errAttemptTimedOut) })
-			c.stopTimer = timer.Stop
-		}
+	switch {
+	case c.timed && unary:
+		// One context for the deadline and for calling the attempt off:
+		// each context costs a registration with the caller's, and this
+		// runs on every GetFeature.
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeoutCause(ctx, d, errAttemptTimedOut)
+		cancel = func(error) { stop() }
+	case c.timed:
+		ctx, cancel = context.WithCancelCause(ctx)
+		timer := time.AfterFunc(d, func() { cancel(errAttemptTimedOut) })
+		c.stopTimer = timer.Stop
+	default:
+		ctx, cancel = context.WithCancelCause(ctx)
 	}
 	c.mu.Lock()
-	c.ctx, c.cancel, c.peer = ctx, cancel, ""
+	c.ctx, c.cancel, c.peer, c.avoiding = ctx, cancel, "", false
 	c.mu.Unlock()
 	return ctx
+}
+
+// noTimer is stopTimer for an attempt without a timer: there is none to fire.
+func noTimer() bool { return true }
+
+// cause says why the attempt in progress was cut short: errAvoided,
+// errAttemptTimedOut, or anything else for the caller's own reasons.
+func (c *call) cause() error {
+	c.mu.Lock()
+	avoiding := c.avoiding
+	c.mu.Unlock()
+	if avoiding {
+		return errAvoided
+	}
+	return context.Cause(c.ctx)
 }
 
 // timeout is the timeout of the next attempt, 0 for none.
@@ -162,7 +185,7 @@ func (c *call) again(err error) bool {
 	if code != codes.DeadlineExceeded && code != codes.Canceled {
 		return false
 	}
-	cause := context.Cause(c.ctx)
+	cause := c.cause()
 	if cause == errAvoided {
 		return true
 	}
@@ -202,7 +225,7 @@ func (c *call) callerErr(err error) error {
 	if err == nil || parentErr == nil {
 		return err
 	}
-	if cause := context.Cause(c.ctx); cause == errAvoided || cause == errAttemptTimedOut {
+	if cause := c.cause(); cause == errAvoided || cause == errAttemptTimedOut {
 		return status.FromContextError(parentErr).Err()
 	}
 	return err
@@ -222,6 +245,7 @@ func (c *call) sentTo(addr string) {
 	c.peer = addr
 	if c.hung[addr] && c.avoided < maxAvoided {
 		c.avoided++
+		c.avoiding = true
 		c.cancel(errAvoided)
 	}
 }
