@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -61,21 +61,9 @@ func startServer(t testing.TB, cfg routeguide.Config, opts ...grpc.ServerOption)
 // serve is startServer for any implementation of the service.
 func serve(t testing.TB, impl pb.RouteGuideServer, opts ...grpc.ServerOption) (pb.RouteGuideClient, string) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
 	srv := grpc.NewServer(opts...)
 	pb.RegisterRouteGuideServer(srv, impl)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	addr := lis.Addr().String()
+	addr := grpctest.Serve(t, srv)
 	return pb.NewRouteGuideClient(dial(t, addr)), addr
 }
 

@@ -2,7 +2,6 @@ package xdsserver_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/xds"
 
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -73,13 +73,7 @@ func TestGRPCClientTakesTheResourcesAndBalancesRoundRobin(t *testing.T) {
 // ends, and returns its address.
 func serveHealth(t *testing.T) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := grpc.NewServer()
 	healthpb.RegisterHealthServer(srv, health.NewServer())
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	return grpctest.Serve(t, srv)
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
 
@@ -152,15 +153,7 @@ func (hangs) RecordRoute(stream pb.RouteGuide_RecordRouteServer) error {
 }
 
 func TestRunForADurationEndsOnTimeWhenCallsHang(t *testing.T) {
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := grpc.NewServer()
-	pb.RegisterRouteGuideServer(server, hangs{})
-	go server.Serve(listener)
-	t.Cleanup(server.Stop)
-	conn := dial(t, listener.Addr().String(), false)
+	conn := dial(t, serve(t, hangs{}), false)
 	const duration, concurrency = 300 * time.Millisecond, 4
 	for _, rpc := range []RPC{Get, Record} {
 		t.Run(string(rpc), func(t *testing.T) {
@@ -374,17 +367,12 @@ func (s *stalls) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, erro
 	return &pb.Feature{}, nil
 }
 
+// serve serves srv on a real gRPC server until t ends, and returns its address.
 func serve(t *testing.T, srv pb.RouteGuideServer) string {
 	t.Helper()
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	server := grpc.NewServer()
 	pb.RegisterRouteGuideServer(server, srv)
-	go server.Serve(listener)
-	t.Cleanup(server.Stop)
-	return listener.Addr().String()
+	return grpctest.Serve(t, server)
 }
 
 // TestOpenLoopCountsAStallInEveryCallItDelayed is coordinated omission, and

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/canonical"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
@@ -351,20 +351,8 @@ func writeFeatureList(b testing.TB, list []*pb.Feature) string {
 // serveGRPC serves impl on srv on 127.0.0.1:0 until b ends.
 func serveGRPC(b testing.TB, srv *grpc.Server, impl pb.RouteGuideServer) string {
 	b.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
 	pb.RegisterRouteGuideServer(srv, impl)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	b.Cleanup(func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			b.Errorf("serve: %v", err)
-		}
-	})
-	return lis.Addr().String()
+	return grpctest.Serve(b, srv)
 }
 
 // startBenchNode runs a standalone node, metrics on metricsListen ("" for

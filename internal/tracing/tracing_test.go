@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -12,12 +11,12 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/otlptest"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
@@ -74,21 +73,10 @@ func TestEndpointMustBeAHostAndPort(t *testing.T) {
 // port until the test ends, and returns a connection to it with dialOpts.
 func serve(t *testing.T, opts []grpc.ServerOption, dialOpts []grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := grpc.NewServer(opts...)
 	pb.RegisterRouteGuideServer(s, routeguide.NewServer(routeguide.Config{Features: features.Default(), Notes: notes.NewMemory(notes.DefaultLimits())}))
 	healthpb.RegisterHealthServer(s, health.NewServer())
-	go s.Serve(l)
-	t.Cleanup(s.Stop)
-	conn, err := grpc.NewClient(l.Addr().String(), append(dialOpts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return grpctest.Dial(t, grpctest.Serve(t, s), dialOpts...)
 }
 
 func start(t *testing.T, cfg Config) *Provider {
