@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
-	channelzservice "google.golang.org/grpc/channelz/service"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
@@ -20,6 +18,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/channelztest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 )
@@ -144,24 +143,11 @@ func waitEveryNodeAnswers(t testing.TB, calls *answerlog.Log, nodes []*clusterNo
 	})
 }
 
-// channelz is the in-process channelz service: it counts the calls picked
-// for each subchannel (each node address), retried attempts included, which
-// no response can tell. Importing its package turns channelz on.
-var channelz = func() channelzpb.ChannelzServer {
-	var r captureRegistrar
-	channelzservice.RegisterChannelzServiceToServer(&r)
-	return r.impl.(channelzpb.ChannelzServer)
-}()
-
-type captureRegistrar struct{ impl any }
-
-func (r *captureRegistrar) RegisterService(_ *grpc.ServiceDesc, impl any) { r.impl = impl }
-
 // subchannelOf returns the id of the subchannel to addr of the client's
 // channel to target.
 func subchannelOf(t *testing.T, target, addr string) int64 {
 	t.Helper()
-	top, err := channelz.GetTopChannels(t.Context(), &channelzpb.GetTopChannelsRequest{})
+	top, err := channelztest.Server.GetTopChannels(t.Context(), &channelzpb.GetTopChannelsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +166,7 @@ func subchannelOf(t *testing.T, target, addr string) int64 {
 }
 
 func subchannelData(id int64) (*channelzpb.ChannelData, bool) {
-	resp, err := channelz.GetSubchannel(context.Background(), &channelzpb.GetSubchannelRequest{SubchannelId: id})
+	resp, err := channelztest.Server.GetSubchannel(context.Background(), &channelzpb.GetSubchannelRequest{SubchannelId: id})
 	if err != nil {
 		return nil, false
 	}

@@ -24,13 +24,13 @@ import (
 	etcdresolver "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc"
 	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
-	channelzservice "google.golang.org/grpc/channelz/service"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/channelztest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -319,24 +319,12 @@ func (c *cluster) isRegistered(tb testing.TB, n *nodeProcess) bool {
 	return slices.ContainsFunc(c.registered(tb), func(v string) bool { return strings.Contains(v, n.addr) })
 }
 
-// channelz is the in-process channelz service, which sees every channel of
-// the test process, whatever built it.
-var channelz = func() channelzpb.ChannelzServer {
-	var r captureRegistrar
-	channelzservice.RegisterChannelzServiceToServer(&r)
-	return r.impl.(channelzpb.ChannelzServer)
-}()
-
-type captureRegistrar struct{ impl any }
-
-func (r *captureRegistrar) RegisterService(_ *grpc.ServiceDesc, impl any) { r.impl = impl }
-
 // readySubchannels counts the subchannels (one per node address) of the
 // client's channel that are READY. Every balancer here keeps one per address.
 func (c *cluster) readySubchannels(tb testing.TB) int {
 	tb.Helper()
 	ctx := context.Background()
-	top, err := channelz.GetTopChannels(ctx, &channelzpb.GetTopChannelsRequest{})
+	top, err := channelztest.Server.GetTopChannels(ctx, &channelzpb.GetTopChannelsRequest{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -348,7 +336,7 @@ func (c *cluster) readySubchannels(tb testing.TB) int {
 	}
 	ready := 0
 	for _, ref := range channel.GetSubchannelRef() {
-		sub, err := channelz.GetSubchannel(ctx, &channelzpb.GetSubchannelRequest{SubchannelId: ref.GetSubchannelId()})
+		sub, err := channelztest.Server.GetSubchannel(ctx, &channelzpb.GetSubchannelRequest{SubchannelId: ref.GetSubchannelId()})
 		if err == nil && sub.GetSubchannel().GetData().GetState().GetState() == channelzpb.ChannelConnectivityState_READY {
 			ready++
 		}
