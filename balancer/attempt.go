@@ -54,18 +54,32 @@ var (
 	errAvoided         = errors.New("attempt picked a node that timed out before; made again")
 )
 
-// attemptOptions are the interceptors that time attempts out, and the stats
-// handler that tells them where each attempt was sent.
-func attemptOptions(timeout time.Duration) []grpc.DialOption {
+// WithOtherPolicies is for a channel whose balancing policy is not always
+// this package's, as an xds:/// target's: its attempts learn where they went
+// from a stats handler, sentTo, instead of from the policy's picker. Any
+// stats handler makes gRPC build every stats event of every call, about 20
+// allocations and 4 µs a call (docs/BENCHMARKS.md, "Our client against plain
+// grpc-go"), so a channel with this package's policy goes without.
+func WithOtherPolicies() Option {
+	return func(o *options) { o.otherPolicies = true }
+}
+
+// attemptOptions are the interceptors that time attempts out, and, when
+// the channel may pick with other policies, the stats handler that tells
+// them where each attempt was sent.
+func attemptOptions(timeout time.Duration, otherPolicies bool) []grpc.DialOption {
 	if timeout <= 0 {
 		return nil
 	}
 	a := attempts{timeout: timeout}
-	return []grpc.DialOption{
+	opts := []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(a.unary),
 		grpc.WithChainStreamInterceptor(a.stream),
-		grpc.WithStatsHandler(sentTo{}),
 	}
+	if otherPolicies {
+		opts = append(opts, grpc.WithStatsHandler(sentTo{}))
+	}
+	return opts
 }
 
 type attempts struct{ timeout time.Duration }
@@ -237,8 +251,26 @@ func (c *call) end() {
 	c.cancel(nil)
 }
 
+// pick is where an attempt goes that this package's round robin picked
+// for addrs[i]: the first endpoint from i on, in turn, where no attempt of
+// the call has hung, or addrs[i] when all have. It notes the endpoint as the
+// attempt's, so that a timeout marks it.
+func (c *call) pick(i int, addrs []string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range len(addrs) {
+		if j := (i + k) % len(addrs); !c.hung[addrs[j]] {
+			i = j
+			break
+		}
+	}
+	c.peer = addrs[i]
+	return i
+}
+
 // sentTo notes that the attempt in progress went to addr, and cancels it if
-// an earlier attempt of the call timed out there.
+// an earlier attempt of the call timed out there. It serves channels whose
+// policy is not this package's (WithOtherPolicies), which pick without pick.
 func (c *call) sentTo(addr string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -195,13 +195,34 @@ func (l *attemptLog) of(id string) []attempt {
 // the given attempt timeout, and logs attempts into log when it is set.
 func dialGuide(t *testing.T, timeout time.Duration, log *attemptLog, nodes ...*guideNode) pb.RouteGuideClient {
 	t.Helper()
+	return dialGuideWith(t, ourPolicy, timeout, log, nodes...)
+}
+
+// The policies a test client can pick with: this package's, or gRPC's
+// round_robin as a channel whose policy is not ours (an xds:/// target's,
+// WithOtherPolicies).
+const (
+	ourPolicy        = Name
+	roundRobinPolicy = "round_robin"
+)
+
+// dialGuideWith is dialGuide with the given policy.
+func dialGuideWith(t *testing.T, policy string, timeout time.Duration, log *attemptLog, nodes ...*guideNode) pb.RouteGuideClient {
+	t.Helper()
 	r := manual.NewBuilderWithScheme("test")
 	var state resolver.State
 	for _, n := range nodes {
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: n.addr}}})
 	}
 	r.InitialState(state)
-	opts := append(DialOptions(WithAttemptTimeout(timeout)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	var opts []grpc.DialOption
+	if policy == ourPolicy {
+		opts = DialOptions(WithAttemptTimeout(timeout))
+	} else {
+		opts = append(DialOptions(WithAttemptTimeout(timeout), WithOtherPolicies()),
+			grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`": `+policyConfigPlaceholder, `"`+policy+`": {}`, 1)))
+	}
+	opts = append(opts, grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if log != nil {
 		opts = append(opts, grpc.WithChainUnaryInterceptor(log.unary))
 	}
@@ -332,14 +353,21 @@ func TestAttemptTimeoutRetriesAHungCallOnAnotherNode(t *testing.T) {
 
 // TestAttemptTimeoutAvoidsTheNodesThatHung: with two silent nodes of three,
 // a call whose attempt timed out on one node is not left to time out on it
-// again: an attempt picked for it is called off as it is sent, so each call
-// waits at most one attempt timeout per silent node.
+// again, so each call waits at most one attempt timeout per silent node. Our
+// policy's picker skips the node; under another policy, an attempt picked
+// for it is called off as it is sent.
 func TestAttemptTimeoutAvoidsTheNodesThatHung(t *testing.T) {
+	for _, policy := range []string{ourPolicy, roundRobinPolicy} {
+		t.Run(policy, func(t *testing.T) { testAttemptTimeoutAvoidsTheNodesThatHung(t, policy) })
+	}
+}
+
+func testAttemptTimeoutAvoidsTheNodesThatHung(t *testing.T, policy string) {
 	checkNoGoroutineLeft(t)
 	live := startGuideNode(t, "live", answers)
 	hung1, hung2 := startGuideNode(t, "hung1", hangs), startGuideNode(t, "hung2", hangs)
 	var log attemptLog
-	client := dialGuide(t, testAttemptTimeout, &log, live, hung1, hung2)
+	client := dialGuideWith(t, policy, testAttemptTimeout, &log, live, hung1, hung2)
 
 	errs := getFeatures(t, client, 30, 5*time.Second)
 	avoided := 0
@@ -362,6 +390,9 @@ func TestAttemptTimeoutAvoidsTheNodesThatHung(t *testing.T) {
 				}
 			}
 		}
+	}
+	if policy == ourPolicy && avoided != 0 {
+		t.Errorf("%d attempts were called off as sent; our picker should have skipped their nodes", avoided)
 	}
 	t.Logf("30 calls OK; %d attempts picked for a node that had hung were called off as sent", avoided)
 }

@@ -104,6 +104,7 @@ type Option func(*options)
 type options struct {
 	metrics        *Metrics
 	attemptTimeout time.Duration
+	otherPolicies  bool
 }
 
 // WithMetrics makes the policy report its picks and ready endpoints to m.
@@ -130,7 +131,7 @@ func DialOptions(opts ...Option) []grpc.DialOption {
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithKeepaliveParams(ClientKeepalive),
 		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
-	}, attemptOptions(o.attemptTimeout)...)
+	}, attemptOptions(o.attemptTimeout, o.otherPolicies)...)
 }
 
 // MaxHeaderListBytes bounds the metadata of one call, in each direction:

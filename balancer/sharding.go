@@ -58,7 +58,7 @@ func (s *sharding) UpdateClientConnState(state grpcbalancer.ClientConnState) err
 		}
 		c, ok := s.children.Get(ep)
 		if !ok {
-			c = s.newChild()
+			c = s.newChild(ep)
 		}
 		children.Set(ep, c)
 		childErr := c.updateClientConnState(grpcbalancer.ClientConnState{
@@ -119,8 +119,8 @@ func (s *sharding) setInhibit(on bool) {
 	}
 }
 
-func (s *sharding) newChild() *child {
-	c := &child{ClientConn: s.cc, parent: s, state: grpcbalancer.State{ConnectivityState: connectivity.Connecting, Picker: base.NewErrPicker(grpcbalancer.ErrNoSubConnAvailable)}}
+func (s *sharding) newChild(ep resolver.Endpoint) *child {
+	c := &child{ClientConn: s.cc, parent: s, addr: ep.Addresses[0].Addr, state: grpcbalancer.State{ConnectivityState: connectivity.Connecting, Picker: base.NewErrPicker(grpcbalancer.ErrNoSubConnAvailable)}}
 	s.mu.Lock()
 	s.count[connectivity.Connecting]++
 	s.mu.Unlock()
@@ -183,12 +183,15 @@ func (s *sharding) sendLocked(force, failedAgain bool) {
 		if !force && !s.newReady && s.sent == state {
 			return
 		}
-		pickers := make([]grpcbalancer.Picker, 0, len(s.ready))
-		for c := range s.ready {
-			pickers = append(pickers, c.state.Picker)
+		p := &readyPicker{
+			pickers: make([]grpcbalancer.Picker, 0, len(s.ready)),
+			addrs:   make([]string, 0, len(s.ready)),
 		}
-		p := &readyPicker{pickers: pickers}
-		p.next.Store(rand.Uint32N(uint32(len(pickers))))
+		for c := range s.ready {
+			p.pickers = append(p.pickers, c.state.Picker)
+			p.addrs = append(p.addrs, c.addr)
+		}
+		p.next.Store(rand.Uint32N(uint32(len(p.pickers))))
 		picker = p
 		s.newReady = false
 	case s.count[connectivity.Connecting] > 0 || s.count[connectivity.Idle] > 0:
@@ -213,14 +216,20 @@ func (s *sharding) sendLocked(force, failedAgain bool) {
 	s.cc.UpdateState(grpcbalancer.State{ConnectivityState: state, Picker: picker})
 }
 
-// readyPicker picks the ready children in turn.
+// readyPicker picks the ready children in turn. An attempt of a timed call
+// (attempt.go) skips the children whose endpoints hung on the same call.
 type readyPicker struct {
 	pickers []grpcbalancer.Picker
+	addrs   []string // the endpoint of each picker
 	next    atomic.Uint32
 }
 
 func (p *readyPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
-	return p.pickers[p.next.Add(1)%uint32(len(p.pickers))].Pick(info)
+	i := int(p.next.Add(1) % uint32(len(p.pickers)))
+	if c, ok := info.Ctx.Value(callKey{}).(*call); ok {
+		i = c.pick(i, p.addrs)
+	}
+	return p.pickers[i].Pick(info)
 }
 
 // readyEndpoints is how many endpoints a picker of sharding picks from.
@@ -236,6 +245,7 @@ func readyEndpoints(p grpcbalancer.Picker) int {
 type child struct {
 	grpcbalancer.ClientConn // the parent's; UpdateState is the child's own
 	parent                  *sharding
+	addr                    string // the endpoint's first address
 	// state and removed are guarded by parent.mu.
 	state   grpcbalancer.State
 	removed bool
