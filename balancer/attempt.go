@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -36,50 +35,32 @@ const DefaultAttemptTimeout = time.Second
 // caller's deadline only.
 const maxTimedAttempts = 3
 
-// maxAvoided bounds the attempts of one call that are cancelled for having
-// been picked for a node that already timed out, so that a call whose only
-// node is silent does not spin: it then waits on that node like any attempt.
-// With one node silent in three, 16 picks in a row for it are a chance in
-// 40 million.
-const maxAvoided = 16
-
 // WithAttemptTimeout sets the timeout of each attempt of an idempotent call;
 // zero or less turns attempt timeouts off, leaving only the retry policy.
 func WithAttemptTimeout(d time.Duration) Option {
 	return func(o *options) { o.attemptTimeout = d }
 }
 
-var (
-	errAttemptTimedOut = errors.New("attempt timed out; made again on another node")
-	errAvoided         = errors.New("attempt picked a node that timed out before; made again")
-)
+var errAttemptTimedOut = errors.New("attempt timed out; made again on another node")
 
-// WithOtherPolicies is for a channel whose balancing policy is not always
-// this package's, as an xds:/// target's: its attempts learn where they went
-// from a stats handler, sentTo, instead of from the policy's picker. Any
-// stats handler makes gRPC build every stats event of every call, about 20
-// allocations and 4 µs a call (docs/BENCHMARKS.md, "Our client against plain
-// grpc-go"), so a channel with this package's policy goes without.
-func WithOtherPolicies() Option {
-	return func(o *options) { o.otherPolicies = true }
-}
-
-// attemptOptions are the interceptors that time attempts out, and, when
-// the channel may pick with other policies, the stats handler that tells
-// them where each attempt was sent.
-func attemptOptions(timeout time.Duration, otherPolicies bool) []grpc.DialOption {
+// attemptOptions are the interceptors that time attempts out. Where each
+// attempt went they learn from this package's policy, whose picker also
+// skips the nodes that hung on the same call; xds:/// clients get the policy
+// from the nodes' xDS servers (discovery/xdsserver, EndpointPolicy). Under
+// another policy attempts are still timed and made again, without the skip.
+// (Learning where an attempt went without the policy takes a stats handler,
+// and any stats handler makes gRPC build every stats event of every call:
+// about 20 allocations and 4 µs a call, docs/BENCHMARKS.md, "Our client
+// against plain grpc-go".)
+func attemptOptions(timeout time.Duration) []grpc.DialOption {
 	if timeout <= 0 {
 		return nil
 	}
 	a := attempts{timeout: timeout}
-	opts := []grpc.DialOption{
+	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(a.unary),
 		grpc.WithChainStreamInterceptor(a.stream),
 	}
-	if otherPolicies {
-		opts = append(opts, grpc.WithStatsHandler(sentTo{}))
-	}
-	return opts
 }
 
 type attempts struct{ timeout time.Duration }
@@ -121,17 +102,13 @@ type call struct {
 	timedOut int  // attempts that timed out so far
 	timed    bool // the attempt in progress has a timeout
 
-	ctx       context.Context         // of the attempt in progress
-	cancel    context.CancelCauseFunc // the cause is lost on a unary attempt's: see avoiding
-	stopTimer func() bool             // for a stream: stops its timeout; false once it has fired
+	ctx       context.Context // of the attempt in progress
+	cancel    context.CancelCauseFunc
+	stopTimer func() bool // for a stream: stops its timeout; false once it has fired
 
-	mu      sync.Mutex // the stats handler reaches the fields below from within the attempt
-	peer    string     // where the attempt in progress was sent, once it is
-	hung    map[string]bool
-	avoided int
-	// avoiding: the attempt in progress was called off for its pick (the
-	// cause errAvoided, which a unary attempt's context cannot carry).
-	avoiding bool
+	mu   sync.Mutex // the stats handler reaches the fields below from within the attempt
+	peer string     // where the attempt in progress was sent, once it is
+	hung map[string]bool
 }
 
 type callKey struct{}
@@ -146,9 +123,9 @@ func (c *call) begin(unary bool) context.Context {
 	c.timed = d > 0
 	switch {
 	case c.timed && unary:
-		// One context for the deadline and for calling the attempt off:
-		// each context costs a registration with the caller's, and this
-		// runs on every GetFeature.
+		// One context for the deadline and for ending the attempt: each
+		// context costs a registration with the caller's, and this runs on
+		// every GetFeature.
 		var stop context.CancelFunc
 		ctx, stop = context.WithTimeoutCause(ctx, d, errAttemptTimedOut)
 		cancel = func(error) { stop() }
@@ -160,25 +137,13 @@ func (c *call) begin(unary bool) context.Context {
 		ctx, cancel = context.WithCancelCause(ctx)
 	}
 	c.mu.Lock()
-	c.ctx, c.cancel, c.peer, c.avoiding = ctx, cancel, "", false
+	c.ctx, c.cancel, c.peer = ctx, cancel, ""
 	c.mu.Unlock()
 	return ctx
 }
 
 // noTimer is stopTimer for an attempt without a timer: there is none to fire.
 func noTimer() bool { return true }
-
-// cause says why the attempt in progress was cut short: errAvoided,
-// errAttemptTimedOut, or anything else for the caller's own reasons.
-func (c *call) cause() error {
-	c.mu.Lock()
-	avoiding := c.avoiding
-	c.mu.Unlock()
-	if avoiding {
-		return errAvoided
-	}
-	return context.Cause(c.ctx)
-}
 
 // timeout is the timeout of the next attempt, 0 for none.
 func (c *call) timeout() time.Duration {
@@ -189,8 +154,7 @@ func (c *call) timeout() time.Duration {
 }
 
 // again reports whether the attempt that ended with err is to be made again:
-// it was cut short by its own timeout, or for its pick, while the caller
-// still waits.
+// it was cut short by its own timeout while the caller still waits.
 func (c *call) again(err error) bool {
 	if err == nil || c.parent.Err() != nil {
 		return false
@@ -199,10 +163,7 @@ func (c *call) again(err error) bool {
 	if code != codes.DeadlineExceeded && code != codes.Canceled {
 		return false
 	}
-	cause := c.cause()
-	if cause == errAvoided {
-		return true
-	}
+	cause := context.Cause(c.ctx)
 	// The node learns a unary attempt's deadline, and may report it passed
 	// a moment before the client's own timer fires: a deadline that is not
 	// the caller's is the attempt's.
@@ -239,7 +200,7 @@ func (c *call) callerErr(err error) error {
 	if err == nil || parentErr == nil {
 		return err
 	}
-	if cause := c.cause(); cause == errAvoided || cause == errAttemptTimedOut {
+	if context.Cause(c.ctx) == errAttemptTimedOut {
 		return status.FromContextError(parentErr).Err()
 	}
 	return err
@@ -267,42 +228,6 @@ func (c *call) pick(i int, addrs []string) int {
 	c.peer = addrs[i]
 	return i
 }
-
-// sentTo notes that the attempt in progress went to addr, and cancels it if
-// an earlier attempt of the call timed out there. It serves channels whose
-// policy is not this package's (WithOtherPolicies), which pick without pick.
-func (c *call) sentTo(addr string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.peer = addr
-	if c.hung[addr] && c.avoided < maxAvoided {
-		c.avoided++
-		c.avoiding = true
-		c.cancel(errAvoided)
-	}
-}
-
-// sentTo is the stats handler that tells a call where each attempt went:
-// gRPC reports the connection of a stream when it sends the stream's headers,
-// before any answer, which is when an attempt to a node that hung before can
-// still be called off at no cost.
-type sentTo struct{}
-
-func (sentTo) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-
-func (sentTo) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	h, ok := s.(*stats.OutHeader)
-	if !ok || !h.Client || h.RemoteAddr == nil {
-		return
-	}
-	if c, ok := ctx.Value(callKey{}).(*call); ok {
-		c.sentTo(h.RemoteAddr.String())
-	}
-}
-
-func (sentTo) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-
-func (sentTo) HandleConn(context.Context, stats.ConnStats) {}
 
 // timedStream is a server stream whose attempts are timed until the first
 // message. It holds the one request the caller sent, to send it again.

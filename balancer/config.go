@@ -104,7 +104,6 @@ type Option func(*options)
 type options struct {
 	metrics        *Metrics
 	attemptTimeout time.Duration
-	otherPolicies  bool
 }
 
 // WithMetrics makes the policy report its picks and ready endpoints to m.
@@ -131,7 +130,7 @@ func DialOptions(opts ...Option) []grpc.DialOption {
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithKeepaliveParams(ClientKeepalive),
 		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
-	}, attemptOptions(o.attemptTimeout, o.otherPolicies)...)
+	}, attemptOptions(o.attemptTimeout)...)
 }
 
 // MaxHeaderListBytes bounds the metadata of one call, in each direction:

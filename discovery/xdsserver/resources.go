@@ -20,7 +20,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
+	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	"github.com/routeguide-cluster/routeguide/discovery"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // adsSource points a resource at the stream it came on (gRFC A27 accepts
@@ -70,13 +73,37 @@ func staticResources(cfg Config) (listener, route, cluster types.Resource, err e
 		VirtualHosts: []*routev3.VirtualHost{{Name: cfg.Service, Domains: []string{"*"}, Routes: routes}},
 	}
 
-	cluster = &clusterv3.Cluster{
+	c := &clusterv3.Cluster{
 		Name:                 cfg.Service,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource, ServiceName: cfg.Service},
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 	}
-	return listener, route, cluster, nil
+	if cfg.EndpointPolicy != "" {
+		if c.LoadBalancingPolicy, err = endpointPolicies(cfg.EndpointPolicy); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return listener, route, c, nil
+}
+
+// endpointPolicies lists the policy named name, then round robin (gRFC
+// A52): a client takes the first it knows. gRPC takes a TypedStruct whose
+// type URL ends in the name of a policy it has registered; a client without
+// it, or without A52 (grpcio 1.51 by default), balances round robin.
+func endpointPolicies(name string) (*clusterv3.LoadBalancingPolicy, error) {
+	custom, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: "type.googleapis.com/" + name, Value: &structpb.Struct{}})
+	if err != nil {
+		return nil, err
+	}
+	roundRobin, err := anypb.New(&roundrobinv3.RoundRobin{})
+	if err != nil {
+		return nil, err
+	}
+	return &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{
+		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: custom}},
+		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "envoy.load_balancing_policies.round_robin", TypedConfig: roundRobin}},
+	}}, nil
 }
 
 // retryPolicy is r as xDS says it (gRFC A44): on the status codes, up to

@@ -55,6 +55,10 @@ type Config struct {
 	// under Retry; other calls are never retried.
 	RetryMethods []string
 	Retry        Retry
+	// EndpointPolicy, when set, names a gRPC balancing policy that a client
+	// which registered it uses over the endpoints (gRFC A52, a TypedStruct);
+	// every other client, and every other language, uses round robin.
+	EndpointPolicy string
 	// Logger hears of rejected resources and skipped endpoints; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -65,6 +69,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Service == "" || strings.Contains(c.Service, "/"):
 		return fmt.Errorf("xds service %q: must be non-empty and without '/'", c.Service)
+	case strings.Contains(c.EndpointPolicy, "/"):
+		return fmt.Errorf("xds endpoint policy %q: a gRPC policy name has no '/'", c.EndpointPolicy)
 	case len(c.RetryMethods) > 0 && (c.Retry.On == "" || c.Retry.MaxAttempts < 2 || c.Retry.BaseBackoff <= 0 || c.Retry.MaxBackoff < c.Retry.BaseBackoff):
 		return fmt.Errorf("xds retry %+v: needs status codes, at least 2 attempts and backoffs with 0 < base <= max", c.Retry)
 	}

@@ -37,12 +37,19 @@ const service = "routeguide"
 // it, and the xDS server and its address.
 func setup(t *testing.T) (*localetcd.Server, *clientv3.Client, *xdsserver.Server, string) {
 	t.Helper()
+	return setupWith(t, "")
+}
+
+// setupWith is setup with the xDS server's EndpointPolicy.
+func setupWith(t *testing.T, endpointPolicy string) (*localetcd.Server, *clientv3.Client, *xdsserver.Server, string) {
+	t.Helper()
 	etcd := etcdtest.Start(t)
 	cli := etcdtest.Client(t, etcd.ClientURL())
 	xds, err := xdsserver.New(xdsserver.Config{
-		Service:      service,
-		RetryMethods: []string{"/routeguide.RouteGuide/GetFeature"},
-		Retry:        xdsserver.Retry{On: "unavailable", MaxAttempts: 4, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
+		Service:        service,
+		RetryMethods:   []string{"/routeguide.RouteGuide/GetFeature"},
+		Retry:          xdsserver.Retry{On: "unavailable", MaxAttempts: 4, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
+		EndpointPolicy: endpointPolicy,
 	})
 	if err != nil {
 		t.Fatal(err)

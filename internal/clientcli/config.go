@@ -261,12 +261,7 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 	if settings.tls != nil {
 		creds = credentials.NewTLS(settings.tls)
 	}
-	balancerOpts := settings.balancer
-	if resolvedThroughXDS(target) {
-		// The xDS servers choose the policy, which is not ours.
-		balancerOpts = append(balancerOpts[:len(balancerOpts):len(balancerOpts)], balancer.WithOtherPolicies())
-	}
-	dialOpts := append(settings.callInterceptors, balancer.DialOptions(balancerOpts...)...)
+	dialOpts := append(settings.callInterceptors, balancer.DialOptions(settings.balancer...)...)
 	dialOpts = append(dialOpts, grpc.WithTransportCredentials(creds))
 	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}

@@ -184,7 +184,7 @@ func dialEtcd(cfg Config, traces *tracing.Provider) (registry, notes *clientv3.C
 
 // newXDSServer serves the registry to xDS clients of any language on the
 // node's gRPC port (README, "From any language"), with the retry policy of
-// package balancer.
+// package balancer, and its policy for the Go clients that link it.
 func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
 	return xdsserver.New(xdsserver.Config{
 		Service:      cfg.Service,
@@ -195,7 +195,8 @@ func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
 			BaseBackoff: balancer.RetryInitialBackoff,
 			MaxBackoff:  balancer.RetryMaxBackoff,
 		},
-		Logger: logger,
+		EndpointPolicy: balancer.Name,
+		Logger:         logger,
 	})
 }
 
