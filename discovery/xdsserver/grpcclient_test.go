@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/xds"
 
 	"github.com/routeguide-cluster/routeguide/balancer"
@@ -35,19 +35,7 @@ func TestGRPCClientTakesTheResourcesAndBalancesRoundRobin(t *testing.T) {
 		register(t, cli, id, backend)
 		backends = append(backends, backend)
 	}
-	bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: []string{addr}, NodeID: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient("xds:///"+service, grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := grpctest.Dial(t, "xds:///"+service, grpc.WithResolvers(xdsResolver(t, addr)))
 	client := healthpb.NewHealthClient(conn)
 	check := func() string {
 		// Calls wait for the resources, and fail once that takes too long.
@@ -99,16 +87,8 @@ func TestGoClientsBalanceWithThePolicyTheServerNames(t *testing.T) {
 		pb.RegisterRouteGuideServer(srv, node)
 		register(t, cli, node.name, grpctest.Serve(t, srv))
 	}
-	bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: []string{addr}, NodeID: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const attemptTimeout = 200 * time.Millisecond
-	conn := grpctest.Dial(t, "xds:///"+service, append(balancer.DialOptions(balancer.WithAttemptTimeout(attemptTimeout)), grpc.WithResolvers(resolver))...)
+	conn := grpctest.Dial(t, "xds:///"+service, append(balancer.DialOptions(balancer.WithAttemptTimeout(attemptTimeout)), grpc.WithResolvers(xdsResolver(t, addr)))...)
 	client := pb.NewRouteGuideClient(conn)
 	// Callers at once, so that round robin's picks for one call come
 	// between another's: alone, a caller would go round the nodes in turn.
@@ -179,4 +159,19 @@ func (n *callsSeen) count() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return len(n.seen)
+}
+
+// xdsResolver is grpc-go's xds:/// resolver with a bootstrap that names the
+// xDS server at addr only.
+func xdsResolver(t *testing.T, addr string) resolver.Builder {
+	t.Helper()
+	bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: []string{addr}, NodeID: t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
