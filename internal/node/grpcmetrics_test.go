@@ -42,7 +42,7 @@ var kindsService = grpc.ServiceDesc{
 	Streams: []grpc.StreamDesc{
 		{StreamName: "ClientStream", Handler: kindsClientStream, ClientStreams: true},
 		{StreamName: "ServerStream", Handler: kindsServerStream, ServerStreams: true},
-		{StreamName: "Bidi", Handler: kindsBidi, ClientStreams: true, ServerStreams: true},
+		{StreamName: "Bidi", Handler: echoUntil(endAs), ClientStreams: true, ServerStreams: true},
 	},
 }
 
@@ -52,7 +52,7 @@ var lateService = grpc.ServiceDesc{
 	ServiceName: "routeguide.test.Late",
 	HandlerType: (*any)(nil),
 	Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: kindsUnary}},
-	Streams:     []grpc.StreamDesc{{StreamName: "Bidi", Handler: kindsBidi, ClientStreams: true, ServerStreams: true}},
+	Streams:     []grpc.StreamDesc{{StreamName: "Bidi", Handler: echoUntil(endAs), ClientStreams: true, ServerStreams: true}},
 }
 
 // endAs is how a call asked to end with what ends: "ok", "code=N" (a status
@@ -125,24 +125,6 @@ func kindsServerStream(_ any, stream grpc.ServerStream) error {
 		}
 	}
 	return endAs(req.GetValue())
-}
-
-// kindsBidi answers each "ok" with itself and ends at the first other request.
-func kindsBidi(_ any, stream grpc.ServerStream) error {
-	for {
-		req := new(wrapperspb.StringValue)
-		if err := stream.RecvMsg(req); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return err
-		}
-		if err := endAs(req.GetValue()); err != nil {
-			return err
-		}
-		if err := stream.SendMsg(req); err != nil {
-			return err
-		}
-	}
 }
 
 // serveKinds serves the kinds service, health and, registered after

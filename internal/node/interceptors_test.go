@@ -24,7 +24,7 @@ var faultyService = grpc.ServiceDesc{
 	HandlerType: (*any)(nil),
 	Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: faultyUnary}},
 	Streams: []grpc.StreamDesc{{
-		StreamName: "Stream", Handler: faultyStream, ServerStreams: true, ClientStreams: true,
+		StreamName: "Stream", Handler: echoUntil(behave), ServerStreams: true, ClientStreams: true,
 	}},
 }
 
@@ -49,20 +49,23 @@ func faultyUnary(srv any, ctx context.Context, dec func(any) error, interceptor 
 	return interceptor(ctx, req, &grpc.UnaryServerInfo{Server: srv, FullMethod: faultyUnaryMethod}, handler)
 }
 
-// faultyStream answers each request with itself, or ends as it says.
-func faultyStream(_ any, stream grpc.ServerStream) error {
-	for {
-		req := new(wrapperspb.StringValue)
-		if err := stream.RecvMsg(req); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return err
-		}
-		if err := behave(req.GetValue()); err != nil {
-			return err
-		}
-		if err := stream.SendMsg(req); err != nil {
-			return err
+// echoUntil is a stream handler that answers each request with itself until
+// end, given the request, returns an error, and ends with that error.
+func echoUntil(end func(string) error) grpc.StreamHandler {
+	return func(_ any, stream grpc.ServerStream) error {
+		for {
+			req := new(wrapperspb.StringValue)
+			if err := stream.RecvMsg(req); err == io.EOF {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			if err := end(req.GetValue()); err != nil {
+				return err
+			}
+			if err := stream.SendMsg(req); err != nil {
+				return err
+			}
 		}
 	}
 }
