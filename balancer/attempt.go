@@ -106,7 +106,7 @@ type call struct {
 	cancel    context.CancelCauseFunc
 	stopTimer func() bool // for a stream: stops its timeout; false once it has fired
 
-	mu   sync.Mutex // the stats handler reaches the fields below from within the attempt
+	mu   sync.Mutex // the policy's picker reaches the fields below from within the attempt
 	peer string     // where the attempt in progress was sent, once it is
 	hung map[string]bool
 }

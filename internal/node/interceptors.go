@@ -49,13 +49,19 @@ func (c *calls) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	// own. A header the handler set is merged; a handler that called
 	// grpc.SendHeader itself would lose this one (the node's call none).
 	grpc.SendHeader(ctx, c.header)
-	code := callCode(err)
-	logCall(ctx, c.logger, info.FullMethod, start, code, err)
 	if err == nil {
 		series.messageSent()
 	}
-	series.handled(code, start)
+	c.finished(ctx, info.FullMethod, start, series, err)
 	return resp, err
+}
+
+// finished logs and counts a call that ended with err, read once as the
+// status gRPC sends.
+func (c *calls) finished(ctx context.Context, method string, start time.Time, series callSeries, err error) {
+	code := callCode(err)
+	logCall(ctx, c.logger, method, start, code, err)
+	series.handled(code, start)
 }
 
 func (c *calls) recoverUnary(ctx context.Context, req any, method string, handler grpc.UnaryHandler) (_ any, err error) {
@@ -72,9 +78,7 @@ func (c *calls) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	s := &callStream{ServerStream: ss, header: c.header, series: c.metrics.start(info.FullMethod, streamCallType(info))}
 	err := c.recoverStream(srv, s, info.FullMethod, handler)
 	s.sendHeader()
-	code := callCode(err)
-	logCall(ss.Context(), c.logger, info.FullMethod, start, code, err)
-	s.series.handled(code, start)
+	c.finished(ss.Context(), info.FullMethod, start, s.series, err)
 	return err
 }
 
