@@ -189,7 +189,10 @@ func Run(ctx context.Context, conn grpc.ClientConnInterface, cfg Config) (Result
 		if cfg.Duration > 0 {
 			stoppedAt = start.Add(min(res.Elapsed, cfg.Duration))
 		}
-		started := int64(res.OK + res.Failed + res.Cut)
+		var started int64
+		for _, w := range workers {
+			started += int64(w.started)
+		}
 		res.Unsent = int(max(t.dueBefore(stoppedAt)-started, 0))
 	}
 	return res, nil
@@ -302,7 +305,6 @@ func merge(workers []*worker, elapsed time.Duration) Result {
 		res.OK += int(w.okCount.Load())
 		res.Failed += int(w.failedCount.Load())
 		res.Late += w.late
-		res.Cut += w.cut
 		for code, n := range w.codes {
 			if n > 0 {
 				res.Errors[codes.Code(code).String()] += n

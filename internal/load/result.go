@@ -33,9 +33,6 @@ type Result struct {
 	ByNode map[string]int
 	// Elapsed is how long the run took. It is not part of the JSON.
 	Elapsed time.Duration
-	// Cut counts the calls cut short because the run's context ended, which
-	// are neither OK nor failed. It is not part of the JSON.
-	Cut int
 }
 
 type jsonResult struct {

@@ -109,8 +109,8 @@ type worker struct {
 
 	// Read only once the worker has stopped.
 	latencies  []time.Duration // of calls that succeeded
+	started    int             // calls made, whether they were counted or cut short
 	late       int             // open-loop calls that started over LateAfter after they were due
-	cut        int             // calls cut short by the end of the run, not counted
 	codes      [numCodes]int   // failures by code
 	otherCodes map[codes.Code]int
 	byNode     map[string]int
@@ -181,11 +181,11 @@ func (w *worker) run(ctx, calls, stop context.Context, t *tickets) {
 		callCtx, cancel := context.WithTimeout(calls, w.timeout)
 		// A call that never reaches a server leaves both untouched.
 		w.header, w.trailer = nil, nil
+		w.started++
 		err := w.call(callCtx, w.pick())
 		took := time.Since(begin)
 		cancel()
 		if err != nil && ctx.Err() != nil {
-			w.cut++
 			return // cut short by the end of the run, not failed
 		}
 		w.count(err, took)
