@@ -122,12 +122,10 @@ func writeSummary(w io.Writer, res load.Result, rate float64) error {
 	fmt.Fprintf(&b, "latency   p50 %s  p90 %s  p99 %s  p99.9 %s (of the calls that succeeded",
 		milliseconds(res.P50), milliseconds(res.P90), milliseconds(res.P99), milliseconds(res.P999))
 	if rate > 0 {
-		b.WriteString(", from when each was due")
-	}
-	b.WriteString(")\n")
-	if rate > 0 {
-		fmt.Fprintf(&b, "schedule  %g calls/s asked; %d started over %v late, %d never started\n",
+		fmt.Fprintf(&b, ", from when each was due)\nschedule  %g calls/s asked; %d started over %v late, %d never started\n",
 			rate, res.Late, load.LateAfter, res.Unsent)
+	} else {
+		b.WriteString(")\n")
 	}
 	b.WriteString("by node  ")
 	if len(res.ByNode) == 0 {
