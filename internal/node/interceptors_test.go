@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/routeguide-cluster/routeguide/routeguide"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 // faultyService is a test service whose calls end as their request says:
