@@ -3,11 +3,12 @@
 // at fault, so that a node or client with a bad file exits with one line
 // that says what to fix. Every configuration asks for TLS 1.2 at least.
 //
-// The files are read once: a node picks up a renewed certificate when it
-// restarts.
+// Config reads the files once. Open reads them again while a process runs,
+// so that a renewed certificate or CA is taken without a restart (reload.go).
 package tlsfiles
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -163,22 +164,35 @@ func checkPair(certFile, keyFile string, f flagNames) error {
 	return nil
 }
 
-// loadPair reads a certificate and its key, and checks that they go
-// together and that the certificate is valid now: an expired certificate
-// would fail every handshake, so it is better refused at the start.
+// loadPair reads a certificate and its key (see parsePair).
 func loadPair(certFile, keyFile string, f flagNames) (tls.Certificate, error) {
 	certPEM, err := readFile(certFile, f.cert)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if !hasBlock(certPEM, func(t string) bool { return t == "CERTIFICATE" }) {
-		return tls.Certificate{}, fmt.Errorf("%s: %s holds no PEM certificate", f.cert, certFile)
-	}
 	keyPEM, err := readFile(keyFile, f.key)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if !hasBlock(keyPEM, func(t string) bool { return strings.HasSuffix(t, "PRIVATE KEY") }) {
+	return parsePair(certPEM, keyPEM, certFile, keyFile, f)
+}
+
+// parsePair checks that a certificate and its key are whole PEM, go
+// together, and that the certificate is valid now: an expired certificate
+// would fail every handshake, so it is better refused when it is read.
+func parsePair(certPEM, keyPEM []byte, certFile, keyFile string, f flagNames) (tls.Certificate, error) {
+	certs, err := pemBlocks(certPEM, certFile, f.cert)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if !hasBlock(certs, func(t string) bool { return t == "CERTIFICATE" }) {
+		return tls.Certificate{}, fmt.Errorf("%s: %s holds no PEM certificate", f.cert, certFile)
+	}
+	keys, err := pemBlocks(keyPEM, keyFile, f.key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if !hasBlock(keys, func(t string) bool { return strings.HasSuffix(t, "PRIVATE KEY") }) {
 		return tls.Certificate{}, fmt.Errorf("%s: %s holds no PEM private key", f.key, keyFile)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -204,11 +218,37 @@ func loadPool(file, flag string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s: %s holds no PEM certificate", flag, file)
+	pool, _, err := parsePool(data, file, flag)
+	return pool, err
+}
+
+// parsePool makes a pool of the CA certificates in data, and says when the
+// first of them expires. Every certificate must parse: a bundle cut short
+// while it was written would otherwise quietly trust fewer CAs.
+func parsePool(data []byte, file, flag string) (*x509.CertPool, time.Time, error) {
+	blocks, err := pemBlocks(data, file, flag)
+	if err != nil {
+		return nil, time.Time{}, err
 	}
-	return pool, nil
+	pool := x509.NewCertPool()
+	var first time.Time
+	for _, block := range blocks {
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("%s: %s: %w", flag, file, err)
+		}
+		pool.AddCert(cert)
+		if first.IsZero() || cert.NotAfter.Before(first) {
+			first = cert.NotAfter
+		}
+	}
+	if first.IsZero() {
+		return nil, time.Time{}, fmt.Errorf("%s: %s holds no PEM certificate", flag, file)
+	}
+	return pool, first, nil
 }
 
 // readFile reads file; os's error already names it ("open /x: no such file
@@ -221,16 +261,29 @@ func readFile(file, flag string) ([]byte, error) {
 	return data, nil
 }
 
-// hasBlock reports whether data holds a PEM block whose type is wanted.
-func hasBlock(data []byte, wanted func(blockType string) bool) bool {
+// pemBlocks decodes every PEM block of data. What follows the last whole
+// block may be text, but not the start of another: that is a file cut short,
+// such as one read while it was being written.
+func pemBlocks(data []byte, file, flag string) ([]*pem.Block, error) {
+	var blocks []*pem.Block
 	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
+		block, rest := pem.Decode(data)
 		if block == nil {
-			return false
+			if bytes.Contains(data, []byte("-----BEGIN")) {
+				return nil, fmt.Errorf("%s: %s ends in a PEM block cut short", flag, file)
+			}
+			return blocks, nil
 		}
+		blocks, data = append(blocks, block), rest
+	}
+}
+
+// hasBlock reports whether one of blocks has a type that is wanted.
+func hasBlock(blocks []*pem.Block, wanted func(blockType string) bool) bool {
+	for _, block := range blocks {
 		if wanted(block.Type) {
 			return true
 		}
 	}
+	return false
 }

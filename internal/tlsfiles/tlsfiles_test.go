@@ -108,27 +108,47 @@ func TestHandshakes(t *testing.T) {
 		{"client refuses a server name the certificate lacks", serverOnly, Client{CAFile: certs.CA, ServerName: "node.routeguide"}, "127.0.0.1", 0, false},
 		{"server refuses TLS 1.1", serverOnly, Client{CAFile: certs.CA}, "127.0.0.1", tls.VersionTLS11, false},
 	}
+	// The configurations of files read once, and of files that Open reads
+	// again (the client's as etcd's client takes it, checking a server
+	// dialled by IP against the endpoints' addresses).
+	readOnce := func(s Server, c Client) (*tls.Config, *tls.Config, error) {
+		serverCfg, err := s.Config("tls")
+		if err != nil {
+			return nil, nil, err
+		}
+		clientCfg, err := c.Config("tls")
+		return serverCfg, clientCfg, err
+	}
+	reloading := func(s Server, c Client) (*tls.Config, *tls.Config, error) {
+		st, err := s.Open("tls", Reload{})
+		if err != nil {
+			return nil, nil, err
+		}
+		ct, err := c.Open("tls", Reload{})
+		if err != nil {
+			return nil, nil, err
+		}
+		return st.Config(), ct.Config([]string{"https://127.0.0.1:2379"}), nil
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			serverCfg, err := tt.server.Config("tls")
-			if err != nil {
-				t.Fatal(err)
-			}
-			clientCfg, err := tt.client.Config("tls")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.maxTLS != 0 {
-				clientCfg.MinVersion, clientCfg.MaxVersion = tls.VersionTLS10, tt.maxTLS
-			}
-			err = handshake(t, serverCfg, clientCfg, tt.addr)
-			if tt.ok && err != nil {
-				t.Errorf("handshake failed: %v", err)
-			}
-			if !tt.ok && err == nil {
-				t.Error("handshake succeeded; want it refused")
-			}
-		})
+		for name, configs := range map[string]func(Server, Client) (*tls.Config, *tls.Config, error){"read once": readOnce, "reloading": reloading} {
+			t.Run(tt.name+", "+name, func(t *testing.T) {
+				serverCfg, clientCfg, err := configs(tt.server, tt.client)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.maxTLS != 0 {
+					clientCfg.MinVersion, clientCfg.MaxVersion = tls.VersionTLS10, tt.maxTLS
+				}
+				err = handshake(t, serverCfg, clientCfg, tt.addr)
+				if tt.ok && err != nil {
+					t.Errorf("handshake failed: %v", err)
+				}
+				if !tt.ok && err == nil {
+					t.Error("handshake succeeded; want it refused")
+				}
+			})
+		}
 	}
 }
 

@@ -5,6 +5,7 @@
 package testcerts
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -72,4 +73,76 @@ func (f Files) Write(tb testing.TB, name string, data []byte) string {
 		tb.Fatal(err)
 	}
 	return path
+}
+
+// Read returns the contents of the file at path.
+func Read(tb testing.TB, path string) []byte {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+// Replace puts data at path by renaming a new file over it, as a careful
+// operator or a certificate manager does: a reader sees the old file or the
+// new one, never half of either.
+func Replace(tb testing.TB, path string, data []byte) {
+	tb.Helper()
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Secret is a directory laid out as Kubernetes mounts a secret: each file is
+// a symlink into ..data, a symlink to the directory of the current version.
+// Update writes a new version and swaps ..data to it in one rename, which
+// watchers of file events on the files themselves never hear of.
+type Secret struct {
+	Dir     string
+	version int
+}
+
+// NewSecret makes a secret of files (name to contents) in a new temporary
+// directory of tb.
+func NewSecret(tb testing.TB, files map[string][]byte) *Secret {
+	tb.Helper()
+	s := &Secret{Dir: tb.TempDir()}
+	s.Update(tb, files)
+	for name := range files {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(s.Dir, name)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return s
+}
+
+// Path is where the file called name is read.
+func (s *Secret) Path(name string) string { return filepath.Join(s.Dir, name) }
+
+// Update makes files the secret's new version, at once.
+func (s *Secret) Update(tb testing.TB, files map[string][]byte) {
+	tb.Helper()
+	s.version++
+	version := fmt.Sprintf("..v%d", s.version)
+	if err := os.Mkdir(filepath.Join(s.Dir, version), 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(s.Dir, version, name), data, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	link := filepath.Join(s.Dir, "..data_tmp")
+	if err := os.Symlink(version, link); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Rename(link, filepath.Join(s.Dir, "..data")); err != nil {
+		tb.Fatal(err)
+	}
 }
