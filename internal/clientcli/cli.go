@@ -21,6 +21,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/internal/tracing"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 )
@@ -257,15 +258,20 @@ func (c *cli) exit(name string, err error) int {
 // (exit 1) before any call is made; the metrics server runs until the
 // command returns.
 func (c *cli) connect(ctx context.Context) (*Conn, error) {
-	opts, err := c.cfg.dialOptions()
+	reload := tlsfiles.Reload{Logger: quietLogger}
+	var m *clientMetrics
+	if c.serveMetrics {
+		var err error
+		if m, err = newClientMetrics(); err != nil {
+			return nil, err
+		}
+		reload.Metrics = m.tls
+	}
+	opts, err := c.cfg.dialOptions(reload)
 	if err != nil {
 		return nil, usageError{err}
 	}
-	if c.serveMetrics {
-		m, err := newClientMetrics()
-		if err != nil {
-			return nil, err
-		}
+	if m != nil {
 		if c.metrics, err = serveMetrics(c.cfg.MetricsListen, m.registry); err != nil {
 			return nil, err
 		}

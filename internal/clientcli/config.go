@@ -2,7 +2,6 @@ package clientcli
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -53,6 +52,10 @@ type Config struct {
 	TLS tlsfiles.Client
 	// EtcdAuth is how etcd:/// targets reach a secured etcd.
 	EtcdAuth etcdauth.Config
+	// TLSReloadInterval is how often, at most, the TLS files of TLS and
+	// EtcdAuth are read again, so that renewed ones are taken without a
+	// restart (see tlsfiles.Reload).
+	TLSReloadInterval time.Duration
 	// UnleasedEntries resolves registry entries without a lease too, for
 	// static endpoints written by hand; by default they are skipped.
 	UnleasedEntries bool
@@ -64,9 +67,10 @@ type Config struct {
 // DefaultConfig is the configuration when no flag is given.
 func DefaultConfig() Config {
 	return Config{
-		Target:  "etcd:///routeguide",
-		Etcd:    []string{"http://127.0.0.1:2379"},
-		Timeout: 10 * time.Second,
+		Target:            "etcd:///routeguide",
+		Etcd:              []string{"http://127.0.0.1:2379"},
+		Timeout:           10 * time.Second,
+		TLSReloadInterval: tlsfiles.DefaultReloadInterval,
 	}
 }
 
@@ -86,6 +90,9 @@ func (c Config) Validate() error {
 	if err := c.TLS.Validate(tlsfiles.GRPCFlags); err != nil {
 		return err
 	}
+	if err := tlsfiles.CheckReloadInterval(c.TLSReloadInterval); err != nil {
+		return err
+	}
 	return c.EtcdAuth.ValidateFor(c.Etcd)
 }
 
@@ -102,15 +109,17 @@ func resolvedThroughXDS(target string) bool {
 }
 
 // dialOptions reads the TLS files into the options that secure a Dial: TLS
-// to the nodes, and TLS and a user for etcd.
-func (c Config) dialOptions() ([]DialOption, error) {
+// to the nodes, and TLS and a user for etcd. The TLS files are read again
+// when they change, as reload says.
+func (c Config) dialOptions(reload tlsfiles.Reload) ([]DialOption, error) {
 	var opts []DialOption
-	nodeTLS, err := c.TLS.Config(tlsfiles.GRPCFlags)
+	reload.Interval = c.TLSReloadInterval
+	nodeTLS, err := c.TLS.Open(tlsfiles.GRPCFlags, reload)
 	if err != nil {
 		return nil, err
 	}
 	if nodeTLS != nil {
-		opts = append(opts, WithTLS(nodeTLS))
+		opts = append(opts, WithTransportCredentials(nodeTLS.Credentials()))
 	}
 	if resolvedThroughXDS(c.Target) && c.XDSBootstrap != "" {
 		bootstrap, err := os.ReadFile(c.XDSBootstrap)
@@ -120,7 +129,11 @@ func (c Config) dialOptions() ([]DialOption, error) {
 		opts = append(opts, WithXDSBootstrap(bootstrap))
 	}
 	if resolvedThroughEtcd(c.Target) {
-		etcd, err := c.EtcdAuth.EtcdConfig(c.Etcd)
+		creds, err := c.EtcdAuth.Open(reload)
+		if err != nil {
+			return nil, err
+		}
+		etcd, err := creds.For(c.Etcd)
 		if err != nil {
 			return nil, err
 		}
@@ -145,6 +158,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLS.KeyFile, tlsfiles.GRPCFlags+"-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&c.TLS.ServerName, tlsfiles.GRPCFlags+"-server-name", c.TLS.ServerName, "`name` the nodes' certificate must carry (default: the target's host, the service name for etcd:///SERVICE)")
 	fs.BoolVar(&c.UnleasedEntries, "unleased-entries", c.UnleasedEntries, "for etcd:/// targets, also resolve registry entries that carry no lease (static endpoints written by hand); nodes always register under one, so by default they are skipped")
+	tlsfiles.RegisterReloadInterval(fs, &c.TLSReloadInterval)
 	tracing.RegisterEndpoint(fs, &c.OTLPEndpoint)
 	c.EtcdAuth.Register(fs)
 }
@@ -166,9 +180,9 @@ type dialSettings struct {
 	events           discovery.ResolverEvents // nil: nobody listens
 	resolver         []discovery.Option
 	balancer         []balancer.Option
-	tls              *tls.Config          // nil: plaintext
-	etcd             discovery.EtcdConfig // its Endpoints are Dial's
-	xdsBootstrap     []byte               // nil: gRPC's, from the environment
+	creds            credentials.TransportCredentials // nil: plaintext
+	etcd             discovery.EtcdConfig             // its Endpoints are Dial's
+	xdsBootstrap     []byte                           // nil: gRPC's, from the environment
 }
 
 func newDialSettings(opts []DialOption) dialSettings {
@@ -207,9 +221,10 @@ func WithResolverOptions(opts ...discovery.Option) DialOption {
 	return func(s *dialSettings) { s.resolver = append(s.resolver, opts...) }
 }
 
-// WithTLS connects to the nodes over TLS with cfg instead of plaintext.
-func WithTLS(cfg *tls.Config) DialOption {
-	return func(s *dialSettings) { s.tls = cfg }
+// WithTransportCredentials connects to the nodes with creds (TLS) instead
+// of plaintext.
+func WithTransportCredentials(creds credentials.TransportCredentials) DialOption {
+	return func(s *dialSettings) { s.creds = creds }
 }
 
 // WithEtcdConfig makes an etcd:/// target reach etcd with the TLS and user
@@ -257,9 +272,9 @@ func (c *Conn) Close() error {
 // healthy nodes, retries of idempotent calls, keepalive; opts add to them.
 func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
 	settings := newDialSettings(opts)
-	creds := insecure.NewCredentials()
-	if settings.tls != nil {
-		creds = credentials.NewTLS(settings.tls)
+	creds := settings.creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
 	}
 	dialOpts := append(settings.callInterceptors, balancer.DialOptions(settings.balancer...)...)
 	dialOpts = append(dialOpts, grpc.WithTransportCredentials(creds))

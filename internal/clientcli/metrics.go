@@ -23,6 +23,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
@@ -34,6 +35,7 @@ type clientMetrics struct {
 	resolver *discovery.ResolverMetrics
 	balancer *balancer.Metrics
 	calls    *callCounter
+	tls      *tlsfiles.Metrics // of the TLS files of the nodes and etcd
 }
 
 func newClientMetrics() (*clientMetrics, error) {
@@ -46,9 +48,10 @@ func newClientMetrics() (*clientMetrics, error) {
 			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
 		)),
 		calls: newCallCounter(),
+		tls:   tlsfiles.NewMetrics(),
 	}
 	for _, c := range []prometheus.Collector{
-		m.grpc, m.calls.counter,
+		m.grpc, m.calls.counter, m.tls,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

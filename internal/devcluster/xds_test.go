@@ -55,11 +55,11 @@ func dialXDSWithTLS(t *testing.T, cluster *devcluster.Cluster, client tlsfiles.C
 	t.Helper()
 	opts := []clientcli.DialOption{xdsBootstrap(t, cluster, client)}
 	if client.Enabled() {
-		tlsCfg, err := client.Config(tlsfiles.GRPCFlags)
+		files, err := client.Open(tlsfiles.GRPCFlags, tlsfiles.Reload{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		opts = append(opts, clientcli.WithTLS(tlsCfg))
+		opts = append(opts, clientcli.WithTransportCredentials(files.Credentials()))
 	}
 	conn, err := clientcli.Dial(t.Context(), xdsTarget, nil, opts...)
 	if err != nil {

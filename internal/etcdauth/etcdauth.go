@@ -135,24 +135,58 @@ func isLoopback(host string) bool {
 }
 
 // EtcdConfig reads the files and returns the configuration of an etcd
-// client for endpoints.
+// client for endpoints; its TLS files are read again when they change, at
+// the default interval, unlogged and uncounted (see Open).
 func (c Config) EtcdConfig(endpoints []string) (discovery.EtcdConfig, error) {
 	if err := c.ValidateFor(endpoints); err != nil {
 		return discovery.EtcdConfig{}, err
 	}
-	cfg := discovery.EtcdConfig{Endpoints: endpoints, Username: c.Username, Password: string(c.Password)}
-	if c.PasswordFile != "" {
-		password, err := readPassword(c.PasswordFile)
-		if err != nil {
-			return discovery.EtcdConfig{}, err
-		}
-		cfg.Password = password
-	}
-	tlsCfg, err := c.TLS.Config(tlsfiles.EtcdFlags)
+	creds, err := c.Open(tlsfiles.Reload{})
 	if err != nil {
 		return discovery.EtcdConfig{}, err
 	}
-	cfg.TLS = tlsCfg
+	return creds.For(endpoints)
+}
+
+// Credentials are the password and TLS files of a Config, read: one set
+// for every etcd client of a process, whatever their endpoints.
+type Credentials struct {
+	cfg      Config
+	password string
+	tls      *tlsfiles.ClientTLS // nil without TLS files
+}
+
+// Open reads the password file and the TLS files, which are read again
+// when they change, as r says: a renewed client certificate or etcd CA is
+// taken by the next connection to etcd.
+func (c Config) Open(r tlsfiles.Reload) (*Credentials, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	creds := &Credentials{cfg: c, password: string(c.Password)}
+	if c.PasswordFile != "" {
+		password, err := readPassword(c.PasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		creds.password = password
+	}
+	var err error
+	if creds.tls, err = c.TLS.Open(tlsfiles.EtcdFlags, r); err != nil {
+		return nil, err
+	}
+	return creds, nil
+}
+
+// For is the configuration of an etcd client for endpoints.
+func (c *Credentials) For(endpoints []string) (discovery.EtcdConfig, error) {
+	if err := c.cfg.ValidateFor(endpoints); err != nil {
+		return discovery.EtcdConfig{}, err
+	}
+	cfg := discovery.EtcdConfig{Endpoints: endpoints, Username: c.cfg.Username, Password: c.password}
+	if c.tls != nil {
+		cfg.TLS = c.tls.Config(endpoints)
+	}
 	return cfg, nil
 }
 

@@ -1,6 +1,7 @@
 package etcdauth
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -105,8 +106,13 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	if cfg.Username != "node" || cfg.Password != secret {
 		t.Errorf("user %q, password set %t; want node and the password from %s", cfg.Username, cfg.Password == secret, PasswordVar)
 	}
-	if cfg.TLS == nil || cfg.TLS.RootCAs == nil || len(cfg.TLS.Certificates) != 1 {
-		t.Errorf("TLS = %+v, want the CA and the client certificate", cfg.TLS)
+	// The CA is checked in VerifyConnection, and the certificate given by
+	// GetClientCertificate, so that both follow their files.
+	if cfg.TLS == nil || cfg.TLS.VerifyConnection == nil || cfg.TLS.GetClientCertificate == nil {
+		t.Fatalf("TLS = %+v, want the CA and the client certificate", cfg.TLS)
+	}
+	if cert, err := cfg.TLS.GetClientCertificate(&tls.CertificateRequestInfo{}); err != nil || cert.Leaf == nil || cert.Leaf.Subject.CommonName != testcerts.ClientName {
+		t.Errorf("client certificate %v, %v; want the one of --etcd-cert", cert, err)
 	}
 
 	// No flag takes the password: it must not be given on a command line.

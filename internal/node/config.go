@@ -77,6 +77,10 @@ type Config struct {
 	// --tls-client-ca mutual TLS, which refuses clients without a
 	// certificate from that CA.
 	TLS tlsfiles.Server
+	// TLSReloadInterval is how often, at most, the TLS files of TLS and
+	// EtcdAuth are read again, so that renewed ones are taken without a
+	// restart (see tlsfiles.Reload).
+	TLSReloadInterval time.Duration
 	// OTLPEndpoint, when set, is the host:port of the OTLP/gRPC collector
 	// the node exports a trace of every call to (package tracing), with
 	// the etcd calls of a RouteChat as its children.
@@ -109,6 +113,7 @@ func DefaultConfig() Config {
 		NoteMaxAge:           24 * time.Hour,
 		NotesBudget:          etcdnotes.DefaultBudget,
 		MaxConcurrentStreams: 100,
+		TLSReloadInterval:    tlsfiles.DefaultReloadInterval,
 		Version:              "dev",
 	}
 }
@@ -154,6 +159,9 @@ func (c Config) Validate() error {
 	}
 	if first == nil {
 		first = c.TLS.Validate(tlsfiles.GRPCFlags)
+	}
+	if first == nil {
+		first = tlsfiles.CheckReloadInterval(c.TLSReloadInterval)
 	}
 	if first == nil {
 		first = c.EtcdAuth.ValidateFor(c.Etcd)

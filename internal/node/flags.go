@@ -39,6 +39,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLS.CertFile, tlsfiles.GRPCFlags+"-cert", c.TLS.CertFile, "serve gRPC over TLS with the certificate in this `file` (PEM), with --tls-key")
 	fs.StringVar(&c.TLS.KeyFile, tlsfiles.GRPCFlags+"-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&c.TLS.ClientCAFile, tlsfiles.GRPCFlags+"-client-ca", c.TLS.ClientCAFile, "mutual TLS: refuse clients without a certificate signed by the CA in this `file` (PEM)")
+	tlsfiles.RegisterReloadInterval(fs, &c.TLSReloadInterval)
 	tracing.RegisterEndpoint(fs, &c.OTLPEndpoint)
 	c.EtcdAuth.Register(fs)
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
@@ -30,7 +31,8 @@ type nodeMetrics struct {
 // grpcHandlingBuckets are the buckets of grpc_server_handling_seconds.
 var grpcHandlingBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
-func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
+// newNodeMetrics makes the node's metrics, with those of its TLS files.
+func newNodeMetrics(featureCount int, store notes.Store, tlsFiles *tlsfiles.Metrics) (*nodeMetrics, error) {
 	reg := prometheus.NewRegistry()
 	m := &nodeMetrics{
 		registry: reg,
@@ -60,7 +62,7 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 		m.rejections.WithLabelValues(limit) // every series exists from the start, at 0
 	}
 	collectorsToRegister := []prometheus.Collector{
-		m.grpc, m.routeDistance, m.routePoints, m.notesPosted, m.rejections,
+		m.grpc, m.routeDistance, m.routePoints, m.notesPosted, m.rejections, tlsFiles,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "routeguide_features_loaded",
 			Help: "Features in the node's feature database.",

@@ -4,7 +4,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -56,20 +55,16 @@ type Node struct {
 	httpServer      *http.Server
 	admin           *grpc.Server // gRPC's admin services on the metrics listener; nil without DebugEndpoints
 	adminCleanup    func()
-	view            *discovery.View   // the registry, for /sd and xDS; nil when standalone
-	xds             *xdsserver.Server // the registry for xDS clients; nil when standalone
-	tls             *tls.Config       // of the gRPC server; nil serves plaintext
-	tracing         *tracing.Provider // nil when tracing is off
+	view            *discovery.View     // the registry, for /sd and xDS; nil when standalone
+	xds             *xdsserver.Server   // the registry for xDS clients; nil when standalone
+	tls             *tlsfiles.ServerTLS // of the gRPC server; nil serves plaintext
+	tracing         *tracing.Provider   // nil when tracing is off
 }
 
 // New validates cfg, loads the features and listens on cfg.Listen, so that a
 // bad file or a port in use is reported before anything is served.
 func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	serverTLS, err := cfg.TLS.Config(tlsfiles.GRPCFlags)
-	if err != nil {
 		return nil, err
 	}
 	db := features.Default()
@@ -82,7 +77,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, health: health.NewServer(), features: db, ready: make(chan struct{}), tls: serverTLS}
+	n := &Node{cfg: cfg, health: health.NewServer(), features: db, ready: make(chan struct{})}
 	// Whatever New opened is closed again when a later step fails.
 	defer func() {
 		if err != nil {
@@ -97,6 +92,12 @@ func New(cfg Config) (_ *Node, err error) {
 		n.id = defaultNodeID(port)
 	}
 	n.logger = logger.With("node_id", n.id)
+	// Every TLS file is read again when it changes (tlsfiles.Reload).
+	tlsMetrics := tlsfiles.NewMetrics()
+	reload := tlsfiles.Reload{Interval: cfg.TLSReloadInterval, Logger: n.logger, Metrics: tlsMetrics}
+	if n.tls, err = cfg.TLS.Open(tlsfiles.GRPCFlags, reload); err != nil {
+		return nil, err
+	}
 	n.tracing, err = tracing.Start(tracing.Config{
 		Endpoint:    cfg.OTLPEndpoint,
 		ServiceName: TracingService,
@@ -111,7 +112,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if n.advertise, err = discovery.AdvertiseAddr(cfg.Advertise, cfg.Listen, cfg.AdvertiseNetwork, port, nil); err != nil {
 			return nil, err
 		}
-		if n.etcd, n.notesEtcd, err = dialEtcd(cfg, n.tracing); err != nil {
+		if n.etcd, n.notesEtcd, err = dialEtcd(cfg, reload, n.tracing); err != nil {
 			return nil, err
 		}
 		if n.xds, err = newXDSServer(cfg, n.logger); err != nil {
@@ -122,7 +123,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.metrics, err = newNodeMetrics(db.Len(), store); err != nil {
+	if n.metrics, err = newNodeMetrics(db.Len(), store, tlsMetrics); err != nil {
 		return nil, err
 	}
 	if cfg.MetricsListen != "" {
@@ -158,7 +159,11 @@ const TracingService = "routeguide-node"
 // ever queues before the registry's. Only the notes' calls are traced, as
 // children of the RouteChat that makes them: the registry's keepalives
 // would add a trace every few seconds, and no call waits on them.
-func dialEtcd(cfg Config, traces *tracing.Provider) (registry, notes *clientv3.Client, err error) {
+func dialEtcd(cfg Config, reload tlsfiles.Reload, traces *tracing.Provider) (registry, notes *clientv3.Client, err error) {
+	creds, err := cfg.EtcdAuth.Open(reload) // one set of files for both clients
+	if err != nil {
+		return nil, nil, err
+	}
 	notesEndpoints := cfg.NotesEtcd
 	if len(notesEndpoints) == 0 {
 		notesEndpoints = cfg.Etcd
@@ -168,7 +173,7 @@ func dialEtcd(cfg Config, traces *tracing.Provider) (registry, notes *clientv3.C
 		endpoints []string
 		opts      []grpc.DialOption
 	}{{&registry, cfg.Etcd, nil}, {&notes, notesEndpoints, traces.DialOptions()}} {
-		etcdCfg, err := cfg.EtcdAuth.EtcdConfig(c.endpoints)
+		etcdCfg, err := creds.For(c.endpoints)
 		if err == nil {
 			*c.client, err = discovery.NewEtcdClient(etcdCfg, c.opts...)
 		}
@@ -250,7 +255,7 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 	opts = append(opts, TransportOptions(n.features)...) // see serveropts.go
 	opts = append(opts, n.tracing.ServerOptions()...)
 	if n.tls != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls)))
+		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls.Config())))
 	}
 	server := grpc.NewServer(opts...)
 	pb.RegisterRouteGuideServer(server, routeguide.NewServer(routeguide.Config{
@@ -396,7 +401,7 @@ func (n *Node) tlsMode() string {
 	switch {
 	case n.tls == nil:
 		return "off"
-	case n.tls.ClientCAs != nil:
+	case n.tls.Mutual():
 		return "mutual"
 	default:
 		return "server"

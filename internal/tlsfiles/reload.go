@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -27,10 +28,18 @@ const (
 	MaxReloadInterval = 24 * time.Hour
 )
 
-// CheckReloadInterval checks d, the value of the flag named flag.
-func CheckReloadInterval(d time.Duration, flag string) error {
+// ReloadFlag is the flag of the reload interval, of nodes and clients alike.
+const ReloadFlag = GRPCFlags + "-reload-interval"
+
+// RegisterReloadInterval adds ReloadFlag, which sets d, to fs.
+func RegisterReloadInterval(fs *flag.FlagSet, d *time.Duration) {
+	fs.DurationVar(d, ReloadFlag, *d, "how often, at most, the files of --tls-* and --etcd-ca, --etcd-cert and --etcd-key are read again, to take renewed ones without a restart")
+}
+
+// CheckReloadInterval checks d, the value of ReloadFlag.
+func CheckReloadInterval(d time.Duration) error {
 	if d < MinReloadInterval || d > MaxReloadInterval {
-		return fmt.Errorf("--%s: %v is not between %v and %v", flag, d, MinReloadInterval, MaxReloadInterval)
+		return fmt.Errorf("--%s: %v is not between %v and %v", ReloadFlag, d, MinReloadInterval, MaxReloadInterval)
 	}
 	return nil
 }
