@@ -41,3 +41,14 @@ func CheckAddr(addr string, use AddrUse) error {
 	}
 	return nil
 }
+
+// IsLoopbackHost reports whether host, the host of a host:port address or
+// of a URL, is this machine only: "localhost" or a loopback IP. An empty
+// host (all interfaces) is not.
+func IsLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

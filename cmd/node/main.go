@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -91,7 +92,8 @@ func parseConfig(args []string, lookup func(string) (string, bool), stdout io.Wr
 	fs.TextVar(&logOpts.level, "log-level", logOpts.level, "log `level`: debug, info, warn or error")
 	fs.BoolVar(&opts.dev, "dev", false, "run a local cluster in this process: an embedded etcd on --dev-etcd-listen and --dev-nodes nodes on the ports from --listen up, with metrics on ports the system picks (or from --metrics-listen up, when given)")
 	fs.IntVar(&opts.devNodes, "dev-nodes", opts.devNodes, "`number` of nodes with --dev")
-	fs.StringVar(&opts.devEtcdListen, "dev-etcd-listen", opts.devEtcdListen, "`address` where the embedded etcd of --dev serves clients")
+	fs.StringVar(&opts.devEtcdListen, "dev-etcd-listen", opts.devEtcdListen, "`address` where the embedded etcd of --dev serves clients; a loopback address unless --dev-etcd-insecure-listen")
+	fs.BoolVar(&opts.devEtcdInsecure, "dev-etcd-insecure-listen", false, "let --dev-etcd-listen be an address other hosts reach: the embedded etcd has no TLS and no users, so whoever reaches it can rewrite the registry")
 
 	err := flagenv.Parse(fs, args, lookup)
 	if errors.Is(err, flag.ErrHelp) {
@@ -126,12 +128,14 @@ type options struct {
 	dev           bool
 	devNodes      int
 	devEtcdListen string
+	// devEtcdInsecure lets the development etcd listen beyond this host.
+	devEtcdInsecure bool
 }
 
 // validate checks the flags of --dev, naming the one at fault.
 func (o options) validate(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 	if !o.dev {
-		for _, name := range []string{"dev-nodes", "dev-etcd-listen"} {
+		for _, name := range []string{"dev-nodes", "dev-etcd-listen", "dev-etcd-insecure-listen"} {
 			if flagenv.Given(fs, name, lookup) {
 				return fmt.Errorf("--%s: needs --dev", name)
 			}
@@ -143,6 +147,9 @@ func (o options) validate(fs *flag.FlagSet, lookup func(string) (string, bool)) 
 	}
 	if discovery.CheckAddr(o.devEtcdListen, discovery.ListenAddr) != nil {
 		return fmt.Errorf("--dev-etcd-listen: %q is not a host:port address", o.devEtcdListen)
+	}
+	if host, _, _ := net.SplitHostPort(o.devEtcdListen); !discovery.IsLoopbackHost(host) && !o.devEtcdInsecure {
+		return fmt.Errorf("--dev-etcd-listen: %q is not a loopback address, and the development etcd has no TLS and no users: whoever reaches it can rewrite the registry; add --dev-etcd-insecure-listen to listen there all the same", o.devEtcdListen)
 	}
 	return nil
 }

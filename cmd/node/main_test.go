@@ -111,6 +111,10 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"dev-nodes without dev, from the environment", []string{"ROUTEGUIDE_DEV_NODES=2"}, nil, "--dev-nodes: needs --dev"},
 		{"dev etcd address without dev", nil, []string{"--dev-etcd-listen=127.0.0.1:0"}, "--dev-etcd-listen: needs --dev"},
 		{"bad dev etcd address", nil, []string{"-dev", "--dev-etcd-listen=nowhere"}, "--dev-etcd-listen"},
+		{"dev etcd on every interface", nil, []string{"-dev", "--dev-etcd-listen=:2379"}, `--dev-etcd-listen: ":2379" is not a loopback address`},
+		{"dev etcd on a network address, from the environment", []string{"ROUTEGUIDE_DEV_ETCD_LISTEN=0.0.0.0:0"}, []string{"-dev"}, "add --dev-etcd-insecure-listen"},
+		{"TLS reload interval too short", nil, []string{"--tls-reload-interval=1ms"}, "--tls-reload-interval: 1ms is not between 10ms and 24h0m0s"},
+		{"insecure dev etcd without dev", nil, []string{"--dev-etcd-insecure-listen"}, "--dev-etcd-insecure-listen: needs --dev"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -400,6 +404,37 @@ func TestEveryValidatedFieldHasItsFlag(t *testing.T) {
 		_, _, err := parseConfig([]string{"--" + flag + "=" + value}, func(string) (string, bool) { return "", false }, io.Discard)
 		if err == nil || !strings.HasPrefix(err.Error(), "--"+flag+":") {
 			t.Errorf("--%s=%q: error %v, want one naming --%s", flag, value, err, flag)
+		}
+	}
+}
+
+// TestDevEtcdListensBeyondThisHostOnlyWhenAskedTo: the development etcd has
+// no TLS and no users, so it listens on loopback addresses only, unless
+// --dev-etcd-insecure-listen (or its variable) says otherwise. Checked on
+// the parsed flags: a test listens on no address other hosts reach.
+func TestDevEtcdListensBeyondThisHostOnlyWhenAskedTo(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  map[string]string
+		ok   bool
+	}{
+		{[]string{"-dev", "--dev-etcd-listen=127.0.0.2:2379"}, nil, true},
+		{[]string{"-dev", "--dev-etcd-listen=[::1]:2379"}, nil, true},
+		{[]string{"-dev", "--dev-etcd-listen=localhost:2379"}, nil, true},
+		{[]string{"-dev", "--dev-etcd-listen=0.0.0.0:2379"}, nil, false},
+		{[]string{"-dev", "--dev-etcd-listen=192.0.2.1:2379"}, nil, false},
+		{[]string{"-dev", "--dev-etcd-listen=etcd.example:2379"}, nil, false},
+		{[]string{"-dev", "--dev-etcd-listen=0.0.0.0:2379", "--dev-etcd-insecure-listen"}, nil, true},
+		{[]string{"-dev", "--dev-etcd-listen=:2379"}, map[string]string{"ROUTEGUIDE_DEV_ETCD_INSECURE_LISTEN": "true"}, true},
+	}
+	for _, tt := range tests {
+		lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+		_, opts, err := parseConfig(tt.args, lookup, io.Discard)
+		if (err == nil) != tt.ok {
+			t.Errorf("%v %v: error %v; want accepted %t", tt.args, tt.env, err, tt.ok)
+		}
+		if err == nil && opts.devEtcdListen != strings.TrimPrefix(tt.args[1], "--dev-etcd-listen=") {
+			t.Errorf("%v: dev etcd listens on %q", tt.args, opts.devEtcdListen)
 		}
 	}
 }

@@ -506,6 +506,7 @@ func TestBadUsageExitsTwoWithOneClearLine(t *testing.T) {
 		{"load argument", []string{"load", "get"}, nil, `client load: unexpected argument "get"`},
 		{"unknown flag", []string{"--bogus", "get", "1", "1"}, nil, "client: flag provided but not defined: -bogus"},
 		{"zero timeout", []string{"--timeout", "0s", "get", "1", "1"}, nil, "client: --timeout: 0s must be positive"},
+		{"TLS reload interval too long", []string{"--tls-reload-interval", "48h", "get", "1", "1"}, nil, "client: --tls-reload-interval: 48h0m0s is not between 10ms and 24h0m0s"},
 		{"bad timeout in env", []string{"get", "1", "1"}, map[string]string{"ROUTEGUIDE_TIMEOUT": "abc"}, `client: invalid value "abc" for ROUTEGUIDE_TIMEOUT`},
 		{"bad json in env", []string{"get", "1", "1"}, map[string]string{"ROUTEGUIDE_JSON": "maybe"}, `client: invalid value "maybe" for ROUTEGUIDE_JSON`},
 		{"bad concurrency in env", []string{"load"}, map[string]string{"ROUTEGUIDE_CONCURRENCY": "-1"}, "client load: --concurrency: -1 must be at least 1"},

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -108,7 +107,7 @@ func (c Config) ValidateFor(endpoints []string) error {
 		switch u.Scheme {
 		case "http":
 			plain++
-			if !isLoopback(u.Hostname()) {
+			if !discovery.IsLoopbackHost(u.Hostname()) {
 				remotePlain++
 			}
 		case "https":
@@ -124,14 +123,6 @@ func (c Config) ValidateFor(endpoints []string) error {
 		return errors.New("--etcd-username: the password would cross the network in clear text to http:// endpoints; use https:// endpoints with --etcd-ca")
 	}
 	return nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // EtcdConfig reads the files and returns the configuration of an etcd
