@@ -21,11 +21,11 @@ import (
 // RootPassword is the password of the user root, which EnableAuth creates.
 const RootPassword = "root-pw"
 
-// bcryptMinCost is bcrypt.MinCost. etcd checks a password's hash at every
+// BcryptCost is bcrypt.MinCost, for the etcd servers of tests. etcd checks a password's hash at every
 // authentication; at its default cost of 10 each check takes seconds under
 // the race detector, and a node's first token could miss its 10s bound on a
 // loaded machine. The check is the same at any cost.
-const bcryptMinCost = 4
+const BcryptCost = 4
 
 // Options say how the server checks its clients.
 type Options struct {
@@ -46,7 +46,7 @@ func StartSecured(tb testing.TB, certs testcerts.Files, opts Options, users ...l
 		serverTLS.CAFile = certs.CA
 		clientTLS.CertFile, clientTLS.KeyFile = certs.ClientCert, certs.ClientKey
 	}
-	s, err := localetcd.Start(localetcd.Config{Dir: tb.TempDir(), ClientTLS: serverTLS, BcryptCost: bcryptMinCost})
+	s, err := localetcd.Start(localetcd.Config{Dir: tb.TempDir(), ClientTLS: serverTLS, BcryptCost: BcryptCost})
 	if err != nil {
 		tb.Fatal(err)
 	}
