@@ -13,19 +13,10 @@ import (
 	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
-// ServiceConfig is the service config of every RouteGuide client:
-//
-//   - loadBalancingConfig: our round robin (round_robin plus a clear error
-//     when no node is registered), so calls spread evenly over every node.
-//   - healthCheckConfig: each connection watches grpc.health.v1 for
-//     routeguide.HealthService; a node that is not SERVING is not picked.
-//   - retryPolicy for routeguide.IdempotentMethods, which change nothing and
-//     can safely run twice: an UNAVAILABLE answer (the node went away between
-//     the pick and the call, or refused the connection) is retried on another
-//     node, up to 4 attempts in all, a few milliseconds apart. A stream is
-//     retried only until its first response arrives, so a client never sees
-//     a feature twice. RecordRoute and RouteChat change state and are never
-//     retried.
+// ServiceConfig is the service config of every RouteGuide client: our round
+// robin over the nodes whose health is SERVING, and retries of the idempotent
+// methods on UNAVAILABLE (a stream only until its first response). See
+// docs/DESIGN.md, "The service config and keepalive".
 var ServiceConfig = `{
   "loadBalancingConfig": [{"` + Name + `": ` + policyConfigPlaceholder + `}],
   "healthCheckConfig": {"serviceName": "` + routeguide.HealthService + `"},
@@ -63,20 +54,10 @@ func methodNames(fullNames []string) string {
 	return strings.Join(names, ", ")
 }
 
-// Keepalive: the client pings a connection that has been quiet for
-// ClientKeepalive.Time and drops it when no answer comes within Timeout, so a
-// node that vanished without closing its connections (power loss, a cut
-// cable) is given up after at most Time+Timeout = 13s, even with no call in
-// flight. gRPC does not let clients ping more often than every 10s (it raises
-// a shorter Time to 10s), so 13s is close to the least there is: a shorter
-// Timeout would save a second or two at the risk of dropping a node that is
-// only busy. Until keepalive gives the connection up, round robin still
-// picks it, and the attempt timeout (DefaultAttemptTimeout) moves each
-// idempotent call picked for it to another node.
-//
-// Nodes must permit that rate, or they would close the connection with
-// too_many_pings: ServerEnforcement allows a ping every 5s, half the client's
-// interval, so jitter never trips it.
+// Keepalive: a client gives up a node that vanished without closing its
+// connections after Time+Timeout = 13s, about the least gRPC allows; nodes
+// permit a ping every 5s, half the client's interval, so jitter never trips
+// too_many_pings. See docs/DESIGN.md, "The service config and keepalive".
 var (
 	ClientKeepalive = keepalive.ClientParameters{
 		Time:                10 * time.Second,
