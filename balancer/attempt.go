@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // Attempt timeouts: gRPC's retry policy never retries DEADLINE_EXCEEDED, so
@@ -66,7 +66,7 @@ func attemptOptions(timeout time.Duration) []grpc.DialOption {
 type attempts struct{ timeout time.Duration }
 
 func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if !slices.Contains(routeguide.IdempotentMethods, method) {
+	if !slices.Contains(contract.IdempotentMethods, method) {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	c := &call{parent: ctx, base: a.timeout}
@@ -81,7 +81,7 @@ func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *
 }
 
 func (a attempts) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	if !slices.Contains(routeguide.IdempotentMethods, method) || desc.ClientStreams || !desc.ServerStreams {
+	if !slices.Contains(contract.IdempotentMethods, method) || desc.ClientStreams || !desc.ServerStreams {
 		return streamer(ctx, desc, cc, method, opts...)
 	}
 	s := &timedStream{call: &call{parent: ctx, base: a.timeout}}

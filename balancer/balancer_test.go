@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -37,7 +37,7 @@ func startBackends(t *testing.T, n int) []*backend {
 		}
 		server := grpc.NewServer(ServerOptions()...)
 		hs := health.NewServer()
-		hs.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
+		hs.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_SERVING)
 		healthpb.RegisterHealthServer(server, hs)
 		go server.Serve(lis)
 		t.Cleanup(server.Stop)
@@ -108,7 +108,7 @@ func TestBackendThatIsNotServingDropsOut(t *testing.T) {
 	conn, _ := dial(t, backends)
 	poll.Until(t, 10*time.Second, "calls on all 3 backends", func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
 
-	backends[0].health.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
+	backends[0].health.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
 	// The health watch tells the client at once; after that, no call goes there.
 	poll.Until(t, 10*time.Second, "no call on the backend that is not serving", func() bool { return callsPerBackend(t, conn, 30)[backends[0].addr] == 0 })
 	if got := callsPerBackend(t, conn, 300)[backends[0].addr]; got != 0 {

@@ -10,7 +10,7 @@ import (
 	_ "google.golang.org/grpc/health" // registers the client-side health checking that healthCheckConfig turns on
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // ServiceConfig is the service config of every RouteGuide client:
@@ -18,8 +18,8 @@ import (
 //   - loadBalancingConfig: our round robin (round_robin plus a clear error
 //     when no node is registered), so calls spread evenly over every node.
 //   - healthCheckConfig: each connection watches grpc.health.v1 for
-//     routeguide.HealthService; a node that is not SERVING is not picked.
-//   - retryPolicy for routeguide.IdempotentMethods, which change nothing and
+//     contract.HealthService; a node that is not SERVING is not picked.
+//   - retryPolicy for contract.IdempotentMethods, which change nothing and
 //     can safely run twice: an UNAVAILABLE answer (the node went away between
 //     the pick and the call, or refused the connection) is retried on another
 //     node, up to 4 attempts in all, a few milliseconds apart. A stream is
@@ -28,9 +28,9 @@ import (
 //     retried.
 var ServiceConfig = `{
   "loadBalancingConfig": [{"` + Name + `": ` + policyConfigPlaceholder + `}],
-  "healthCheckConfig": {"serviceName": "` + routeguide.HealthService + `"},
+  "healthCheckConfig": {"serviceName": "` + contract.HealthService + `"},
   "methodConfig": [{
-    "name": [` + methodNames(routeguide.IdempotentMethods) + `],
+    "name": [` + methodNames(contract.IdempotentMethods) + `],
     "retryPolicy": {
       "maxAttempts": ` + strconv.Itoa(RetryMaxAttempts) + `,
       "initialBackoff": "` + seconds(RetryInitialBackoff) + `",
@@ -41,7 +41,7 @@ var ServiceConfig = `{
   }]
 }`
 
-// The retry policy of routeguide.IdempotentMethods, in ServiceConfig and in
+// The retry policy of contract.IdempotentMethods, in ServiceConfig and in
 // what a node serves over xDS.
 const (
 	RetryMaxAttempts    = 4

@@ -30,6 +30,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
@@ -232,7 +233,7 @@ func serveOnPorts(b *testing.B, ports int) []string {
 	srv := grpc.NewServer(append(balancer.ServerOptions(), node.TransportOptions(db)...)...)
 	pb.RegisterRouteGuideServer(srv, routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})}))
 	healthSrv := health.NewServer()
-	healthSrv.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
+	healthSrv.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	addrs := make([]string, ports)
 	for i := range addrs {

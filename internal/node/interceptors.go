@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // callInterceptors are the node's one unary and one stream interceptor. In
@@ -28,7 +28,7 @@ import (
 // and the header is sent rather than set (see sendHeader). The happy path
 // costs one time.Now, a level check, and the metrics' additions.
 func callInterceptors(logger *slog.Logger, nodeID string, metrics *grpcMetrics) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	c := &calls{logger: logger, nodeID: nodeID, metrics: metrics, header: metadata.Pairs(routeguide.NodeHeader, nodeID)}
+	c := &calls{logger: logger, nodeID: nodeID, metrics: metrics, header: metadata.Pairs(contract.NodeHeader, nodeID)}
 	return c.unary, c.stream
 }
 
