@@ -208,9 +208,9 @@ func dialGuideWith(t *testing.T, policy string, timeout time.Duration, log *atte
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: n.addr}}})
 	}
 	r.InitialState(state)
-	opts := DialOptions(WithAttemptTimeout(timeout))
+	opts := dialOptions(t, WithAttemptTimeout(timeout))
 	if policy != Name {
-		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`": `+policyConfigPlaceholder, `"`+policy+`": {}`, 1)))
+		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`"`, `"`+policy+`"`, 1)))
 	}
 	opts = append(opts, grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if log != nil {

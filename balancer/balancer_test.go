@@ -46,13 +46,23 @@ func startBackends(t *testing.T, n int) []*backend {
 	return backends
 }
 
+// dialOptions is DialOptions(opts...), which must be valid.
+func dialOptions(t testing.TB, opts ...Option) []grpc.DialOption {
+	t.Helper()
+	dialOpts, err := DialOptions(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dialOpts
+}
+
 // dial connects through a manual resolver that the test feeds, with the
 // dial options every RouteGuide client uses.
 func dial(t *testing.T, backends []*backend) (*grpc.ClientConn, *manual.Resolver) {
 	t.Helper()
 	r := manual.NewBuilderWithScheme("test")
 	r.InitialState(stateOf(backends))
-	opts := append(DialOptions(), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := append(dialOptions(t), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	conn, err := grpc.NewClient("test:///routeguide", opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +153,7 @@ func TestNoEndpointsFailFastNamingTheTarget(t *testing.T) {
 
 func TestServiceConfigParses(t *testing.T) {
 	// grpc.NewClient parses the default service config and fails on an error.
-	_, err := grpc.NewClient("passthrough:///x", append(DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	_, err := grpc.NewClient("passthrough:///x", append(dialOptions(t), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatalf("dial options rejected: %v", err)
 	}

@@ -60,7 +60,7 @@ func dialWithMetrics(t *testing.T, metrics *Metrics, backends []*backend) (*manu
 	t.Helper()
 	r := manual.NewBuilderWithScheme("test")
 	r.InitialState(stateOf(backends))
-	opts := append(DialOptions(WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := append(dialOptions(t, WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	conn, err := grpc.NewClient("test:///routeguide", opts...)
 	if err != nil {
 		t.Fatal(err)

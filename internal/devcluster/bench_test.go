@@ -182,6 +182,10 @@ func BenchmarkClientGetFeature(b *testing.B) {
 	for _, n := range cluster.Nodes() {
 		addrs = append(addrs, n.AdvertisedAddr())
 	}
+	noAttemptTimeouts, err := balancer.DialOptions(balancer.WithAttemptTimeout(0))
+	if err != nil {
+		b.Fatal(err)
+	}
 	plain := func(opts ...grpc.DialOption) func(b *testing.B) grpc.ClientConnInterface {
 		return func(b *testing.B) grpc.ClientConnInterface {
 			opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(staticResolver(addrs...)))
@@ -200,7 +204,7 @@ func BenchmarkClientGetFeature(b *testing.B) {
 		{"ours", func(b *testing.B) grpc.ClientConnInterface {
 			return benchDial(b, "static:///routeguide", cluster.EtcdURL(), clientcli.WithGRPCOptions(grpc.WithResolvers(staticResolver(addrs...))))
 		}},
-		{"ours/no-attempt-timeouts", plain(balancer.DialOptions(balancer.WithAttemptTimeout(0))...)},
+		{"ours/no-attempt-timeouts", plain(noAttemptTimeouts...)},
 		{"round_robin", plain(grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))},
 	}
 	for _, c := range clients {
