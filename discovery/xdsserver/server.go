@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 )
 
@@ -75,8 +76,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("xds retry %+v: needs status codes, at least 2 attempts and backoffs with 0 < base <= max", c.Retry)
 	}
 	for _, m := range c.RetryMethods {
-		if !strings.HasPrefix(m, "/") || strings.Count(m, "/") != 2 {
-			return fmt.Errorf("xds retry method %q: not /package.Service/Method", m)
+		if err := balancer.ValidateFullMethod(m); err != nil {
+			return fmt.Errorf("xds retry %w", err)
 		}
 	}
 	return nil

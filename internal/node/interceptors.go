@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // callInterceptors are the node's one unary and one stream interceptor:
@@ -20,7 +20,7 @@ import (
 // closure per link. See docs/DESIGN.md, "One interceptor for each kind of
 // call".
 func callInterceptors(logger *slog.Logger, nodeID string, metrics *grpcMetrics) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	c := &calls{logger: logger, nodeID: nodeID, metrics: metrics, header: metadata.Pairs(routeguide.NodeHeader, nodeID)}
+	c := &calls{logger: logger, nodeID: nodeID, metrics: metrics, header: metadata.Pairs(contract.NodeHeader, nodeID)}
 	return c.unary, c.stream
 }
 
