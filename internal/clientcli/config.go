@@ -276,7 +276,11 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	dialOpts := append(settings.callInterceptors, balancer.DialOptions(settings.balancer...)...)
+	policyOpts, err := balancer.DialOptions(settings.balancer...)
+	if err != nil {
+		return nil, err
+	}
+	dialOpts := append(settings.callInterceptors, policyOpts...)
 	dialOpts = append(dialOpts, grpc.WithTransportCredentials(creds))
 	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}
