@@ -3,9 +3,11 @@ package e2e
 import (
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,7 +21,9 @@ import (
 // spread over the nodes, a client without a certificate is refused, no
 // container logs an etcd password, up.sh runs again once authentication is
 // on, etcd's healthchecks pass without etcd logging an unknown user (or any
-// error with its stack trace), and `down -v` leaves nothing behind.
+// error with its stack trace), the cluster moves to a new CA under load with
+// no failed call and no node restarted (rotateCA), and `down -v` leaves
+// nothing behind.
 func TestComposeTLS(t *testing.T) {
 	requireDocker(t)
 	upScript, err := filepath.Abs(filepath.Join("..", "tls", "up.sh"))
@@ -137,24 +141,7 @@ func TestComposeTLS(t *testing.T) {
 		// authentication was on, and a few more intervals (2s) of them.
 		checksAfter := authOn.Add(6 * time.Second)
 		for _, svc := range []string{"etcd1", "etcd2", "etcd3"} {
-			container := strings.TrimSpace(c.compose(t, time.Minute, "ps", "-q", svc))
-			poll(t, time.Minute, svc+" passes a healthcheck after auth is on", func() (bool, string) {
-				out := docker(t, time.Minute, "inspect", "-f",
-					`{{range .State.Health.Log}}{{.Start.UnixNano}} {{.ExitCode}}{{"\n"}}{{end}}`, container)
-				var last string
-				for line := range strings.Lines(out) {
-					f := strings.Fields(line)
-					if len(f) != 2 {
-						continue
-					}
-					last = line
-					ns, err := strconv.ParseInt(f[0], 10, 64)
-					if err == nil && f[1] == "0" && time.Unix(0, ns).After(checksAfter) {
-						return true, ""
-					}
-				}
-				return false, "last healthcheck (start, exit status): " + strings.TrimSpace(last)
-			})
+			c.waitHealthyAfter(t, svc, checksAfter, time.Minute)
 		}
 		logs := c.compose(t, 2*time.Minute, "logs", "--no-color", "etcd1", "etcd2", "etcd3")
 		var stackTraces int
@@ -204,6 +191,10 @@ func TestComposeTLS(t *testing.T) {
 			len(logs), nodeLines, len(outputs))
 	})
 
+	step("CA rotation under load restarts no node", func(t *testing.T) {
+		rotateCA(t, c, tlsDir, ids(nodes))
+	})
+
 	step("down leaves nothing", c.downLeavesNothing)
 
 	if !defaultBefore && exists(t, defaultDir) {
@@ -232,6 +223,141 @@ func exitCode(err error) int {
 	default:
 		return -1
 	}
+}
+
+// rotateCA moves the running cluster from the CA of tlsDir to a new one in
+// the three steps of docs/OPERATIONS.md ("Rotating certificates"), under a
+// load that runs through all of them, by renaming new files over the ones
+// the containers mount. Only etcd's members restart, one at a time, to read
+// their CA file; nodes and the client take their files as they change.
+// After each step a health probe started since (the node's healthcheck,
+// with the files of the moment) passes; after the last, each node still
+// holds its lease, renewed through etcd connections made with the new
+// files, and a new client with only the new files reaches both nodes.
+func rotateCA(t *testing.T, c *cluster, tlsDir string, nodes []string) {
+	newDir := filepath.Join(t.TempDir(), "b")
+	if out, err := runQuiet(5*time.Minute, c.env, "go", "run", "../tls", "-out", newDir); err != nil {
+		t.Fatalf("go run ./deploy/tls for the new CA: %v\n%s", err, out)
+	}
+	read := func(dir, name string) []byte {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	replace := func(name string, data []byte) {
+		tmp := filepath.Join(tlsDir, "."+name+".new")
+		if err := os.WriteFile(tmp, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(tmp, 0o644); err != nil { // whatever the umask: the containers run as 65532
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(tlsDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caA, caB := read(tlsDir, "ca.pem"), read(newDir, "ca.pem")
+	leases := c.registrations(t)
+	restartEtcd := func() {
+		for _, svc := range []string{"etcd1", "etcd2", "etcd3"} {
+			c.compose(t, 2*time.Minute, "restart", svc)
+			c.waitHealthy(t, svc, 2*time.Minute)
+		}
+	}
+	steps := []struct {
+		name        string
+		change      func()
+		restartEtcd bool
+	}{
+		{"1 trust both CAs", func() { replace("ca.pem", slices.Concat(caA, caB)) }, true},
+		{"2 move every certificate to the new CA", func() {
+			for _, name := range []string{"etcd", "node", "client"} {
+				replace(name+"-key.pem", read(newDir, name+"-key.pem"))
+				replace(name+".pem", read(newDir, name+".pem"))
+			}
+		}, false},
+		{"3 drop the old CA", func() { replace("ca.pem", caB) }, true},
+	}
+	bg := c.startLoad(t)
+	for _, step := range steps {
+		start := time.Now()
+		step.change()
+		if step.restartEtcd {
+			restartEtcd()
+		}
+		c.waitHealthyAfter(t, "node", start, 2*time.Minute)
+		c.logf(t, "CA rotation, step %s: done, etcd restarted %t, nodes passed a health probe with the files of the step, after %v",
+			step.name, step.restartEtcd, since(start))
+	}
+	for _, id := range nodes {
+		c.waitLeaseRenewed(t, id, leases[id], time.Minute)
+	}
+	res := bg.stop(t)
+	c.logf(t, "load through the three steps: %s", summary(res))
+	assertNoFailures(t, res)
+	assertSpread(t, res, nodes)
+	if got := c.registrations(t); !maps.Equal(got, leases) {
+		t.Errorf("registrations after the rotation %x; want the same nodes under the same leases %x", got, leases)
+	}
+	res = c.load(t, "--concurrency", "4", "--requests", "200")
+	c.logf(t, "a new client with only the new CA's files: %s", summary(res))
+	assertNoFailures(t, res)
+	assertSpread(t, res, nodes)
+}
+
+// waitHealthyAfter polls until every container of svc has passed a
+// healthcheck that started after since.
+func (c *cluster) waitHealthyAfter(t *testing.T, svc string, since time.Time, timeout time.Duration) {
+	t.Helper()
+	containers := strings.Fields(c.compose(t, time.Minute, "ps", "-q", svc))
+	if len(containers) == 0 {
+		t.Fatalf("service %s has no container", svc)
+	}
+	for _, container := range containers {
+		poll(t, timeout, svc+" passes a healthcheck started after the change", func() (bool, string) {
+			out := docker(t, time.Minute, "inspect", "-f",
+				`{{range .State.Health.Log}}{{.Start.UnixNano}} {{.ExitCode}}{{"\n"}}{{end}}`, container)
+			var last string
+			for line := range strings.Lines(out) {
+				f := strings.Fields(line)
+				if len(f) != 2 {
+					continue
+				}
+				last = line
+				ns, err := strconv.ParseInt(f[0], 10, 64)
+				if err == nil && f[1] == "0" && time.Unix(0, ns).After(since) {
+					return true, ""
+				}
+			}
+			return false, "last healthcheck (start, exit status): " + strings.TrimSpace(last)
+		})
+	}
+}
+
+// waitLeaseRenewed polls until node id's lease (lease) has been renewed
+// since the call: the time it has left grows again.
+func (c *cluster) waitLeaseRenewed(t *testing.T, id string, lease int64, timeout time.Duration) {
+	t.Helper()
+	remaining := regexp.MustCompile(`remaining\((-?\d+)s\)`)
+	lowest := int64(-1)
+	poll(t, timeout, id+" renews its lease", func() (bool, string) {
+		args := slices.Concat([]string{"exec"}, c.etcdctl, []string{c.etcd1, etcdctl, "lease", "timetolive", strconv.FormatInt(lease, 16)})
+		out := docker(t, time.Minute, args...)
+		m := remaining.FindStringSubmatch(out)
+		if m == nil {
+			return false, out
+		}
+		left, _ := strconv.ParseInt(m[1], 10, 64)
+		if lowest >= 0 && left > lowest {
+			return true, ""
+		}
+		if lowest < 0 || left < lowest {
+			lowest = left
+		}
+		return false, strings.TrimSpace(out)
+	})
 }
 
 // lineWith is the first line of s that contains sub, or all of s.
