@@ -260,28 +260,8 @@ func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load
 	f := &fault{victim: c.nodes[s.victim], calls: c.calls}
 	sub := subchannelOf(t, s.client.target(), f.victim.addr)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	type outcome struct {
-		res load.Result
-		err error
-	}
-	loaded := make(chan outcome, 1)
 	loadStart := time.Now()
-	go func() {
-		res, err := load.Run(ctx, c.calls, load.Config{RPC: rpc, Concurrency: 8, Duration: time.Minute, Timeout: 5 * time.Second})
-		loaded <- outcome{res, err}
-	}()
-	stopped := false
-	stop := func() outcome {
-		cancel()
-		stopped = true
-		return <-loaded
-	}
-	t.Cleanup(func() {
-		if !stopped {
-			stop()
-		}
-	})
+	stop := startLoad(t, c.calls, load.Config{RPC: rpc, Concurrency: 8, Duration: time.Minute, Timeout: 5 * time.Second})
 	poll.Until(t, 10*time.Second, f.victim.id+" to answer 200 calls", func() bool {
 		return c.calls.Count(f.victim.id, loadStart, time.Time{}) >= 200
 	})
@@ -310,12 +290,42 @@ func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load
 		}
 		t.Logf("the client keeps the dead %s, its xDS server, in state %v", f.victim.id, state)
 	}
-	out := stop()
-	if out.err != nil {
-		t.Fatalf("load: %v", out.err)
-	}
-	f.result = out.res
+	f.result = stop()
 	return f
+}
+
+// startLoad runs cfg's load on calls until stop, which returns what it
+// counted; a test that ends before calling stop has it called at cleanup.
+func startLoad(t *testing.T, calls *answerlog.Log, cfg load.Config) (stop func() load.Result) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	type outcome struct {
+		res load.Result
+		err error
+	}
+	loaded := make(chan outcome, 1)
+	go func() {
+		res, err := load.Run(ctx, calls, cfg)
+		loaded <- outcome{res, err}
+	}()
+	var stopped *outcome
+	stopOnce := func() outcome {
+		if stopped == nil {
+			cancel()
+			out := <-loaded
+			stopped = &out
+		}
+		return *stopped
+	}
+	t.Cleanup(func() { stopOnce() })
+	return func() load.Result {
+		t.Helper()
+		out := stopOnce()
+		if out.err != nil {
+			t.Fatalf("load: %v", out.err)
+		}
+		return out.res
+	}
 }
 
 // checkNoCallFailed checks the counts every fault must keep: no failed call,

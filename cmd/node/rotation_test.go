@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -178,7 +177,7 @@ func TestCARotationUnderLoadFailsNoCall(t *testing.T) {
 	}
 	servesB := func(addr string) bool {
 		cert, err := probe(addr, caB, b)
-		return err == nil && cert.Equal(certOf(t, onB.server[0]))
+		return err == nil && cert.Equal(testcerts.Parse(t, onB.server[0]))
 	}
 
 	steps := []struct {
@@ -286,33 +285,9 @@ func startRotationEtcd(t *testing.T, dir, addr, cert, key, caFile string) *local
 // what they counted.
 func underLoad(t *testing.T, calls *answerlog.Log, during func()) load.Result {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	type outcome struct {
-		res load.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		res, err := load.Run(ctx, calls, load.Config{RPC: load.Get, Concurrency: 8, Duration: 5 * time.Minute, Timeout: 5 * time.Second})
-		done <- outcome{res, err}
-	}()
-	stopped := false
-	stop := func() outcome {
-		cancel()
-		stopped = true
-		return <-done
-	}
-	defer func() {
-		if !stopped { // during failed the test
-			stop()
-		}
-	}()
+	stop := startLoad(t, calls, load.Config{RPC: load.Get, Concurrency: 8, Duration: 5 * time.Minute, Timeout: 5 * time.Second})
 	during()
-	out := stop()
-	if out.err != nil {
-		t.Fatalf("load: %v", out.err)
-	}
-	return out.res
+	return stop()
 }
 
 // waitLeaseRenewed waits until node id has renewed its lease since the
@@ -356,17 +331,4 @@ func waitLeaseRenewed(t *testing.T, observer *etcdauth.Credentials, url, id stri
 		}
 		return false, fmt.Sprintf("time to live %ds", ttl.TTL)
 	})
-}
-
-func certOf(t *testing.T, data []byte) *x509.Certificate {
-	t.Helper()
-	block, _ := pem.Decode(data)
-	if block == nil {
-		t.Fatal("no PEM block")
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"log/slog"
 	"net"
@@ -405,12 +404,7 @@ func trust(t *testing.T, files ...testcerts.Files) *tls.Config {
 
 func certIn(t *testing.T, file string) *x509.Certificate {
 	t.Helper()
-	block, _ := pem.Decode(testcerts.Read(t, file))
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	return testcerts.Parse(t, testcerts.Read(t, file))
 }
 
 func serialIn(t *testing.T, file string) string { return serialOf(t, certIn(t, file)) }

@@ -5,6 +5,8 @@
 package testcerts
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -145,4 +147,18 @@ func (s *Secret) Update(tb testing.TB, files map[string][]byte) {
 	if err := os.Rename(link, filepath.Join(s.Dir, "..data")); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// Parse returns the first certificate in data, PEM.
+func Parse(tb testing.TB, data []byte) *x509.Certificate {
+	tb.Helper()
+	block, _ := pem.Decode(data)
+	if block == nil {
+		tb.Fatal("no PEM block")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cert
 }
