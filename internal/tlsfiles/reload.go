@@ -44,19 +44,10 @@ func CheckReloadInterval(d time.Duration) error {
 	return nil
 }
 
-// Reload is how the files that Open reads are read again, for as long as a
-// process runs: the next handshake after a change takes the new certificate
-// or CA, and open connections are left as they are. The files are read
-// again at most once per Interval, when a handshake or a metrics scrape
-// needs them (no goroutine watches them), and compared by content, so that a
-// rename over a file and Kubernetes' swap of a secret's symlink are seen
-// alike. Files that do not load (a key that is not the certificate's, a file
-// cut short, an expired certificate) are refused with one log line and a
-// count in Metrics, and what was loaded before stays in use.
-//
-// grpc-go's certprovider/pemfile reloads too, but serves only gRPC
-// credentials (etcd's client takes a *tls.Config) and reports a refused file
-// only to gRPC's log: hence this small reloader, for every role.
+// Reload is how the files that Open reads are read again while a process
+// runs: at most once per Interval, when a handshake or a scrape needs them,
+// compared by content, and refused, with one log line and a count, when they
+// do not load. docs/DESIGN.md, "TLS files read again", says why so.
 type Reload struct {
 	// Interval is how often, at most, the files are read again; zero
 	// means DefaultReloadInterval.
@@ -205,12 +196,10 @@ func (r *reloadingCreds) Clone() credentials.TransportCredentials {
 	return &reloadingCreds{TransportCredentials: r.TransportCredentials.Clone(), files: r.files}
 }
 
-// Config is a client configuration for a library that takes a *tls.Config,
-// etcd's client, whose endpoints are the URLs or host:port addresses it
-// dials. crypto/tls reads RootCAs once, so the server's certificate is
-// checked in VerifyConnection against the CA of the moment. That check
-// knows the name dialled from the SNI, which never carries an IP address:
-// a server dialled by IP must hold the IP of one of the endpoints.
+// Config is a client configuration for etcd's client, which takes a
+// *tls.Config, to dial endpoints (URLs or host:port). The server is checked
+// in VerifyConnection against the CA of the moment, by the name in the SNI,
+// or, dialled by IP (no SNI), by the endpoints' IPs (docs/DESIGN.md).
 func (c *ClientTLS) Config(endpoints []string) *tls.Config {
 	cfg := &tls.Config{MinVersion: MinVersion, ServerName: c.serverName}
 	if c.pair != nil {
