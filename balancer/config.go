@@ -15,17 +15,11 @@ import (
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
-// ServiceConfig is the service config of a RouteGuide client, which
-// DialOptions builds from its options (serviceConfigOf):
-//
-//   - loadBalancingConfig: our round robin (round_robin plus a clear error
-//     when no node is registered), so calls spread evenly over every node.
-//   - healthCheckConfig: each connection watches grpc.health.v1 for the
-//     health service (WithHealthService); a node not SERVING is not picked.
-//   - retryPolicy for the idempotent methods (WithIdempotentMethods): an
-//     UNAVAILABLE answer is retried on another node, up to RetryMaxAttempts
-//     in all, a few milliseconds apart; a stream only until its first
-//     response. Other methods are never retried.
+// ServiceConfig is the service config of a RouteGuide client: our round
+// robin over the nodes whose health service is SERVING, and retries of the
+// idempotent methods on UNAVAILABLE (a stream only until its first
+// response). DialOptions builds it from its options; see docs/DESIGN.md,
+// "The service config and keepalive".
 var ServiceConfig = serviceConfigOf(defaultOptions())
 
 // The retry policy of the idempotent methods, in ServiceConfig and in what
@@ -109,20 +103,10 @@ func ValidateFullMethod(name string) error {
 	return nil
 }
 
-// Keepalive: the client pings a connection that has been quiet for
-// ClientKeepalive.Time and drops it when no answer comes within Timeout, so a
-// node that vanished without closing its connections (power loss, a cut
-// cable) is given up after at most Time+Timeout = 13s, even with no call in
-// flight. gRPC does not let clients ping more often than every 10s (it raises
-// a shorter Time to 10s), so 13s is close to the least there is: a shorter
-// Timeout would save a second or two at the risk of dropping a node that is
-// only busy. Until keepalive gives the connection up, round robin still
-// picks it, and the attempt timeout (DefaultAttemptTimeout) moves each
-// idempotent call picked for it to another node.
-//
-// Nodes must permit that rate, or they would close the connection with
-// too_many_pings: ServerEnforcement allows a ping every 5s, half the client's
-// interval, so jitter never trips it.
+// Keepalive: a client gives up a node that vanished without closing its
+// connections after Time+Timeout = 13s, about the least gRPC allows; nodes
+// permit a ping every 5s, half the client's interval, so jitter never trips
+// too_many_pings. See docs/DESIGN.md, "The service config and keepalive".
 var (
 	ClientKeepalive = keepalive.ClientParameters{
 		Time:                10 * time.Second,

@@ -203,7 +203,7 @@ func TestKubernetesNodePortsAndProbes(t *testing.T) {
 	if l := c.LivenessProbe.HTTPGet; l == nil || l.Path != "/healthz" || (l.Port != "metrics" && l.Port != port(cfg.MetricsListen)) {
 		t.Errorf("liveness probe %+v; want GET /healthz on the metrics port", l)
 	}
-	// Revoking the lease takes at most 2s (see README, "Cluster with Docker").
+	// Revoking the lease takes at most 2s (see docs/DEPLOY.md, "Cluster with Docker").
 	need := 2*time.Second + cfg.DrainDelay + cfg.ShutdownTimeout
 	if grace := time.Duration(tmpl.Spec.TerminationGracePeriodSeconds) * time.Second; grace < need {
 		t.Errorf("terminationGracePeriodSeconds %v; the drain and graceful stop may take %v", grace, need)

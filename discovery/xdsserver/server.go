@@ -240,7 +240,8 @@ func (s *Server) currentVersion(typeURL string) string {
 // answers a rejection (NACK) with the very version rejected, at once and
 // for ever. The first rejection of a version on a stream is logged and let
 // through; a second one ends the stream with an error, so the client
-// retries after its backoff rather than at once (README, "From any language").
+// retries after its backoff rather than at once (docs/DESIGN.md, "xDS for
+// any language").
 type nackGuard struct {
 	logger *slog.Logger
 	mu     sync.Mutex

@@ -23,8 +23,8 @@ import (
 
 // BenchmarkFirstCallAmongUnreachable measures how long a fresh client takes
 // from grpc.NewClient to its first successful GetFeature when 1,000 or 5,000
-// entries of unreachable addresses are registered beside one live node
-// (issue 11, item 6). The addresses are on loopback, where nothing listens,
+// entries of unreachable addresses are registered beside one live node.
+// The addresses are on loopback, where nothing listens,
 // so each connection is refused at once: the time is the client's, not the
 // network's.
 //

@@ -184,8 +184,8 @@ func dialEtcd(cfg Config, traces *tracing.Provider) (registry, notes *clientv3.C
 }
 
 // newXDSServer serves the registry to xDS clients of any language on the
-// node's gRPC port (README, "From any language"), with the retry policy of
-// package balancer, and its policy for the Go clients that link it.
+// node's gRPC port (docs/DESIGN.md, "xDS for any language"), with the retry
+// policy of package balancer, and its policy for the Go clients that link it.
 func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
 	return xdsserver.New(xdsserver.Config{
 		Service:      cfg.Service,
