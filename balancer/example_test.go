@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -38,38 +39,18 @@ func (g *goingAway) Check(ctx context.Context, req *healthpb.HealthCheckRequest)
 // etcd:///health: Check changes nothing, so the client may retry it, and the
 // caller never sees the first answer's UNAVAILABLE.
 func ExampleWithIdempotentMethods() {
-	// A real etcd server in this process; any etcd will do.
-	etcd, err := localetcd.Start(localetcd.Config{})
-	must(err)
-	defer etcd.Close()
-	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcd.ClientURL()}})
-	must(err)
-	defer cli.Close()
-
-	// A node of the health service, registered under a lease.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	must(err)
+	etcd, stop := startEtcd()
+	defer stop()
 	node := &goingAway{Server: health.NewServer()}
-	srv := grpc.NewServer(balancer.ServerOptions()...)
-	healthpb.RegisterHealthServer(srv, node)
-	go srv.Serve(lis)
-	defer srv.Stop()
-	reg, err := discovery.StartRegistrar(discovery.Registration{
-		Client: cli, Service: "health", Addr: lis.Addr().String(),
-		Metadata: discovery.Metadata{NodeID: "node-1"}, TTL: 10 * time.Second,
-	})
-	must(err)
-	defer reg.Deregister(context.Background())
-	<-reg.Registered()
+	defer serveUnderLease(etcd, "health", node)()
 
 	opts, err := balancer.DialOptions(
 		balancer.WithHealthService(""), // the server as a whole
 		balancer.WithIdempotentMethods(healthpb.Health_Check_FullMethodName),
 	)
 	must(err)
-	conn, err := grpc.NewClient("etcd:///health", append(opts,
-		grpc.WithResolvers(discovery.NewBuilder(cli)),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	opts = append(opts, grpc.WithResolvers(discovery.NewBuilder(etcd)), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("etcd:///health", opts...)
 	must(err)
 	defer conn.Close()
 
@@ -78,6 +59,33 @@ func ExampleWithIdempotentMethods() {
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
 	fmt.Println(resp.GetStatus(), err, "after", node.checks.Load(), "checks")
 	// Output: SERVING <nil> after 2 checks
+}
+
+// startEtcd starts a real etcd server in this process (any etcd will do)
+// and a client of it; stop stops both.
+func startEtcd() (client *clientv3.Client, stop func()) {
+	server, err := localetcd.Start(localetcd.Config{})
+	must(err)
+	client, err = discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{server.ClientURL()}})
+	must(err)
+	return client, func() { client.Close(); server.Close() }
+}
+
+// serveUnderLease serves health on a free port and registers it as a node
+// of service until the returned function stops both.
+func serveUnderLease(etcd *clientv3.Client, service string, health healthpb.HealthServer) (stop func()) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	srv := grpc.NewServer(balancer.ServerOptions()...)
+	healthpb.RegisterHealthServer(srv, health)
+	go srv.Serve(lis)
+	reg, err := discovery.StartRegistrar(discovery.Registration{Client: etcd, Service: service, Addr: lis.Addr().String(), Metadata: discovery.Metadata{NodeID: "node-1"}, TTL: 10 * time.Second})
+	must(err)
+	<-reg.Registered()
+	return func() {
+		reg.Deregister(context.Background())
+		srv.Stop()
+	}
 }
 
 func must(err error) {
