@@ -327,7 +327,7 @@ func TestTourCallsAllFourRPCsAsTheCanonicalClientDoes(t *testing.T) {
 // round robin, and returns once calls have reached every node, so that a
 // test does not depend on how fast the connections come up.
 func dialRoundRobin(addrs ...string) DialFunc {
-	return func(ctx context.Context, _ string, _ []string, dialOpts ...DialOption) (*Conn, error) {
+	return func(ctx context.Context, _ string, dialOpts ...DialOption) (*Conn, error) {
 		r := manual.NewBuilderWithScheme("nodes")
 		var state resolver.State
 		for _, a := range addrs {
@@ -573,6 +573,32 @@ func TestEtcdTargetWithoutEtcdEndpointsIsAUsageError(t *testing.T) {
 	want := "client get: target etcd:///routeguide is resolved through etcd, but --etcd is empty\n"
 	if out.code != ExitUsage || out.stderr != want {
 		t.Errorf("exit %d, stderr %q; want %d, %q", out.code, out.stderr, ExitUsage, want)
+	}
+}
+
+func TestXDSTargetWithoutABootstrapIsAUsageError(t *testing.T) {
+	out := run(t, invocation{args: []string{"--target", "xds:///routeguide", "get", "40.9", "-74.3"}})
+	if out.code != ExitUsage || strings.Count(out.stderr, "\n") != 1 || !strings.Contains(out.stderr, "$GRPC_XDS_BOOTSTRAP") {
+		t.Errorf("exit %d, stderr %q; want %d and one line naming $GRPC_XDS_BOOTSTRAP", out.code, out.stderr, ExitUsage)
+	}
+}
+
+func TestParseTargetReadsTheSchemeAndTheServiceAsTheResolversDo(t *testing.T) {
+	for target, want := range map[string]dialTarget{
+		"etcd:///routeguide":   {scheme: "etcd", service: "routeguide"},
+		"etcd:///routeguide/":  {scheme: "etcd", service: "routeguide"},
+		"etcd:routeguide":      {scheme: "etcd", service: "routeguide"},
+		"ETCD:///routeguide":   {scheme: "etcd", service: "routeguide"},
+		"etcd:///":             {scheme: "etcd"},
+		"xds:///routeguide":    {scheme: "xds"},
+		"dns:///nodes:50051":   {scheme: "dns"},
+		"127.0.0.1:50051":      {},
+		"[::1]:50051":          {},
+		"etcd-0.example:50051": {scheme: "etcd-0.example"},
+	} {
+		if got := parseTarget(target); got != want {
+			t.Errorf("parseTarget(%q) = %+v, want %+v", target, got, want)
+		}
 	}
 }
 

@@ -354,7 +354,7 @@ func TestEachCallIsCountedOnceByTheNodeThatAnsweredItsMethodAndCode(t *testing.T
 
 func dialWith(t *testing.T, target string, m *clientMetrics) pb.RouteGuideClient {
 	t.Helper()
-	conn, err := Dial(t.Context(), target, nil, m.dialOptions()...)
+	conn, err := Dial(t.Context(), target, m.dialOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
@@ -89,7 +90,7 @@ func startAttackGround(t *testing.T, configure func(*node.Config)) *attackGround
 		g.nodes = append(g.nodes, n)
 		g.before[id] = registrationOf(t, n.MetricsAddr())
 	}
-	conn, err := clientcli.Dial(t.Context(), target, []string{etcd.ClientURL()})
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{etcd.ClientURL()}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func benchCluster(b *testing.B, nodes int) (*devcluster.Cluster, node.Config) {
 
 func benchDial(b *testing.B, target, etcdURL string, opts ...clientcli.DialOption) *clientcli.Conn {
 	b.Helper()
-	conn, err := clientcli.Dial(context.Background(), target, []string{etcdURL}, opts...)
+	conn, err := clientcli.Dial(context.Background(), target, append([]clientcli.DialOption{clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{etcdURL}})}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func startCluster(t *testing.T, nodes int, template node.Config) *devcluster.Clu
 // dial connects to the cluster the way the client command does.
 func dial(t *testing.T, c *devcluster.Cluster) *clientcli.Conn {
 	t.Helper()
-	conn, err := clientcli.Dial(t.Context(), target, []string{c.EtcdURL()})
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{c.EtcdURL()}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +398,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cluster.Close() }) // if the test stops early; closing again does nothing
-	conn, err := clientcli.Dial(ctx, target, []string{cluster.EtcdURL()})
+	conn, err := clientcli.Dial(ctx, target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{cluster.EtcdURL()}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -334,7 +334,7 @@ func TestFaultNodeSilentWithoutReset(t *testing.T) {
 	t.Cleanup(proxy.Close)
 
 	p, withPicks := newPicks(t)
-	conn, err := clientcli.Dial(t.Context(), target, []string{cluster.EtcdURL()}, withPicks)
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{cluster.EtcdURL()}}), withPicks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +464,7 @@ func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 	}
 	t.Cleanup(proxy.Close)
 	p, withPicks := newPicks(t)
-	conn, err := clientcli.Dial(t.Context(), target, []string{"http://" + proxy.Addr()}, withPicks)
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{"http://" + proxy.Addr()}}), withPicks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +547,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 		cfg.NodeID = fmt.Sprintf("n%d", i+1)
 		nodes = append(nodes, startOwnNode(t, cfg, nil))
 	}
-	conn, err := clientcli.Dial(t.Context(), target, etcd.ClientURLs())
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: etcd.ClientURLs()}))
 	if err != nil {
 		t.Fatal(err)
 	}
