@@ -15,10 +15,10 @@ import (
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
-// ServiceConfig is the service config of a RouteGuide client: our round
-// robin over the nodes whose health service is SERVING, and retries of the
-// idempotent methods on UNAVAILABLE (a stream only until its first
-// response). DialOptions builds it from its options; see docs/DESIGN.md,
+// ServiceConfig is the service config of a RouteGuide client, which
+// DialOptions builds from its options (serviceConfigOf): our round robin over
+// the nodes whose health is SERVING, and retries of the idempotent methods on
+// UNAVAILABLE (a stream only until its first response). See docs/DESIGN.md,
 // "The service config and keepalive".
 var ServiceConfig = serviceConfigOf(defaultOptions())
 
