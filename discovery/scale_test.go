@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -244,12 +244,12 @@ func BenchmarkResolverScale(b *testing.B) {
 	b.Cleanup(func() { cli.Close() })
 	run := startScaleRun(b, cli, "scale")
 	var took []time.Duration
-	cpuBefore := cputime.Process(b)
+	cpuBefore := testutils.ProcessCPUTime(b)
 	for i := 0; b.Loop(); i++ {
 		d, _ := run.change(b, scaleEndpoints, i%2 == 1)
 		took = append(took, d)
 	}
-	b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/change")
+	b.ReportMetric(float64(testutils.ProcessCPUTime(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/change")
 	slices.Sort(took)
 	b.ReportMetric(float64(percentile(took, 50))/1e6, "p50-ms")
 	b.ReportMetric(float64(percentile(took, 99))/1e6, "p99-ms")

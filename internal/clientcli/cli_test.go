@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -23,21 +22,10 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
-
-// deadAddr is an address where nothing listens: a port that was just free.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
 
 // invocation is one run of the client.
 type invocation struct {
@@ -400,7 +388,7 @@ func TestLoadPrintsExactlyTheDocumentedJSONObject(t *testing.T) {
 }
 
 func TestLoadAgainstADeadAddressFailsEveryRequestUnavailable(t *testing.T) {
-	out := run(t, invocation{args: args(deadAddr(t), "--json", "load", "--concurrency", "4", "--requests", "25")})
+	out := run(t, invocation{args: args(testutils.UnreachableAddr(t), "--json", "load", "--concurrency", "4", "--requests", "25")})
 	if out.code != ExitFailed {
 		t.Errorf("exit %d, want %d; stderr %q", out.code, ExitFailed, out.stderr)
 	}
@@ -427,7 +415,7 @@ func TestLoadSummaryForPeople(t *testing.T) {
 			t.Errorf("open-loop summary lacks %q:\n%s", want, out.stdout)
 		}
 	}
-	out = run(t, invocation{args: args(deadAddr(t), "load", "--requests", "5")})
+	out = run(t, invocation{args: args(testutils.UnreachableAddr(t), "load", "--requests", "5")})
 	if !strings.Contains(out.stdout, "failed    5 (Unavailable 5)\n") || !strings.Contains(out.stdout, "by node   none answered\n") {
 		t.Errorf("summary of failures:\n%s", out.stdout)
 	}
@@ -457,7 +445,7 @@ func TestLoadInterruptedStillPrintsItsSummary(t *testing.T) {
 }
 
 func TestAFailedRPCExitsOneWithOneLine(t *testing.T) {
-	dead := deadAddr(t)
+	dead := testutils.UnreachableAddr(t)
 	tests := []struct {
 		name string
 		args []string
@@ -611,7 +599,7 @@ func TestFlagsComeFromTheEnvironmentAndFlagsWin(t *testing.T) {
 		t.Errorf("from env: exit %d, got %+v", out.code, got)
 	}
 
-	env["ROUTEGUIDE_TARGET"] = deadAddr(t)
+	env["ROUTEGUIDE_TARGET"] = testutils.UnreachableAddr(t)
 	out = run(t, invocation{args: append([]string{"--target", addr, "get"}, degrees(named.Location)...), env: env})
 	if got := jsonObject[featureJSON](t, out.stdout); out.code != ExitOK || got.Name != named.Name {
 		t.Errorf("flag over env: exit %d, got %+v, stderr %q", out.code, got, out.stderr)

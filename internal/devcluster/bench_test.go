@@ -24,8 +24,8 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
@@ -144,11 +144,11 @@ func benchGetFeature(b *testing.B, conn grpc.ClientConnInterface, answering, con
 	waitNodesAnswer(b, conn, answering)
 	warmUp(b, conn)
 	b.ResetTimer()
-	cpuBefore := cputime.Process(b)
+	cpuBefore := testutils.ProcessCPUTime(b)
 	res, err := load.Run(context.Background(), conn, load.Config{
 		RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
 	})
-	cpu := cputime.Process(b) - cpuBefore
+	cpu := testutils.ProcessCPUTime(b) - cpuBefore
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
