@@ -29,7 +29,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdcluster"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
@@ -534,7 +534,7 @@ func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 // client picks it.
 func TestFaultEtcdMemberLost(t *testing.T) {
 	checkNothingLeftBehind(t)
-	etcd, err := etcdcluster.Start(etcdcluster.Config{Dir: t.TempDir()})
+	etcd, err := etcdtest.StartCluster(etcdtest.ClusterConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +559,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 	waitAllAnswer(t, conn, nodeIDs...)
 	calls := answerlog.New(conn)
 	loads := startLoads(t, calls, loadSpec{load.Get, 4}, loadSpec{load.List, 2}, loadSpec{load.Record, 2})
-	var leader *etcdcluster.Member
+	var leader *etcdtest.Member
 	poll.Until(t, 10*time.Second, "an etcd leader", func() bool { leader = etcd.Leader(); return leader != nil })
 	before := map[string]registration{}
 	for _, n := range nodes {

@@ -148,7 +148,7 @@ func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 }
 
 // SetLogging, StartTimeout and WaitReady are shared with the multi-member
-// cluster of the fault tests (internal/testutils/etcdcluster).
+// cluster of the fault tests (internal/testutils/etcdtest).
 
 // SetLogging makes etcd log at level through its own logger, or at "error"
 // to nowhere when level is empty: etcd is chatty at info.

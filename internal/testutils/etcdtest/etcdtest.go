@@ -1,8 +1,9 @@
-// Package etcdtest starts, for tests, the secured etcd a production cluster
-// runs: a real embedded server (package localetcd) serving clients over TLS,
-// with authentication on and the users a test names. Tests of discovery, the
-// node and both commands need one; localetcd itself is linked into the node
-// binary (node -dev) and so does not import testing.
+// Package etcdtest starts real etcd servers inside the test process: one
+// member (package localetcd), plain or secured as a production cluster runs
+// it (TLS, authentication, the users a test names), or, for fault tests, a
+// cluster of several members that loses one as abruptly as a crash does.
+// localetcd itself is linked into the node binary (node -dev) and so does
+// not import testing.
 package etcdtest
 
 import (
