@@ -107,3 +107,39 @@ func Client(tb testing.TB, url string) *clientv3.Client {
 	tb.Cleanup(func() { cli.Close() })
 	return cli
 }
+
+// Restartable is a plain etcd that a test stops (Close) to make an outage,
+// and starts again on the same data and port (Restart) to end it.
+type Restartable struct {
+	*localetcd.Server
+	tb   testing.TB
+	dir  string
+	addr string // the client address, kept across restarts
+}
+
+// StartRestartable starts a plain etcd, as Start does, that Restart can
+// start again after Close.
+func StartRestartable(tb testing.TB) *Restartable {
+	tb.Helper()
+	r := &Restartable{tb: tb, dir: tb.TempDir()}
+	r.start()
+	r.addr = r.ClientAddr()
+	return r
+}
+
+// Restart starts the server again after Close, on the same data directory
+// and client address, and stops it when the test ends.
+func (r *Restartable) Restart() {
+	r.tb.Helper()
+	r.start()
+}
+
+func (r *Restartable) start() {
+	r.tb.Helper()
+	srv, err := localetcd.Start(localetcd.Config{Dir: r.dir, ClientAddr: r.addr})
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	r.tb.Cleanup(srv.Close)
+	r.Server = srv
+}
