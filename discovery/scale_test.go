@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -115,15 +114,6 @@ func scaleEntry(t testing.TB, service string, i int) (string, string) {
 	return Prefix(service) + id, value
 }
 
-// heapInUse is the live heap after a full collection.
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse
-}
-
 // scaleRun is a resolver built over a registry of scaleEndpoints.
 type scaleRun struct {
 	cli      *clientv3.Client
@@ -140,7 +130,7 @@ func startScaleRun(t testing.TB, cli *clientv3.Client, service string) *scaleRun
 	defer cancel()
 	lease := registerMany(t, ctx, cli, service, scaleEndpoints)
 	r := &scaleRun{cli: cli, service: service, state: newLastState(), lease: lease}
-	before := heapInUse()
+	before := testutils.HeapAfterGC().HeapInuse
 	target, err := url.Parse("etcd:///" + service)
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +142,7 @@ func startScaleRun(t testing.TB, cli *clientv3.Client, service string) *scaleRun
 	r.resolver = res
 	t.Cleanup(res.Close)
 	r.state.waitCount(t, scaleEndpoints)
-	if after := heapInUse(); after > before {
+	if after := testutils.HeapAfterGC().HeapInuse; after > before {
 		r.heap = after - before
 	}
 	return r

@@ -40,6 +40,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/hostile"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
@@ -140,13 +141,13 @@ type heapWatch struct {
 }
 
 func watchHeap(t *testing.T) *heapWatch {
-	h := &heapWatch{base: liveHeap(), done: make(chan struct{}), quit: make(chan struct{})}
+	h := &heapWatch{base: testutils.HeapAfterGC().HeapAlloc, done: make(chan struct{}), quit: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			h.peak.Store(max(h.peak.Load(), liveHeap()))
+			h.peak.Store(max(h.peak.Load(), testutils.HeapAfterGC().HeapAlloc))
 			select {
 			case <-h.quit:
 				return
