@@ -136,7 +136,7 @@ func TestCARotationUnderLoadFailsNoCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := clientcli.Dial(t.Context(), "etcd:///routeguide", []string{url},
+	conn, err := clientcli.Dial(t.Context(), "etcd:///routeguide",
 		clientcli.WithTransportCredentials(nodeTLS.Credentials()), clientcli.WithEtcdConfig(etcdCfg))
 	if err != nil {
 		t.Fatal(err)
