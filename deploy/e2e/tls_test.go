@@ -301,10 +301,17 @@ func rotateCA(t *testing.T, c *cluster, tlsDir string, nodes []string) {
 	if got := c.registrations(t); !maps.Equal(got, leases) {
 		t.Errorf("registrations after the rotation %x; want the same nodes under the same leases %x", got, leases)
 	}
+	// A short load from a client that just connected: both nodes must
+	// answer it, but its first connection takes more than its share (CI
+	// saw 45 and 155 of 200), so no spread is asserted.
 	res = c.load(t, "--concurrency", "4", "--requests", "200")
 	c.logf(t, "a new client with only the new CA's files: %s", summary(res))
 	assertNoFailures(t, res)
-	assertSpread(t, res, nodes)
+	for _, id := range nodes {
+		if res.ByNode[id] == 0 {
+			t.Errorf("node %s answered none of a new client's calls (%v): it does not take the new files", id, res.ByNode)
+		}
+	}
 }
 
 // waitHealthyAfter polls until every container of svc has passed a
