@@ -302,8 +302,8 @@ func rotateCA(t *testing.T, c *cluster, tlsDir string, nodes []string) {
 		t.Errorf("registrations after the rotation %x; want the same nodes under the same leases %x", got, leases)
 	}
 	// A short load from a client that just connected: both nodes must
-	// answer it, but its first connection takes more than its share (CI
-	// saw 45 and 155 of 200), so no spread is asserted.
+	// answer it, but its first connection takes more than its share (a
+	// run saw 45 and 155 of 200), so no spread is asserted.
 	res = c.load(t, "--concurrency", "4", "--requests", "200")
 	c.logf(t, "a new client with only the new CA's files: %s", summary(res))
 	assertNoFailures(t, res)
