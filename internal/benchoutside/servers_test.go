@@ -1,0 +1,121 @@
+package benchoutside_test
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
+)
+
+// server is one server process under load.
+type server struct {
+	name        string
+	addr        string
+	metricsAddr string // the node's metrics (and, with debug, pprof) listener; "" for the example server
+	cmd         *exec.Cmd
+}
+
+// startOfficial runs grpc-go's example server over the canonical features.
+func startOfficial(tb testing.TB) *server {
+	addr := freeAddr(tb)
+	_, port, _ := net.SplitHostPort(addr)
+	// It listens on localhost:PORT, which resolves to 127.0.0.1 here.
+	return startProcess(tb, "official", addr, "", bin.official, "-port", port, "-json_db_file", examples.featuresFile)
+}
+
+// startNode runs a node binary standalone, metrics on, over the canonical
+// features. debug also serves pprof on its metrics listener.
+func startNode(tb testing.TB, name, binary string, debug bool) *server {
+	addr, metrics := freeAddr(tb), freeAddr(tb)
+	return startProcess(tb, name, addr, metrics, binary, "--listen", addr, "--etcd=",
+		"--metrics-listen", metrics, "--features", examples.featuresFile,
+		"--drain-delay", "0s", "--node-id", name, "--debug-endpoints="+strconv.FormatBool(debug))
+}
+
+func startProcess(tb testing.TB, name, addr, metricsAddr, binary string, args ...string) *server {
+	tb.Helper()
+	cmd := exec.Command(binary, args...)
+	stderr, err := os.Create(filepath.Join(tb.TempDir(), name+".stderr"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start %s: %v", name, err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); stderr.Close(); close(exited) }()
+	tb.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	poll.Until(tb, 30*time.Second, name+" listening on "+addr, func() bool {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(stderr.Name())
+			tb.Fatalf("%s exited before it listened: %s", name, log)
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return &server{name: name, addr: addr, metricsAddr: metricsAddr, cmd: cmd}
+}
+
+// cpu is the CPU time, user and system, the process has used so far, from
+// /proc/PID/stat, in clock ticks of 10 ms: runs last long enough.
+func (s *server) cpu(tb testing.TB) time.Duration {
+	tb.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		tb.Skipf("%s's CPU time: %v", s.name, err)
+	}
+	// The fields after the command name, in parentheses: utime is the 14th
+	// field of the line, stime the 15th.
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		tb.Fatalf("parse /proc/%d/stat: %q", s.cmd.Process.Pid, data)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100
+}
+
+// freeAddr is a loopback address with a port the system just gave and took
+// back: the example server takes a port, not an address.
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
+}
+
+// loadAverage is the first field of /proc/loadavg, reported beside every
+// figure: on a shared machine it says how far to trust it.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(data))[0]
+}
