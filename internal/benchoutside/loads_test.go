@@ -89,6 +89,25 @@ var clientLoad = load{name: "client load", run: func(tb testing.TB, addr string,
 	return loadResult{calls: report.OK + report.Failed, failed: report.Failed, p50: ms(report.P50), p99: ms(report.P99)}
 }}
 
+// grpcloop is the in-process benchmark's client in a process of its own:
+// gRPC's defaults and generated stubs, the served file's points.
+var grpcloop = load{name: "grpc-go loop", run: func(tb testing.TB, addr string, d time.Duration, rps float64) loadResult {
+	tb.Helper()
+	if rps > 0 {
+		tb.Fatal("grpcloop runs closed loop only")
+	}
+	out := runTool(tb, bin.grpcloop, "-addr", addr, "-c", strconv.Itoa(workers), "-z", d.String(), "-points", served.file)
+	var report struct {
+		Calls, Failed int
+		P50           int64 `json:"p50_ns"`
+		P99           int64 `json:"p99_ns"`
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		tb.Fatalf("grpcloop's report: %v: %s", err, out)
+	}
+	return loadResult{calls: report.Calls, failed: report.Failed, p50: time.Duration(report.P50), p99: time.Duration(report.P99)}
+}}
+
 // runTool runs a load generator to its end and returns its standard output.
 func runTool(tb testing.TB, binary string, args ...string) []byte {
 	tb.Helper()
@@ -101,12 +120,11 @@ func runTool(tb testing.TB, binary string, args ...string) []byte {
 	return stdout.Bytes()
 }
 
-// canonicalPoints is a JSON array of the canonical file's 100 points in a
-// fixed shuffled order: known features at random, as ghz sends an array in
-// turn.
-func canonicalPoints(tb testing.TB) string {
+// pointsInTurn is a JSON array of the served file's 100 points in a fixed
+// shuffled order: known features at random, as ghz sends an array in turn.
+func pointsInTurn(tb testing.TB) string {
 	tb.Helper()
-	data, err := os.ReadFile(examples.featuresFile)
+	data, err := os.ReadFile(served.file)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -114,7 +132,7 @@ func canonicalPoints(tb testing.TB) string {
 		Location json.RawMessage `json:"location"`
 	}
 	if err := json.Unmarshal(data, &list); err != nil {
-		tb.Fatalf("%s: %v", examples.featuresFile, err)
+		tb.Fatalf("%s: %v", served.file, err)
 	}
 	// A fixed permutation: i*37 mod 100 visits every index once.
 	var b bytes.Buffer
@@ -127,7 +145,7 @@ func canonicalPoints(tb testing.TB) string {
 	}
 	b.WriteByte(']')
 	if len(list) != 100 {
-		tb.Fatalf("%s holds %d features, want the canonical 100", examples.featuresFile, len(list))
+		tb.Fatalf("%s holds %d features, want 100", served.file, len(list))
 	}
 	return b.String()
 }

@@ -12,7 +12,7 @@ import (
 // The programs under test, built by TestMain: the node and the client from
 // the main module exactly as they ship (built there, with its go.mod), and
 // ghz and the example server from this module's.
-var bin struct{ node, client, ghz, official string }
+var bin struct{ node, client, ghz, official, grpcloop string }
 
 // The example module's files: the canonical 100 features and the proto ghz
 // reads the service from.
@@ -33,7 +33,7 @@ func buildAndRun(m *testing.M) int {
 	// go test puts its own go command first on PATH.
 	builds := []*exec.Cmd{
 		exec.Command("go", "build", "-o", out, "./cmd/node", "./cmd/client"),
-		exec.Command("go", "build", "-o", out, "github.com/bojand/ghz/cmd/ghz", "google.golang.org/grpc/examples/route_guide/server"),
+		exec.Command("go", "build", "-o", out, "github.com/bojand/ghz/cmd/ghz", "google.golang.org/grpc/examples/route_guide/server", "./cmd/grpcloop"),
 	}
 	builds[0].Dir = filepath.Join("..", "..")
 	for _, b := range builds {
@@ -44,6 +44,7 @@ func buildAndRun(m *testing.M) int {
 	}
 	bin.node, bin.client = filepath.Join(dir, "node"), filepath.Join(dir, "client")
 	bin.ghz, bin.official = filepath.Join(dir, "ghz"), filepath.Join(dir, "server")
+	bin.grpcloop = filepath.Join(dir, "grpcloop")
 	modDir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "google.golang.org/grpc/examples").Output()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "find grpc-go's examples module: %v\n", err)

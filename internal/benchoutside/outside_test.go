@@ -16,8 +16,10 @@ import (
 var (
 	rounds   = flag.Int("outside.rounds", 0, "rounds of TestOutside, each server once per load in each (0 skips it)")
 	runFor   = flag.Duration("outside.duration", 3*time.Second, "length of each run")
-	loadList = flag.String("outside.loads", "ghz,ghz-one-point,client", "loads of TestOutside: ghz (the 100 canonical points in turn), ghz-one-point (the canonical client's point), client (`client load`)")
+	loadList = flag.String("outside.loads", "ghz,ghz-one-point,client", "loads of TestOutside: ghz (the 100 served points in turn), ghz-one-point (the canonical client's point), client (`client load`), grpcloop (the in-process benchmark's client)")
 	variants = flag.String("outside.nodes", "", "more node binaries to measure beside the shipped one: name=path,...")
+	servedAs = flag.String("outside.features", "canonical", "features both servers serve: canonical (the example's file) or builtin100 (the in-process benchmark's)")
+	benchBin = flag.String("outside.benchbin", "", "also measure the in-process benchmark's canonical and node servers, from this test binary (go test -c ./internal/node)")
 	profile  = flag.String("outside.profile", "", "TestOutside also writes a CPU profile of the node under ghz to this file")
 	rpsList  = flag.String("outside.rps", "", "TestOutsideLatency: open-loop rates as fractions of the node's capacity, e.g. 0.25,0.5,0.75 (empty skips it)")
 )
@@ -95,16 +97,21 @@ func TestOutside(t *testing.T) {
 	if *rounds == 0 {
 		t.Skip("the benchmark: give -outside.rounds")
 	}
+	serveFeatures(t, *servedAs)
 	servers := []*server{startOfficial(t), startNode(t, "node", bin.node, *profile != "")}
+	if *benchBin != "" {
+		servers = append(servers, startBenchServer(t, "canonical", *benchBin), startBenchServer(t, "node", *benchBin))
+	}
 	for _, v := range strings.Split(*variants, ",") {
 		if name, path, ok := strings.Cut(v, "="); ok {
 			servers = append(servers, startNode(t, name, path, false))
 		}
 	}
 	loads := map[string]load{
-		"ghz":           ghzLoad("ghz, the 100 canonical points in turn", canonicalPoints(t)),
+		"ghz":           ghzLoad("ghz, the 100 points in turn", pointsInTurn(t)),
 		"ghz-one-point": ghzLoad("ghz, the canonical client's point", canonicalClientPoint),
 		"client":        clientLoad,
+		"grpcloop":      grpcloop,
 	}
 	t.Logf("| load | server | CPU per call | official/it (range) | QPS | p50 | p99 | load average |")
 	t.Logf("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -155,7 +162,7 @@ func profileUnderGhz(t *testing.T, node *server, path string) {
 		}
 		got <- err
 	}()
-	ghzLoad("ghz", canonicalPoints(t)).run(t, node.addr, *runFor+time.Second, 0)
+	ghzLoad("ghz", pointsInTurn(t)).run(t, node.addr, *runFor+time.Second, 0)
 	if err := <-got; err != nil {
 		t.Fatalf("profile the node: %v", err)
 	}
@@ -171,8 +178,9 @@ func TestOutsideLatency(t *testing.T) {
 	if *rpsList == "" {
 		t.Skip("the benchmark: give -outside.rps")
 	}
+	serveFeatures(t, *servedAs)
 	node := startNode(t, "node", bin.node, false)
-	ghz := ghzLoad("ghz", canonicalPoints(t))
+	ghz := ghzLoad("ghz", pointsInTurn(t))
 	capacity := median(field(measure(t, []*server{node}, ghz, 3, *runFor)[0], func(x sample) float64 {
 		return float64(x.calls) / runFor.Seconds()
 	}))

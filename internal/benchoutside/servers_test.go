@@ -1,8 +1,10 @@
 package benchoutside_test
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -29,7 +31,7 @@ func startOfficial(tb testing.TB) *server {
 	addr := freeAddr(tb)
 	_, port, _ := net.SplitHostPort(addr)
 	// It listens on localhost:PORT, which resolves to 127.0.0.1 here.
-	return startProcess(tb, "official", addr, "", bin.official, "-port", port, "-json_db_file", examples.featuresFile)
+	return startProcess(tb, "official", addr, "", bin.official, "-port", port, "-json_db_file", served.file)
 }
 
 // startNode runs a node binary standalone, metrics on, over the canonical
@@ -37,7 +39,7 @@ func startOfficial(tb testing.TB) *server {
 func startNode(tb testing.TB, name, binary string, debug bool) *server {
 	addr, metrics := freeAddr(tb), freeAddr(tb)
 	return startProcess(tb, name, addr, metrics, binary, "--listen", addr, "--etcd=",
-		"--metrics-listen", metrics, "--features", examples.featuresFile,
+		"--metrics-listen", metrics, "--features", served.file,
 		"--drain-delay", "0s", "--node-id", name, "--debug-endpoints="+strconv.FormatBool(debug))
 }
 
@@ -118,4 +120,34 @@ func loadAverage() string {
 		return "?"
 	}
 	return strings.Fields(string(data))[0]
+}
+
+// startBenchServer runs a server of the in-process benchmark's test binary
+// (go test -c ./internal/node), as BenchmarkGetFeatureVsCanonical does: kind
+// is canonical, service or node, over the first 100 built-in features.
+func startBenchServer(tb testing.TB, kind, testBinary string) *server {
+	tb.Helper()
+	cmd := exec.Command(testBinary, "-test.run=^TestServeForBenchmark$")
+	cmd.Env = append(os.Environ(), "ROUTEGUIDE_BENCH_SERVER="+kind)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start the benchmark's %s: %v", kind, err)
+	}
+	tb.Cleanup(func() {
+		stdin.Close() // it serves until its stdin closes
+		go io.Copy(io.Discard, stdout)
+		cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		tb.Fatalf("the benchmark's %s wrote no address: %v", kind, err)
+	}
+	return &server{name: "bench-" + kind, addr: strings.TrimSpace(line), cmd: cmd}
 }

@@ -37,11 +37,15 @@ import (
 // canonical example serves them.
 func hundredFeatures() []*pb.Feature { return features.Default().All()[:100] }
 
-// BenchmarkGetFeatureVsCanonical compares GetFeature throughput over real TCP
-// on loopback against three servers, each run in a process of its own as in
-// production (see TestServeForBenchmark), from one client connection in the
-// benchmark's process with the same callers and the same points (known
-// features picked at random):
+// BenchmarkGetFeatureVsCanonical is a profiling tool, not the headline
+// figure: the node as users meet it is measured from outside, its shipped
+// binary beside grpc-go's example server under ghz and `client load`, by
+// internal/benchoutside (docs/BENCHMARKS.md says how its client and data
+// differ from users' and what each difference weighs). It compares GetFeature
+// over real TCP on loopback against three servers, each run in a process of
+// its own (see TestServeForBenchmark; ROUTEGUIDE_BENCH_SERVER_CPUPROFILE
+// profiles them), from one client connection in the benchmark's process with
+// the same callers and the same points (known features picked at random):
 //
 //   - canonical: the canonical example, grpc.NewServer() with defaults;
 //   - service: our routeguide.Server over the same 100 features, with the
