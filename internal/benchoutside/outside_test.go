@@ -27,7 +27,8 @@ var (
 // sample is one run of one load against one server.
 type sample struct {
 	loadResult
-	cpuPerCall time.Duration
+	cpuPerCall                  time.Duration
+	readsPerCall, writesPerCall float64
 }
 
 // measure runs l against every server in turn, rounds times, alternating the
@@ -50,12 +51,16 @@ func measure(tb testing.TB, servers []*server, l load, rounds int, d time.Durati
 		for _, i := range order {
 			s := servers[i]
 			before := s.cpu(tb)
+			reads, writes := s.syscalls(tb)
 			res := l.run(tb, s.addr, d, 0)
 			used := s.cpu(tb) - before
+			readsAfter, writesAfter := s.syscalls(tb)
 			if res.failed > 0 || res.calls == 0 {
 				tb.Fatalf("%s under %s: %v", s.name, l.name, res)
 			}
-			samples[i] = append(samples[i], sample{res, used / time.Duration(res.calls)})
+			n := float64(res.calls)
+			samples[i] = append(samples[i], sample{res, used / time.Duration(res.calls),
+				float64(readsAfter-reads) / n, float64(writesAfter-writes) / n})
 		}
 	}
 	return samples
@@ -113,8 +118,8 @@ func TestOutside(t *testing.T) {
 		"client":        clientLoad,
 		"grpcloop":      grpcloop,
 	}
-	t.Logf("| load | server | CPU per call | official/it (range) | QPS | p50 | p99 | load average |")
-	t.Logf("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	t.Logf("| load | server | CPU per call | official/it (range) | reads, writes per call | QPS | p50 | p99 | load average |")
+	t.Logf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, name := range strings.Split(*loadList, ",") {
 		l, ok := loads[name]
 		if !ok {
@@ -125,9 +130,11 @@ func TestOutside(t *testing.T) {
 		after := loadAverage()
 		for i, s := range servers {
 			r := ratios(samples[0], samples[i])
-			t.Logf("| %s | %s | %v | **%.2f** (%.2f–%.2f) | %.0f | %v | %v | %s–%s |", l.name, s.name,
+			t.Logf("| %s | %s | %v | **%.2f** (%.2f–%.2f) | %.2f, %.2f | %.0f | %v | %v | %s–%s |", l.name, s.name,
 				median(field(samples[i], func(x sample) time.Duration { return x.cpuPerCall })),
 				median(r), slices.Min(r), slices.Max(r),
+				median(field(samples[i], func(x sample) float64 { return x.readsPerCall })),
+				median(field(samples[i], func(x sample) float64 { return x.writesPerCall })),
 				median(field(samples[i], func(x sample) float64 { return float64(x.calls) / runFor.Seconds() })),
 				median(field(samples[i], func(x sample) time.Duration { return x.p50 })).Round(time.Microsecond),
 				median(field(samples[i], func(x sample) time.Duration { return x.p99 })).Round(time.Microsecond),
