@@ -15,8 +15,8 @@ var guardNode = flag.String("guard.node", "", "TestNodeCostsNoMoreFromOutside: t
 // The margin is set from the measured noise: see docs/BENCHMARKS.md,
 // "Guard in CI".
 const (
-	guardRounds   = 9
-	guardRun      = 2 * time.Second
+	guardRounds   = 30
+	guardRun      = time.Second
 	guardMinRatio = 1.00
 )
 

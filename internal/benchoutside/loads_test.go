@@ -16,6 +16,9 @@ import (
 type loadResult struct {
 	calls, failed int
 	p50, p99      time.Duration
+	// late and unsent are `client load --rps`'s: calls started over 1 ms
+	// after they were due, and calls never started. ghz reports neither.
+	late, unsent int
 }
 
 // load is a way to load a server: a load generator and what it asks.
@@ -81,12 +84,15 @@ var clientLoad = load{name: "client load", run: func(tb testing.TB, addr string,
 		Failed int     `json:"failed"`
 		P50    float64 `json:"p50_ms"`
 		P99    float64 `json:"p99_ms"`
+		Late   int     `json:"late"`
+		Unsent int     `json:"unsent"`
 	}
 	if err := json.Unmarshal(out, &report); err != nil {
 		tb.Fatalf("client load's report: %v: %s", err, out)
 	}
 	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
-	return loadResult{calls: report.OK + report.Failed, failed: report.Failed, p50: ms(report.P50), p99: ms(report.P99)}
+	return loadResult{calls: report.OK + report.Failed, failed: report.Failed, p50: ms(report.P50), p99: ms(report.P99),
+		late: report.Late, unsent: report.Unsent}
 }}
 
 // grpcloop is the in-process benchmark's client in a process of its own:

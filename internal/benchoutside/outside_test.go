@@ -85,7 +85,8 @@ func median[T int | float64 | time.Duration](xs []T) T {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func field[T any](xs []sample, f func(sample) T) []T {
+// each is f of every element of xs.
+func each[S, T any](xs []S, f func(S) T) []T {
 	out := make([]T, len(xs))
 	for i, x := range xs {
 		out[i] = f(x)
@@ -131,13 +132,13 @@ func TestOutside(t *testing.T) {
 		for i, s := range servers {
 			r := ratios(samples[0], samples[i])
 			t.Logf("| %s | %s | %v | **%.2f** (%.2f–%.2f) | %.2f, %.2f | %.0f | %v | %v | %s–%s |", l.name, s.name,
-				median(field(samples[i], func(x sample) time.Duration { return x.cpuPerCall })),
+				median(each(samples[i], func(x sample) time.Duration { return x.cpuPerCall })),
 				median(r), slices.Min(r), slices.Max(r),
-				median(field(samples[i], func(x sample) float64 { return x.readsPerCall })),
-				median(field(samples[i], func(x sample) float64 { return x.writesPerCall })),
-				median(field(samples[i], func(x sample) float64 { return float64(x.calls) / runFor.Seconds() })),
-				median(field(samples[i], func(x sample) time.Duration { return x.p50 })).Round(time.Microsecond),
-				median(field(samples[i], func(x sample) time.Duration { return x.p99 })).Round(time.Microsecond),
+				median(each(samples[i], func(x sample) float64 { return x.readsPerCall })),
+				median(each(samples[i], func(x sample) float64 { return x.writesPerCall })),
+				median(each(samples[i], func(x sample) float64 { return float64(x.calls) / runFor.Seconds() })),
+				median(each(samples[i], func(x sample) time.Duration { return x.p50 })).Round(time.Microsecond),
+				median(each(samples[i], func(x sample) time.Duration { return x.p99 })).Round(time.Microsecond),
 				before, after)
 		}
 	}
@@ -188,12 +189,12 @@ func TestOutsideLatency(t *testing.T) {
 	serveFeatures(t, *servedAs)
 	node := startNode(t, "node", bin.node, false)
 	ghz := ghzLoad("ghz", pointsInTurn(t))
-	capacity := median(field(measure(t, []*server{node}, ghz, 3, *runFor)[0], func(x sample) float64 {
+	capacity := median(each(measure(t, []*server{node}, ghz, 3, *runFor)[0], func(x sample) float64 {
 		return float64(x.calls) / runFor.Seconds()
 	}))
 	t.Logf("capacity under ghz, closed loop, %d workers: %.0f calls/s (load average %s)", workers, capacity, loadAverage())
-	t.Logf("| rate | tool | p50 | p99 | calls/s done | load average |")
-	t.Logf("| --- | --- | --- | --- | --- | --- |")
+	t.Logf("| rate | tool | p50 | p99 | calls/s done | late, unsent (client load) | load average |")
+	t.Logf("| --- | --- | --- | --- | --- | --- | --- |")
 	for _, f := range strings.Split(*rpsList, ",") {
 		fraction, err := strconv.ParseFloat(f, 64)
 		if err != nil {
@@ -206,19 +207,13 @@ func TestOutsideLatency(t *testing.T) {
 			for range max(*rounds, 1) {
 				runs = append(runs, l.run(t, node.addr, *runFor, rate))
 			}
-			t.Logf("| %.0f%% (%.0f/s) | %s | %v | %v | %.0f | %s–%s |", 100*fraction, rate, l.name,
-				median(fieldOf(runs, func(r loadResult) time.Duration { return r.p50 })).Round(time.Microsecond),
-				median(fieldOf(runs, func(r loadResult) time.Duration { return r.p99 })).Round(time.Microsecond),
-				median(fieldOf(runs, func(r loadResult) float64 { return float64(r.calls) / runFor.Seconds() })),
+			t.Logf("| %.0f%% (%.0f/s) | %s | %v | %v | %.0f | %d, %d | %s–%s |", 100*fraction, rate, l.name,
+				median(each(runs, func(r loadResult) time.Duration { return r.p50 })).Round(time.Microsecond),
+				median(each(runs, func(r loadResult) time.Duration { return r.p99 })).Round(time.Microsecond),
+				median(each(runs, func(r loadResult) float64 { return float64(r.calls) / runFor.Seconds() })),
+				median(each(runs, func(r loadResult) int { return r.late })),
+				median(each(runs, func(r loadResult) int { return r.unsent })),
 				before, loadAverage())
 		}
 	}
-}
-
-func fieldOf[T any](xs []loadResult, f func(loadResult) T) []T {
-	out := make([]T, len(xs))
-	for i, x := range xs {
-		out[i] = f(x)
-	}
-	return out
 }
