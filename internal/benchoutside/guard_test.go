@@ -15,9 +15,9 @@ var guardNode = flag.String("guard.node", "", "TestNodeCostsNoMoreFromOutside: t
 // The margin is set from the measured noise: see docs/BENCHMARKS.md,
 // "Guard in CI".
 const (
-	guardRounds   = 30
-	guardRun      = time.Second
-	guardMinRatio = 1.00
+	guardRounds   = 12
+	guardRun      = 3 * time.Second
+	guardMinRatio = 0.95
 )
 
 // TestNodeCostsNoMoreFromOutside fails when the shipped node's server CPU
