@@ -1,11 +1,9 @@
 package benchoutside_test
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils/canonical"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 
@@ -22,26 +20,7 @@ func serveFeatures(tb testing.TB, which string) {
 	case "canonical":
 		served.file = examples.featuresFile
 	case "builtin100":
-		type location struct {
-			Latitude  int32 `json:"latitude"`
-			Longitude int32 `json:"longitude"`
-		}
-		type entry struct {
-			Location location `json:"location"`
-			Name     string   `json:"name"`
-		}
-		var list []entry
-		for _, f := range features.Default().All()[:100] {
-			list = append(list, entry{location{f.Location.Latitude, f.Location.Longitude}, f.Name})
-		}
-		data, err := json.Marshal(list)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		served.file = filepath.Join(tb.TempDir(), "builtin100.json")
-		if err := os.WriteFile(served.file, data, 0o644); err != nil {
-			tb.Fatal(err)
-		}
+		served.file = canonical.WriteFeatures(tb, features.Default().All()[:100])
 	default:
 		tb.Fatalf("-outside.features=%q: want canonical or builtin100", which)
 	}

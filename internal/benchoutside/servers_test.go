@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -28,7 +29,7 @@ type server struct {
 
 // startOfficial runs grpc-go's example server over the canonical features.
 func startOfficial(tb testing.TB) *server {
-	addr := freeAddr(tb)
+	addr := grpctest.FreeAddr(tb)
 	_, port, _ := net.SplitHostPort(addr)
 	// It listens on localhost:PORT, which resolves to 127.0.0.1 here.
 	return startProcess(tb, "official", addr, "", bin.official, "-port", port, "-json_db_file", served.file)
@@ -37,7 +38,7 @@ func startOfficial(tb testing.TB) *server {
 // startNode runs a node binary standalone, metrics on, over the canonical
 // features. debug also serves pprof on its metrics listener.
 func startNode(tb testing.TB, name, binary string, debug bool) *server {
-	addr, metrics := freeAddr(tb), freeAddr(tb)
+	addr, metrics := grpctest.FreeAddr(tb), grpctest.FreeAddr(tb)
 	return startProcess(tb, name, addr, metrics, binary, "--listen", addr, "--etcd=",
 		"--metrics-listen", metrics, "--features", served.file,
 		"--drain-delay", "0s", "--node-id", name, "--debug-endpoints="+strconv.FormatBool(debug))
@@ -101,18 +102,6 @@ func (s *server) cpu(tb testing.TB) time.Duration {
 		tb.Fatalf("parse /proc/%d/stat: %q", s.cmd.Process.Pid, data)
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100
-}
-
-// freeAddr is a loopback address with a port the system just gave and took
-// back: the example server takes a port, not an address.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
 }
 
 // loadAverage is the first field of /proc/loadavg, reported beside every

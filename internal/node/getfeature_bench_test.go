@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -157,7 +155,7 @@ func TestServeForBenchmark(t *testing.T) {
 		srv := routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})})
 		addr = serveGRPC(t, grpc.NewServer(TransportOptions(db)...), srv)
 	case "node":
-		addr = startBenchNode(t, "127.0.0.1:0", writeFeatureList(t, list)).Addr().String()
+		addr = startBenchNode(t, "127.0.0.1:0", canonical.WriteFeatures(t, list)).Addr().String()
 	default:
 		t.Fatalf("%s=%q: want canonical, service or node", benchServerEnv, kind)
 	}
@@ -324,32 +322,6 @@ func knownPoints(list []*pb.Feature) []*pb.Point {
 		points[i] = &pb.Point{Latitude: at.Latitude, Longitude: at.Longitude}
 	}
 	return points
-}
-
-// writeFeatureList writes list as a features file in the canonical format.
-func writeFeatureList(b testing.TB, list []*pb.Feature) string {
-	b.Helper()
-	type location struct {
-		Latitude  int32 `json:"latitude"`
-		Longitude int32 `json:"longitude"`
-	}
-	type entry struct {
-		Location location `json:"location"`
-		Name     string   `json:"name"`
-	}
-	entries := make([]entry, len(list))
-	for i, f := range list {
-		entries[i] = entry{location{f.Location.Latitude, f.Location.Longitude}, f.Name}
-	}
-	data, err := json.Marshal(entries)
-	if err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(b.TempDir(), "features.json")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	return path
 }
 
 // serveGRPC serves impl on srv on 127.0.0.1:0 until b ends.
