@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -20,27 +23,144 @@ import (
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
-// countingClient is an etcd client that adds the size of every answer it
-// gets from etcd to read.
-func countingClient(t testing.TB, url string, read *atomic.Int64) *clientv3.Client {
-	t.Helper()
-	count := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+// countReplies is an etcd client interceptor that adds the size of every
+// answer from etcd to read.
+func countReplies(read *atomic.Int64) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if m, ok := reply.(proto.Message); ok {
 			read.Add(int64(proto.Size(m)))
 		}
 		return err
 	}
+}
+
+// countingClient is an etcd client that adds the size of every answer it
+// gets from etcd to read.
+func countingClient(t testing.TB, url string, read *atomic.Int64) *clientv3.Client {
+	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{url},
 		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(count)},
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(countReplies(read))},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// rangeCheck is an etcd client interceptor that hands every Range a
+// request carries, alone or in a transaction, to check.
+func rangeCheck(check func(*etcdserverpb.RangeRequest)) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		switch r := req.(type) {
+		case *etcdserverpb.RangeRequest:
+			check(r)
+		case *etcdserverpb.TxnRequest:
+			for _, op := range slices.Concat(r.Success, r.Failure) {
+				if rr := op.GetRequestRange(); rr != nil {
+					check(rr)
+				}
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself guards the key layout:
+// etcd reads, sorts and truncates the whole range of a Range that sorts by
+// anything but the key ascending or filters on revisions, whatever its
+// limit. A post's reads must be plain ranges with a limit, keys-only
+// ranges (etcd's index alone), or single keys.
+func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
+	srv := startEtcd(t)
+	var ranges, unbounded atomic.Int64
+	var bad sync.Map
+	check := func(r *etcdserverpb.RangeRequest) {
+		ranges.Add(1)
+		plain := r.SortOrder == etcdserverpb.RangeRequest_NONE && r.MinCreateRevision == 0 && r.MaxCreateRevision == 0 &&
+			r.MinModRevision == 0 && r.MaxModRevision == 0
+		if !plain || r.Limit == 0 && !r.KeysOnly && len(r.RangeEnd) > 0 {
+			unbounded.Add(1)
+			bad.Store(r.String(), true)
+		}
+	}
+	var read atomic.Int64
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(rangeCheck(check), countReplies(&read))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	cfg := testConfig(t)
+	cfg.Limits.PerLocation, cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 50, 300, 4000
+	store := newEtcd(t, cli, cfg)
+	// Short notes make answers of several pages, past both bounds, and
+	// each post prunes.
+	most := int64(0)
+	for i := range 120 {
+		message := strings.Repeat("m", i%40)
+		read.Store(0)
+		if _, err := store.Post(t.Context(), notestest.Note(3, 3, message)); err != nil {
+			t.Fatal(err)
+		}
+		most = max(most, read.Load())
+	}
+	// The answer, the note the last page held beyond it, and what the
+	// put, the prune and their headers answer.
+	if bound := int64(cfg.Limits.AnswerBytes + cfg.Limits.MessageBytes + 1000); most > bound {
+		t.Errorf("a post read up to %d bytes from etcd, want at most %d", most, bound)
+	}
+	bad.Range(func(k, _ any) bool { t.Errorf("a post sent a Range whose limit etcd drops: %v", k); return true })
+	if ranges.Load() < 240 || unbounded.Load() != 0 {
+		t.Errorf("%d ranges, %d of them unbounded; want at least two per post, none unbounded", ranges.Load(), unbounded.Load())
+	}
+}
+
+// TestEtcdAPostAtALocationOfJSONNotesReadsAtMostOneAnswer fills a location
+// with what nodes of the JSON era could store: 1000 notes of 4 KiB of
+// control characters, 24 MB of JSON. A note of an earlier release costs its
+// stored size in an answer, so a post reads at most an answer's bytes of
+// them, and prunes the rest.
+func TestEtcdAPostAtALocationOfJSONNotesReadsAtMostOneAnswer(t *testing.T) {
+	srv := startEtcd(t)
+	var read atomic.Int64
+	cli := countingClient(t, srv.ClientURL(), &read)
+	cfg := testConfig(t)
+	store := newEtcd(t, cli, cfg)
+	filler := newClient(t, srv.ClientURL())
+	value, err := protojson.Marshal(notestest.Note(5, 5, strings.Repeat("\x01", cfg.Limits.MessageBytes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1000 {
+		if _, err := filler.Put(t.Context(), fmt.Sprintf("%s%032x", store.LocationPrefix(5, 5), i), string(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The answer, one value the last page held beyond it, and the keys of
+	// the location from etcd's index (about 150 bytes each with their
+	// revisions).
+	bound := int64(cfg.Limits.AnswerBytes + len(value) + 1000*150)
+	for i := range 2 {
+		read.Store(0)
+		got, err := store.Post(t.Context(), notestest.Note(5, 5, fmt.Sprint("new ", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := read.Load(); n > bound {
+			t.Errorf("post %d read %d bytes from etcd, want at most %d", i, n, bound)
+		}
+		// Each JSON note counts its %d bytes: the answer holds 42 of them.
+		if want := cfg.Limits.AnswerBytes/len(value) + 1 + i; len(got) != want || got[len(got)-1].Message != fmt.Sprint("new ", i) {
+			t.Errorf("post %d answered %d notes ending with %q, want %d ending with the new note", i, len(got), got[len(got)-1].Message, want)
+		}
+	}
+	if n := countAt(t, cli, store, 5, 5); n > cfg.Limits.AnswerBytes/len(value)+2 {
+		t.Errorf("etcd keeps %d notes at the location, more than an answer holds", n)
+	}
 }
 
 func TestEtcdAnswersTheNewestNotesThatFitInAnAnswerAndPrunesTheRest(t *testing.T) {
