@@ -15,8 +15,10 @@ import (
 
 // legacyValueBytes bounds a note stored by an earlier release, for the
 // page sizes: protojson escapes a control character into six bytes. Such a
-// note costs its stored size in an answer when that is more than its Cost,
-// so that no post reads more than an answer's bytes of them.
+// note costs its stored size in an answer when that is more than its Cost.
+// The first page of them assumes the bound, the next the largest seen: a
+// post reads at most about one answer's bytes of them, unless small ones
+// are followed by larger ones (JSON after protobuf), at most six.
 func legacyValueBytes(l notes.Limits) int { return 6*l.MessageBytes + notes.NoteOverhead }
 
 // answer is where the reading of one answer stands, newest first. The keys
@@ -38,6 +40,7 @@ type answer struct {
 	nextSequenced string             // where the next page of keys starts; "" once read to the end
 	lastSequenced string             // the key of the oldest sequenced note taken
 	legacy        []*mvccpb.KeyValue // keys of earlier releases, newest first, not yet taken
+	legacySeen    int                // the largest value of theirs read
 	values        map[string]*cachedNote
 }
 
@@ -138,10 +141,16 @@ func (a *answer) value(ctx context.Context, kv *mvccpb.KeyValue) (*cachedNote, e
 	batch, bound := []*mvccpb.KeyValue{kv}, a.e.cfg.Limits.MessageBytes+notes.NoteOverhead
 	following := a.sequenced
 	if _, ok := seqOf(a.location, kv.Key); !ok {
+		// The first page of them assumes the worst; the next ones, the
+		// largest seen, so that a location of protobuf notes takes as few
+		// round trips as ours.
 		following, bound = a.legacy, legacyValueBytes(a.e.cfg.Limits)
+		if a.legacySeen > 0 {
+			bound = max(bound/6, a.legacySeen+notes.NoteOverhead)
+		}
 	}
 	for _, k := range following {
-		if len(batch) >= a.pageLimit(bound) {
+		if len(batch) >= min(a.pageLimit(bound), maxBatch) {
 			break
 		}
 		if a.e.cache.get(k) == nil {
@@ -159,6 +168,9 @@ func (a *answer) value(ctx context.Context, kv *mvccpb.KeyValue) (*cachedNote, e
 	for _, r := range resp.Responses {
 		for _, got := range r.GetResponseRange().Kvs {
 			a.values[string(got.Key)] = a.e.cache.put(got, a.lat, a.lon)
+			if _, ok := seqOf(a.location, got.Key); !ok {
+				a.legacySeen = max(a.legacySeen, len(got.Value))
+			}
 		}
 	}
 	v := a.values[string(kv.Key)]

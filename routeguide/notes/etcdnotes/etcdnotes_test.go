@@ -1,6 +1,8 @@
 package etcdnotes_test
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,14 +69,21 @@ func newEtcd(t testing.TB, cli *clientv3.Client, cfg etcdnotes.Config) *etcdnote
 	return store
 }
 
-// keysAt lists the keys etcd holds at a location, oldest first.
+// keysAt lists the keys etcd holds at a location, oldest first: by create
+// revision, and within one (the notes of one batch) by sequence, which
+// counts down in key order.
 func keysAt(t testing.TB, cli *clientv3.Client, store *etcdnotes.Store, lat, lon int32) []*mvccpb.KeyValue {
 	t.Helper()
-	resp, err := cli.Get(t.Context(), store.LocationPrefix(lat, lon), clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	resp, err := cli.Get(t.Context(), store.LocationPrefix(lat, lon), clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
+	slices.SortStableFunc(resp.Kvs, func(a, b *mvccpb.KeyValue) int {
+		if a.CreateRevision != b.CreateRevision {
+			return cmp.Compare(a.CreateRevision, b.CreateRevision)
+		}
+		return bytes.Compare(b.Key, a.Key)
+	})
 	return resp.Kvs
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 
@@ -53,66 +54,130 @@ func legacyRanges(location string) [2][2]string {
 	}
 }
 
-// maxPutAttempts bounds the puts of one post that lose to another node
+// maxPutAttempts bounds the puts of one batch that lose to another node
 // posting at the same location at the same time.
 const maxPutAttempts = 16
+
+// A batch of puts is at most maxBatch notes (etcd takes 128 operations in
+// one transaction by default) of at most maxBatchBytes together (and 1.5
+// MiB in one request).
+const (
+	maxBatch      = 100
+	maxBatchBytes = 1 << 20
+)
+
+// pendingPut is a note waiting to be put at its location.
+type pendingPut struct {
+	value string
+	lease clientv3.LeaseID
+	done  chan putResult // gets the result once, from whichever post put it
+}
+
+type putResult struct {
+	key string
+	rev int64
+	err error
+}
 
 // put stores value under the next sequence number at location and returns
 // its key and the revision of the write. The comparison (no note at or
 // after the key in key order) makes sequence order the commit order,
-// whichever nodes post; the node's own posts at a location take turns, so
-// that only other nodes' posts make a put try again.
+// whichever nodes post. The node's own posts at a location take turns:
+// the post whose turn it is puts every note waiting there in one
+// transaction (a group commit), so a busy location costs one raft entry per
+// batch, and only other nodes' posts make a put try again.
 func (e *Store) put(ctx context.Context, location, value string, lease clientv3.LeaseID) (string, int64, error) {
-	turn, err := e.turns.take(ctx, location)
-	if err != nil {
-		return "", 0, fmt.Errorf("wait for the turn to post at %s: %w", location, err)
-	}
-	defer e.turns.give(turn)
-	start, end := sequencedRange(location)
-	newest := func(resp *clientv3.GetResponse) uint64 {
-		if len(resp.Kvs) == 0 {
-			return 0
+	p := &pendingPut{value: value, lease: lease, done: make(chan putResult, 1)}
+	turn := e.turns.join(location, p)
+	defer e.turns.leave(turn)
+	for {
+		select {
+		case r := <-p.done:
+			return r.key, r.rev, r.err
+		case turn.token <- struct{}{}:
+			if batch := e.turns.takeBatch(turn); len(batch) == 1 && batch[0] == p {
+				e.putBatch(ctx, turn, batch)
+			} else if len(batch) > 0 {
+				// The batch is the others' too: it ends with the store's
+				// Timeout, not with this caller's context.
+				bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.Timeout)
+				e.putBatch(bctx, turn, batch)
+				cancel()
+			}
+			<-turn.token
+		case <-ctx.Done():
+			if e.turns.withdraw(turn, p) {
+				return "", 0, fmt.Errorf("wait for the turn to post at %s: %w", location, ctx.Err())
+			}
+			// Another post is putting it: its answer comes within Timeout.
+			r := <-p.done
+			return r.key, r.rev, r.err
 		}
-		seq, _ := seqOf(location, resp.Kvs[0].Key)
-		return seq
+	}
+}
+
+// putBatch puts the notes of batch, oldest first, and gives each its
+// result. The holder of the turn's token calls it.
+func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
+	location := turn.location
+	start, end := sequencedRange(location)
+	fail := func(err error) {
+		turn.known = false
+		for _, p := range batch {
+			p.done <- putResult{err: err}
+		}
 	}
 	if !turn.known {
 		resp, err := e.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
 		if err != nil {
-			return "", 0, fmt.Errorf("read the newest note at %s: %w", location, err)
+			fail(fmt.Errorf("read the newest note at %s: %w", location, err))
+			return
 		}
-		turn.seq, turn.known = newest(resp), true
+		turn.seq, turn.known = newestSeq(location, resp), true
 	}
-	step := uint64(1)
-	writes := []clientv3.Op{{}}
+	writes := make([]clientv3.Op, len(batch), len(batch)+1)
 	if pruneAfter := e.turns.takePrune(turn); pruneAfter != "" {
 		// What an earlier answer left out goes in the same raft entry.
 		writes = append(writes, clientv3.OpDelete(pruneAfter+"\x00", clientv3.WithRange(end)))
 	}
+	keys := make([]string, len(batch))
+	step := uint64(1)
 	for range maxPutAttempts {
-		key := noteKey(location, turn.seq+step)
-		writes[0] = clientv3.OpPut(key, value, clientv3.WithLease(lease))
+		for i, p := range batch {
+			keys[i] = noteKey(location, turn.seq+step+uint64(i))
+			writes[i] = clientv3.OpPut(keys[i], p.value, clientv3.WithLease(p.lease))
+		}
 		resp, err := e.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(start).WithRange(key+"\x00"), "=", 0)).
+			If(clientv3.Compare(clientv3.CreateRevision(start).WithRange(keys[0]+"\x00"), "=", 0)).
 			Then(writes...).
 			Else(clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))).
 			Commit()
 		if err != nil {
-			turn.known = false
-			return "", 0, fmt.Errorf("put note %s: %w", key, err)
+			fail(fmt.Errorf("put %d notes at %s from %s: %w", len(batch), location, keys[0], err))
+			return
 		}
 		if resp.Succeeded {
-			turn.seq += step
-			return key, resp.Header.Revision, nil
+			turn.seq += step + uint64(len(batch)) - 1
+			for i, p := range batch {
+				p.done <- putResult{key: keys[i], rev: resp.Header.Revision}
+			}
+			return
 		}
 		// The winner's next post takes the number after its last one: a
 		// post that lost skips further ahead, so that it wins unless that
 		// node posts twice meanwhile. Gaps in the order change nothing.
-		turn.seq = newest((*clientv3.GetResponse)(resp.Responses[0].GetResponseRange()))
+		turn.seq = newestSeq(location, (*clientv3.GetResponse)(resp.Responses[0].GetResponseRange()))
 		step *= 2
 	}
-	turn.known = false
-	return "", 0, fmt.Errorf("put a note at %s: other nodes posted there first %d times in a row", location, maxPutAttempts)
+	fail(fmt.Errorf("put a note at %s: other nodes posted there first %d times in a row", location, maxPutAttempts))
+}
+
+func newestSeq(location string, resp *clientv3.GetResponse) uint64 {
+	if len(resp.Kvs) == 0 {
+		return 0
+	}
+	seq, _ := seqOf(location, resp.Kvs[0].Key)
+	return seq
 }
 
 // turns let one post at a time of this store take a location's next
@@ -126,16 +191,21 @@ type turns struct {
 type turn struct {
 	location string
 	token    chan struct{} // one slot: held by the post whose turn it is
-	users    int           // guarded by turns.mu
 	seq      uint64        // the newest sequence number seen; guarded by token
 	known    bool          // whether seq is, as far as this node knows, etcd's
+
+	// Guarded by turns.mu:
+	users   int           // posts that joined and have not left
+	waiting []*pendingPut // notes not yet taken into a batch, oldest first
 	// pruneAfter is the oldest sequenced key of an answer that left older
-	// notes out: the next put deletes those. Guarded by turns.mu.
+	// notes out: the next put deletes those.
 	pruneAfter string
 }
 
-func (t *turns) take(ctx context.Context, location string) (*turn, error) {
+// join queues p at location and returns the location's turn.
+func (t *turns) join(location string, p *pendingPut) *turn {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.at == nil {
 		t.at = make(map[string]*turn)
 	}
@@ -145,23 +215,45 @@ func (t *turns) take(ctx context.Context, location string) (*turn, error) {
 		t.at[location] = tu
 	}
 	tu.users++
-	t.mu.Unlock()
-	select {
-	case tu.token <- struct{}{}:
-		return tu, nil
-	case <-ctx.Done():
-		t.leave(tu)
-		return nil, ctx.Err()
+	tu.waiting = append(tu.waiting, p)
+	return tu
+}
+
+// takeBatch takes the oldest waiting notes, as many as one transaction
+// takes.
+func (t *turns) takeBatch(tu *turn) []*pendingPut {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, bytes := 0, 0
+	for n < len(tu.waiting) && n < maxBatch && (n == 0 || bytes+len(tu.waiting[n].value) <= maxBatchBytes) {
+		bytes += len(tu.waiting[n].value)
+		n++
 	}
+	batch := slices.Clone(tu.waiting[:n])
+	tu.waiting = slices.Delete(tu.waiting, 0, n)
+	return batch
+}
+
+// withdraw takes p out of the queue, and reports whether it was still
+// there, not yet taken into a batch.
+func (t *turns) withdraw(tu *turn, p *pendingPut) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := slices.Index(tu.waiting, p)
+	if i < 0 {
+		return false
+	}
+	tu.waiting = slices.Delete(tu.waiting, i, i+1)
+	return true
 }
 
 // deferPrune leaves the deletion of the sequenced notes after key to the
-// next put at location, and reports whether one is waiting to take it.
+// next put at location, and reports whether a post is there to take it.
 func (t *turns) deferPrune(location, key string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tu := t.at[location]
-	if tu == nil {
+	if tu == nil || len(tu.waiting) == 0 {
 		return false
 	}
 	// The newest answer's bound deletes the most: its oldest key is
@@ -180,11 +272,6 @@ func (t *turns) takePrune(tu *turn) string {
 	after := tu.pruneAfter
 	tu.pruneAfter = ""
 	return after
-}
-
-func (t *turns) give(tu *turn) {
-	<-tu.token
-	t.leave(tu)
 }
 
 func (t *turns) leave(tu *turn) {
