@@ -107,6 +107,7 @@ func DefaultConfig() Config {
 			ChatNotes:     10_000,
 			NoteWrites:    64,
 			NoteWriteWait: time.Second,
+			AnswerWait:    10 * time.Second,
 		},
 		NoteLimits:           notes.DefaultLimits(),
 		NoteMaxAge:           24 * time.Hour,
@@ -153,6 +154,7 @@ func (c Config) Validate() error {
 	check(len(c.NotesEtcd) == 0 || len(c.Etcd) > 0, "notes-etcd", "needs --etcd: a standalone node keeps its notes in memory")
 	check(c.Limits.NoteWrites >= 1, "max-note-writes", "%d must be at least 1", c.Limits.NoteWrites)
 	check(c.Limits.NoteWriteWait > 0, "note-write-wait", "%v must be positive", c.Limits.NoteWriteWait)
+	check(c.Limits.AnswerWait > 0, "chat-answer-wait", "%v must be positive", c.Limits.AnswerWait)
 	check(c.MaxConcurrentStreams >= 1 && c.MaxConcurrentStreams <= math.MaxInt32, "max-concurrent-streams", "%d is not between 1 and %d", c.MaxConcurrentStreams, math.MaxInt32)
 	if first == nil {
 		first = tracing.CheckEndpoint(c.OTLPEndpoint)

@@ -36,6 +36,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Int64Var(&c.NotesBudget, "notes-budget", c.NotesBudget, "`bytes` of data the notes' etcd may hold while notes are posted; keep it well below etcd's --quota-backend-bytes")
 	fs.IntVar(&c.Limits.NoteWrites, "max-note-writes", c.Limits.NoteWrites, "notes the node posts and answers at once; a client host may take a quarter")
 	fs.DurationVar(&c.Limits.NoteWriteWait, "note-write-wait", c.Limits.NoteWriteWait, "how long a note waits for --max-note-writes before RESOURCE_EXHAUSTED")
+	fs.DurationVar(&c.Limits.AnswerWait, "chat-answer-wait", c.Limits.AnswerWait, "how long a client may take to read a RouteChat answer before its stream ends with DEADLINE_EXCEEDED and gives back its --max-note-writes place")
 	fs.IntVar(&c.MaxConcurrentStreams, "max-concurrent-streams", c.MaxConcurrentStreams, "calls one client connection may have open at once")
 	fs.StringVar(&c.TLS.CertFile, tlsfiles.GRPCFlags+"-cert", c.TLS.CertFile, "serve gRPC over TLS with the certificate in this `file` (PEM), with --tls-key")
 	fs.StringVar(&c.TLS.KeyFile, tlsfiles.GRPCFlags+"-key", c.TLS.KeyFile, "private key `file` (PEM) of --tls-cert")
