@@ -343,3 +343,56 @@ func TestEtcdBudgetNeverPassesThreeQuartersOfTheQuotaEtcdReports(t *testing.T) {
 		t.Errorf("after a post: %+v, want the limit at 3/4 of the 32 MiB quota and a measurement", got)
 	}
 }
+
+// TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted cuts the
+// reads of an answer after its first page: the post fails with
+// ErrUnavailable and is counted, rather than answer with the notes read so
+// far, which would not be a prefix of later answers.
+func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.T) {
+	srv := startEtcd(t)
+	var cut atomic.Bool
+	var injected atomic.Int64
+	// A page after the first is the only plain Range a post sends at the
+	// revision of its put.
+	cutPages := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if r, ok := req.(*etcdserverpb.RangeRequest); ok && r.Revision > 0 && cut.Load() {
+			injected.Add(1)
+			return errors.New("connection cut between two pages")
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(cutPages)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	cfg := testConfig(t)
+	cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 300, 4000
+	store := newEtcd(t, cli, cfg)
+	for i := range 20 {
+		if _, err := store.Post(t.Context(), notestest.Note(2, 2, fmt.Sprint("short ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut.Store(true)
+	got, err := store.Post(t.Context(), notestest.Note(2, 2, "cut"))
+	if !errors.Is(err, notes.ErrUnavailable) || got != nil {
+		t.Fatalf("a post whose second page failed: %d notes, %v; want none and ErrUnavailable", len(got), err)
+	}
+	if injected.Load() == 0 {
+		t.Fatal("no page after the first was read: the test cut nothing")
+	}
+	if s := store.Stats(); s.UnreadAnswers != 1 {
+		t.Errorf("stats %+v, want one unread answer", s)
+	}
+	// The note is stored: the next answer, whole, has it.
+	cut.Store(false)
+	got, err = store.Post(t.Context(), notestest.Note(2, 2, "after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := notestest.Messages(got); len(m) != 22 || m[20] != "cut" {
+		t.Errorf("the next answer %q, want the 20 notes, the cut one and itself", m)
+	}
+}

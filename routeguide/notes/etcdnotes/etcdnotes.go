@@ -130,6 +130,10 @@ type Stats struct {
 	// PerLocation failed. The post itself succeeded; a later post at the
 	// location deletes them.
 	PruneFailures uint64
+	// UnreadAnswers counts posts whose note was stored but whose answer
+	// could not be read whole: the post failed with ErrUnavailable rather
+	// than answer with part of it.
+	UnreadAnswers uint64
 }
 
 // Store is a notes.Store in etcd, shared by every node that uses the same Prefix:
@@ -167,6 +171,7 @@ type Store struct {
 
 	skipped       atomic.Uint64
 	pruneFailures atomic.Uint64
+	unreadAnswers atomic.Uint64
 
 	// grant is held, as a one-slot semaphore that a waiter can leave when
 	// its context ends, by the one Post that grants the next lease, so that
@@ -194,7 +199,7 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 
 // Stats returns the store's counters since it was made.
 func (e *Store) Stats() Stats {
-	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load()}
+	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load()}
 }
 
 // LocationPrefix is the etcd key prefix of the notes at a location.
@@ -260,6 +265,7 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 	e.cache.put(&mvccpb.KeyValue{Key: []byte(key), Value: value, ModRevision: rev}, lat, lon)
 	a, err := e.readAnswer(ctx, location, key, rev, lat, lon)
 	if err != nil {
+		e.unreadAnswers.Add(1)
 		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", key, err)
 	}
 	if a.full {
