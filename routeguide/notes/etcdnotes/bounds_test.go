@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -394,5 +395,113 @@ func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.
 	}
 	if m := notestest.Messages(got); len(m) != 22 || m[20] != "cut" {
 		t.Errorf("the next answer %q, want the 20 notes, the cut one and itself", m)
+	}
+}
+
+// faultyStatusClient is an etcd client that counts the connections it dials
+// and the Status calls it makes, and fails those while failStatus is set.
+func faultyStatusClient(t *testing.T, url string, dials, statuses *atomic.Int64, failStatus *atomic.Bool) *clientv3.Client {
+	t.Helper()
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}
+	status := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if method == "/etcdserverpb.Maintenance/Status" {
+			statuses.Add(1)
+			if failStatus.Load() {
+				return errors.New("status refused by the test")
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial), grpc.WithChainUnaryInterceptor(status)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func TestEtcdBudgetAsksEtcdOverTheStoresOwnConnection(t *testing.T) {
+	srv := startEtcd(t)
+	var dials, statuses atomic.Int64
+	var fail atomic.Bool
+	cfg := testConfig(t)
+	cfg.BudgetCheck = time.Millisecond
+	store := newEtcd(t, faultyStatusClient(t, srv.ClientURL(), &dials, &statuses, &fail), cfg)
+	for i := range 30 {
+		if _, err := store.Post(t.Context(), notestest.Note(int32(i), 1, "measured")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if statuses.Load() < 10 || dials.Load() != 1 {
+		t.Errorf("%d Status calls over %d connections, want at least 10 over the one connection", statuses.Load(), dials.Load())
+	}
+}
+
+// TestEtcdBudgetWhileStatusFailsTakesAnAllowanceAndRecovers: while etcd
+// takes notes but its Status fails, a store takes Budget/16 of unmeasured
+// writes, then refuses saying why, and takes notes again as soon as Status
+// answers, with etcd nearly empty all along.
+func TestEtcdBudgetWhileStatusFailsTakesAnAllowanceAndRecovers(t *testing.T) {
+	srv := startEtcd(t)
+	var dials, statuses atomic.Int64
+	var fail atomic.Bool
+	fail.Store(true)
+	cfg := testConfig(t)
+	cfg.Budget, cfg.BudgetCheck = 4<<20, 10*time.Millisecond
+	store := newEtcd(t, faultyStatusClient(t, srv.ClientURL(), &dials, &statuses, &fail), cfg)
+	message := strings.Repeat("x", cfg.Limits.MessageBytes)
+	posted := 0
+	var err error
+	for ; posted < 200; posted++ {
+		if _, err = store.Post(t.Context(), notestest.Note(int32(posted), 1, message)); err != nil {
+			break
+		}
+	}
+	// 256 KiB counted as twice each note and 128 bytes: 31 notes.
+	if !errors.Is(err, notes.ErrLimit) || !strings.Contains(err.Error(), "cannot be measured") || posted < 20 || posted > 32 {
+		t.Fatalf("with Status failing, %d notes were taken, then %v; want about 31, then ErrLimit saying the budget cannot be measured", posted, err)
+	}
+	fail.Store(false)
+	poll.Until(t, 10*time.Second, "a note once Status answers", func() bool {
+		_, err = store.Post(t.Context(), notestest.Note(1000, 1, message))
+		return err == nil
+	})
+}
+
+// TestEtcdBudgetCountsTheFileEtcdsQuotaChecks: etcd's quota checks the size
+// of its file, which a compaction does not shrink; the budget counts it.
+func TestEtcdBudgetCountsTheFileEtcdsQuotaChecks(t *testing.T) {
+	srv := startEtcd(t)
+	cli := newClient(t, srv.ClientURL())
+	filler := strings.Repeat("f", 64<<10)
+	for i := range 100 {
+		if _, err := cli.Put(t.Context(), fmt.Sprint("filler/", i), filler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deleted, err := cli.Delete(t.Context(), "filler/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(t.Context(), deleted.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	status, err := cli.Status(t.Context(), cli.Endpoints()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status.DbSize < status.DbSizeInUse+4<<20 {
+		t.Fatalf("etcd's file is %d bytes with %d in use; the test needs them apart", status.DbSize, status.DbSizeInUse)
+	}
+	store := newEtcd(t, cli, testConfig(t))
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "measured")); err != nil {
+		t.Fatal(err)
+	}
+	if got := store.Usage().InUse; got < status.DbSize {
+		t.Errorf("the budget counts %d bytes, less than etcd's file of %d (in use %d)", got, status.DbSize, status.DbSizeInUse)
 	}
 }
