@@ -6,15 +6,19 @@ package routeguide
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
+	"strings"
 	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
@@ -176,6 +180,10 @@ func (s *Server) RecordRoute(stream pb.RouteGuide_RecordRouteServer) error {
 // RouteChat stores every note it receives and answers each with all the notes
 // at that location, in posting order, the new one included.
 func (s *Server) RouteChat(stream pb.RouteGuide_RouteChatServer) error {
+	noteID, err := streamNoteID(stream.Context())
+	if err != nil {
+		return err
+	}
 	for received := 0; ; received++ {
 		note, err := stream.Recv()
 		if err == io.EOF {
@@ -196,7 +204,11 @@ func (s *Server) RouteChat(stream pb.RouteGuide_RouteChatServer) error {
 			s.observer.LimitRejected(LimitChatNotes)
 			return status.Errorf(codes.ResourceExhausted, "a chat may send at most %d notes", s.limits.ChatNotes)
 		}
-		if err := s.postAndAnswer(stream, note); err != nil {
+		ctx := stream.Context()
+		if noteID != "" {
+			ctx = notes.WithNoteID(ctx, fmt.Sprintf("%s.%d", noteID, received))
+		}
+		if err := s.postAndAnswer(ctx, stream, note); err != nil {
 			return err
 		}
 	}
@@ -204,8 +216,8 @@ func (s *Server) RouteChat(stream pb.RouteGuide_RouteChatServer) error {
 
 // postAndAnswer stores note and sends the notes at its location, holding a
 // place in the write gate until the answer is sent.
-func (s *Server) postAndAnswer(stream pb.RouteGuide_RouteChatServer, note *pb.RouteNote) error {
-	leave, err := s.writes.enter(stream.Context())
+func (s *Server) postAndAnswer(ctx context.Context, stream pb.RouteGuide_RouteChatServer, note *pb.RouteNote) error {
+	leave, err := s.writes.enter(ctx)
 	if errors.Is(err, errGateFull) {
 		s.observer.LimitRejected(LimitNoteWrites)
 		return status.Errorf(codes.ResourceExhausted, "the node posts %d notes at once at most, a client address a quarter of them or less while more post; none was free within %v", s.limits.NoteWrites, s.limits.NoteWriteWait)
@@ -214,7 +226,7 @@ func (s *Server) postAndAnswer(stream pb.RouteGuide_RouteChatServer, note *pb.Ro
 		return status.FromContextError(err).Err()
 	}
 	defer leave()
-	atLocation, err := s.notes.Post(stream.Context(), note)
+	atLocation, err := s.notes.Post(ctx, note)
 	if err != nil {
 		return s.postError(err)
 	}
@@ -249,6 +261,21 @@ func (s *Server) sendAnswer(stream pb.RouteGuide_RouteChatServer, answer []*pb.R
 		s.observer.LimitRejected(LimitAnswerWait)
 		return status.Errorf(codes.DeadlineExceeded, "the answer of %d notes was not read within %v; the note is stored", len(answer), s.limits.AnswerWait)
 	}
+}
+
+// streamNoteID is the stream's contract.NoteIDHeader, checked.
+func streamNoteID(ctx context.Context) (string, error) {
+	ids := metadata.ValueFromIncomingContext(ctx, contract.NoteIDHeader)
+	if len(ids) == 0 {
+		return "", nil
+	}
+	id := ids[0]
+	if len(ids) > 1 || id == "" || len(id) > contract.MaxNoteIDBytes || strings.IndexFunc(id, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}) >= 0 {
+		return "", status.Errorf(codes.InvalidArgument, "%s must be one value of 1 to %d letters, digits, '.', '_' or '-'", contract.NoteIDHeader, contract.MaxNoteIDBytes)
+	}
+	return id, nil
 }
 
 // postError turns a note store's error into a status for the client.

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -24,6 +25,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
@@ -1007,5 +1009,20 @@ func TestRouteChatAnswerNotReadWithinItsWaitEndsTheStreamAndGivesBackItsPlace(t 
 	t.Logf("the unread stream gave %d notes, then %v", read, err)
 	if read >= 17 || status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("the unread stream gave %d notes, then %v; want fewer than 17 and DeadlineExceeded", read, err)
+	}
+}
+
+func TestRouteChatRefusesANoteIDOutsideItsBound(t *testing.T) {
+	client, _ := startServer(t, config(features.New(nil)))
+	for _, id := range []string{strings.Repeat("a", contract.MaxNoteIDBytes+1), "has space", "slash/no"} {
+		ctx := metadata.AppendToOutgoingContext(callContext(t), contract.NoteIDHeader, id)
+		_, err := chat(ctx, client, note(1, 1, "x"))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), contract.NoteIDHeader) {
+			t.Errorf("note id %q: %v, want InvalidArgument naming %s", id, err, contract.NoteIDHeader)
+		}
+	}
+	ctx := metadata.AppendToOutgoingContext(callContext(t), contract.NoteIDHeader, strings.Repeat("a", contract.MaxNoteIDBytes))
+	if _, err := chat(ctx, client, note(1, 1, "x")); err != nil {
+		t.Errorf("a note id of %d bytes: %v", contract.MaxNoteIDBytes, err)
 	}
 }

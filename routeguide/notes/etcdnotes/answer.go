@@ -44,7 +44,8 @@ type answer struct {
 	values        map[string]*cachedNote
 }
 
-// readAnswer reads the answer to the note stored under key at revision rev.
+// readAnswer reads the answer to the note stored under key at revision rev
+// (0: the current one).
 // It fails rather than answer with less than the notes that fit: a cut
 // answer would not be a prefix of later ones.
 func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64, lat, lon int32) (*answer, error) {
@@ -61,6 +62,11 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64,
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read the first page at %s: %w", location, err)
+	}
+	if rev == 0 {
+		// A note put before is answered from its key at the revision this
+		// first read saw.
+		a.rev = resp.Header.Revision
 	}
 	first := resp.Responses[0].GetResponseRange()
 	a.addSequenced(first.Kvs, first.More)

@@ -235,12 +235,18 @@ func (e *Store) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.R
 // then deletes the notes the answer left out, if any.
 func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
 	location := e.LocationPrefix(lat, lon)
-	key, rev, err := e.put(ctx, location, string(value), lease)
+	idKey := ""
+	if id := notes.NoteID(ctx); id != "" {
+		idKey = fmt.Sprintf("%sids/%d,%d/%s", e.cfg.Prefix, lat, lon, id)
+	}
+	key, rev, err := e.put(ctx, location, string(value), idKey, lease)
 	if err != nil {
 		return nil, err
 	}
-	e.budget.wrote(len(key) + len(value))
-	e.cache.put(&mvccpb.KeyValue{Key: []byte(key), Value: value, ModRevision: rev}, lat, lon)
+	if rev != 0 {
+		e.budget.wrote(len(key) + len(value) + len(idKey)*2)
+		e.cache.put(&mvccpb.KeyValue{Key: []byte(key), Value: value, ModRevision: rev}, lat, lon)
+	}
 	a, err := e.readAnswer(ctx, location, key, rev, lat, lon)
 	if err != nil {
 		e.unreadAnswers.Add(1)

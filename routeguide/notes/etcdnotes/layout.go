@@ -70,9 +70,12 @@ const (
 type pendingPut struct {
 	value string
 	lease clientv3.LeaseID
+	idKey string         // where the client's note id is kept; "" without one
 	done  chan putResult // gets the result once, from whichever post put it
 }
 
+// putResult is where a note was put, and at which revision; rev is 0 for
+// a note whose id was put before, under key.
 type putResult struct {
 	key string
 	rev int64
@@ -86,8 +89,8 @@ type putResult struct {
 // the post whose turn it is puts every note waiting there in one
 // transaction (a group commit), so a busy location costs one raft entry per
 // batch, and only other nodes' posts make a put try again.
-func (e *Store) put(ctx context.Context, location, value string, lease clientv3.LeaseID) (string, int64, error) {
-	p := &pendingPut{value: value, lease: lease, done: make(chan putResult, 1)}
+func (e *Store) put(ctx context.Context, location, value, idKey string, lease clientv3.LeaseID) (string, int64, error) {
+	p := &pendingPut{value: value, lease: lease, idKey: idKey, done: make(chan putResult, 1)}
 	turn := e.turns.join(location, p)
 	defer e.turns.leave(turn)
 	for {
@@ -135,22 +138,29 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		}
 		turn.seq, turn.known = newestSeq(location, resp), true
 	}
-	writes := make([]clientv3.Op, len(batch), len(batch)+1)
-	if pruneAfter := e.turns.takePrune(turn); pruneAfter != "" {
-		// What an earlier answer left out goes in the same raft entry.
-		writes = append(writes, clientv3.OpDelete(pruneAfter+"\x00", clientv3.WithRange(end)))
-	}
-	keys := make([]string, len(batch))
+	pruneAfter := e.turns.takePrune(turn)
 	step := uint64(1)
-	for range maxPutAttempts {
+	for attempt := 0; attempt < maxPutAttempts && len(batch) > 0; attempt++ {
+		keys := make([]string, len(batch))
+		var writes, ids []clientv3.Op
+		cmps := []clientv3.Cmp{{}}
 		for i, p := range batch {
 			keys[i] = noteKey(location, turn.seq+step+uint64(i))
-			writes[i] = clientv3.OpPut(keys[i], p.value, clientv3.WithLease(p.lease))
+			writes = append(writes, clientv3.OpPut(keys[i], p.value, clientv3.WithLease(p.lease)))
+			if p.idKey != "" {
+				// The id names the note's key, on the note's lease.
+				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(p.idKey), "=", 0))
+				writes = append(writes, clientv3.OpPut(p.idKey, keys[i], clientv3.WithLease(p.lease)))
+				ids = append(ids, clientv3.OpGet(p.idKey))
+			}
 		}
-		resp, err := e.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(start).WithRange(keys[0]+"\x00"), "=", 0)).
-			Then(writes...).
-			Else(clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))).
+		cmps[0] = clientv3.Compare(clientv3.CreateRevision(start).WithRange(keys[0]+"\x00"), "=", 0)
+		if pruneAfter != "" {
+			// What an earlier answer left out goes in the same raft entry.
+			writes = append(writes, clientv3.OpDelete(pruneAfter+"\x00", clientv3.WithRange(end)))
+		}
+		resp, err := e.cli.Txn(ctx).If(cmps...).Then(writes...).
+			Else(append([]clientv3.Op{clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))}, ids...)...).
 			Commit()
 		if err != nil {
 			fail(fmt.Errorf("put %d notes at %s from %s: %w", len(batch), location, keys[0], err))
@@ -163,11 +173,32 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 			}
 			return
 		}
+		// A note whose id is kept was put before: it is answered from
+		// there, and the others try again.
+		stored := map[string]string{}
+		for _, r := range resp.Responses[1:] {
+			for _, kv := range r.GetResponseRange().Kvs {
+				stored[string(kv.Key)] = string(kv.Value)
+			}
+		}
+		if len(stored) > 0 {
+			batch = slices.DeleteFunc(batch, func(p *pendingPut) bool {
+				key, ok := stored[p.idKey]
+				if ok {
+					p.done <- putResult{key: key}
+				}
+				return ok
+			})
+			continue
+		}
 		// The winner's next post takes the number after its last one: a
 		// post that lost skips further ahead, so that it wins unless that
 		// node posts twice meanwhile. Gaps in the order change nothing.
 		turn.seq = newestSeq(location, (*clientv3.GetResponse)(resp.Responses[0].GetResponseRange()))
 		step *= 2
+	}
+	if len(batch) == 0 {
+		return
 	}
 	fail(fmt.Errorf("put a note at %s: other nodes posted there first %d times in a row", location, maxPutAttempts))
 }
