@@ -73,3 +73,46 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	}
 	t.Logf("leader %s lost in %v; %s leads %v after the loss", leader.Name(), lost.Round(time.Millisecond), next.Name(), elected.Round(time.Millisecond))
 }
+
+// TestLostLeaderRestartsFromItsDataAndCatchesUp loses the leader, writes
+// through the two members left, restarts the lost one at its addresses, and
+// reads the write from it alone.
+func TestLostLeaderRestartsFromItsDataAndCatchesUp(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	c, err := Start(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.Close()
+		goleak.VerifyNone(t, before)
+	}()
+	var leader *Member
+	poll.Until(t, 10*time.Second, "a leader", func() bool { leader = c.Leader(); return leader != nil })
+	leader.Lose()
+	poll.Until(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != nil })
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.ClientURLs(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "k", "while lost"); err != nil {
+		t.Fatalf("write without the leader: %v", err)
+	}
+	if err := leader.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if got := etcdtest.Get(t, leader.ClientURL(), "k"); got != "while lost" {
+		t.Errorf("restarted member %s: k = %q, want the write made while it was lost", leader.Name(), got)
+	}
+	if err := leader.Restart(); err != nil {
+		t.Errorf("restarting a running member: %v, want nothing done", err)
+	}
+	leader.Lose()
+	c.Close()
+	if err := leader.Restart(); err == nil {
+		t.Error("a member of a closed cluster restarted")
+	}
+}
