@@ -1,0 +1,216 @@
+package chatcheck
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+)
+
+// Result is the verdict on one history.
+type Result struct {
+	Ops, Acked, Unknown, Refused, Retries, Locations int
+	// Verdict is porcupine's: Ok, Illegal, or Unknown when the check ran
+	// out of time.
+	Verdict porcupine.CheckResult
+	// Findings name, for a history that is not Ok, each simple rule of the
+	// model that an answer breaks, with the ops that show it; porcupine
+	// finds what breaks no single rule (say, two answers that each hold
+	// but fit no one order with the other posts).
+	Findings []string
+
+	model porcupine.Model
+	info  porcupine.LinearizationInfo
+}
+
+// OK reports whether the history fits the model.
+func (r Result) OK() bool { return r.Verdict == porcupine.Ok }
+
+func (r Result) String() string {
+	return fmt.Sprintf("%s: %d ops (%d acked, %d unknown, %d refused, %d retries) at %d locations",
+		r.Verdict, r.Ops, r.Acked, r.Unknown, r.Refused, r.Retries, r.Locations)
+}
+
+// Visualize writes porcupine's HTML view of the history to path: each
+// location's ops on a timeline, and the longest order the model accepts.
+func (r Result) Visualize(path string) error {
+	model := r.model
+	model.DescribeOperationMetadata = func(info any) string {
+		op := info.(Op)
+		return fmt.Sprintf("client %d, node %s, %s %s", op.Client, op.Node, op.Outcome, op.Err)
+	}
+	return porcupine.VisualizePath(model, r.info, path)
+}
+
+// Check checks ops against Model(b), giving porcupine at most timeout.
+func Check(ops []Op, b Bounds, timeout time.Duration) Result {
+	r := Result{Ops: len(ops), model: Model(b)}
+	var end time.Duration
+	for _, op := range ops {
+		end = max(end, op.Return, op.Call)
+	}
+	history := make([]porcupine.Operation, len(ops))
+	locations := map[string]bool{}
+	process := processes(ops)
+	for i, op := range ops {
+		locations[op.Location] = true
+		switch op.Outcome {
+		case Acked:
+			r.Acked++
+		case Unknown:
+			r.Unknown++
+			// It may take effect at any time after its call: porcupine
+			// reads a return after every other op as "never returned".
+			op.Return = end + 1
+		case Refused:
+			r.Refused++
+		}
+		if op.Retry {
+			r.Retries++
+		}
+		history[i] = porcupine.Operation{ClientId: process[i], Input: input{op.Message}, Call: int64(op.Call),
+			Output: output{op.Outcome, op.Answer}, Return: int64(op.Return), Metadata: op}
+	}
+	r.Locations = len(locations)
+	r.Verdict, r.info = porcupine.CheckOperationsVerbose(r.model, history, timeout)
+	if !r.OK() {
+		r.Findings = Explain(ops, b)
+	}
+	return r
+}
+
+// processes gives each op the id of the process that made it, for
+// porcupine's view: a client's ops one after another, and a new process
+// after an unknown outcome, whose op never returns.
+func processes(ops []Op) []int {
+	order := make([]int, len(ops))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(ops[a].Call, ops[b].Call) })
+	ids := make([]int, len(ops))
+	current := map[int]int{}
+	next := 0
+	for _, i := range order {
+		id, ok := current[ops[i].Client]
+		if !ok {
+			id, next = next, next+1
+			current[ops[i].Client] = id
+		}
+		ids[i] = id
+		if ops[i].Outcome == Unknown {
+			delete(current, ops[i].Client)
+		}
+	}
+	return ids
+}
+
+// Explain checks the rules of the model one at a time, at each location,
+// and names the ops that break one: a note answered that no post made, a
+// note answered twice that one post made, two answers in opposite orders,
+// an answer without its own note last, and an acknowledged note missing
+// from an answer that began after it and that the bounds had not filled.
+func Explain(ops []Op, b Bounds) []string {
+	var findings []string
+	byLocation := map[string][]Op{}
+	for _, op := range ops {
+		byLocation[op.Location] = append(byLocation[op.Location], op)
+	}
+	locations := make([]string, 0, len(byLocation))
+	for loc := range byLocation {
+		locations = append(locations, loc)
+	}
+	slices.Sort(locations)
+	for _, loc := range locations {
+		findings = append(findings, explainLocation(byLocation[loc], b)...)
+	}
+	return findings
+}
+
+func explainLocation(ops []Op, b Bounds) []string {
+	var findings []string
+	posts := map[string]int{} // message -> posts of it
+	maxCost := 0
+	for _, op := range ops {
+		posts[op.Message]++
+		maxCost = max(maxCost, notes.Cost(op.Message))
+	}
+	before := map[[2]string]Op{} // (a, b) -> an answer with a before b
+	for _, op := range ops {
+		if op.Outcome != Acked {
+			continue
+		}
+		if len(op.Answer) == 0 || op.Answer[len(op.Answer)-1] != op.Message {
+			findings = append(findings, fmt.Sprintf("answer without its own note last: %v", op))
+		}
+		seen := map[string]int{}
+		for i, m := range op.Answer {
+			seen[m]++
+			if posts[m] == 0 {
+				findings = append(findings, fmt.Sprintf("note %q answered but never posted here: %v", m, op))
+			} else if seen[m] > posts[m] {
+				findings = append(findings, fmt.Sprintf("note %q answered %d times, posted %d times: %v", m, seen[m], posts[m], op))
+			}
+			for _, later := range op.Answer[i+1:] {
+				if other, ok := before[[2]string{later, m}]; ok && later != m {
+					findings = append(findings, fmt.Sprintf("notes %q and %q in opposite orders:\n  %v\n  %v", later, m, other, op))
+				}
+				before[[2]string{m, later}] = op
+			}
+		}
+	}
+	for _, acked := range ops {
+		if acked.Outcome != Acked {
+			continue
+		}
+		for _, op := range ops {
+			if op.Outcome != Acked || op.Call <= acked.Return || slices.Contains(op.Answer, acked.Message) {
+				continue
+			}
+			// Once a bound has forgotten a note, every answer is full: a
+			// note more of any size would not fit. An answer with room
+			// left has forgotten nothing.
+			cost := 0
+			for _, m := range op.Answer {
+				cost += notes.Cost(m)
+			}
+			if (b.PerLocation <= 0 || len(op.Answer) < b.PerLocation) && (b.AnswerBytes <= 0 || cost+maxCost <= b.AnswerBytes) {
+				findings = append(findings, fmt.Sprintf("acknowledged note %q missing from a later answer with room for it:\n  %v\n  %v", acked.Message, acked, op))
+			}
+		}
+	}
+	return dedupe(findings)
+}
+
+func dedupe(findings []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range findings {
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Describe lists the ops at location, by call time, for a failure message.
+func Describe(ops []Op, location string) string {
+	var at []Op
+	for _, op := range ops {
+		if op.Location == location {
+			at = append(at, op)
+		}
+	}
+	slices.SortFunc(at, func(a, b Op) int { return cmp.Compare(a.Call, b.Call) })
+	lines := make([]string, len(at))
+	for i, op := range at {
+		lines[i] = op.String()
+	}
+	return strings.Join(lines, "\n")
+}

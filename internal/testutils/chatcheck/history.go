@@ -1,0 +1,124 @@
+// Package chatcheck records what RouteChat clients post and are answered,
+// and checks such a history with porcupine against a model of one RouteGuide
+// server with the node's bounds: the Jepsen way of testing a cluster under
+// faults. docs/DESIGN.md says what the model promises and why.
+package chatcheck
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Outcome is what a client learned of one post.
+type Outcome int
+
+const (
+	// Acked: the answer came back whole, so the note is stored.
+	Acked Outcome = iota
+	// Unknown: the post failed where the note may have been stored (the
+	// node died, etcd did not answer in time, the deadline passed).
+	Unknown
+	// Refused: a status that the node gives before it stores anything.
+	Refused
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Acked:
+		return "acked"
+	case Unknown:
+		return "unknown"
+	default:
+		return "refused"
+	}
+}
+
+// OutcomeOf classifies the error a post ended with. Only statuses that the
+// service returns before the store is written mean the note was not stored.
+func OutcomeOf(err error) Outcome {
+	if err == nil {
+		return Acked
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.ResourceExhausted:
+		return Refused
+	}
+	return Unknown
+}
+
+// Op is one post and what came of it.
+type Op struct {
+	Client   int
+	Location string // "lat,lon": the model keeps one list of notes per location
+	Message  string // unique per client and attempt, unless Retry
+	// Retry marks a post of a message the client posted before, whose
+	// outcome was unknown: the one case where a note may be stored twice.
+	Retry        bool
+	Call, Return time.Duration // since the history began
+	Outcome      Outcome
+	// Answer is the notes answered, oldest first. A note of another
+	// location is kept as WrongLocation(message) so that no model takes it.
+	Answer []string
+	Node   string // the node that answered, from its header
+	Err    string
+}
+
+// WrongLocation is how an answered note of another location is recorded.
+func WrongLocation(location, message string) string {
+	return fmt.Sprintf("<at %s> %s", location, message)
+}
+
+func (op Op) String() string {
+	ret := op.Return.String()
+	if op.Outcome == Unknown {
+		ret = "?"
+	}
+	retry := ""
+	if op.Retry {
+		retry = " (retry)"
+	}
+	s := fmt.Sprintf("client %d at %s [%v, %s] post %q%s -> %s", op.Client, op.Location, op.Call, ret, op.Message, retry, op.Outcome)
+	if op.Outcome == Acked {
+		s += fmt.Sprintf(" by %s: %q", op.Node, op.Answer)
+	} else {
+		s += ": " + op.Err
+	}
+	return s
+}
+
+// Recorder collects the ops of one history from many goroutines.
+type Recorder struct {
+	start time.Time
+	mu    sync.Mutex
+	ops   []Op
+}
+
+// NewRecorder starts a history now.
+func NewRecorder() *Recorder { return &Recorder{start: time.Now()} }
+
+// Now is the time since the history began, on the monotonic clock.
+func (r *Recorder) Now() time.Duration { return time.Since(r.start) }
+
+// Add records op, once it has returned or failed.
+func (r *Recorder) Add(op Op) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ops = append(r.ops, op)
+}
+
+// Ops is a copy of the ops recorded so far.
+func (r *Recorder) Ops() []Op {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ops)
+}
+
+// ErrIncomplete is wrapped by the error of a post whose stream failed after
+// some notes of its answer had come.
+var ErrIncomplete = errors.New("answer cut short")
