@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -221,5 +224,53 @@ func TestEtcdBudgetNeverPassesThreeQuartersOfTheQuotaEtcdReports(t *testing.T) {
 	}
 	if got := store.Usage(); got.Limit != 24<<20 || got.InUse <= 0 || got.MeasuredAt.IsZero() {
 		t.Errorf("after a post: %+v, want the limit at 3/4 of the 32 MiB quota and a measurement", got)
+	}
+}
+
+// TestEtcdFailsAPostWhoseAnswerIsCutPastItsFirstPage guards that an answer
+// is whole or the post fails: etcd stops answering reads after the post's
+// write (its reads past the first page fail), and the post must fail
+// rather than answer the newest notes alone, which a later answer would
+// not extend (the consistency check under faults found such an answer).
+func TestEtcdFailsAPostWhoseAnswerIsCutPastItsFirstPage(t *testing.T) {
+	var failReads atomic.Bool
+	failRange := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if failReads.Load() && method == "/etcdserverpb.KV/Range" {
+			return status.Error(codes.Internal, "reads fail after the write")
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{startEtcd(t).ClientURL()},
+		DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(failRange)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	cfg := testConfig(t)
+	// A page holds two notes of up to 1,000 bytes: six short ones take
+	// three pages.
+	cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 1000, 3000
+	store := newEtcd(t, cli, cfg)
+	for i := range 5 {
+		if _, err := store.Post(t.Context(), notestest.Note(1, 1, fmt.Sprint("n", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failReads.Store(true)
+	answer, err := store.Post(t.Context(), notestest.Note(1, 1, "n5"))
+	if !errors.Is(err, notes.ErrUnavailable) {
+		t.Fatalf("post whose answer could not be read past its first page: %q, %v; want ErrUnavailable", notestest.Messages(answer), err)
+	}
+	failReads.Store(false)
+	// The note is stored, as when a write's own answer is lost.
+	answer, err = store.Post(t.Context(), notestest.Note(1, 1, "n6"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := notestest.Messages(answer), []string{"n0", "n1", "n2", "n3", "n4", "n5", "n6"}; !slices.Equal(got, want) {
+		t.Errorf("answer after the failed post: %q, want %q", got, want)
 	}
 }

@@ -263,9 +263,10 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 	for !complete {
 		more, err := e.cli.Get(ctx, location, append(page.options(), clientv3.WithRev(resp.Header.Revision))...)
 		if err != nil {
-			// The note is stored, and the newest notes are read: answer
-			// with those rather than fail a post that succeeded.
-			break
+			// The note is stored, but an answer without the older notes
+			// would not be a prefix of later answers: fail the post, as
+			// when the write's own answer is lost.
+			return nil, fmt.Errorf("read the notes at %s past the first page: %w", location, err)
 		}
 		complete = e.takePage(&page, more.Kvs, more.More, lat, lon, &newestFirst)
 	}
