@@ -120,7 +120,7 @@ func TestCheckerRejectsDoctoredHistories(t *testing.T) {
 		doctor  func([]string) []string
 		finding string
 	}{
-		{"an acknowledged note dropped", func(a []string) []string { return slices.Delete(a, 1, 2) }, ""},
+		{"a note dropped", func(a []string) []string { return slices.Delete(a, 1, 2) }, ""},
 		{"two notes swapped", func(a []string) []string { a[0], a[1] = a[1], a[0]; return a }, "in opposite orders"},
 		{"a note never posted", func(a []string) []string { a[1] = "never posted"; return a }, "never posted here"},
 		{"a note answered twice", func(a []string) []string { return slices.Insert(a, 1, a[0]) }, "answered 2 times, posted 1 times"},
@@ -135,6 +135,18 @@ func TestCheckerRejectsDoctoredHistories(t *testing.T) {
 				t.Errorf("findings %q, want one saying %q", res.Findings, c.finding)
 			}
 		})
+	}
+}
+
+func TestCheckerRejectsAHistoryWithoutAnAcknowledgedNote(t *testing.T) {
+	ops := serverHistory(t)
+	doctored, ok := chatcheck.DropAcknowledged(ops)
+	if !ok {
+		t.Fatal("no answer to doctor")
+	}
+	res := chatcheck.Check(doctored, bounds, time.Minute)
+	if res.OK() || len(res.Failing) != 1 {
+		t.Errorf("%v, failing at %q: want one location to fail", res, res.Failing)
 	}
 }
 

@@ -15,6 +15,9 @@ import (
 // Result is the verdict on one history.
 type Result struct {
 	Ops, Acked, Unknown, Refused, Retries, Locations int
+	// Duplicates counts the notes answered twice: posted again after an
+	// unknown outcome, and stored both times.
+	Duplicates int
 	// Verdict is porcupine's: Ok, Illegal, or Unknown when the check ran
 	// out of time.
 	Verdict porcupine.CheckResult
@@ -23,6 +26,8 @@ type Result struct {
 	// finds what breaks no single rule (say, two answers that each hold
 	// but fit no one order with the other posts).
 	Findings []string
+	// Failing are the locations whose own history is not Ok.
+	Failing []string
 
 	model porcupine.Model
 	info  porcupine.LinearizationInfo
@@ -32,8 +37,8 @@ type Result struct {
 func (r Result) OK() bool { return r.Verdict == porcupine.Ok }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%s: %d ops (%d acked, %d unknown, %d refused, %d retries) at %d locations",
-		r.Verdict, r.Ops, r.Acked, r.Unknown, r.Refused, r.Retries, r.Locations)
+	return fmt.Sprintf("%s: %d ops (%d acked, %d unknown, %d refused, %d retries, %d notes stored twice) at %d locations",
+		r.Verdict, r.Ops, r.Acked, r.Unknown, r.Refused, r.Retries, r.Duplicates, r.Locations)
 }
 
 // Visualize writes porcupine's HTML view of the history to path: each
@@ -57,7 +62,13 @@ func Check(ops []Op, b Bounds, timeout time.Duration) Result {
 	history := make([]porcupine.Operation, len(ops))
 	locations := map[string]bool{}
 	process := processes(ops)
+	twice := map[string]bool{}
 	for i, op := range ops {
+		for j, m := range op.Answer {
+			if slices.Contains(op.Answer[j+1:], m) {
+				twice[m] = true
+			}
+		}
 		locations[op.Location] = true
 		switch op.Outcome {
 		case Acked:
@@ -76,12 +87,28 @@ func Check(ops []Op, b Bounds, timeout time.Duration) Result {
 		history[i] = porcupine.Operation{ClientId: process[i], Input: input{op.Message}, Call: int64(op.Call),
 			Output: output{op.Outcome, op.Answer}, Return: int64(op.Return), Metadata: op}
 	}
-	r.Locations = len(locations)
+	r.Locations, r.Duplicates = len(locations), len(twice)
 	r.Verdict, r.info = porcupine.CheckOperationsVerbose(r.model, history, timeout)
 	if !r.OK() {
 		r.Findings = Explain(ops, b)
+		for loc := range locations {
+			if !porcupine.CheckOperations(r.model, at(history, loc)) {
+				r.Failing = append(r.Failing, loc)
+			}
+		}
+		slices.Sort(r.Failing)
 	}
 	return r
+}
+
+func at(history []porcupine.Operation, location string) []porcupine.Operation {
+	var out []porcupine.Operation
+	for _, op := range history {
+		if op.Metadata.(Op).Location == location {
+			out = append(out, op)
+		}
+	}
+	return out
 }
 
 // processes gives each op the id of the process that made it, for

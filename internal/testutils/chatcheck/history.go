@@ -5,7 +5,6 @@
 package chatcheck
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -66,6 +65,7 @@ type Op struct {
 	// location is kept as WrongLocation(message) so that no model takes it.
 	Answer []string
 	Node   string // the node that answered, from its header
+	Code   codes.Code
 	Err    string
 }
 
@@ -119,6 +119,45 @@ func (r *Recorder) Ops() []Op {
 	return slices.Clone(r.ops)
 }
 
-// ErrIncomplete is wrapped by the error of a post whose stream failed after
-// some notes of its answer had come.
-var ErrIncomplete = errors.New("answer cut short")
+// Count counts the ops that ended with outcome and were called at since or
+// later, through node (any node when "").
+func (r *Recorder) Count(outcome Outcome, node string, since time.Duration) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, op := range r.ops {
+		if op.Outcome == outcome && op.Call >= since && (node == "" || op.Node == node) {
+			n++
+		}
+	}
+	return n
+}
+
+// DropAcknowledged returns a copy of ops in which one answer lacks a note
+// that was acknowledged before the op was called, and which the bounds had
+// not forgotten (a note stands after it in the answer): a history no model
+// of one server accepts, for negative controls. It reports false when ops
+// has no such answer.
+func DropAcknowledged(ops []Op) ([]Op, bool) {
+	ackedAt := map[string]time.Duration{}
+	for _, op := range ops {
+		if op.Outcome == Acked {
+			ackedAt[op.Message] = op.Return
+		}
+	}
+	for i, op := range ops {
+		if op.Outcome != Acked {
+			continue
+		}
+		// The last note is the op's own; the one before it must follow
+		// the one dropped, so that no bound can explain its absence.
+		for j, m := range op.Answer[:max(0, len(op.Answer)-2)] {
+			if at, ok := ackedAt[m]; ok && at < op.Call {
+				out := slices.Clone(ops)
+				out[i].Answer = slices.Delete(slices.Clone(op.Answer), j, j+1)
+				return out, true
+			}
+		}
+	}
+	return nil, false
+}

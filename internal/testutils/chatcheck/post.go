@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/load"
@@ -24,7 +25,7 @@ func (r *Recorder) Post(ctx context.Context, conn grpc.ClientConnInterface, clie
 	answer, node, err := postOnce(ctx, conn, at, message)
 	op.Return, op.Outcome, op.Node = r.Now(), OutcomeOf(err), node
 	if err != nil {
-		op.Err = err.Error()
+		op.Code, op.Err = status.Code(err), err.Error()
 	} else {
 		for _, n := range answer {
 			if loc := Location(n.GetLocation()); loc != op.Location {

@@ -27,32 +27,47 @@ type Workload struct {
 	// Retry makes a client post a note again, once, when the outcome of
 	// its post was unknown, as a client that wants its note stored does.
 	Retry bool
-	// Posts is how many notes each client posts; 0 means until ctx ends.
+	// Posts is how many notes each client posts; 0 means until Stop.
 	Posts int
+	// Stop, once closed, stops each client after its current post: a
+	// history that ends so has no post cut short by its end.
+	Stop <-chan struct{}
 }
 
-// Run runs the clients until ctx ends or each has made its Posts, client i through conns[i%len(conns)],
-// and records every post in r. It returns once every client has stopped.
+// Run runs the clients until Stop is closed or each has made its Posts,
+// client i through conns[i%len(conns)], and records every post in r. Ending
+// ctx cuts the posts short. Run returns once every client has stopped.
 func (w Workload) Run(ctx context.Context, r *Recorder, conns []grpc.ClientConnInterface, seed uint64) {
 	var wg sync.WaitGroup
 	for c := range w.Clients {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(c)))
 			conn := conns[c%len(conns)]
-			for seq := 0; ctx.Err() == nil && (w.Posts == 0 || seq < w.Posts); seq++ {
+			for seq := 0; !w.stopped(ctx) && (w.Posts == 0 || seq < w.Posts); seq++ {
 				at := w.Locations[rng.IntN(len(w.Locations))]
 				message := fmt.Sprintf("c%d-%d", c, seq)
 				if w.MaxPad > 0 {
 					message += strings.Repeat(".", rng.IntN(w.MaxPad+1))
 				}
 				op := w.post(ctx, r, conn, c, at, message, false)
-				if op.Outcome == Unknown && w.Retry && ctx.Err() == nil {
+				if op.Outcome == Unknown && w.Retry && !w.stopped(ctx) {
 					w.post(ctx, r, conn, c, at, message, true)
 				}
 			}
 		})
 	}
 	wg.Wait()
+}
+
+func (w Workload) stopped(ctx context.Context) bool {
+	select {
+	case <-w.Stop:
+		return true
+	case <-ctx.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 func (w Workload) post(ctx context.Context, r *Recorder, conn grpc.ClientConnInterface, client int, at *pb.Point, message string, retry bool) Op {
