@@ -159,6 +159,7 @@ const (
 	acked   = chatcheck.Acked
 	unknown = chatcheck.Unknown
 	refused = chatcheck.Refused
+	partial = chatcheck.Partial
 )
 
 // TestCheckerRules checks the model on short histories written by hand,
@@ -176,7 +177,7 @@ func TestCheckerRules(t *testing.T) {
 		{"concurrent posts in either order", []chatcheck.Op{
 			op(0, 0, 3, "a", acked, "b", "a"), op(1, 1, 2, "b", acked, "b")}, true, ""},
 		{"an acked note lost by a later post", []chatcheck.Op{
-			op(0, 0, 1, "a", acked, "a"), op(1, 2, 3, "b", acked, "b")}, false, "missing from a later answer"},
+			op(0, 0, 1, "a", acked, "a"), op(1, 2, 3, "b", acked, "b")}, false, "acknowledged before it began"},
 		{"the bound forgets the oldest", []chatcheck.Op{
 			op(0, 0, 1, "a", acked, "a"), op(0, 2, 3, "b", acked, "a", "b"), op(0, 4, 5, "c", acked, "a", "b", "c"),
 			op(1, 6, 7, "d", acked, "b", "c", "d")}, true, ""},
@@ -197,6 +198,12 @@ func TestCheckerRules(t *testing.T) {
 			op(0, 0, 1, "a", refused), op(1, 2, 3, "b", acked, "a", "b")}, false, ""},
 		{"a refused post", []chatcheck.Op{
 			op(0, 0, 1, "a", refused), op(1, 2, 3, "b", acked, "b")}, true, ""},
+		{"a partial answer, then the note in a later one", []chatcheck.Op{
+			op(0, 0, 1, "a", acked, "a"), op(1, 2, 3, "b", partial, "a"), op(0, 4, 5, "c", acked, "a", "b", "c")}, true, ""},
+		{"a partial answer that does not begin the answer", []chatcheck.Op{
+			op(0, 0, 1, "a", acked, "a"), op(1, 2, 3, "b", partial, "b"), op(0, 4, 5, "c", acked, "a", "b", "c")}, false, ""},
+		{"a partial answer whose note is lost", []chatcheck.Op{
+			op(0, 0, 1, "a", acked, "a"), op(1, 2, 3, "b", partial, "a"), op(0, 4, 5, "c", acked, "a", "c")}, false, ""},
 		{"a note of another location", []chatcheck.Op{
 			op(0, 0, 1, "a", acked, chatcheck.WrongLocation("2,2", "x"), "a")}, false, "never posted here"},
 	} {

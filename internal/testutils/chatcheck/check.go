@@ -14,7 +14,7 @@ import (
 
 // Result is the verdict on one history.
 type Result struct {
-	Ops, Acked, Unknown, Refused, Retries, Locations int
+	Ops, Acked, Unknown, Refused, Partial, Retries, Locations int
 	// Duplicates counts the notes answered twice: posted again after an
 	// unknown outcome, and stored both times.
 	Duplicates int
@@ -37,8 +37,8 @@ type Result struct {
 func (r Result) OK() bool { return r.Verdict == porcupine.Ok }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%s: %d ops (%d acked, %d unknown, %d refused, %d retries, %d notes stored twice) at %d locations",
-		r.Verdict, r.Ops, r.Acked, r.Unknown, r.Refused, r.Retries, r.Duplicates, r.Locations)
+	return fmt.Sprintf("%s: %d ops (%d acked, %d unknown, %d refused, %d partial, %d retries, %d notes stored twice) at %d locations",
+		r.Verdict, r.Ops, r.Acked, r.Unknown, r.Refused, r.Partial, r.Retries, r.Duplicates, r.Locations)
 }
 
 // Visualize writes porcupine's HTML view of the history to path: each
@@ -80,6 +80,8 @@ func Check(ops []Op, b Bounds, timeout time.Duration) Result {
 			op.Return = end + 1
 		case Refused:
 			r.Refused++
+		case Partial:
+			r.Partial++
 		}
 		if op.Retry {
 			r.Retries++
@@ -191,24 +193,28 @@ func explainLocation(ops []Op, b Bounds) []string {
 			}
 		}
 	}
-	for _, acked := range ops {
-		if acked.Outcome != Acked {
+	for _, op := range ops {
+		if op.Outcome != Acked {
 			continue
 		}
-		for _, op := range ops {
-			if op.Outcome != Acked || op.Call <= acked.Return || slices.Contains(op.Answer, acked.Message) {
-				continue
+		// Once a bound has forgotten a note, every answer is full: a note
+		// more of any size would not fit. An answer with room left has
+		// forgotten nothing.
+		cost := 0
+		for _, m := range op.Answer {
+			cost += notes.Cost(m)
+		}
+		if b.PerLocation > 0 && len(op.Answer) >= b.PerLocation || b.AnswerBytes > 0 && cost+maxCost > b.AnswerBytes {
+			continue
+		}
+		var missing []Op
+		for _, acked := range ops {
+			if acked.Outcome == Acked && acked.Return < op.Call && !slices.Contains(op.Answer, acked.Message) {
+				missing = append(missing, acked)
 			}
-			// Once a bound has forgotten a note, every answer is full: a
-			// note more of any size would not fit. An answer with room
-			// left has forgotten nothing.
-			cost := 0
-			for _, m := range op.Answer {
-				cost += notes.Cost(m)
-			}
-			if (b.PerLocation <= 0 || len(op.Answer) < b.PerLocation) && (b.AnswerBytes <= 0 || cost+maxCost <= b.AnswerBytes) {
-				findings = append(findings, fmt.Sprintf("acknowledged note %q missing from a later answer with room for it:\n  %v\n  %v", acked.Message, acked, op))
-			}
+		}
+		if len(missing) > 0 {
+			findings = append(findings, fmt.Sprintf("an answer with room for more lacks %d notes acknowledged before it began, such as the first:\n  %v\n  %v", len(missing), missing[0], op))
 		}
 	}
 	return dedupe(findings)

@@ -7,6 +7,7 @@ package chatcheck
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,10 @@ const (
 	Unknown
 	// Refused: a status that the node gives before it stores anything.
 	Refused
+	// Partial: the stream failed after some notes of the answer came. A
+	// node answers only after its write, so the note is stored; the notes
+	// that came must begin the answer.
+	Partial
 )
 
 func (o Outcome) String() string {
@@ -33,6 +38,8 @@ func (o Outcome) String() string {
 		return "acked"
 	case Unknown:
 		return "unknown"
+	case Partial:
+		return "partial"
 	default:
 		return "refused"
 	}
@@ -61,7 +68,8 @@ type Op struct {
 	Retry        bool
 	Call, Return time.Duration // since the history began
 	Outcome      Outcome
-	// Answer is the notes answered, oldest first. A note of another
+	// Answer is the notes answered (of a Partial op, those that came),
+	// oldest first. A note of another
 	// location is kept as WrongLocation(message) so that no model takes it.
 	Answer []string
 	Node   string // the node that answered, from its header
@@ -83,13 +91,28 @@ func (op Op) String() string {
 	if op.Retry {
 		retry = " (retry)"
 	}
-	s := fmt.Sprintf("client %d at %s [%v, %s] post %q%s -> %s", op.Client, op.Location, op.Call, ret, op.Message, retry, op.Outcome)
-	if op.Outcome == Acked {
-		s += fmt.Sprintf(" by %s: %q", op.Node, op.Answer)
-	} else {
+	s := fmt.Sprintf("client %d at %s [%v, %s] post %s%s -> %s", op.Client, op.Location, op.Call, ret, short(op.Message), retry, op.Outcome)
+	if op.Outcome == Acked || op.Outcome == Partial {
+		answer := make([]string, len(op.Answer))
+		for i, m := range op.Answer {
+			answer[i] = short(m)
+		}
+		s += fmt.Sprintf(" by %s: [%s]", op.Node, strings.Join(answer, " "))
+	}
+	if op.Err != "" {
 		s += ": " + op.Err
 	}
 	return s
+}
+
+// short writes a message without its padding, as c3-17+42 for c3-17 and 42
+// dots.
+func short(message string) string {
+	trimmed := strings.TrimRight(message, ".")
+	if pad := len(message) - len(trimmed); pad > 0 {
+		return fmt.Sprintf("%s+%d", trimmed, pad)
+	}
+	return trimmed
 }
 
 // Recorder collects the ops of one history from many goroutines.

@@ -48,8 +48,9 @@ type output struct {
 // its state is the notes it keeps at the location, oldest first. A post
 // appends its note, forgets what the bounds leave out, and answers with
 // what it keeps, its own note last. An Acked post must have been answered
-// exactly that; an Unknown one may take effect at any time after its call,
-// or never; a Refused one changes nothing.
+// exactly that, and a Partial one the beginning of it; an Unknown one may
+// take effect at any time after its call, or never; a Refused one changes
+// nothing.
 //
 // So every acknowledged note is in every answer linearized after it until
 // the bounds forget it, every answer is in one posting order, no note is
@@ -68,6 +69,9 @@ func Model(b Bounds) porcupine.Model {
 				return true, b.Keep(append(slices.Clip(kept), in.(input).message))
 			}
 			next := b.Keep(append(slices.Clip(kept), in.(input).message))
+			if o.outcome == Partial {
+				return len(o.answer) <= len(next) && slices.Equal(next[:len(o.answer)], o.answer), next
+			}
 			return slices.Equal(next, o.answer), next
 		},
 		Equal: func(a, b any) bool { return slices.Equal(a.([]string), b.([]string)) },
@@ -81,10 +85,10 @@ func Model(b Bounds) porcupine.Model {
 		},
 		DescribeOperation: func(in, out any) string {
 			o := out.(output)
-			if o.outcome != Acked {
+			if o.outcome != Acked && o.outcome != Partial {
 				return fmt.Sprintf("post %q -> %s", in.(input).message, o.outcome)
 			}
-			return fmt.Sprintf("post %q -> [%s]", in.(input).message, strings.Join(o.answer, " "))
+			return fmt.Sprintf("post %q -> %s[%s]", in.(input).message, map[Outcome]string{Partial: "partial "}[o.outcome], strings.Join(o.answer, " "))
 		},
 		DescribeState: func(state any) string { return "[" + strings.Join(state.([]string), " ") + "]" },
 	}

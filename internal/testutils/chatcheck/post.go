@@ -26,13 +26,15 @@ func (r *Recorder) Post(ctx context.Context, conn grpc.ClientConnInterface, clie
 	op.Return, op.Outcome, op.Node = r.Now(), OutcomeOf(err), node
 	if err != nil {
 		op.Code, op.Err = status.Code(err), err.Error()
-	} else {
-		for _, n := range answer {
-			if loc := Location(n.GetLocation()); loc != op.Location {
-				op.Answer = append(op.Answer, WrongLocation(loc, n.GetMessage()))
-			} else {
-				op.Answer = append(op.Answer, n.GetMessage())
-			}
+		if len(answer) > 0 {
+			op.Outcome = Partial
+		}
+	}
+	for _, n := range answer {
+		if loc := Location(n.GetLocation()); loc != op.Location {
+			op.Answer = append(op.Answer, WrongLocation(loc, n.GetMessage()))
+		} else {
+			op.Answer = append(op.Answer, n.GetMessage())
 		}
 	}
 	r.Add(op)
@@ -64,7 +66,7 @@ func postOnce(ctx context.Context, conn grpc.ClientConnInterface, at *pb.Point, 
 			return answer, load.NodeOf(header, trailer), nil
 		}
 		if err != nil {
-			return nil, load.NodeOf(header, trailer), err
+			return answer, load.NodeOf(header, trailer), err
 		}
 		answer = append(answer, n)
 	}
