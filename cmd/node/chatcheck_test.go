@@ -36,8 +36,8 @@ var (
 )
 
 // chatBounds keep 8 notes at a location, and fewer of the longer ones: a
-// message of up to 107 bytes costs 128 more, so 1,600 bytes hold 6 to 11
-// notes. With messages of up to chatMessageBytes, a page read from etcd
+// message of up to 107 bytes costs 128 more, so 1,600 bytes hold 6 to 12
+// notes and either bound forgets some. With messages of up to chatMessageBytes, a page read from etcd
 // holds one note: an answer takes up to 8 reads after its post's commit.
 var chatBounds = chatcheck.Bounds{PerLocation: 8, AnswerBytes: 1600}
 
@@ -234,8 +234,9 @@ func cutNodeFromEtcd(t *testing.T, c *chatCluster, r *chatcheck.Recorder, round 
 
 // chatTotals add up the histories of one run.
 type chatTotals struct {
-	histories, ops, acked, unknown, refused, retries, twice, anomalies int
-	faults, failed                                                     map[string]int
+	histories, ops, acked, unknown, refused, partial, retries, twice, anomalies int
+	fullByCount, fullByBytes                                                    int
+	faults, failed                                                              map[string]int
 }
 
 func (s *chatTotals) add(fault string, ops []chatcheck.Op, res chatcheck.Result) {
@@ -245,11 +246,14 @@ func (s *chatTotals) add(fault string, ops []chatcheck.Op, res chatcheck.Result)
 		}
 	}
 	s.twice += res.Duplicates
+	s.fullByCount += res.FullByCount
+	s.fullByBytes += res.FullByBytes
 	s.histories++
 	s.ops += res.Ops
 	s.acked += res.Acked
 	s.unknown += res.Unknown
 	s.refused += res.Refused
+	s.partial += res.Partial
 	s.retries += res.Retries
 	if !res.OK() {
 		s.anomalies++
@@ -282,11 +286,15 @@ func TestRouteChatAnswersLikeOneServerUnderFaults(t *testing.T) {
 			checkNegativeControl(t, ops)
 		}
 	}
+	if totals.fullByCount == 0 || totals.fullByBytes == 0 {
+		t.Errorf("%d answers full by count, %d by bytes: want both bounds to forget notes", totals.fullByCount, totals.fullByBytes)
+	}
 	if totals.acked < *chatHistories*3*chatProgress {
 		t.Errorf("%d posts acked over %d histories, want at least %d each", totals.acked, totals.histories, 3*chatProgress)
 	}
-	t.Logf("CHATCHECK histories=%d ops=%d acked=%d unknown=%d refused=%d retries=%d stored_twice=%d anomalies=%d faults=%v failed_by_code=%v",
-		totals.histories, totals.ops, totals.acked, totals.unknown, totals.refused, totals.retries, totals.twice, totals.anomalies, totals.faults, totals.failed)
+	t.Logf("CHATCHECK histories=%d ops=%d acked=%d unknown=%d refused=%d partial=%d retries=%d stored_twice=%d full_by_count=%d full_by_bytes=%d anomalies=%d faults=%v failed_by_code=%v",
+		totals.histories, totals.ops, totals.acked, totals.unknown, totals.refused, totals.partial, totals.retries, totals.twice,
+		totals.fullByCount, totals.fullByBytes, totals.anomalies, totals.faults, totals.failed)
 }
 
 // recordChatHistory runs the clients at three locations of the history's

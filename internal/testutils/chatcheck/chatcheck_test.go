@@ -56,17 +56,8 @@ func TestOneServersHistoryFitsTheModel(t *testing.T) {
 		t.Errorf("%d of 240 posts acked: %v", res.Acked, res)
 	}
 	// Both bounds forgot notes, so the model's forgetting was put to work.
-	byCount, byBytes := 0, 0
-	for _, op := range ops {
-		switch {
-		case len(op.Answer) == bounds.PerLocation:
-			byCount++
-		case len(op.Answer) >= 4:
-			byBytes++
-		}
-	}
-	if byCount == 0 || byBytes == 0 {
-		t.Errorf("%d answers full by count, %d by bytes: want both bounds to forget notes", byCount, byBytes)
+	if res.FullByCount == 0 || res.FullByBytes == 0 {
+		t.Errorf("%d answers full by count, %d by bytes: want both bounds to forget notes", res.FullByCount, res.FullByBytes)
 	}
 	t.Log(res)
 }

@@ -18,6 +18,10 @@ type Result struct {
 	// Duplicates counts the notes answered twice: posted again after an
 	// unknown outcome, and stored both times.
 	Duplicates int
+	// FullByCount and FullByBytes count the acked answers that a bound
+	// filled: PerLocation notes, or no room for one more of the longest
+	// note posted. Both above zero mean both bounds forgot notes.
+	FullByCount, FullByBytes int
 	// Verdict is porcupine's: Ok, Illegal, or Unknown when the check ran
 	// out of time.
 	Verdict porcupine.CheckResult
@@ -90,6 +94,7 @@ func Check(ops []Op, b Bounds, timeout time.Duration) Result {
 			Output: output{op.Outcome, op.Answer}, Return: int64(op.Return), Metadata: op}
 	}
 	r.Locations, r.Duplicates = len(locations), len(twice)
+	r.FullByCount, r.FullByBytes = countFull(ops, b)
 	r.Verdict, r.info = porcupine.CheckOperationsVerbose(r.model, history, timeout)
 	if !r.OK() {
 		r.Findings = Explain(ops, b)
@@ -111,6 +116,29 @@ func at(history []porcupine.Operation, location string) []porcupine.Operation {
 		}
 	}
 	return out
+}
+
+func countFull(ops []Op, b Bounds) (byCount, byBytes int) {
+	maxCost := 0
+	for _, op := range ops {
+		maxCost = max(maxCost, notes.Cost(op.Message))
+	}
+	for _, op := range ops {
+		if op.Outcome != Acked {
+			continue
+		}
+		cost := 0
+		for _, m := range op.Answer {
+			cost += notes.Cost(m)
+		}
+		switch {
+		case b.PerLocation > 0 && len(op.Answer) == b.PerLocation:
+			byCount++
+		case b.AnswerBytes > 0 && cost+maxCost > b.AnswerBytes:
+			byBytes++
+		}
+	}
+	return byCount, byBytes
 }
 
 // processes gives each op the id of the process that made it, for
