@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -228,22 +229,26 @@ func TestEtcdBudgetNeverPassesThreeQuartersOfTheQuotaEtcdReports(t *testing.T) {
 }
 
 // TestEtcdFailsAPostWhoseAnswerIsCutPastItsFirstPage guards that an answer
-// is whole or the post fails: etcd stops answering reads after the post's
-// write (its reads past the first page fail), and the post must fail
+// is whole or the post fails: etcd stops answering once the post's note is
+// written (every read after the write fails), and the post must fail
 // rather than answer the newest notes alone, which a later answer would
-// not extend (the consistency check under faults found such an answer).
+// not extend (the consistency check under faults found such answers).
 func TestEtcdFailsAPostWhoseAnswerIsCutPastItsFirstPage(t *testing.T) {
-	var failReads atomic.Bool
-	failRange := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if failReads.Load() && method == "/etcdserverpb.KV/Range" {
-			return status.Error(codes.Internal, "reads fail after the write")
+	var armed, written atomic.Bool
+	failAfterWrite := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if armed.Load() && written.Load() && strings.HasPrefix(method, "/etcdserverpb.KV/") {
+			return status.Error(codes.Internal, "etcd is cut off after the write")
 		}
-		return invoker(ctx, method, req, reply, cc, opts...)
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if txn, ok := req.(*etcdserverpb.TxnRequest); ok && armed.Load() && err == nil && writes(txn) {
+			written.Store(true)
+		}
+		return err
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{startEtcd(t).ClientURL()},
 		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(failRange)},
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(failAfterWrite)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -259,12 +264,15 @@ func TestEtcdFailsAPostWhoseAnswerIsCutPastItsFirstPage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	failReads.Store(true)
+	armed.Store(true)
 	answer, err := store.Post(t.Context(), notestest.Note(1, 1, "n5"))
-	if !errors.Is(err, notes.ErrUnavailable) {
-		t.Fatalf("post whose answer could not be read past its first page: %q, %v; want ErrUnavailable", notestest.Messages(answer), err)
+	if !written.Load() {
+		t.Fatalf("the post wrote nothing: %q, %v", notestest.Messages(answer), err)
 	}
-	failReads.Store(false)
+	if !errors.Is(err, notes.ErrUnavailable) {
+		t.Fatalf("post whose answer could not be read after its write: %q, %v; want ErrUnavailable", notestest.Messages(answer), err)
+	}
+	armed.Store(false)
 	// The note is stored, as when a write's own answer is lost.
 	answer, err = store.Post(t.Context(), notestest.Note(1, 1, "n6"))
 	if err != nil {
@@ -273,4 +281,14 @@ func TestEtcdFailsAPostWhoseAnswerIsCutPastItsFirstPage(t *testing.T) {
 	if got, want := notestest.Messages(answer), []string{"n0", "n1", "n2", "n3", "n4", "n5", "n6"}; !slices.Equal(got, want) {
 		t.Errorf("answer after the failed post: %q, want %q", got, want)
 	}
+}
+
+// writes reports whether txn puts a key when it succeeds.
+func writes(txn *etcdserverpb.TxnRequest) bool {
+	for _, op := range txn.Success {
+		if op.GetRequestPut() != nil {
+			return true
+		}
+	}
+	return false
 }
