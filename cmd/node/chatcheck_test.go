@@ -279,8 +279,11 @@ func TestRouteChatAnswersLikeOneServerUnderFaults(t *testing.T) {
 		totals.add(fault.name, ops, res)
 		t.Logf("history %d, %s (%s): %v; recorded in %v (median acked post %v), checked in %v", h, fault.name, what, res,
 			recorded.Round(time.Millisecond), medianAcked(ops).Round(time.Millisecond), (time.Since(start) - recorded).Round(time.Millisecond))
-		if !res.OK() {
+		switch res.Verdict {
+		case porcupine.Illegal:
 			reportChatAnomaly(t, h, ops, res)
+		case porcupine.Unknown:
+			t.Errorf("history %d: porcupine found no verdict within its 2 minutes", h)
 		}
 		if h == 0 {
 			checkNegativeControl(t, ops)
