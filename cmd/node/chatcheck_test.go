@@ -29,7 +29,7 @@ import (
 // is checked against one server with the same bounds (package chatcheck).
 // CI runs a few histories; the figures in docs/BENCHMARKS.md come from
 //
-//	go test -race -count=1 -run TestRouteChatAnswersLikeOneServerUnderFaults -v ./cmd/node/ -chat.histories 51
+//	go test -race -count=1 -timeout 60m -run TestRouteChatAnswersLikeOneServerUnderFaults -v ./cmd/node/ -chat.histories 30
 var (
 	chatHistories = flag.Int("chat.histories", 3, "RouteChat histories to record and check, one fault each, in turn")
 	chatClients   = flag.Int("chat.clients", 12, "clients posting notes in each RouteChat history")
@@ -234,7 +234,7 @@ func cutNodeFromEtcd(t *testing.T, c *chatCluster, r *chatcheck.Recorder, round 
 
 // chatTotals add up the histories of one run.
 type chatTotals struct {
-	histories, ops, acked, unknown, refused, partial, retries, twice, anomalies int
+	histories, ops, acked, unknown, unseen, refused, partial, retries, twice, anomalies int
 	fullByCount, fullByBytes                                                    int
 	faults, failed                                                              map[string]int
 }
@@ -252,6 +252,7 @@ func (s *chatTotals) add(fault string, ops []chatcheck.Op, res chatcheck.Result)
 	s.ops += res.Ops
 	s.acked += res.Acked
 	s.unknown += res.Unknown
+	s.unseen += res.Unseen
 	s.refused += res.Refused
 	s.partial += res.Partial
 	s.retries += res.Retries
@@ -295,8 +296,8 @@ func TestRouteChatAnswersLikeOneServerUnderFaults(t *testing.T) {
 	if totals.acked < *chatHistories*3*chatProgress {
 		t.Errorf("%d posts acked over %d histories, want at least %d each", totals.acked, totals.histories, 3*chatProgress)
 	}
-	t.Logf("CHATCHECK histories=%d ops=%d acked=%d unknown=%d refused=%d partial=%d retries=%d stored_twice=%d full_by_count=%d full_by_bytes=%d anomalies=%d faults=%v failed_by_code=%v",
-		totals.histories, totals.ops, totals.acked, totals.unknown, totals.refused, totals.partial, totals.retries, totals.twice,
+	t.Logf("CHATCHECK histories=%d ops=%d acked=%d unknown=%d unseen=%d refused=%d partial=%d retries=%d stored_twice=%d full_by_count=%d full_by_bytes=%d anomalies=%d faults=%v failed_by_code=%v",
+		totals.histories, totals.ops, totals.acked, totals.unknown, totals.unseen, totals.refused, totals.partial, totals.retries, totals.twice,
 		totals.fullByCount, totals.fullByBytes, totals.anomalies, totals.faults, totals.failed)
 }
 

@@ -175,6 +175,8 @@ func TestCheckerRules(t *testing.T) {
 		{"the bound forgets a newer note", []chatcheck.Op{
 			op(0, 0, 1, "a", acked, "a"), op(0, 2, 3, "b", acked, "a", "b"), op(0, 4, 5, "c", acked, "a", "b", "c"),
 			op(1, 6, 7, "d", acked, "a", "c", "d")}, false, ""},
+		{"an unknown post whose note is never seen", []chatcheck.Op{
+			op(0, 0, 1, "a", unknown), op(0, 2, 3, "x", unknown), op(1, 4, 5, "b", acked, "b")}, true, ""},
 		{"an unknown post that never took effect", []chatcheck.Op{
 			op(0, 0, 1, "a", unknown), op(1, 2, 3, "b", acked, "b"), op(1, 4, 5, "c", acked, "b", "c")}, true, ""},
 		{"an unknown post that took effect late", []chatcheck.Op{

@@ -50,14 +50,36 @@ func (w Workload) Run(ctx context.Context, r *Recorder, conns []grpc.ClientConnI
 					message += strings.Repeat(".", rng.IntN(w.MaxPad+1))
 				}
 				op := w.post(ctx, r, conn, c, at, message, false)
-				if op.Outcome == Unknown && w.Retry && !w.stopped(ctx) {
-					w.post(ctx, r, conn, c, at, message, true)
+				if op.Outcome == Unknown && w.Retry && w.backOff(ctx) {
+					op = w.post(ctx, r, conn, c, at, message, true)
+				}
+				if op.Outcome != Acked {
+					w.backOff(ctx)
 				}
 			}
 		})
 	}
 	wg.Wait()
 }
+
+// backOff waits a little after a failed post, as a client does: a node
+// that fails posts at once would otherwise take thousands of them in a
+// few seconds. It reports false if the client must stop instead.
+func (w Workload) backOff(ctx context.Context) bool {
+	t := time.NewTimer(failureBackOff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.Stop:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// failureBackOff is how long a client waits after a failed post.
+const failureBackOff = 100 * time.Millisecond
 
 func (w Workload) stopped(ctx context.Context) bool {
 	select {
