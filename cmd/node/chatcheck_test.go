@@ -235,8 +235,8 @@ func cutNodeFromEtcd(t *testing.T, c *chatCluster, r *chatcheck.Recorder, round 
 // chatTotals add up the histories of one run.
 type chatTotals struct {
 	histories, ops, acked, unknown, unseen, refused, partial, retries, twice, anomalies int
-	fullByCount, fullByBytes                                                    int
-	faults, failed                                                              map[string]int
+	fullByCount, fullByBytes                                                            int
+	faults, failed                                                                      map[string]int
 }
 
 func (s *chatTotals) add(fault string, ops []chatcheck.Op, res chatcheck.Result) {
