@@ -136,26 +136,46 @@ func at(history []porcupine.Operation, location string) []porcupine.Operation {
 }
 
 func countFull(ops []Op, b Bounds) (byCount, byBytes int) {
-	maxCost := 0
-	for _, op := range ops {
-		maxCost = max(maxCost, notes.Cost(op.Message))
-	}
+	longest := maxCost(ops)
 	for _, op := range ops {
 		if op.Outcome != Acked {
 			continue
 		}
-		cost := 0
-		for _, m := range op.Answer {
-			cost += notes.Cost(m)
-		}
-		switch {
-		case b.PerLocation > 0 && len(op.Answer) == b.PerLocation:
+		switch b.filled(op.Answer, longest) {
+		case "count":
 			byCount++
-		case b.AnswerBytes > 0 && cost+maxCost > b.AnswerBytes:
+		case "bytes":
 			byBytes++
 		}
 	}
 	return byCount, byBytes
+}
+
+// filled names the bound that answer fills: "count" at PerLocation notes,
+// "bytes" when one more note costing maxCost would not fit; "" when it has
+// room. Once a bound has forgotten a note, every answer is full, so an
+// answer with room has forgotten nothing.
+func (b Bounds) filled(answer []string, maxCost int) string {
+	cost := 0
+	for _, m := range answer {
+		cost += notes.Cost(m)
+	}
+	switch {
+	case b.PerLocation > 0 && len(answer) >= b.PerLocation:
+		return "count"
+	case b.AnswerBytes > 0 && cost+maxCost > b.AnswerBytes:
+		return "bytes"
+	}
+	return ""
+}
+
+// maxCost is the cost of the longest note that ops post.
+func maxCost(ops []Op) int {
+	most := 0
+	for _, op := range ops {
+		most = max(most, notes.Cost(op.Message))
+	}
+	return most
 }
 
 // processes gives each op the id of the process that made it, for
@@ -209,10 +229,8 @@ func Explain(ops []Op, b Bounds) []string {
 func explainLocation(ops []Op, b Bounds) []string {
 	var findings []string
 	posts := map[string]int{} // message -> posts of it
-	maxCost := 0
 	for _, op := range ops {
 		posts[op.Message]++
-		maxCost = max(maxCost, notes.Cost(op.Message))
 	}
 	before := map[[2]string]Op{} // (a, b) -> an answer with a before b
 	for _, op := range ops {
@@ -238,18 +256,9 @@ func explainLocation(ops []Op, b Bounds) []string {
 			}
 		}
 	}
+	longest := maxCost(ops)
 	for _, op := range ops {
-		if op.Outcome != Acked {
-			continue
-		}
-		// Once a bound has forgotten a note, every answer is full: a note
-		// more of any size would not fit. An answer with room left has
-		// forgotten nothing.
-		cost := 0
-		for _, m := range op.Answer {
-			cost += notes.Cost(m)
-		}
-		if b.PerLocation > 0 && len(op.Answer) >= b.PerLocation || b.AnswerBytes > 0 && cost+maxCost > b.AnswerBytes {
+		if op.Outcome != Acked || b.filled(op.Answer, longest) != "" {
 			continue
 		}
 		var missing []Op

@@ -12,26 +12,41 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
-// TestClusterKeepsServingAfterLosingItsLeader starts three members on free
-// ports, loses the leader, and writes and reads through the two left.
-func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
+// start starts three members and, when t ends, closes them and checks
+// that nothing they started still runs.
+func start(t *testing.T) *Cluster {
+	t.Helper()
 	before := goleak.IgnoreCurrent()
 	c, err := Start(Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		c.Close()
 		goleak.VerifyNone(t, before)
-	}()
-	if n := len(c.ClientURLs()); n != 3 {
-		t.Fatalf("%d client URLs, want 3", n)
-	}
+	})
+	return c
+}
+
+// client is a client of every member, closed when t ends.
+func client(t *testing.T, c *Cluster) *clientv3.Client {
+	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.ClientURLs(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// TestClusterKeepsServingAfterLosingItsLeader starts three members on free
+// ports, loses the leader, and writes and reads through the two left.
+func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
+	c := start(t)
+	if n := len(c.ClientURLs()); n != 3 {
+		t.Fatalf("%d client URLs, want 3", n)
+	}
+	cli := client(t, c)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if _, err := cli.Put(ctx, "k", "before"); err != nil {
@@ -78,24 +93,12 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 // through the two members left, restarts the lost one at its addresses, and
 // reads the write from it alone.
 func TestLostLeaderRestartsFromItsDataAndCatchesUp(t *testing.T) {
-	before := goleak.IgnoreCurrent()
-	c, err := Start(Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		c.Close()
-		goleak.VerifyNone(t, before)
-	}()
+	c := start(t)
 	var leader *Member
 	poll.Until(t, 10*time.Second, "a leader", func() bool { leader = c.Leader(); return leader != nil })
 	leader.Lose()
 	poll.Until(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != nil })
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.ClientURLs(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := client(t, c)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if _, err := cli.Put(ctx, "k", "while lost"); err != nil {
