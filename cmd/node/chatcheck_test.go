@@ -16,10 +16,11 @@ import (
 	"github.com/anishathalye/porcupine"
 	"google.golang.org/grpc"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/chatcheck"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdcluster"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
@@ -106,14 +107,14 @@ func (s *chatSlot) etcdURLs() []string {
 }
 
 type chatCluster struct {
-	etcd  *etcdcluster.Cluster
+	etcd  *etcdtest.Cluster
 	slots []*chatSlot
 	conns []grpc.ClientConnInterface
 }
 
 func startChatCluster(t *testing.T) *chatCluster {
 	t.Helper()
-	etcd, err := etcdcluster.Start(etcdcluster.Config{Dir: t.TempDir()})
+	etcd, err := etcdtest.StartCluster(etcdtest.ClusterConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func startChatCluster(t *testing.T) *chatCluster {
 	}
 	// Three client connections, as three client hosts would have.
 	for range 3 {
-		conn, err := clientcli.Dial(t.Context(), etcdClient.target(), etcd.ClientURLs())
+		conn, err := clientcli.Dial(t.Context(), etcdClient.target(), clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: etcd.ClientURLs()}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,7 +197,7 @@ func killAndRestartNode(t *testing.T, c *chatCluster, r *chatcheck.Recorder, rou
 // loseAndRestartEtcdLeader crashes the etcd leader and, once posts are
 // acked under the new one, restarts the lost member from its data.
 func loseAndRestartEtcdLeader(t *testing.T, c *chatCluster, r *chatcheck.Recorder, _ int) string {
-	var leader *etcdcluster.Member
+	var leader *etcdtest.Member
 	poll.Until(t, 30*time.Second, "an etcd leader", func() bool { leader = c.etcd.Leader(); return leader != nil })
 	leader.Lose()
 	poll.Until(t, 30*time.Second, "a new etcd leader", func() bool { return c.etcd.Leader() != nil })

@@ -1,4 +1,4 @@
-package etcdcluster
+package etcdtest
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -17,7 +16,7 @@ import (
 func start(t *testing.T) *Cluster {
 	t.Helper()
 	before := goleak.IgnoreCurrent()
-	c, err := Start(Config{Dir: t.TempDir()})
+	c, err := StartCluster(ClusterConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +53,7 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	}
 	// Every member has the write.
 	for _, m := range c.Members() {
-		if got := etcdtest.Get(t, m.ClientURL(), "k"); got != "before" {
+		if got := Get(t, m.ClientURL(), "k"); got != "before" {
 			t.Errorf("member %s: k = %q, want before", m.Name(), got)
 		}
 	}
@@ -75,7 +74,7 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	}
 	for _, m := range c.Members() {
 		if m != leader {
-			if got := etcdtest.Get(t, m.ClientURL(), "k"); got != "after" {
+			if got := Get(t, m.ClientURL(), "k"); got != "after" {
 				t.Errorf("member %s: k = %q, want after", m.Name(), got)
 			}
 		}
@@ -107,7 +106,7 @@ func TestLostLeaderRestartsFromItsDataAndCatchesUp(t *testing.T) {
 	if err := leader.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	if got := etcdtest.Get(t, leader.ClientURL(), "k"); got != "while lost" {
+	if got := Get(t, leader.ClientURL(), "k"); got != "while lost" {
 		t.Errorf("restarted member %s: k = %q, want the write made while it was lost", leader.Name(), got)
 	}
 	if err := leader.Restart(); err != nil {
