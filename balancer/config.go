@@ -1,7 +1,10 @@
 package balancer
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -9,20 +12,24 @@ import (
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/health" // registers the client-side health checking that healthCheckConfig turns on
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 // ServiceConfig is the service config of every RouteGuide client:
 //
-//   - loadBalancingConfig: our round robin (round_robin plus a clear error
-//     when no node is registered), so calls spread evenly over every node.
+//   - loadBalancingConfig: our policy (Name), which prefers the nodes that
+//     answer fast and have few calls in flight, ejects the nodes that fail,
+//     and says clearly when no node is registered.
 //   - healthCheckConfig: each connection watches grpc.health.v1 for
 //     routeguide.HealthService; a node that is not SERVING is not picked.
 //   - retryPolicy for routeguide.IdempotentMethods, which change nothing and
 //     can safely run twice: an UNAVAILABLE answer (the node went away between
-//     the pick and the call, or refused the connection) is retried on another
-//     node, up to 4 attempts in all, a few milliseconds apart. A stream is
+//     the pick and the call, or refused the connection) or an INTERNAL one (a
+//     node failing, which ejection takes out of the picks meanwhile) is
+//     retried on another node, up to 4 attempts in all, a few milliseconds
+//     apart. A stream is
 //     retried only until its first response arrives, so a client never sees
 //     a feature twice. RecordRoute and RouteChat change state and are never
 //     retried.
@@ -36,7 +43,7 @@ var ServiceConfig = `{
       "initialBackoff": "` + seconds(RetryInitialBackoff) + `",
       "maxBackoff": "` + seconds(RetryMaxBackoff) + `",
       "backoffMultiplier": 2,
-      "retryableStatusCodes": ["UNAVAILABLE"]
+      "retryableStatusCodes": ["UNAVAILABLE", "INTERNAL"]
     }
   }]
 }`
@@ -51,6 +58,19 @@ const (
 
 // seconds is d as a service config's duration.
 func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+
+// parseSeconds reads a service config's duration: seconds, with an "s".
+func parseSeconds(s string) (time.Duration, error) {
+	n, ok := strings.CutSuffix(s, "s")
+	f, err := strconv.ParseFloat(n, 64)
+	if !ok || err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f > maxConfigSeconds || f < -maxConfigSeconds {
+		return 0, fmt.Errorf("%q is not a duration in seconds such as \"1.5s\" (at most %d)", s, maxConfigSeconds)
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+// maxConfigSeconds bounds a duration in the policy's config: a day.
+const maxConfigSeconds = 86400
 
 // methodNames are full method names (/service/method) as the names of a
 // service config's methodConfig.
@@ -70,9 +90,9 @@ func methodNames(fullNames []string) string {
 // flight. gRPC does not let clients ping more often than every 10s (it raises
 // a shorter Time to 10s), so 13s is close to the least there is: a shorter
 // Timeout would save a second or two at the risk of dropping a node that is
-// only busy. Until keepalive gives the connection up, round robin still
-// picks it, and the attempt timeout (DefaultAttemptTimeout) moves each
-// idempotent call picked for it to another node.
+// only busy. Until keepalive gives the connection up, the policy still
+// probes it now and then, and the attempt timeout (DefaultAttemptTimeout)
+// moves each idempotent call picked for it to another node.
 //
 // Nodes must permit that rate, or they would close the connection with
 // too_many_pings: ServerEnforcement allows a ping every 5s, half the client's
@@ -95,20 +115,103 @@ var (
 )
 
 // policyConfigPlaceholder is the policy's config in ServiceConfig; DialOptions
-// replaces it to name the caller's Metrics.
+// replaces it with the caller's options.
 const policyConfigPlaceholder = "{}"
 
 // Option changes what DialOptions returns; it is not a grpc.DialOption.
 type Option func(*options)
 
 type options struct {
-	metrics        *Metrics
 	attemptTimeout time.Duration
+	policy         policyJSON
 }
 
-// WithMetrics makes the policy report its picks and ready endpoints to m.
+// WithMetrics makes the policy report to m what it sees of each endpoint.
 func WithMetrics(m *Metrics) Option {
-	return func(o *options) { o.metrics = m }
+	return func(o *options) { o.policy.Metrics = m.id }
+}
+
+// WithOutlierDetection replaces DefaultOutlierDetection; a nil
+// FailurePercentageEjection turns ejection off.
+func WithOutlierDetection(od OutlierDetection) Option {
+	return func(o *options) { o.policy.OutlierDetection = &od }
+}
+
+// WithLatencyDecay replaces DefaultLatencyDecay.
+func WithLatencyDecay(d time.Duration) Option {
+	return func(o *options) { o.policy.LatencyDecay = seconds(d) }
+}
+
+// policyJSON is the policy's config in a service config (the package doc
+// lists it).
+type policyJSON struct {
+	LatencyDecay     string            `json:"latencyDecay,omitempty"`
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	Metrics          string            `json:"metrics,omitempty"`
+}
+
+// policyConfig is policyJSON parsed, with the defaults filled in.
+type policyConfig struct {
+	decay   time.Duration
+	od      *OutlierDetection // nil: no ejection
+	metrics *Metrics          // nil: none
+}
+
+func defaultPolicyConfig() policyConfig {
+	od := DefaultOutlierDetection.withDefaults()
+	return policyConfig{decay: DefaultLatencyDecay, od: &od}
+}
+
+// lbConfig is the policy's config as gRPC hands it to each connection's
+// balancer, which is how a connection finds the Metrics its dialer chose:
+// by id, since a config is JSON.
+type lbConfig struct {
+	serviceconfig.LoadBalancingConfig
+	parsed policyConfig
+}
+
+func (builder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	cfg, err := parsePolicyConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s config: %w", Name, err)
+	}
+	return &lbConfig{parsed: cfg}, nil
+}
+
+func parsePolicyConfig(raw json.RawMessage) (policyConfig, error) {
+	var j policyJSON
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return policyConfig{}, err
+	}
+	cfg := defaultPolicyConfig()
+	if j.LatencyDecay != "" {
+		d, err := parseSeconds(j.LatencyDecay)
+		if err != nil {
+			return policyConfig{}, fmt.Errorf("latencyDecay: %w", err)
+		}
+		if d <= 0 {
+			return policyConfig{}, fmt.Errorf("latencyDecay %s is not positive", j.LatencyDecay)
+		}
+		cfg.decay = d
+	}
+	if j.OutlierDetection != nil {
+		od := j.OutlierDetection.withDefaults()
+		if err := od.validate(); err != nil {
+			return policyConfig{}, err
+		}
+		cfg.od = &od
+		if od.FailurePercentageEjection == nil {
+			cfg.od = nil
+		}
+	}
+	m, err := metricsByIDString(j.Metrics)
+	if err != nil {
+		return policyConfig{}, err
+	}
+	cfg.metrics = m
+	return cfg, nil
 }
 
 // DialOptions are the options every RouteGuide client dials with, besides its
@@ -123,8 +226,12 @@ func DialOptions(opts ...Option) []grpc.DialOption {
 		opt(&o)
 	}
 	serviceConfig := ServiceConfig
-	if o.metrics != nil {
-		serviceConfig = strings.Replace(serviceConfig, `"`+Name+`": `+policyConfigPlaceholder, fmt.Sprintf(`"%s": {"metrics": %q}`, Name, o.metrics.id), 1)
+	if o.policy != (policyJSON{}) {
+		cfg, err := json.Marshal(o.policy)
+		if err != nil {
+			panic(fmt.Sprintf("marshal the policy's config: %v", err)) // plain values marshal
+		}
+		serviceConfig = strings.Replace(serviceConfig, `"`+Name+`": `+policyConfigPlaceholder, `"`+Name+`": `+string(cfg), 1)
 	}
 	return append([]grpc.DialOption{
 		grpc.WithDefaultServiceConfig(serviceConfig),

@@ -253,8 +253,9 @@ func (c *Conn) Close() error {
 // xds:///SERVICE targets by gRPC's xDS resolver, which takes balancing and
 // retries from the nodes' xDS server instead of package balancer's service
 // config (the attempt timeouts stay); other targets (host:port, dns:///name) are resolved by gRPC. Either way the
-// connection uses the dial options of package balancer: round robin over
-// healthy nodes, retries of idempotent calls, keepalive; opts add to them.
+// connection uses the dial options of package balancer: load-aware picking
+// over healthy nodes, outlier ejection, retries of idempotent calls,
+// keepalive; opts add to them.
 func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
 	settings := newDialSettings(opts)
 	creds := insecure.NewCredentials()
