@@ -54,7 +54,7 @@ type guideNode struct {
 	behaviour behaviour
 	delay     atomic.Int64 // ns before an answer
 	failing   atomic.Int64 // percent of GetFeature calls failed with INTERNAL
-	addr      string // what clients dial: the server, or a proxy in front of it
+	addr      string       // what clients dial: the server, or a proxy in front of it
 
 	gets, lists, records, chats atomic.Int64
 }
