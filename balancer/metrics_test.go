@@ -134,3 +134,30 @@ func TestAPickSeriesSharedByTwoConnectionsStaysWhileOneStillUsesIt(t *testing.T)
 		t.Errorf("picks of %s went from %v to %v (series there: %v); want the staying connection's picks counted", backends[0].addr, before, after, ok)
 	}
 }
+
+// TestMetricsReportEachEndpointsLatencyAndCallsInFlight: the latency EWMA
+// and calls in flight of each endpoint, read at scrape time.
+func TestMetricsReportEachEndpointsLatencyAndCallsInFlight(t *testing.T) {
+	reg, metrics := newMetrics(t)
+	fast, slow := startGuideNode(t, "fast", answers), startGuideNode(t, "slow", answers)
+	client := dialGuideOpts(t, []*guideNode{fast, slow}, WithMetrics(metrics))
+	slow.delay.Store(int64(200 * time.Millisecond))
+	load := startLoad(t, client, 4)
+	poll.Until(t, 20*time.Second, "a call in flight on the slow node, and its latency above 100ms", func() bool {
+		return gather(t, reg, "routeguide_balancer_in_flight_calls", "addr")[slow.addr] >= 1 &&
+			gather(t, reg, "routeguide_balancer_latency_seconds", "addr")[slow.addr] >= 0.1
+	})
+	if errs := load.stop(); len(errs) > 0 {
+		t.Errorf("%d calls failed: %v", len(errs), errs[0])
+	}
+	latency := gather(t, reg, "routeguide_balancer_latency_seconds", "addr")
+	if latency[fast.addr] <= 0 || latency[fast.addr] >= latency[slow.addr] {
+		t.Errorf("latency %v: want the fast node's measured, and below the slow one's", latency)
+	}
+	if inflight := gather(t, reg, "routeguide_balancer_in_flight_calls", "addr"); inflight[fast.addr]+inflight[slow.addr] != 0 {
+		t.Errorf("calls in flight %v once the load stopped, want none", inflight)
+	}
+	if ejected := gather(t, reg, "routeguide_balancer_ejected", "addr"); len(ejected) != 2 || ejected[fast.addr]+ejected[slow.addr] != 0 {
+		t.Errorf("ejected %v, want both endpoints' series, at 0", ejected)
+	}
+}
