@@ -25,7 +25,7 @@ func dialGuideOpts(t *testing.T, nodes []*guideNode, opts ...Option) pb.RouteGui
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: n.addr}}})
 	}
 	r.InitialState(state)
-	conn, err := grpc.NewClient("test:///routeguide", append(DialOptions(opts...), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	conn, err := grpc.NewClient("test:///routeguide", append(dialOptions(t, opts...), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // grayNode is a RouteGuide node for the gray-failure comparison: it answers
@@ -89,7 +89,7 @@ func startGrayNode(b *testing.B, n *grayNode) string {
 	srv := grpc.NewServer(append(ServerOptions(), orca.CallMetricsServerOption(nil))...)
 	pb.RegisterRouteGuideServer(srv, n)
 	hs := health.NewServer()
-	hs.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
 	return grpctest.Serve(b, srv)
 }
@@ -97,9 +97,9 @@ func startGrayNode(b *testing.B, n *grayNode) string {
 // grayPolicies are the policies compared, as service config entries.
 var grayPolicies = []struct{ name, config string }{
 	{"ours", ""},
-	{"round_robin", `"round_robin": {}`},
-	{"least_request", `"least_request_experimental": {"choiceCount": 2}`},
-	{"wrr_orca", `"weighted_round_robin": {"blackoutPeriod": "1s", "weightUpdatePeriod": "0.1s"}`},
+	{"round_robin", `"round_robin":{}`},
+	{"least_request", `"least_request_experimental":{"choiceCount":2}`},
+	{"wrr_orca", `"weighted_round_robin":{"blackoutPeriod":"1s","weightUpdatePeriod":"0.1s"}`},
 }
 
 // grayRun is one policy's run on one scenario.
@@ -132,9 +132,9 @@ func runGray(b *testing.B, policyConfig string, addrs []string, slow string, d t
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}})
 	}
 	r.InitialState(state)
-	opts := DialOptions()
+	opts := dialOptions(b)
 	if policyConfig != "" {
-		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`": `+policyConfigPlaceholder, policyConfig, 1)))
+		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`":{}`, policyConfig, 1)))
 	}
 	conn, err := grpc.NewClient("gray:///routeguide", append(opts, grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
