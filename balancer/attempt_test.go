@@ -202,16 +202,22 @@ func dialGuide(t *testing.T, timeout time.Duration, log *attemptLog, nodes ...*g
 	return dialGuideWith(t, Name, timeout, log, nodes...)
 }
 
-// dialGuideWith is dialGuide with the given policy in place of this
-// package's, as a channel whose policy is not ours (round_robin).
-func dialGuideWith(t *testing.T, policy string, timeout time.Duration, log *attemptLog, nodes ...*guideNode) pb.RouteGuideClient {
-	t.Helper()
+// guideResolver resolves test:///routeguide to nodes, one endpoint each.
+func guideResolver(nodes []*guideNode) *manual.Resolver {
 	r := manual.NewBuilderWithScheme("test")
 	var state resolver.State
 	for _, n := range nodes {
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: n.addr}}})
 	}
 	r.InitialState(state)
+	return r
+}
+
+// dialGuideWith is dialGuide with the given policy in place of this
+// package's, as a channel whose policy is not ours (round_robin).
+func dialGuideWith(t *testing.T, policy string, timeout time.Duration, log *attemptLog, nodes ...*guideNode) pb.RouteGuideClient {
+	t.Helper()
+	r := guideResolver(nodes)
 	opts := dialOptions(t, WithAttemptTimeout(timeout))
 	if policy != Name {
 		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`"`, `"`+policy+`"`, 1)))

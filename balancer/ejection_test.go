@@ -8,8 +8,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
@@ -19,13 +17,7 @@ import (
 // and opts, and returns once every node has answered.
 func dialGuideOpts(t *testing.T, nodes []*guideNode, opts ...Option) pb.RouteGuideClient {
 	t.Helper()
-	r := manual.NewBuilderWithScheme("test")
-	var state resolver.State
-	for _, n := range nodes {
-		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: n.addr}}})
-	}
-	r.InitialState(state)
-	conn, err := grpc.NewClient("test:///routeguide", append(dialOptions(t, opts...), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	conn, err := grpc.NewClient("test:///routeguide", append(dialOptions(t, opts...), grpc.WithResolvers(guideResolver(nodes)), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

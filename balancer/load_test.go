@@ -110,16 +110,23 @@ func (s *shares) String() string {
 // others takes under -race on a busy machine (a few to tens of ms).
 const slowDelay = 200 * time.Millisecond
 
+// startSlowCluster starts two nodes that answer at once and one that answers
+// slowDelay late, and 8 workers calling them; it returns the slow node, the
+// shares (the slow node's is of(2)) and the load.
+func startSlowCluster(t *testing.T) (*guideNode, *shares, *loadRun) {
+	t.Helper()
+	fast1, fast2, slow := startGuideNode(t, "fast1", answers), startGuideNode(t, "fast2", answers), startGuideNode(t, "slow", answers)
+	slow.delay.Store(int64(slowDelay))
+	client := dialGuide(t, DefaultAttemptTimeout, nil, fast1, fast2, slow)
+	s := sharesFrom(fast1, fast2, slow)
+	return slow, s, startLoad(t, client, 8)
+}
+
 // TestASlowNodeGetsASmallShare: a node that answers late, where the others
 // answer at once, gets a small share of 8 workers' calls, where round robin
 // gives it a third.
 func TestASlowNodeGetsASmallShare(t *testing.T) {
-	fast1, fast2, slow := startGuideNode(t, "fast1", answers), startGuideNode(t, "fast2", answers), startGuideNode(t, "slow", answers)
-	slow.delay.Store(int64(slowDelay))
-	client := dialGuide(t, DefaultAttemptTimeout, nil, fast1, fast2, slow)
-
-	s := sharesFrom(fast1, fast2, slow)
-	load := startLoad(t, client, 8)
+	_, s, load := startSlowCluster(t)
 	// Its first calls go out before the first one is back: count from
 	// when the policy has seen it answer (TestAHealedNodeGetsItsShareBack
 	// times the reaction).
@@ -137,11 +144,7 @@ func TestASlowNodeGetsASmallShare(t *testing.T) {
 // TestAHealedNodeGetsItsShareBack: once the slow node answers at once again,
 // it gets a fair share back within seconds, as the probes show it healed.
 func TestAHealedNodeGetsItsShareBack(t *testing.T) {
-	fast1, fast2, slow := startGuideNode(t, "fast1", answers), startGuideNode(t, "fast2", answers), startGuideNode(t, "slow", answers)
-	slow.delay.Store(int64(slowDelay))
-	client := dialGuide(t, DefaultAttemptTimeout, nil, fast1, fast2, slow)
-	s := sharesFrom(fast1, fast2, slow)
-	load := startLoad(t, client, 8)
+	slow, s, load := startSlowCluster(t)
 	poll.Until(t, time.Minute, "1000 calls", func() bool { _, total := s.of(2); return total >= 1000 })
 	if share, _ := s.of(2); share > 0.15 {
 		t.Fatalf("the slow node took %.1f%% of the calls before it healed: %v", 100*share, s)
@@ -172,11 +175,7 @@ func TestAHealedNodeGetsItsShareBack(t *testing.T) {
 // TestASlowNodeIsNeverStarved: a node much slower than the others still gets
 // calls now and then, the probes that would see it heal.
 func TestASlowNodeIsNeverStarved(t *testing.T) {
-	fast1, fast2, slow := startGuideNode(t, "fast1", answers), startGuideNode(t, "fast2", answers), startGuideNode(t, "slow", answers)
-	slow.delay.Store(int64(slowDelay))
-	client := dialGuide(t, DefaultAttemptTimeout, nil, fast1, fast2, slow)
-	load := startLoad(t, client, 8)
-	s := sharesFrom(fast1, fast2, slow)
+	slow, s, load := startSlowCluster(t)
 	// Let the policy learn how slow it is, then count what it still gets.
 	poll.Until(t, time.Minute, "1000 calls", func() bool { _, total := s.of(2); return total >= 1000 })
 	s.reset()
