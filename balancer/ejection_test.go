@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -87,20 +88,37 @@ func TestANodeFailingAThirdOfItsCallsIsEjectedAndComesBack(t *testing.T) {
 }
 
 // TestA50DefaultsNeverEjectInAClusterOfThree is why the defaults differ
-// from A50's: its minimumHosts of 5 leaves a failing node of three in.
+// from A50's: its minimumHosts of 5 leaves a failing node of three in, where
+// 3 ejects it, all else equal (a request volume of 1, met at once).
 func TestA50DefaultsNeverEjectInAClusterOfThree(t *testing.T) {
-	reg, metrics := newMetrics(t)
-	ok1, ok2, failing := startGuideNode(t, "ok1", answers), startGuideNode(t, "ok2", answers), startGuideNode(t, "failing", answers)
-	a50 := OutlierDetection{Interval: 200 * time.Millisecond, FailurePercentageEjection: &FailurePercentageEjection{Threshold: 20}}
-	client := dialGuideOpts(t, []*guideNode{ok1, ok2, failing}, WithOutlierDetection(a50), WithMetrics(metrics))
-	load := startLoad(t, client, 8)
-	failing.failing.Store(30)
-	failures := func() float64 { return gather(t, reg, "routeguide_balancer_failures_total", "addr")[failing.addr] }
-	// Ten intervals' worth of failures, each well past the threshold.
-	poll.Until(t, 30*time.Second, "500 failed attempts", func() bool { return failures() >= 500 })
-	load.stop()
-	if got := gather(t, reg, "routeguide_balancer_ejections_total", "addr")[failing.addr]; got != 0 {
-		t.Errorf("ejections = %v under A50's minimumHosts of 5 in a cluster of 3; the test no longer shows why the defaults differ", got)
+	for _, tc := range []struct {
+		minimumHosts uint32 // 0: A50's 5
+		ejects       bool
+	}{{0, false}, {3, true}} {
+		t.Run(fmt.Sprintf("minimumHosts=%d", tc.minimumHosts), func(t *testing.T) {
+			reg, metrics := newMetrics(t)
+			ok1, ok2, failing := startGuideNode(t, "ok1", answers), startGuideNode(t, "ok2", answers), startGuideNode(t, "failing", answers)
+			od := OutlierDetection{Interval: 250 * time.Millisecond, FailurePercentageEjection: &FailurePercentageEjection{Threshold: 20, RequestVolume: 1, MinimumHosts: tc.minimumHosts}}
+			client := dialGuideOpts(t, []*guideNode{ok1, ok2, failing}, WithOutlierDetection(od), WithMetrics(metrics))
+			load := startLoad(t, client, 4)
+			failing.failing.Store(30)
+			ejections := func() float64 { return gather(t, reg, "routeguide_balancer_ejections_total", "addr")[failing.addr] }
+			if tc.ejects {
+				poll.Until(t, 20*time.Second, "the failing node ejected", func() bool { return ejections() >= 1 })
+			} else {
+				// Eight intervals, each with failures past the threshold.
+				start := time.Now()
+				poll.Until(t, time.Minute, "50 failed attempts over 2s", func() bool {
+					return gather(t, reg, "routeguide_balancer_failures_total", "addr")[failing.addr] >= 50 && time.Since(start) >= 8*od.Interval
+				})
+				if got := ejections(); got != 0 {
+					t.Errorf("ejections = %v under A50's minimumHosts of 5 in a cluster of 3", got)
+				}
+			}
+			if errs := load.stop(); len(errs) > 0 {
+				t.Errorf("callers saw %d failed calls: %v", len(errs), errs[0])
+			}
+		})
 	}
 }
 
