@@ -319,6 +319,7 @@ func DialOptions(opts ...Option) ([]grpc.DialOption, error) {
 		grpc.WithDefaultServiceConfig(serviceConfigOf(o)),
 		grpc.WithKeepaliveParams(ClientKeepalive),
 		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
+		grpc.WithChainStreamInterceptor(markStream),
 	}, attemptOptions(o.attemptTimeout, o.idempotentMethods)...), nil
 }
 
