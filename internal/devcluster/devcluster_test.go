@@ -170,8 +170,10 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC, dial func(*testing.T, *devcl
 	calls := answerlog.New(conn)
 	loadStart := time.Now()
 	background := startLoad(t, calls, rpc)
-	poll.Until(t, 10*time.Second, "the node to be drained to answer 200 calls", func() bool {
-		return calls.Count(victim.ID(), loadStart, time.Time{}) >= 200
+	// The policy picks by load, so the share of one node of three varies
+	// with the machine's noise: wait for calls, not a third of them.
+	poll.Until(t, 20*time.Second, "the node to be drained to answer 100 calls", func() bool {
+		return calls.Count(victim.ID(), loadStart, time.Time{}) >= 100
 	})
 
 	drainStart := time.Now()
