@@ -282,8 +282,10 @@ func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load
 			stop()
 		}
 	})
-	poll.Until(t, 10*time.Second, f.victim.id+" to answer 200 calls", func() bool {
-		return c.calls.Count(f.victim.id, loadStart, time.Time{}) >= 200
+	// The policy picks by load, so one node's share of three varies with
+	// the machine's noise: wait for calls, not a third of them.
+	poll.Until(t, 20*time.Second, f.victim.id+" to answer 100 calls", func() bool {
+		return c.calls.Count(f.victim.id, loadStart, time.Time{}) >= 100
 	})
 
 	f.before, _ = subchannelData(sub)
