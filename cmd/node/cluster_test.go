@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
@@ -21,6 +22,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/channelztest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/xdstest"
 )
 
 // The cluster tests run three node processes (the binary TestMain built)
@@ -48,19 +50,16 @@ func (k clusterClient) target() string { return string(k) + ":///routeguide" }
 // bootstrap names every node, the first one first.
 func (k clusterClient) dial(t testing.TB, etcdURL string, nodes []*clusterNode) *clientcli.Conn {
 	t.Helper()
-	var opts []clientcli.DialOption
+	opts := []clientcli.DialOption{clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{etcdURL}})}
 	if k == xdsClient {
 		var servers []string
 		for _, n := range nodes {
 			servers = append(servers, n.addr)
 		}
-		bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: servers, NodeID: t.Name()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts = append(opts, clientcli.WithXDSBootstrap(bootstrap))
+		xdsResolver := xdstest.Resolver(t, xdsserver.BootstrapConfig{Servers: servers, NodeID: t.Name()})
+		opts = append(opts, clientcli.WithGRPCOptions(grpc.WithResolvers(xdsResolver)))
 	}
-	conn, err := clientcli.Dial(t.Context(), k.target(), []string{etcdURL}, opts...)
+	conn, err := clientcli.Dial(t.Context(), k.target(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

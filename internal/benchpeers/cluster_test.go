@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/channelztest"
@@ -73,7 +74,7 @@ func oursCommand(_ testing.TB, url string, i int, addr string) *exec.Cmd {
 
 func dialOurs(tb testing.TB, url string) *grpc.ClientConn {
 	tb.Helper()
-	conn, err := clientcli.Dial(context.Background(), "etcd:///routeguide", []string{url})
+	conn, err := clientcli.Dial(context.Background(), "etcd:///routeguide", clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{url}}))
 	if err != nil {
 		tb.Fatal(err)
 	}

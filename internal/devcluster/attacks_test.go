@@ -34,11 +34,13 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/hostile"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
@@ -89,7 +91,7 @@ func startAttackGround(t *testing.T, configure func(*node.Config)) *attackGround
 		g.nodes = append(g.nodes, n)
 		g.before[id] = registrationOf(t, n.MetricsAddr())
 	}
-	conn, err := clientcli.Dial(t.Context(), target, []string{etcd.ClientURL()})
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{etcd.ClientURL()}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,13 +141,13 @@ type heapWatch struct {
 }
 
 func watchHeap(t *testing.T) *heapWatch {
-	h := &heapWatch{base: liveHeap(), done: make(chan struct{}), quit: make(chan struct{})}
+	h := &heapWatch{base: testutils.HeapAfterGC().HeapAlloc, done: make(chan struct{}), quit: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			h.peak.Store(max(h.peak.Load(), liveHeap()))
+			h.peak.Store(max(h.peak.Load(), testutils.HeapAfterGC().HeapAlloc))
 			select {
 			case <-h.quit:
 				return

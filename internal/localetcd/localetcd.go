@@ -4,10 +4,10 @@
 package localetcd
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 
@@ -18,7 +18,8 @@ import (
 
 // Config describes the server to start.
 type Config struct {
-	// Dir holds the data. Starting again on the same Dir keeps the data.
+	// Dir holds the data. Starting again on the same Dir keeps the data;
+	// empty means a temporary directory, removed at Close.
 	Dir string
 	// ClientAddr is the host:port clients reach it at; 127.0.0.1:0 picks a
 	// free port below the ephemeral range (so that a restart can bind it
@@ -58,14 +59,31 @@ type ClientTLS struct {
 type Server struct {
 	etcd      *embed.Etcd
 	scheme    string // of the client URL: http, or https with ClientTLS
+	tempDir   string // removed at Close, when Config.Dir was empty
 	closeOnce sync.Once
 }
 
 // Start starts the server and returns once it serves clients.
 func Start(cfg Config) (*Server, error) {
-	if cfg.Dir == "" {
-		return nil, errors.New("start etcd: no data directory")
+	if cfg.Dir != "" {
+		return startIn(cfg)
 	}
+	dir, err := os.MkdirTemp("", "localetcd-")
+	if err != nil {
+		return nil, fmt.Errorf("start etcd: data directory: %w", err)
+	}
+	cfg.Dir = dir
+	s, err := startIn(cfg)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s.tempDir = dir
+	return s, nil
+}
+
+// startIn starts the server with its data in cfg.Dir.
+func startIn(cfg Config) (*Server, error) {
 	scheme := "http"
 	if cfg.ClientTLS.CertFile != "" {
 		scheme = "https"
@@ -130,7 +148,7 @@ func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 }
 
 // SetLogging, StartTimeout and WaitReady are shared with the multi-member
-// cluster of the fault tests (internal/testutils/etcdcluster).
+// cluster of the fault tests (internal/testutils/etcdtest).
 
 // SetLogging makes etcd log at level through its own logger, or at "error"
 // to nowhere when level is empty: etcd is chatty at info.
@@ -176,7 +194,12 @@ func (s *Server) ClientAddr() string {
 // Close stops the server and waits until it has stopped. Closing again does
 // nothing, so a test can stop the server early and still clean up with Close.
 func (s *Server) Close() {
-	s.closeOnce.Do(s.etcd.Close)
+	s.closeOnce.Do(func() {
+		s.etcd.Close()
+		if s.tempDir != "" {
+			os.RemoveAll(s.tempDir)
+		}
+	})
 }
 
 func orDefault(s, def string) string {

@@ -3,6 +3,7 @@ package localetcd_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,24 @@ func TestStartServesClientsAndKeepsDataAcrossRestarts(t *testing.T) {
 	defer s.Close()
 	if got := etcdtest.Get(t, s.ClientURL(), "k"); got != "v" {
 		t.Errorf("after a restart, k = %q, want v", got)
+	}
+}
+
+func TestStartWithoutDirKeepsDataInATempDirRemovedAtClose(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	s, err := localetcd.Start(localetcd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put(t, s.ClientURL(), "k", "v")
+	if entries, _ := os.ReadDir(tmp); len(entries) != 1 {
+		t.Fatalf("%d entries in the temp dir while etcd runs, want its data directory", len(entries))
+	}
+	s.Close()
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("%d entries left in the temp dir after Close, want none", len(entries))
 	}
 }
 

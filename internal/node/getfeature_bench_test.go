@@ -25,8 +25,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/canonical"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
@@ -290,7 +290,7 @@ func benchCalls(b *testing.B, callers int, call func(i int) error) {
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpuBefore := cputime.Process(b)
+	cpuBefore := testutils.ProcessCPUTime(b)
 	for range callers {
 		wg.Go(func() {
 			for {
@@ -307,7 +307,7 @@ func benchCalls(b *testing.B, callers int, call func(i int) error) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testutils.ProcessCPUTime(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
 }
 
 // knownPoints returns copies of the points of features picked at random in

@@ -1,7 +1,4 @@
-// Package etcdcluster runs, for fault tests, an etcd cluster of several
-// members inside the process, on 127.0.0.1, and loses a member as abruptly
-// as a crash does.
-package etcdcluster
+package etcdtest
 
 import (
 	"crypto/rand"
@@ -19,8 +16,8 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 )
 
-// Config describes a cluster of several members, for fault tests.
-type Config struct {
+// ClusterConfig describes a cluster of several members, for fault tests.
+type ClusterConfig struct {
 	// Dir holds the members' data, each in a directory of its own.
 	Dir string
 	// Members is how many members to start; 3 when zero.
@@ -53,8 +50,8 @@ type Member struct {
 	stopOnce      sync.Once
 }
 
-// Start starts the members and returns once each serves clients.
-func Start(cfg Config) (*Cluster, error) {
+// StartCluster starts the members and returns once each serves clients.
+func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("start etcd cluster: no data directory")
 	}

@@ -1,4 +1,4 @@
-package etcdcluster
+package etcdtest
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -16,7 +15,7 @@ import (
 // ports, loses the leader, and writes and reads through the two left.
 func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	before := goleak.IgnoreCurrent()
-	c, err := Start(Config{Dir: t.TempDir()})
+	c, err := StartCluster(ClusterConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +38,7 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	}
 	// Every member has the write.
 	for _, m := range c.Members() {
-		if got := etcdtest.Get(t, m.ClientURL(), "k"); got != "before" {
+		if got := Get(t, m.ClientURL(), "k"); got != "before" {
 			t.Errorf("member %s: k = %q, want before", m.Name(), got)
 		}
 	}
@@ -60,7 +59,7 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	}
 	for _, m := range c.Members() {
 		if m != leader {
-			if got := etcdtest.Get(t, m.ClientURL(), "k"); got != "after" {
+			if got := Get(t, m.ClientURL(), "k"); got != "after" {
 				t.Errorf("member %s: k = %q, want after", m.Name(), got)
 			}
 		}
