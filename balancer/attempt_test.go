@@ -52,20 +52,24 @@ type guideNode struct {
 	pb.UnimplementedRouteGuideServer
 	name      string
 	behaviour behaviour
-	delay     time.Duration
-	addr      string // what clients dial: the server, or a proxy in front of it
+	delay     atomic.Int64 // ns before an answer
+	failing   atomic.Int64 // percent of GetFeature calls failed with INTERNAL
+	addr      string       // what clients dial: the server, or a proxy in front of it
 
 	gets, lists, records, chats atomic.Int64
 }
 
 func (n *guideNode) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, error) {
-	n.gets.Add(1)
+	call := n.gets.Add(1)
 	if n.behaviour != answers {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
+	if call%100 < n.failing.Load() {
+		return nil, status.Error(codes.Internal, "failing on purpose")
+	}
 	select {
-	case <-time.After(n.delay):
+	case <-time.After(time.Duration(n.delay.Load())):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -198,16 +202,22 @@ func dialGuide(t *testing.T, timeout time.Duration, log *attemptLog, nodes ...*g
 	return dialGuideWith(t, Name, timeout, log, nodes...)
 }
 
-// dialGuideWith is dialGuide with the given policy in place of this
-// package's, as a channel whose policy is not ours (round_robin).
-func dialGuideWith(t *testing.T, policy string, timeout time.Duration, log *attemptLog, nodes ...*guideNode) pb.RouteGuideClient {
-	t.Helper()
+// guideResolver resolves test:///routeguide to nodes, one endpoint each.
+func guideResolver(nodes []*guideNode) *manual.Resolver {
 	r := manual.NewBuilderWithScheme("test")
 	var state resolver.State
 	for _, n := range nodes {
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: n.addr}}})
 	}
 	r.InitialState(state)
+	return r
+}
+
+// dialGuideWith is dialGuide with the given policy in place of this
+// package's, as a channel whose policy is not ours (round_robin).
+func dialGuideWith(t *testing.T, policy string, timeout time.Duration, log *attemptLog, nodes ...*guideNode) pb.RouteGuideClient {
+	t.Helper()
+	r := guideResolver(nodes)
 	opts := dialOptions(t, WithAttemptTimeout(timeout))
 	if policy != Name {
 		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`"`, `"`+policy+`"`, 1)))
@@ -398,7 +408,7 @@ func TestAttemptTimeoutWorksUnderAnotherPolicy(t *testing.T) {
 func TestAttemptTimeoutNeverFailsACallThatOnlyNeedsTime(t *testing.T) {
 	checkNoGoroutineLeft(t)
 	slow := startGuideNode(t, "slow", answers)
-	slow.delay = 8 * testAttemptTimeout // more than 1+2+4 attempt timeouts
+	slow.delay.Store(int64(8 * testAttemptTimeout)) // more than 1+2+4 attempt timeouts
 	var log attemptLog
 	client := dialGuide(t, testAttemptTimeout, &log, slow)
 
@@ -484,15 +494,17 @@ func TestAttemptTimeoutRemakesListFeaturesOnlyBeforeItsFirstFeature(t *testing.T
 		checkNoGoroutineLeft(t)
 		live, hung := startGuideNode(t, "live", answers), startGuideNode(t, "hung", hangs)
 		client := dialGuide(t, testAttemptTimeout, nil, live, hung)
-		for i := range 10 {
+		// The policy avoids the hung node once it has hung, and probes it
+		// again within a second or two.
+		streams := 0
+		poll.Until(t, 20*time.Second, "streams picked for the hung node twice", func() bool {
+			streams++
 			names, err := listFeatures(t, client, 2*time.Second)
 			if err != nil || !slices.Equal(names, []string{"live", "live", "live"}) {
-				t.Errorf("stream %d: features from %v, %v; want three from live", i, names, err)
+				t.Fatalf("stream %d: features from %v, %v; want three from live", streams, names, err)
 			}
-		}
-		if hung.lists.Load() == 0 {
-			t.Error("no stream went to the hung node")
-		}
+			return hung.lists.Load() >= 2
+		})
 	})
 	t.Run("silent after the first feature", func(t *testing.T) {
 		checkNoGoroutineLeft(t)
@@ -518,21 +530,23 @@ func TestAttemptTimeoutGivesTheCallerTheResultsOfTheStreamItRead(t *testing.T) {
 	checkNoGoroutineLeft(t)
 	live, hung := startGuideNode(t, "live", answers), startGuideNode(t, "hung", headerThenHangs)
 	client := dialGuide(t, testAttemptTimeout, nil, live, hung)
-	for i := range 6 {
+	// Until streams went to the hung node twice: the policy avoids it once
+	// it has hung, and probes it again within a second or two.
+	streams := 0
+	poll.Until(t, 20*time.Second, "streams picked for the hung node twice", func() bool {
+		streams++
 		var header, trailer metadata.MD
 		var p peer.Peer
 		names, err := listFeatures(t, client, 5*time.Second, grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&p))
 		if err != nil || len(names) != 3 {
-			t.Fatalf("stream %d: features %v, %v; want three", i, names, err)
+			t.Fatalf("stream %d: features %v, %v; want three", streams, names, err)
 		}
 		got := []string{strings.Join(header.Get(contract.NodeHeader), ","), strings.Join(trailer.Get(contract.NodeHeader), ","), fmt.Sprint(p.Addr)}
 		if want := []string{"live", "live", live.addr}; !slices.Equal(got, want) {
-			t.Errorf("stream %d: header, trailer and peer name %v, want %v", i, got, want)
+			t.Errorf("stream %d: header, trailer and peer name %v, want %v", streams, got, want)
 		}
-	}
-	if hung.lists.Load() == 0 {
-		t.Error("no stream went to the hung node")
-	}
+		return hung.lists.Load() >= 2
+	})
 }
 
 // listFeatures reads a ListFeatures stream to its end and returns the names

@@ -3,6 +3,7 @@ package balancer
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,14 +12,16 @@ import (
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/health" // registers the client-side health checking that healthCheckConfig turns on
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // ServiceConfig is the service config of a RouteGuide client, which
-// DialOptions builds from its options (serviceConfigOf): our round robin over
-// the nodes whose health is SERVING, and retries of the idempotent methods on
-// UNAVAILABLE (a stream only until its first response). See docs/DESIGN.md,
+// DialOptions builds from its options (serviceConfigOf): our policy (Name),
+// which picks by load and ejects failing nodes, over the nodes whose health
+// is SERVING, and retries of the idempotent methods on UNAVAILABLE and
+// INTERNAL (a stream only until its first response). See docs/DESIGN.md,
 // "The service config and keepalive".
 var ServiceConfig = serviceConfigOf(defaultOptions())
 
@@ -30,15 +33,26 @@ const (
 	RetryMaxBackoff     = 100 * time.Millisecond
 )
 
+// RetryableCodes are the codes on which an idempotent call is made again on
+// another node: UNAVAILABLE (the node went away, or refused the
+// connection) and INTERNAL (the node failed the call; outlier ejection takes
+// a node that keeps failing out of the picks meanwhile). An idempotent call
+// changes nothing, so running it twice is safe whatever the first attempt
+// did; docs/DESIGN.md, "Slow and failing nodes".
+var RetryableCodes = []string{"UNAVAILABLE", "INTERNAL"}
+
 // The service config as data, in the JSON names of gRPC's service config.
 type (
 	serviceConfig struct {
-		LoadBalancingConfig []map[string]policyConfig `json:"loadBalancingConfig"`
-		HealthCheckConfig   healthCheckConfig         `json:"healthCheckConfig"`
-		MethodConfig        []methodConfig            `json:"methodConfig,omitempty"`
+		LoadBalancingConfig []map[string]policyJSON `json:"loadBalancingConfig"`
+		HealthCheckConfig   healthCheckConfig       `json:"healthCheckConfig"`
+		MethodConfig        []methodConfig          `json:"methodConfig,omitempty"`
 	}
-	policyConfig struct {
-		Metrics string `json:"metrics,omitempty"`
+	// policyJSON is the policy's config (the package doc lists it).
+	policyJSON struct {
+		LatencyDecay     string            `json:"latencyDecay,omitempty"`
+		OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+		Metrics          string            `json:"metrics,omitempty"`
 	}
 	healthCheckConfig struct {
 		ServiceName string `json:"serviceName"`
@@ -63,19 +77,24 @@ type (
 // serviceConfigOf is the service config of valid options o.
 func serviceConfigOf(o options) string {
 	sc := serviceConfig{
-		LoadBalancingConfig: []map[string]policyConfig{{Name: {}}},
+		LoadBalancingConfig: []map[string]policyJSON{{Name: {OutlierDetection: o.outlierDetection}}},
 		HealthCheckConfig:   healthCheckConfig{ServiceName: o.healthService},
 	}
+	policy := sc.LoadBalancingConfig[0][Name]
 	if o.metrics != nil {
-		sc.LoadBalancingConfig[0][Name] = policyConfig{Metrics: o.metrics.id}
+		policy.Metrics = o.metrics.id
 	}
+	if o.latencyDecay != 0 {
+		policy.LatencyDecay = seconds(o.latencyDecay)
+	}
+	sc.LoadBalancingConfig[0][Name] = policy
 	if len(o.idempotentMethods) > 0 {
 		mc := methodConfig{RetryPolicy: retryPolicy{
 			MaxAttempts:          RetryMaxAttempts,
 			InitialBackoff:       seconds(RetryInitialBackoff),
 			MaxBackoff:           seconds(RetryMaxBackoff),
 			BackoffMultiplier:    2,
-			RetryableStatusCodes: []string{"UNAVAILABLE"},
+			RetryableStatusCodes: RetryableCodes,
 		}}
 		for _, full := range o.idempotentMethods {
 			service, method, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
@@ -92,6 +111,89 @@ func serviceConfigOf(o options) string {
 
 // seconds is d as a service config's duration.
 func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+
+// parseSeconds reads a service config's duration: seconds, with an "s".
+func parseSeconds(s string) (time.Duration, error) {
+	n, ok := strings.CutSuffix(s, "s")
+	f, err := strconv.ParseFloat(n, 64)
+	if !ok || err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f > maxConfigSeconds || f < -maxConfigSeconds {
+		return 0, fmt.Errorf("%q is not a duration in seconds such as \"1.5s\" (at most %d)", s, maxConfigSeconds)
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+// maxConfigSeconds bounds a duration in the policy's config: a day.
+const maxConfigSeconds = 86400
+
+// policyConfig is the policy's config parsed, with the defaults filled in.
+type policyConfig struct {
+	decay   time.Duration
+	od      *OutlierDetection // nil: no ejection
+	metrics *Metrics          // nil: none
+}
+
+func defaultPolicyConfig() policyConfig {
+	od := DefaultOutlierDetection.withDefaults()
+	return policyConfig{decay: DefaultLatencyDecay, od: &od}
+}
+
+// lbConfig is the policy's config as gRPC hands it to each connection's
+// balancer, which is how a connection finds the Metrics its dialer chose:
+// by id, since a config is JSON.
+type lbConfig struct {
+	serviceconfig.LoadBalancingConfig `json:"-"`
+	raw                               json.RawMessage
+	parsed                            policyConfig
+}
+
+// MarshalJSON gives back the config as it came: gRPC's xDS policies marshal
+// their children's parsed configs and parse them again.
+func (c *lbConfig) MarshalJSON() ([]byte, error) { return c.raw, nil }
+
+func (builder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	cfg, err := parsePolicyConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s config: %w", Name, err)
+	}
+	return &lbConfig{raw: slices.Clone(raw), parsed: cfg}, nil
+}
+
+// parsePolicyConfig ignores the fields it does not know: an xDS server newer
+// than its client may name the policy with more, and a config gRPC cannot
+// parse fails the whole cluster.
+func parsePolicyConfig(raw json.RawMessage) (policyConfig, error) {
+	var j policyJSON
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return policyConfig{}, err
+	}
+	cfg := defaultPolicyConfig()
+	if j.LatencyDecay != "" {
+		d, err := parseSeconds(j.LatencyDecay)
+		if err != nil {
+			return policyConfig{}, fmt.Errorf("latencyDecay: %w", err)
+		}
+		if d <= 0 {
+			return policyConfig{}, fmt.Errorf("latencyDecay %s is not positive", j.LatencyDecay)
+		}
+		cfg.decay = d
+	}
+	if j.OutlierDetection != nil {
+		od := j.OutlierDetection.withDefaults()
+		if err := od.validate(); err != nil {
+			return policyConfig{}, err
+		}
+		cfg.od = &od
+		if od.FailurePercentageEjection == nil {
+			cfg.od = nil
+		}
+	}
+	m, err := metricsByIDString(j.Metrics)
+	if err != nil {
+		return policyConfig{}, err
+	}
+	cfg.metrics = m
+	return cfg, nil
+}
 
 // ValidateFullMethod reports whether name is a full gRPC method name,
 // /package.Service/Method, as retry policies name methods.
@@ -129,6 +231,8 @@ type Option func(*options)
 
 type options struct {
 	metrics           *Metrics
+	latencyDecay      time.Duration
+	outlierDetection  *OutlierDetection
 	attemptTimeout    time.Duration
 	healthService     string
 	idempotentMethods []string
@@ -145,6 +249,14 @@ func defaultOptions() options {
 
 // validate reports the first option that is not valid, by its name.
 func (o options) validate() error {
+	if o.latencyDecay < 0 || o.latencyDecay > maxConfigSeconds*time.Second {
+		return fmt.Errorf("balancer.WithLatencyDecay: %v is not between 0 and %ds", o.latencyDecay, maxConfigSeconds)
+	}
+	if od := o.outlierDetection; od != nil {
+		if err := od.withDefaults().validate(); err != nil {
+			return fmt.Errorf("balancer.WithOutlierDetection: %w", err)
+		}
+	}
 	seen := make(map[string]bool, len(o.idempotentMethods))
 	for _, m := range o.idempotentMethods {
 		if err := ValidateFullMethod(m); err != nil {
@@ -158,9 +270,20 @@ func (o options) validate() error {
 	return nil
 }
 
-// WithMetrics makes the policy report its picks and ready endpoints to m.
+// WithMetrics makes the policy report to m what it sees of each endpoint.
 func WithMetrics(m *Metrics) Option {
 	return func(o *options) { o.metrics = m }
+}
+
+// WithOutlierDetection replaces DefaultOutlierDetection; a nil
+// FailurePercentageEjection turns ejection off.
+func WithOutlierDetection(od OutlierDetection) Option {
+	return func(o *options) { o.outlierDetection = &od }
+}
+
+// WithLatencyDecay replaces DefaultLatencyDecay; zero keeps it.
+func WithLatencyDecay(d time.Duration) Option {
+	return func(o *options) { o.latencyDecay = d }
 }
 
 // WithHealthService names the service whose grpc.health.v1 status decides
@@ -196,6 +319,7 @@ func DialOptions(opts ...Option) ([]grpc.DialOption, error) {
 		grpc.WithDefaultServiceConfig(serviceConfigOf(o)),
 		grpc.WithKeepaliveParams(ClientKeepalive),
 		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
+		grpc.WithChainStreamInterceptor(markStream),
 	}, attemptOptions(o.attemptTimeout, o.idempotentMethods)...), nil
 }
 

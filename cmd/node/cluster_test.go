@@ -250,7 +250,7 @@ func (s faultScenario) keepsKilledNode(sig syscall.Signal) bool {
 
 // signalUnderLoad runs rpc from 8 workers (5s deadline each) over a cluster
 // of three node processes, sends sig to the scenario's victim once it has
-// answered 200 unary calls, waits for it to exit, for its key to leave etcd
+// answered 100 unary calls, waits for it to exit, for its key to leave etcd
 // and for the client to drop it (unless it keeps it), lets the load run on
 // 500 more calls and stops it.
 func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load.RPC) *fault {
@@ -261,8 +261,10 @@ func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load
 
 	loadStart := time.Now()
 	stop := startLoad(t, c.calls, load.Config{RPC: rpc, Concurrency: 8, Duration: time.Minute, Timeout: 5 * time.Second})
-	poll.Until(t, 10*time.Second, f.victim.id+" to answer 200 calls", func() bool {
-		return c.calls.Count(f.victim.id, loadStart, time.Time{}) >= 200
+	// The policy picks by load, so one node's share of three varies with
+	// the machine's noise: wait for calls, not a third of them.
+	poll.Until(t, 20*time.Second, f.victim.id+" to answer 100 calls", func() bool {
+		return c.calls.Count(f.victim.id, loadStart, time.Time{}) >= 100
 	})
 
 	f.before, _ = subchannelData(sub)
@@ -338,8 +340,8 @@ func (f *fault) checkNoCallFailed(t *testing.T) {
 	if res.Failed != 0 {
 		t.Errorf("%d of %d calls failed: %v", res.Failed, res.OK+res.Failed, res.Errors)
 	}
-	if n := f.calls.Count(f.victim.id, time.Time{}, f.signalled); n < 200 {
-		t.Errorf("%s answered %d calls before the signal, want at least 200", f.victim.id, n)
+	if n := f.calls.Count(f.victim.id, time.Time{}, f.signalled); n < 100 {
+		t.Errorf("%s answered %d calls before the signal, want at least 100", f.victim.id, n)
 	}
 	if n := f.calls.StartedAfter(f.victim.id, f.exited); n != 0 {
 		t.Errorf("%s answered %d calls made after it exited", f.victim.id, n)

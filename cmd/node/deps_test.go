@@ -79,6 +79,30 @@ func TestClientLibrariesLinkNoServer(t *testing.T) {
 	}
 }
 
+// TestTheNodeLinksNoXDSClient: the node serves xDS but is no xDS client. It
+// imports package balancer (for its server options), which is why the
+// balancer ejects outliers itself rather than through gRPC's
+// outlier_detection_experimental, registered only by gRPC's xDS client
+// (balancer/ejection.go).
+func TestTheNodeLinksNoXDSClient(t *testing.T) {
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	cmd := exec.Command(goTool, "list", "-deps", "./cmd/node")
+	cmd.Dir = "../.."
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, module+"balancer") {
+		t.Fatal("the node no longer links package balancer; this test guards nothing")
+	}
+	for _, pkg := range []string{"google.golang.org/grpc/xds", "google.golang.org/grpc/internal/xds/balancer/outlierdetection"} {
+		if slices.Contains(deps, pkg) {
+			t.Errorf("the node links %s", pkg)
+		}
+	}
+}
+
 // TestBinariesCallNoTestingAPI guards the binaries against the testing APIs
 // of the libraries (grpc-go's ...ForTesting functions, for one): no package
 // of ours that they link may name one. The source is read rather than the

@@ -275,8 +275,9 @@ func (c *Conn) Close() error {
 // balancing and retries from the nodes' xDS server instead of package
 // balancer's service config (the attempt timeouts stay); other targets
 // (host:port, dns:///name) are resolved by gRPC. Either way the connection
-// uses the dial options of package balancer: round robin over healthy
-// nodes, retries of idempotent calls, keepalive; opts add to them.
+// uses the dial options of package balancer: picking by load over healthy
+// nodes, outlier ejection, retries of idempotent calls, keepalive; opts add
+// to them.
 func Dial(_ context.Context, target string, opts ...DialOption) (*Conn, error) {
 	settings := newDialSettings(opts)
 	creds := settings.creds

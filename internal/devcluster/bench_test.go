@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,7 +166,10 @@ func benchGetFeature(b *testing.B, conn grpc.ClientConnInterface, answering, con
 // the same load; cpu-ns/op is the process's, the nodes' included:
 //
 //   - client=ours: the client command's connection (service config with
-//     health checking and retries, attempt timeouts, our round robin);
+//     health checking and retries, attempt timeouts, our policy);
+//
+//   - client=ours/round_robin: the same with gRPC's round_robin in place of
+//     our policy, which is what picking by load and ejecting cost;
 //
 //   - client=ours/no-attempt-timeouts: the same without attempt timeouts,
 //     which cost a timer and two contexts per call;
@@ -201,6 +205,10 @@ func BenchmarkClientGetFeature(b *testing.B) {
 	}{
 		{"ours", func(b *testing.B) grpc.ClientConnInterface {
 			return benchDial(b, "static:///routeguide", cluster.EtcdURL(), clientcli.WithGRPCOptions(grpc.WithResolvers(staticResolver(addrs...))))
+		}},
+		{"ours/round_robin", func(b *testing.B) grpc.ClientConnInterface {
+			roundRobin := strings.Replace(balancer.ServiceConfig, `"`+balancer.Name+`":{}`, `"round_robin":{}`, 1)
+			return benchDial(b, "static:///routeguide", cluster.EtcdURL(), clientcli.WithGRPCOptions(grpc.WithResolvers(staticResolver(addrs...)), grpc.WithDefaultServiceConfig(roundRobin)))
 		}},
 		{"ours/no-attempt-timeouts", plain(noAttemptTimeouts...)},
 		{"round_robin", plain(grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))},

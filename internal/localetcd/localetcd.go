@@ -39,6 +39,10 @@ type Config struct {
 	// QuotaBytes is etcd's --quota-backend-bytes: past it, etcd raises the
 	// NOSPACE alarm and refuses writes. Zero means etcd's default, 2 GiB.
 	QuotaBytes int64
+	// History is how long etcd keeps old revisions before its periodic
+	// auto-compaction drops them, so that what deleted and expired keys
+	// held is freed; zero means an hour, as deploy/etcd/cluster.env keeps.
+	History time.Duration
 	// BcryptCost is the cost of the hashes of users' passwords; zero means
 	// etcd's default, 10. Every authentication checks one, which under the
 	// race detector takes seconds at 10: tests use bcrypt.MinCost.
@@ -131,6 +135,11 @@ func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 		ClientCertAuth: cfg.ClientTLS.CAFile != "",
 	}
 	ec.QuotaBackendBytes = cfg.QuotaBytes
+	ec.AutoCompactionMode = embed.CompactorModePeriodic
+	ec.AutoCompactionRetention = time.Hour.String()
+	if cfg.History > 0 {
+		ec.AutoCompactionRetention = cfg.History.String()
+	}
 	ec.BcryptCost = cfg.BcryptCost
 	SetLogging(ec, cfg.LogLevel)
 	e, err := embed.StartEtcd(ec)
