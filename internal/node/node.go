@@ -196,8 +196,25 @@ func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
 			MaxBackoff:  balancer.RetryMaxBackoff,
 		},
 		EndpointPolicy: balancer.Name,
+		LeastRequest:   true,
+		Ejection:       &xdsEjection,
 		Logger:         logger,
 	})
+}
+
+// xdsEjection is the outlier detection the cluster resource carries (gRFC
+// A50), sized for small clusters: a node that fails over a fifth of its
+// calls, in a second with 20 of them, is ejected for 10s (longer when it
+// is ejected again), and at most a third of the nodes are (one of 2 or 3),
+// so that a cluster of 2 or 3 ejects its failing node too.
+var xdsEjection = xdsserver.Ejection{
+	Interval:       time.Second,
+	BaseTime:       10 * time.Second,
+	MaxTime:        time.Minute,
+	MaxPercent:     33,
+	FailurePercent: 20,
+	MinimumHosts:   2,
+	RequestVolume:  20,
 }
 
 // closeOpened closes what New opened, after a failure.
@@ -241,8 +258,9 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 	if n.metricsListener != nil {
 		metrics = n.metrics.grpc
 	}
-	unary, stream := callInterceptors(n.logger, n.id, metrics)
-	opts := append(balancer.ServerOptions(), boundOptions(n.cfg)...)
+	serverLimit, bound := receiveLimits(n.cfg, n.xds != nil)
+	unary, stream := callInterceptors(n.logger, n.id, metrics, bound)
+	opts := append(balancer.ServerOptions(), boundOptions(n.cfg, serverLimit)...)
 	opts = append(opts,
 		grpc.UnaryInterceptor(unary),
 		grpc.StreamInterceptor(stream),
