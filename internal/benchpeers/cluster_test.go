@@ -168,7 +168,8 @@ type nodeProcess struct {
 	name   string
 	addr   string
 	cmd    *exec.Cmd
-	stderr string // the file its standard error goes to
+	stdin  io.Writer // the node's standard input: a faulty node's switch
+	stderr string    // the file its standard error goes to
 	done   chan struct{}
 	err    error // from Wait; set before done closes
 }
@@ -187,6 +188,9 @@ func startNode(tb testing.TB, fw framework, url string, i int) *nodeProcess {
 	}
 	defer f.Close()
 	p.cmd.Stderr = f
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		tb.Fatal(err)
+	}
 	if err := p.cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}

@@ -267,6 +267,7 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 	)
 	opts = append(opts, TransportOptions(n.features)...) // see serveropts.go
 	opts = append(opts, n.tracing.ServerOptions()...)
+	opts = append(opts, n.cfg.ServerOptions...)
 	if n.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls)))
 	}
