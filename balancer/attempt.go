@@ -14,8 +14,6 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 // Attempt timeouts: gRPC's retry policy never retries DEADLINE_EXCEEDED, so
@@ -45,28 +43,31 @@ var errAttemptTimedOut = errors.New("attempt timed out; made again on another no
 
 // attemptOptions are the interceptors that time attempts out. Where each
 // attempt went they learn from this package's policy, whose picker also
-// skips the nodes that hung on the same call; xds:/// clients get the policy
+// skips the nodes that hung (or failed) on the same call; xds:/// clients get the policy
 // from the nodes' xDS servers (discovery/xdsserver, EndpointPolicy). Under
 // another policy attempts are still timed and made again, without the skip.
 // (Learning where an attempt went without the policy takes a stats handler,
 // and any stats handler makes gRPC build every stats event of every call:
 // about 20 allocations and 4 µs a call, docs/BENCHMARKS.md, "Our client
 // against plain grpc-go".)
-func attemptOptions(timeout time.Duration) []grpc.DialOption {
-	if timeout <= 0 {
+func attemptOptions(timeout time.Duration, idempotentMethods []string) []grpc.DialOption {
+	if timeout <= 0 || len(idempotentMethods) == 0 {
 		return nil
 	}
-	a := attempts{timeout: timeout}
+	a := attempts{timeout: timeout, methods: idempotentMethods}
 	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(a.unary),
 		grpc.WithChainStreamInterceptor(a.stream),
 	}
 }
 
-type attempts struct{ timeout time.Duration }
+type attempts struct {
+	timeout time.Duration
+	methods []string // idempotent, full names
+}
 
 func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if !slices.Contains(routeguide.IdempotentMethods, method) {
+	if !slices.Contains(a.methods, method) {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	c := &call{parent: ctx, base: a.timeout}
@@ -81,7 +82,7 @@ func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *
 }
 
 func (a attempts) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	if !slices.Contains(routeguide.IdempotentMethods, method) || desc.ClientStreams || !desc.ServerStreams {
+	if !slices.Contains(a.methods, method) || desc.ClientStreams || !desc.ServerStreams {
 		return streamer(ctx, desc, cc, method, opts...)
 	}
 	s := &timedStream{call: &call{parent: ctx, base: a.timeout}}
@@ -108,7 +109,9 @@ type call struct {
 
 	mu   sync.Mutex // the policy's picker reaches the fields below from within the attempt
 	peer string     // where the attempt in progress was sent, once it is
-	hung map[string]bool
+	// avoid holds the nodes where an attempt of the call hung (timed out)
+	// or failed by the node's fault: its next attempts go elsewhere.
+	avoid map[string]bool
 }
 
 type callKey struct{}
@@ -171,10 +174,7 @@ func (c *call) again(err error) bool {
 		c.timedOut++
 		c.mu.Lock()
 		if c.peer != "" {
-			if c.hung == nil {
-				c.hung = map[string]bool{}
-			}
-			c.hung[c.peer] = true
+			c.avoidLocked(c.peer)
 		}
 		c.mu.Unlock()
 		return true
@@ -212,21 +212,19 @@ func (c *call) end() {
 	c.cancel(nil)
 }
 
-// pick is where an attempt goes that this package's round robin picked
-// for addrs[i]: the first endpoint from i on, in turn, where no attempt of
-// the call has hung, or addrs[i] when all have. It notes the endpoint as the
-// attempt's, so that a timeout marks it.
-func (c *call) pick(i int, addrs []string) int {
+func (c *call) avoidLocked(addr string) {
+	if c.avoid == nil {
+		c.avoid = map[string]bool{}
+	}
+	c.avoid[addr] = true
+}
+
+// failedOn notes that an attempt failed on addr, for the retry policy's
+// next attempt to go elsewhere.
+func (c *call) failedOn(addr string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k := range len(addrs) {
-		if j := (i + k) % len(addrs); !c.hung[addrs[j]] {
-			i = j
-			break
-		}
-	}
-	c.peer = addrs[i]
-	return i
+	c.avoidLocked(addr)
 }
 
 // timedStream is a server stream whose attempts are timed until the first

@@ -29,7 +29,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // testAttemptTimeout keeps the tests short; what they show does not depend
@@ -52,20 +52,24 @@ type guideNode struct {
 	pb.UnimplementedRouteGuideServer
 	name      string
 	behaviour behaviour
-	delay     time.Duration
-	addr      string // what clients dial: the server, or a proxy in front of it
+	delay     atomic.Int64 // ns before an answer
+	failing   atomic.Int64 // percent of GetFeature calls failed with INTERNAL
+	addr      string       // what clients dial: the server, or a proxy in front of it
 
 	gets, lists, records, chats atomic.Int64
 }
 
 func (n *guideNode) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, error) {
-	n.gets.Add(1)
+	call := n.gets.Add(1)
 	if n.behaviour != answers {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
+	if call%100 < n.failing.Load() {
+		return nil, status.Error(codes.Internal, "failing on purpose")
+	}
 	select {
-	case <-time.After(n.delay):
+	case <-time.After(time.Duration(n.delay.Load())):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -74,8 +78,8 @@ func (n *guideNode) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, e
 
 func (n *guideNode) ListFeatures(_ *pb.Rectangle, stream grpc.ServerStreamingServer[pb.Feature]) error {
 	n.lists.Add(1)
-	stream.SetHeader(metadata.Pairs(routeguide.NodeHeader, n.name))
-	stream.SetTrailer(metadata.Pairs(routeguide.NodeHeader, n.name))
+	stream.SetHeader(metadata.Pairs(contract.NodeHeader, n.name))
+	stream.SetTrailer(metadata.Pairs(contract.NodeHeader, n.name))
 	switch n.behaviour {
 	case headerThenHangs:
 		if err := stream.SendHeader(nil); err != nil {
@@ -124,7 +128,7 @@ func startGuideNode(t *testing.T, name string, b behaviour) *guideNode {
 	server := grpc.NewServer(ServerOptions()...)
 	pb.RegisterRouteGuideServer(server, n)
 	hs := health.NewServer()
-	hs.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(server, hs)
 	served := make(chan struct{})
 	go func() { defer close(served); server.Serve(lis) }()
@@ -198,19 +202,25 @@ func dialGuide(t *testing.T, timeout time.Duration, log *attemptLog, nodes ...*g
 	return dialGuideWith(t, Name, timeout, log, nodes...)
 }
 
-// dialGuideWith is dialGuide with the given policy in place of this
-// package's, as a channel whose policy is not ours (round_robin).
-func dialGuideWith(t *testing.T, policy string, timeout time.Duration, log *attemptLog, nodes ...*guideNode) pb.RouteGuideClient {
-	t.Helper()
+// guideResolver resolves test:///routeguide to nodes, one endpoint each.
+func guideResolver(nodes []*guideNode) *manual.Resolver {
 	r := manual.NewBuilderWithScheme("test")
 	var state resolver.State
 	for _, n := range nodes {
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: n.addr}}})
 	}
 	r.InitialState(state)
-	opts := DialOptions(WithAttemptTimeout(timeout))
+	return r
+}
+
+// dialGuideWith is dialGuide with the given policy in place of this
+// package's, as a channel whose policy is not ours (round_robin).
+func dialGuideWith(t *testing.T, policy string, timeout time.Duration, log *attemptLog, nodes ...*guideNode) pb.RouteGuideClient {
+	t.Helper()
+	r := guideResolver(nodes)
+	opts := dialOptions(t, WithAttemptTimeout(timeout))
 	if policy != Name {
-		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`": `+policyConfigPlaceholder, `"`+policy+`": {}`, 1)))
+		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`"`, `"`+policy+`"`, 1)))
 	}
 	opts = append(opts, grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if log != nil {
@@ -398,7 +408,7 @@ func TestAttemptTimeoutWorksUnderAnotherPolicy(t *testing.T) {
 func TestAttemptTimeoutNeverFailsACallThatOnlyNeedsTime(t *testing.T) {
 	checkNoGoroutineLeft(t)
 	slow := startGuideNode(t, "slow", answers)
-	slow.delay = 8 * testAttemptTimeout // more than 1+2+4 attempt timeouts
+	slow.delay.Store(int64(8 * testAttemptTimeout)) // more than 1+2+4 attempt timeouts
 	var log attemptLog
 	client := dialGuide(t, testAttemptTimeout, &log, slow)
 
@@ -484,15 +494,17 @@ func TestAttemptTimeoutRemakesListFeaturesOnlyBeforeItsFirstFeature(t *testing.T
 		checkNoGoroutineLeft(t)
 		live, hung := startGuideNode(t, "live", answers), startGuideNode(t, "hung", hangs)
 		client := dialGuide(t, testAttemptTimeout, nil, live, hung)
-		for i := range 10 {
+		// The policy avoids the hung node once it has hung, and probes it
+		// again within a second or two.
+		streams := 0
+		poll.Until(t, 20*time.Second, "streams picked for the hung node twice", func() bool {
+			streams++
 			names, err := listFeatures(t, client, 2*time.Second)
 			if err != nil || !slices.Equal(names, []string{"live", "live", "live"}) {
-				t.Errorf("stream %d: features from %v, %v; want three from live", i, names, err)
+				t.Fatalf("stream %d: features from %v, %v; want three from live", streams, names, err)
 			}
-		}
-		if hung.lists.Load() == 0 {
-			t.Error("no stream went to the hung node")
-		}
+			return hung.lists.Load() >= 2
+		})
 	})
 	t.Run("silent after the first feature", func(t *testing.T) {
 		checkNoGoroutineLeft(t)
@@ -525,7 +537,7 @@ func TestAttemptTimeoutGivesTheCallerTheResultsOfTheStreamItRead(t *testing.T) {
 		if err != nil || len(names) != 3 {
 			t.Fatalf("stream %d: features %v, %v; want three", i, names, err)
 		}
-		got := []string{strings.Join(header.Get(routeguide.NodeHeader), ","), strings.Join(trailer.Get(routeguide.NodeHeader), ","), fmt.Sprint(p.Addr)}
+		got := []string{strings.Join(header.Get(contract.NodeHeader), ","), strings.Join(trailer.Get(contract.NodeHeader), ","), fmt.Sprint(p.Addr)}
 		if want := []string{"live", "live", live.addr}; !slices.Equal(got, want) {
 			t.Errorf("stream %d: header, trailer and peer name %v, want %v", i, got, want)
 		}
@@ -582,7 +594,7 @@ func TestAttemptTimeoutCoversTheMethodsWithARetryPolicy(t *testing.T) {
 		}
 	}
 	slices.Sort(retried)
-	if idempotent := slices.Sorted(slices.Values(routeguide.IdempotentMethods)); !slices.Equal(retried, idempotent) {
+	if idempotent := slices.Sorted(slices.Values(contract.IdempotentMethods)); !slices.Equal(retried, idempotent) {
 		t.Errorf("retry policy for %v, attempt timeouts for %v", retried, idempotent)
 	}
 }

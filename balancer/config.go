@@ -1,7 +1,11 @@
 package balancer
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -9,74 +13,197 @@ import (
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/health" // registers the client-side health checking that healthCheckConfig turns on
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/serviceconfig"
 
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
-// ServiceConfig is the service config of every RouteGuide client:
-//
-//   - loadBalancingConfig: our round robin (round_robin plus a clear error
-//     when no node is registered), so calls spread evenly over every node.
-//   - healthCheckConfig: each connection watches grpc.health.v1 for
-//     routeguide.HealthService; a node that is not SERVING is not picked.
-//   - retryPolicy for routeguide.IdempotentMethods, which change nothing and
-//     can safely run twice: an UNAVAILABLE answer (the node went away between
-//     the pick and the call, or refused the connection) is retried on another
-//     node, up to 4 attempts in all, a few milliseconds apart. A stream is
-//     retried only until its first response arrives, so a client never sees
-//     a feature twice. RecordRoute and RouteChat change state and are never
-//     retried.
-var ServiceConfig = `{
-  "loadBalancingConfig": [{"` + Name + `": ` + policyConfigPlaceholder + `}],
-  "healthCheckConfig": {"serviceName": "` + routeguide.HealthService + `"},
-  "methodConfig": [{
-    "name": [` + methodNames(routeguide.IdempotentMethods) + `],
-    "retryPolicy": {
-      "maxAttempts": ` + strconv.Itoa(RetryMaxAttempts) + `,
-      "initialBackoff": "` + seconds(RetryInitialBackoff) + `",
-      "maxBackoff": "` + seconds(RetryMaxBackoff) + `",
-      "backoffMultiplier": 2,
-      "retryableStatusCodes": ["UNAVAILABLE"]
-    }
-  }]
-}`
+// ServiceConfig is the service config of a RouteGuide client, which
+// DialOptions builds from its options (serviceConfigOf): our policy (Name),
+// which picks by load and ejects failing nodes, over the nodes whose health
+// is SERVING, and retries of the idempotent methods on UNAVAILABLE and
+// INTERNAL (a stream only until its first response). See docs/DESIGN.md,
+// "The service config and keepalive".
+var ServiceConfig = serviceConfigOf(defaultOptions())
 
-// The retry policy of routeguide.IdempotentMethods, in ServiceConfig and in
-// what a node serves over xDS.
+// The retry policy of the idempotent methods, in ServiceConfig and in what
+// a node serves over xDS.
 const (
 	RetryMaxAttempts    = 4
 	RetryInitialBackoff = 10 * time.Millisecond
 	RetryMaxBackoff     = 100 * time.Millisecond
 )
 
+// RetryableCodes are the codes on which an idempotent call is made again on
+// another node: UNAVAILABLE (the node went away, or refused the
+// connection) and INTERNAL (the node failed the call; outlier ejection takes
+// a node that keeps failing out of the picks meanwhile). An idempotent call
+// changes nothing, so running it twice is safe whatever the first attempt
+// did; docs/DESIGN.md, "Slow and failing nodes".
+var RetryableCodes = []string{"UNAVAILABLE", "INTERNAL"}
+
+// The service config as data, in the JSON names of gRPC's service config.
+type (
+	serviceConfig struct {
+		LoadBalancingConfig []map[string]policyJSON `json:"loadBalancingConfig"`
+		HealthCheckConfig   healthCheckConfig       `json:"healthCheckConfig"`
+		MethodConfig        []methodConfig          `json:"methodConfig,omitempty"`
+	}
+	// policyJSON is the policy's config (the package doc lists it).
+	policyJSON struct {
+		LatencyDecay     string            `json:"latencyDecay,omitempty"`
+		OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+		Metrics          string            `json:"metrics,omitempty"`
+	}
+	healthCheckConfig struct {
+		ServiceName string `json:"serviceName"`
+	}
+	methodConfig struct {
+		Name        []methodName `json:"name"`
+		RetryPolicy retryPolicy  `json:"retryPolicy"`
+	}
+	methodName struct {
+		Service string `json:"service"`
+		Method  string `json:"method"`
+	}
+	retryPolicy struct {
+		MaxAttempts          int      `json:"maxAttempts"`
+		InitialBackoff       string   `json:"initialBackoff"`
+		MaxBackoff           string   `json:"maxBackoff"`
+		BackoffMultiplier    float64  `json:"backoffMultiplier"`
+		RetryableStatusCodes []string `json:"retryableStatusCodes"`
+	}
+)
+
+// serviceConfigOf is the service config of valid options o.
+func serviceConfigOf(o options) string {
+	sc := serviceConfig{
+		LoadBalancingConfig: []map[string]policyJSON{{Name: {OutlierDetection: o.outlierDetection}}},
+		HealthCheckConfig:   healthCheckConfig{ServiceName: o.healthService},
+	}
+	policy := sc.LoadBalancingConfig[0][Name]
+	if o.metrics != nil {
+		policy.Metrics = o.metrics.id
+	}
+	if o.latencyDecay != 0 {
+		policy.LatencyDecay = seconds(o.latencyDecay)
+	}
+	sc.LoadBalancingConfig[0][Name] = policy
+	if len(o.idempotentMethods) > 0 {
+		mc := methodConfig{RetryPolicy: retryPolicy{
+			MaxAttempts:          RetryMaxAttempts,
+			InitialBackoff:       seconds(RetryInitialBackoff),
+			MaxBackoff:           seconds(RetryMaxBackoff),
+			BackoffMultiplier:    2,
+			RetryableStatusCodes: RetryableCodes,
+		}}
+		for _, full := range o.idempotentMethods {
+			service, method, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
+			mc.Name = append(mc.Name, methodName{Service: service, Method: method})
+		}
+		sc.MethodConfig = []methodConfig{mc}
+	}
+	out, err := json.Marshal(sc)
+	if err != nil {
+		panic(fmt.Sprintf("marshal a service config of plain structs: %v", err)) // cannot happen
+	}
+	return string(out)
+}
+
 // seconds is d as a service config's duration.
 func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 
-// methodNames are full method names (/service/method) as the names of a
-// service config's methodConfig.
-func methodNames(fullNames []string) string {
-	names := make([]string, len(fullNames))
-	for i, full := range fullNames {
-		service, method, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
-		names[i] = fmt.Sprintf(`{"service": %q, "method": %q}`, service, method)
+// parseSeconds reads a service config's duration: seconds, with an "s".
+func parseSeconds(s string) (time.Duration, error) {
+	n, ok := strings.CutSuffix(s, "s")
+	f, err := strconv.ParseFloat(n, 64)
+	if !ok || err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f > maxConfigSeconds || f < -maxConfigSeconds {
+		return 0, fmt.Errorf("%q is not a duration in seconds such as \"1.5s\" (at most %d)", s, maxConfigSeconds)
 	}
-	return strings.Join(names, ", ")
+	return time.Duration(f * float64(time.Second)), nil
 }
 
-// Keepalive: the client pings a connection that has been quiet for
-// ClientKeepalive.Time and drops it when no answer comes within Timeout, so a
-// node that vanished without closing its connections (power loss, a cut
-// cable) is given up after at most Time+Timeout = 13s, even with no call in
-// flight. gRPC does not let clients ping more often than every 10s (it raises
-// a shorter Time to 10s), so 13s is close to the least there is: a shorter
-// Timeout would save a second or two at the risk of dropping a node that is
-// only busy. Until keepalive gives the connection up, round robin still
-// picks it, and the attempt timeout (DefaultAttemptTimeout) moves each
-// idempotent call picked for it to another node.
-//
-// Nodes must permit that rate, or they would close the connection with
-// too_many_pings: ServerEnforcement allows a ping every 5s, half the client's
-// interval, so jitter never trips it.
+// maxConfigSeconds bounds a duration in the policy's config: a day.
+const maxConfigSeconds = 86400
+
+// policyConfig is the policy's config parsed, with the defaults filled in.
+type policyConfig struct {
+	decay   time.Duration
+	od      *OutlierDetection // nil: no ejection
+	metrics *Metrics          // nil: none
+}
+
+func defaultPolicyConfig() policyConfig {
+	od := DefaultOutlierDetection.withDefaults()
+	return policyConfig{decay: DefaultLatencyDecay, od: &od}
+}
+
+// lbConfig is the policy's config as gRPC hands it to each connection's
+// balancer, which is how a connection finds the Metrics its dialer chose:
+// by id, since a config is JSON.
+type lbConfig struct {
+	serviceconfig.LoadBalancingConfig
+	parsed policyConfig
+}
+
+func (builder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	cfg, err := parsePolicyConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s config: %w", Name, err)
+	}
+	return &lbConfig{parsed: cfg}, nil
+}
+
+func parsePolicyConfig(raw json.RawMessage) (policyConfig, error) {
+	var j policyJSON
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return policyConfig{}, err
+	}
+	cfg := defaultPolicyConfig()
+	if j.LatencyDecay != "" {
+		d, err := parseSeconds(j.LatencyDecay)
+		if err != nil {
+			return policyConfig{}, fmt.Errorf("latencyDecay: %w", err)
+		}
+		if d <= 0 {
+			return policyConfig{}, fmt.Errorf("latencyDecay %s is not positive", j.LatencyDecay)
+		}
+		cfg.decay = d
+	}
+	if j.OutlierDetection != nil {
+		od := j.OutlierDetection.withDefaults()
+		if err := od.validate(); err != nil {
+			return policyConfig{}, err
+		}
+		cfg.od = &od
+		if od.FailurePercentageEjection == nil {
+			cfg.od = nil
+		}
+	}
+	m, err := metricsByIDString(j.Metrics)
+	if err != nil {
+		return policyConfig{}, err
+	}
+	cfg.metrics = m
+	return cfg, nil
+}
+
+// ValidateFullMethod reports whether name is a full gRPC method name,
+// /package.Service/Method, as retry policies name methods.
+func ValidateFullMethod(name string) error {
+	service, method, _ := strings.Cut(strings.TrimPrefix(name, "/"), "/")
+	if !strings.HasPrefix(name, "/") || service == "" || method == "" || strings.Contains(method, "/") {
+		return fmt.Errorf("method %q: not /package.Service/Method", name)
+	}
+	return nil
+}
+
+// Keepalive: a client gives up a node that vanished without closing its
+// connections after Time+Timeout = 13s, about the least gRPC allows; nodes
+// permit a ping every 5s, half the client's interval, so jitter never trips
+// too_many_pings. See docs/DESIGN.md, "The service config and keepalive".
 var (
 	ClientKeepalive = keepalive.ClientParameters{
 		Time:                10 * time.Second,
@@ -94,43 +221,100 @@ var (
 	}
 )
 
-// policyConfigPlaceholder is the policy's config in ServiceConfig; DialOptions
-// replaces it to name the caller's Metrics.
-const policyConfigPlaceholder = "{}"
-
 // Option changes what DialOptions returns; it is not a grpc.DialOption.
 type Option func(*options)
 
 type options struct {
-	metrics        *Metrics
-	attemptTimeout time.Duration
+	metrics           *Metrics
+	latencyDecay      time.Duration
+	outlierDetection  *OutlierDetection
+	attemptTimeout    time.Duration
+	healthService     string
+	idempotentMethods []string
 }
 
-// WithMetrics makes the policy report its picks and ready endpoints to m.
+// defaultOptions are those of a RouteGuide client.
+func defaultOptions() options {
+	return options{
+		attemptTimeout:    DefaultAttemptTimeout,
+		healthService:     contract.HealthService,
+		idempotentMethods: contract.IdempotentMethods,
+	}
+}
+
+// validate reports the first option that is not valid, by its name.
+func (o options) validate() error {
+	if o.latencyDecay < 0 || o.latencyDecay > maxConfigSeconds*time.Second {
+		return fmt.Errorf("balancer.WithLatencyDecay: %v is not between 0 and %ds", o.latencyDecay, maxConfigSeconds)
+	}
+	if od := o.outlierDetection; od != nil {
+		if err := od.withDefaults().validate(); err != nil {
+			return fmt.Errorf("balancer.WithOutlierDetection: %w", err)
+		}
+	}
+	seen := make(map[string]bool, len(o.idempotentMethods))
+	for _, m := range o.idempotentMethods {
+		if err := ValidateFullMethod(m); err != nil {
+			return fmt.Errorf("balancer.WithIdempotentMethods: %w", err)
+		}
+		if seen[m] {
+			return fmt.Errorf("balancer.WithIdempotentMethods: method %q named twice", m)
+		}
+		seen[m] = true
+	}
+	return nil
+}
+
+// WithMetrics makes the policy report to m what it sees of each endpoint.
 func WithMetrics(m *Metrics) Option {
 	return func(o *options) { o.metrics = m }
 }
 
-// DialOptions are the options every RouteGuide client dials with, besides its
-// transport credentials and resolver: the service config, keepalive, and a
-// timeout on each attempt of an idempotent call, so that a node that went
-// silent costs a call one attempt timeout rather than its whole deadline
-// (see attempt.go: the retry policy never retries a deadline, and keepalive
-// takes 13s to give a silent connection up).
-func DialOptions(opts ...Option) []grpc.DialOption {
-	o := options{attemptTimeout: DefaultAttemptTimeout}
+// WithOutlierDetection replaces DefaultOutlierDetection; a nil
+// FailurePercentageEjection turns ejection off.
+func WithOutlierDetection(od OutlierDetection) Option {
+	return func(o *options) { o.outlierDetection = &od }
+}
+
+// WithLatencyDecay replaces DefaultLatencyDecay; zero keeps it.
+func WithLatencyDecay(d time.Duration) Option {
+	return func(o *options) { o.latencyDecay = d }
+}
+
+// WithHealthService names the service whose grpc.health.v1 status decides
+// whether a node is picked; "" is the server as a whole. The default is
+// RouteGuide's, contract.HealthService.
+func WithHealthService(name string) Option {
+	return func(o *options) { o.healthService = name }
+}
+
+// WithIdempotentMethods names the calls, as full method names
+// (/package.Service/Method), that change nothing and so may run twice:
+// they are retried on UNAVAILABLE and their attempts time out (unary calls
+// and server streams; others are never retried). The default is
+// RouteGuide's, contract.IdempotentMethods; none turns retries off.
+func WithIdempotentMethods(fullMethods ...string) Option {
+	return func(o *options) { o.idempotentMethods = slices.Clone(fullMethods) }
+}
+
+// DialOptions are the options a client of the cluster dials with, besides
+// its transport credentials and resolver: the service config, keepalive,
+// and a timeout on each attempt of an idempotent call, so that a node that
+// went silent costs a call one attempt timeout rather than its whole
+// deadline (attempt.go). It fails on an option that is not valid.
+func DialOptions(opts ...Option) ([]grpc.DialOption, error) {
+	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
 	}
-	serviceConfig := ServiceConfig
-	if o.metrics != nil {
-		serviceConfig = strings.Replace(serviceConfig, `"`+Name+`": `+policyConfigPlaceholder, fmt.Sprintf(`"%s": {"metrics": %q}`, Name, o.metrics.id), 1)
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	return append([]grpc.DialOption{
-		grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithDefaultServiceConfig(serviceConfigOf(o)),
 		grpc.WithKeepaliveParams(ClientKeepalive),
 		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
-	}, attemptOptions(o.attemptTimeout)...)
+	}, attemptOptions(o.attemptTimeout, o.idempotentMethods)...), nil
 }
 
 // MaxHeaderListBytes bounds the metadata of one call, in each direction:

@@ -1,55 +1,97 @@
 package balancer
 
 import (
-	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	grpcbalancer "google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/serviceconfig"
 )
 
 // Metrics reports what the policy does on every connection that dials with
-// DialOptions(WithMetrics(m)): the picks it makes per endpoint address, and
-// how many endpoints are ready to take calls. It knows endpoints by address
-// only; the node behind an address is the resolver's business.
+// DialOptions(WithMetrics(m)), per endpoint address: picks, attempts that
+// failed by the node's fault, ejections, the latency EWMA, the calls in
+// flight and whether the endpoint is ejected; and how many endpoints are
+// ready to take calls. It knows endpoints by address only; the node behind
+// an address is the resolver's business. Two connections to one target
+// share the series of an endpoint both use: counters add up, in-flight
+// calls add up, latency is the higher, ejected is either.
 type Metrics struct {
-	id    string
-	picks *prometheus.CounterVec
-	ready *prometheus.GaugeVec
+	id         string
+	picks      *prometheus.CounterVec
+	failures   *prometheus.CounterVec
+	ejections  *prometheus.CounterVec
+	ready      *prometheus.GaugeVec
+	latencyDsc *prometheus.Desc
+	inflight   *prometheus.Desc
+	ejectedDsc *prometheus.Desc
 
-	// subchannels counts the live subchannels of each pick series: two
-	// connections to one target share a series, which goes with the last.
-	mu          sync.Mutex
-	subchannels map[pickSeries]int
+	mu        sync.Mutex
+	endpoints map[endpointSeries][]*load // the loads of each series' live endpoints
 }
 
-type pickSeries struct{ target, addr string }
+type endpointSeries struct{ target, addr string }
 
-// counterFor returns the counter of target's picks of addr, for one more
-// subchannel; release gives it back.
-func (m *Metrics) counterFor(target, addr string) prometheus.Counter {
+// add gives l the counters of target's endpoint addr, and counts it in the
+// series' gauges until remove.
+func (m *Metrics) add(target, addr string, l *load) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.subchannels[pickSeries{target, addr}]++
-	return m.picks.WithLabelValues(target, addr)
+	key := endpointSeries{target, addr}
+	m.endpoints[key] = append(m.endpoints[key], l)
+	l.picks = m.picks.WithLabelValues(target, addr)
+	failures, ejections := m.failures.WithLabelValues(target, addr), m.ejections.WithLabelValues(target, addr)
+	l.failed, l.ejectedOnce = failures.Inc, ejections.Inc
 }
 
-// release drops the series of target's picks of addr once no subchannel
-// uses it: in a cluster whose nodes come and go on new addresses, a
-// long-lived client would otherwise keep a series per address it ever saw.
-func (m *Metrics) release(target, addr string) {
+// remove drops l from its series, and the series once no endpoint uses it:
+// in a cluster whose nodes come and go on new addresses, a long-lived
+// client would otherwise keep a series per address it ever saw.
+func (m *Metrics) remove(target, addr string, l *load) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	key := pickSeries{target, addr}
-	if m.subchannels[key]--; m.subchannels[key] <= 0 {
-		delete(m.subchannels, key)
-		m.picks.DeleteLabelValues(target, addr)
+	key := endpointSeries{target, addr}
+	loads := slices.DeleteFunc(m.endpoints[key], func(o *load) bool { return o == l })
+	if len(loads) > 0 {
+		m.endpoints[key] = loads
+		return
+	}
+	delete(m.endpoints, key)
+	for _, v := range []*prometheus.CounterVec{m.picks, m.failures, m.ejections} {
+		v.DeleteLabelValues(target, addr)
+	}
+}
+
+// endpointGauges are the gauges read from the live endpoints at scrape time,
+// which costs the calls nothing.
+type endpointGauges struct{ *Metrics }
+
+func (m endpointGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.latencyDsc
+	ch <- m.inflight
+	ch <- m.ejectedDsc
+}
+
+func (m endpointGauges) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, loads := range m.endpoints {
+		var latency time.Duration
+		var inflight int64
+		ejected := 0.0
+		for _, l := range loads {
+			latency = max(latency, l.latency())
+			inflight += l.inflight.Load()
+			if l.ejected.Load() {
+				ejected = 1
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(m.latencyDsc, prometheus.GaugeValue, latency.Seconds(), key.target, key.addr)
+		ch <- prometheus.MustNewConstMetric(m.inflight, prometheus.GaugeValue, float64(inflight), key.target, key.addr)
+		ch <- prometheus.MustNewConstMetric(m.ejectedDsc, prometheus.GaugeValue, ejected, key.target, key.addr)
 	}
 }
 
@@ -60,19 +102,34 @@ var (
 
 // NewMetrics registers the balancer metrics into reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	labels := []string{"target", "addr"}
 	m := &Metrics{
-		id:          strconv.FormatUint(nextID.Add(1), 10),
-		subchannels: map[pickSeries]int{},
+		id:        strconv.FormatUint(nextID.Add(1), 10),
+		endpoints: map[endpointSeries][]*load{},
 		picks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "routeguide_balancer_picks_total",
-			Help: "Endpoints picked for calls by the round-robin policy, by target and endpoint address.",
-		}, []string{"target", "addr"}),
+			Help: "Endpoints picked for call attempts, by target and endpoint address; each one's share of a target's picks is its share of the load.",
+		}, labels),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "routeguide_balancer_failures_total",
+			Help: "Call attempts that failed by the node's fault (UNAVAILABLE, INTERNAL, UNKNOWN, DATA_LOSS), which outlier ejection counts, by target and endpoint address.",
+		}, labels),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "routeguide_balancer_ejections_total",
+			Help: "Times an endpoint was ejected for failing more calls than the outlier detection threshold, by target and endpoint address.",
+		}, labels),
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "routeguide_balancer_ready_endpoints",
 			Help: "Endpoints that are connected and healthy, so the policy picks them, by target.",
 		}, []string{"target"}),
+		latencyDsc: prometheus.NewDesc("routeguide_balancer_latency_seconds",
+			"The policy's latency EWMA of an endpoint (peak-sensitive; decays over about a second), by target and endpoint address.", labels, nil),
+		inflight: prometheus.NewDesc("routeguide_balancer_in_flight_calls",
+			"Call attempts in flight on an endpoint, by target and endpoint address.", labels, nil),
+		ejectedDsc: prometheus.NewDesc("routeguide_balancer_ejected",
+			"1 while an endpoint is ejected for failing calls, else 0, by target and endpoint address.", labels, nil),
 	}
-	for _, c := range []prometheus.Collector{m.picks, m.ready} {
+	for _, c := range []prometheus.Collector{m.picks, m.failures, m.ejections, m.ready, endpointGauges{m}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register balancer metrics: %w", err)
 		}
@@ -81,91 +138,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// lbConfig is the policy's config in the service config. gRPC hands it to
-// each connection's balancer, which is how a connection finds the Metrics
-// its dialer chose: by id, since a config is JSON.
-type lbConfig struct {
-	serviceconfig.LoadBalancingConfig
-	Metrics string `json:"metrics,omitempty"`
-}
-
-func (builder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	var cfg lbConfig
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return nil, fmt.Errorf("%s config: %w", Name, err)
+// metricsByIDString is the Metrics a policy config names, nil for none.
+func metricsByIDString(id string) (*Metrics, error) {
+	if id == "" {
+		return nil, nil
 	}
-	if cfg.Metrics != "" {
-		if _, ok := metricsByID.Load(cfg.Metrics); !ok {
-			return nil, fmt.Errorf("%s config: no balancer.Metrics with id %q in this process", Name, cfg.Metrics)
-		}
+	m, ok := metricsByID.Load(id)
+	if !ok {
+		return nil, fmt.Errorf("no balancer.Metrics with id %q in this process", id)
 	}
-	return &cfg, nil
-}
-
-func metricsFor(cfg serviceconfig.LoadBalancingConfig) *Metrics {
-	c, ok := cfg.(*lbConfig)
-	if !ok || c.Metrics == "" {
-		return nil
-	}
-	m, _ := metricsByID.Load(c.Metrics)
-	return m.(*Metrics)
-}
-
-// pickCounter counts the picks of one connection's endpoints. Counters are
-// looked up once per subchannel, so a pick costs one map read and an add.
-type pickCounter struct {
-	metrics *Metrics
-	target  string
-	bySC    sync.Map // grpcbalancer.SubConn -> prometheus.Counter
-}
-
-// track wraps opts so that the counter of the subchannel for addrs is known
-// from its creation to its shutdown.
-func (p *pickCounter) track(addrs []resolver.Address, opts grpcbalancer.NewSubConnOptions, create func(grpcbalancer.NewSubConnOptions) (grpcbalancer.SubConn, error)) (grpcbalancer.SubConn, error) {
-	if len(addrs) == 0 {
-		return create(opts)
-	}
-	var created atomic.Pointer[grpcbalancer.SubConn]
-	addr := addrs[0].Addr
-	listener := opts.StateListener
-	opts.StateListener = func(s grpcbalancer.SubConnState) {
-		if s.ConnectivityState == connectivity.Shutdown {
-			if sc := created.Load(); sc != nil {
-				p.bySC.Delete(*sc)
-				p.metrics.release(p.target, addr)
-			}
-		}
-		if listener != nil {
-			listener(s)
-		}
-	}
-	sc, err := create(opts)
-	if err != nil {
-		return nil, err
-	}
-	p.bySC.Store(sc, p.metrics.counterFor(p.target, addr))
-	created.Store(&sc) // only now may a shutdown release the counter
-	return sc, nil
-}
-
-// wrap returns a picker that counts what picker picks, and records how many
-// endpoints are ready.
-func (p *pickCounter) wrap(picker grpcbalancer.Picker) grpcbalancer.Picker {
-	p.metrics.ready.WithLabelValues(p.target).Set(float64(readyEndpoints(picker)))
-	return countingPicker{Picker: picker, counter: p}
-}
-
-type countingPicker struct {
-	grpcbalancer.Picker
-	counter *pickCounter
-}
-
-func (cp countingPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
-	res, err := cp.Picker.Pick(info)
-	if err == nil {
-		if c, ok := cp.counter.bySC.Load(res.SubConn); ok {
-			c.(prometheus.Counter).Inc()
-		}
-	}
-	return res, err
+	return m.(*Metrics), nil
 }

@@ -2,9 +2,11 @@ package balancer
 
 import (
 	"errors"
-	"math/rand/v2"
+	"maps"
+	"reflect"
+	"slices"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	grpcbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/base"
@@ -17,6 +19,7 @@ import (
 // one child costs O(1), not O(N): see docs/DESIGN.md, "Round robin over
 // endpoints that refuse".
 type sharding struct {
+	target     string
 	cc         grpcbalancer.ClientConn
 	opts       grpcbalancer.BuildOptions
 	childBuild func(grpcbalancer.ClientConn, grpcbalancer.BuildOptions) grpcbalancer.Balancer
@@ -34,16 +37,23 @@ type sharding struct {
 	newReady bool // ready changed since the last picker
 	failed   grpcbalancer.Picker
 	sent     connectivity.State
+	members  map[*child]struct{} // every child not removed, for the ejection sweep
+	cfg      policyConfig        // the latest, with defaults filled in
+
+	sweeps *sweeper // nil while ejection is off
 }
 
 func newSharding(cc grpcbalancer.ClientConn, opts grpcbalancer.BuildOptions, childBuild func(grpcbalancer.ClientConn, grpcbalancer.BuildOptions) grpcbalancer.Balancer) *sharding {
 	return &sharding{
+		target:     opts.Target.String(),
 		cc:         cc,
 		opts:       opts,
 		childBuild: childBuild,
 		children:   resolver.NewEndpointMap[*child](),
 		count:      map[connectivity.State]int{},
 		ready:      map[*child]struct{}{},
+		members:    map[*child]struct{}{},
+		cfg:        policyConfig{decay: DefaultLatencyDecay},
 		sent:       connectivity.Shutdown, // nothing sent yet
 	}
 }
@@ -100,9 +110,70 @@ func (s *sharding) ExitIdle() {
 }
 
 func (s *sharding) Close() {
+	s.sweeps.stop()
 	s.setInhibit(true)
 	for _, c := range s.children.All() {
+		s.forget(c)
 		c.close()
+	}
+}
+
+// configure takes the policy's config: endpoints that come later have its
+// latency decay and metrics, and ejection follows its outlier detection.
+func (s *sharding) configure(cfg policyConfig) {
+	s.mu.Lock()
+	odChanged := !reflect.DeepEqual(s.cfg.od, cfg.od)
+	s.cfg = cfg
+	s.mu.Unlock()
+	if !odChanged {
+		return
+	}
+	s.sweeps.stop()
+	s.sweeps = nil
+	if cfg.od != nil {
+		s.sweeps = s.startSweeps(*cfg.od)
+	}
+}
+
+// sweeper runs the ejection sweep every interval until stop.
+type sweeper struct{ stopping, done chan struct{} }
+
+func (s *sharding) startSweeps(od OutlierDetection) *sweeper {
+	w := &sweeper{stopping: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(od.Interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-w.stopping:
+				return
+			case now := <-tick.C:
+				s.sweep(od, now)
+			}
+		}
+	}()
+	return w
+}
+
+func (w *sweeper) stop() {
+	if w != nil {
+		close(w.stopping)
+		<-w.done
+	}
+}
+
+// sweep ejects and brings back endpoints, and sends a new picker if that
+// changed which it picks from.
+func (s *sharding) sweep(od OutlierDetection, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !sweepLocked(od, slices.Collect(maps.Keys(s.members)), now) {
+		return
+	}
+	s.newReady = true
+	if !s.inhibit {
+		s.sendLocked(false, false)
 	}
 }
 
@@ -122,8 +193,14 @@ func (s *sharding) setInhibit(on bool) {
 func (s *sharding) newChild(ep resolver.Endpoint) *child {
 	c := &child{ClientConn: s.cc, parent: s, addr: ep.Addresses[0].Addr, state: grpcbalancer.State{ConnectivityState: connectivity.Connecting, Picker: base.NewErrPicker(grpcbalancer.ErrNoSubConnAvailable)}}
 	s.mu.Lock()
+	c.load = newLoad(s.cfg.decay)
+	c.metrics = s.cfg.metrics
 	s.count[connectivity.Connecting]++
+	s.members[c] = struct{}{}
 	s.mu.Unlock()
+	if c.metrics != nil {
+		c.metrics.add(s.target, c.addr, c.load)
+	}
 	c.lb = s.childBuild(c, s.opts)
 	return c
 }
@@ -134,6 +211,10 @@ func (s *sharding) forget(c *child) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.removed = true
+	if c.metrics != nil {
+		c.metrics.remove(s.target, c.addr, c.load)
+	}
+	delete(s.members, c)
 	s.count[c.state.ConnectivityState]--
 	if _, ok := s.ready[c]; ok {
 		delete(s.ready, c)
@@ -183,16 +264,7 @@ func (s *sharding) sendLocked(force, failedAgain bool) {
 		if !force && !s.newReady && s.sent == state {
 			return
 		}
-		p := &readyPicker{
-			pickers: make([]grpcbalancer.Picker, 0, len(s.ready)),
-			addrs:   make([]string, 0, len(s.ready)),
-		}
-		for c := range s.ready {
-			p.pickers = append(p.pickers, c.state.Picker)
-			p.addrs = append(p.addrs, c.addr)
-		}
-		p.next.Store(rand.Uint32N(uint32(len(p.pickers))))
-		picker = p
+		picker = s.pickerLocked()
 		s.newReady = false
 	case s.count[connectivity.Connecting] > 0 || s.count[connectivity.Idle] > 0:
 		// A child that turns IDLE is made to connect at once (child.UpdateState).
@@ -216,28 +288,27 @@ func (s *sharding) sendLocked(force, failedAgain bool) {
 	s.cc.UpdateState(grpcbalancer.State{ConnectivityState: state, Picker: picker})
 }
 
-// readyPicker picks the ready children in turn. An attempt of a timed call
-// (attempt.go) skips the children whose endpoints hung on the same call.
-type readyPicker struct {
-	pickers []grpcbalancer.Picker
-	addrs   []string // the endpoint of each picker
-	next    atomic.Uint32
-}
-
-func (p *readyPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
-	i := int(p.next.Add(1) % uint32(len(p.pickers)))
-	if c, ok := info.Ctx.Value(callKey{}).(*call); ok {
-		i = c.pick(i, p.addrs)
+// pickerLocked picks from the ready children that are not ejected, or from
+// every ready child if all are.
+func (s *sharding) pickerLocked() *p2cPicker {
+	p := &p2cPicker{
+		pickers: make([]grpcbalancer.Picker, 0, len(s.ready)),
+		addrs:   make([]string, 0, len(s.ready)),
+		loads:   make([]*load, 0, len(s.ready)),
 	}
-	return p.pickers[i].Pick(info)
-}
-
-// readyEndpoints is how many endpoints a picker of sharding picks from.
-func readyEndpoints(p grpcbalancer.Picker) int {
-	if rp, ok := p.(*readyPicker); ok {
-		return len(rp.pickers)
+	for _, ejected := range []bool{false, true} {
+		for c := range s.ready {
+			if c.ejection.ejected == ejected {
+				p.pickers = append(p.pickers, c.state.Picker)
+				p.addrs = append(p.addrs, c.addr)
+				p.loads = append(p.loads, c.load)
+			}
+		}
+		if len(p.pickers) > 0 {
+			break
+		}
 	}
-	return 0
+	return p
 }
 
 // child is one endpoint's pick_first, and the grpcbalancer.ClientConn it
@@ -246,9 +317,12 @@ type child struct {
 	grpcbalancer.ClientConn // the parent's; UpdateState is the child's own
 	parent                  *sharding
 	addr                    string // the endpoint's first address
-	// state and removed are guarded by parent.mu.
-	state   grpcbalancer.State
-	removed bool
+	load                    *load
+	metrics                 *Metrics // nil without
+	// state, removed and ejection are guarded by parent.mu.
+	state    grpcbalancer.State
+	removed  bool
+	ejection ejection
 
 	mu     sync.Mutex // serializes calls into lb
 	lb     grpcbalancer.Balancer

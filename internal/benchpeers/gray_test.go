@@ -2,6 +2,7 @@ package benchpeers_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -69,15 +70,23 @@ var grayClientList = []grayClient{
 	{name: "go-zero", fw: frameworks[1]},
 }
 
-// roundRobinPolicy is the name of our round robin as it was before the
-// load-aware policy: the clients it serves can still select it.
-const roundRobinPolicy = "routeguide_round_robin"
-
+// dialOursRoundRobin is our client with today's service config (health
+// checks, retries, attempt timeouts) but gRPC's round_robin for a policy,
+// which our round robin before the load-aware policy was, plus a clearer
+// error when no node is registered.
 func dialOursRoundRobin(tb testing.TB, url string) *grpc.ClientConn {
 	tb.Helper()
-	config := strings.Replace(balancer.ServiceConfig, `"`+balancer.Name+`"`, `"`+roundRobinPolicy+`"`, 1)
+	var sc map[string]any
+	if err := json.Unmarshal([]byte(balancer.ServiceConfig), &sc); err != nil {
+		tb.Fatal(err)
+	}
+	sc["loadBalancingConfig"] = []any{map[string]any{"round_robin": map[string]any{}}}
+	config, err := json.Marshal(sc)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	conn, err := clientcli.Dial(context.Background(), "etcd:///routeguide", []string{url},
-		clientcli.WithGRPCOptions(grpc.WithDefaultServiceConfig(config)))
+		clientcli.WithGRPCOptions(grpc.WithDefaultServiceConfig(string(config))))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -253,15 +253,20 @@ func (c *Conn) Close() error {
 // xds:///SERVICE targets by gRPC's xDS resolver, which takes balancing and
 // retries from the nodes' xDS server instead of package balancer's service
 // config (the attempt timeouts stay); other targets (host:port, dns:///name) are resolved by gRPC. Either way the
-// connection uses the dial options of package balancer: round robin over
-// healthy nodes, retries of idempotent calls, keepalive; opts add to them.
+// connection uses the dial options of package balancer: load-aware picking
+// over healthy nodes, outlier ejection, retries of idempotent calls,
+// keepalive; opts add to them.
 func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
 	settings := newDialSettings(opts)
 	creds := insecure.NewCredentials()
 	if settings.tls != nil {
 		creds = credentials.NewTLS(settings.tls)
 	}
-	dialOpts := append(settings.callInterceptors, balancer.DialOptions(settings.balancer...)...)
+	policyOpts, err := balancer.DialOptions(settings.balancer...)
+	if err != nil {
+		return nil, err
+	}
+	dialOpts := append(settings.callInterceptors, policyOpts...)
 	dialOpts = append(dialOpts, grpc.WithTransportCredentials(creds))
 	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
@@ -166,7 +168,10 @@ func benchGetFeature(b *testing.B, conn grpc.ClientConnInterface, answering, con
 // the same load; cpu-ns/op is the process's, the nodes' included:
 //
 //   - client=ours: the client command's connection (service config with
-//     health checking and retries, attempt timeouts, our round robin);
+//     health checking and retries, attempt timeouts, our policy);
+//
+//   - client=ours/round_robin: the same with gRPC's round_robin in place of
+//     our policy, which is what picking by load and ejecting cost;
 //
 //   - client=ours/no-attempt-timeouts: the same without attempt timeouts,
 //     which cost a timer and two contexts per call;
@@ -180,6 +185,10 @@ func BenchmarkClientGetFeature(b *testing.B) {
 	var addrs []string
 	for _, n := range cluster.Nodes() {
 		addrs = append(addrs, n.AdvertisedAddr())
+	}
+	noAttemptTimeouts, err := balancer.DialOptions(balancer.WithAttemptTimeout(0))
+	if err != nil {
+		b.Fatal(err)
 	}
 	plain := func(opts ...grpc.DialOption) func(b *testing.B) grpc.ClientConnInterface {
 		return func(b *testing.B) grpc.ClientConnInterface {
@@ -199,7 +208,11 @@ func BenchmarkClientGetFeature(b *testing.B) {
 		{"ours", func(b *testing.B) grpc.ClientConnInterface {
 			return benchDial(b, "static:///routeguide", cluster.EtcdURL(), clientcli.WithGRPCOptions(grpc.WithResolvers(staticResolver(addrs...))))
 		}},
-		{"ours/no-attempt-timeouts", plain(balancer.DialOptions(balancer.WithAttemptTimeout(0))...)},
+		{"ours/round_robin", func(b *testing.B) grpc.ClientConnInterface {
+			roundRobin := strings.Replace(balancer.ServiceConfig, `"`+balancer.Name+`":{}`, `"round_robin":{}`, 1)
+			return benchDial(b, "static:///routeguide", cluster.EtcdURL(), clientcli.WithGRPCOptions(grpc.WithResolvers(staticResolver(addrs...)), grpc.WithDefaultServiceConfig(roundRobin)))
+		}},
+		{"ours/no-attempt-timeouts", plain(noAttemptTimeouts...)},
 		{"round_robin", plain(grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))},
 	}
 	for _, c := range clients {
@@ -232,7 +245,7 @@ func serveOnPorts(b *testing.B, ports int) []string {
 	srv := grpc.NewServer(append(balancer.ServerOptions(), node.TransportOptions(db)...)...)
 	pb.RegisterRouteGuideServer(srv, routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})}))
 	healthSrv := health.NewServer()
-	healthSrv.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
+	healthSrv.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	addrs := make([]string, ports)
 	for i := range addrs {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/internal/tracing"
 	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
@@ -183,38 +185,40 @@ func dialEtcd(cfg Config, traces *tracing.Provider) (registry, notes *clientv3.C
 }
 
 // newXDSServer serves the registry to xDS clients of any language on the
-// node's gRPC port (README, "From any language"), with the retry policy of
-// package balancer, and its policy for the Go clients that link it.
+// node's gRPC port (docs/DESIGN.md, "xDS for any language"), with the retry
+// policy of package balancer, and its policy for the Go clients that link it.
 func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
 	return xdsserver.New(xdsserver.Config{
 		Service:      cfg.Service,
-		RetryMethods: routeguide.IdempotentMethods,
+		RetryMethods: contract.IdempotentMethods,
 		Retry: xdsserver.Retry{
-			On:          "unavailable",
+			On:          strings.ToLower(strings.Join(balancer.RetryableCodes, ",")),
 			MaxAttempts: balancer.RetryMaxAttempts,
 			BaseBackoff: balancer.RetryInitialBackoff,
 			MaxBackoff:  balancer.RetryMaxBackoff,
 		},
 		EndpointPolicy: balancer.Name,
 		LeastRequest:   true,
-		Ejection:       &xdsEjection,
+		Ejection:       xdsEjection(),
 		Logger:         logger,
 	})
 }
 
 // xdsEjection is the outlier detection the cluster resource carries (gRFC
-// A50), sized for small clusters: a node that fails over a fifth of its
-// calls, in a second with 20 of them, is ejected for 10s (longer when it
-// is ejected again), and at most a third of the nodes are (one of 2 or 3),
-// so that a cluster of 2 or 3 ejects its failing node too.
-var xdsEjection = xdsserver.Ejection{
-	Interval:       time.Second,
-	BaseTime:       10 * time.Second,
-	MaxTime:        time.Minute,
-	MaxPercent:     33,
-	FailurePercent: 20,
-	MinimumHosts:   2,
-	RequestVolume:  20,
+// A50) for the clients of other languages: package balancer's, which ejects
+// in a cluster of three too.
+func xdsEjection() *xdsserver.Ejection {
+	od := balancer.DefaultOutlierDetection
+	fp := od.FailurePercentageEjection
+	return &xdsserver.Ejection{
+		Interval:       od.Interval,
+		BaseTime:       od.BaseEjectionTime,
+		MaxTime:        od.MaxEjectionTime,
+		MaxPercent:     od.MaxEjectionPercent,
+		FailurePercent: fp.Threshold,
+		MinimumHosts:   fp.MinimumHosts,
+		RequestVolume:  fp.RequestVolume,
+	}
 }
 
 // closeOpened closes what New opened, after a failure.
@@ -292,7 +296,7 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 
 func (n *Node) setServing(status healthpb.HealthCheckResponse_ServingStatus) {
 	n.health.SetServingStatus("", status)
-	n.health.SetServingStatus(routeguide.HealthService, status)
+	n.health.SetServingStatus(contract.HealthService, status)
 }
 
 // ID is the node id, as sent in the routeguide-node header.

@@ -58,7 +58,7 @@ func receiveLimits(cfg Config, xds bool) (server int, bound requestBound) {
 }
 
 // boundOptions bound what one client connection can make the node hold
-// (the README's "Bounds" adds them up): its streams, the size of each
+// (docs/OPERATIONS.md's "Bounds" adds them up): its streams, the size of each
 // request (receiveLimit, the server's part of receiveLimits), and the data
 // buffered for it.
 func boundOptions(cfg Config, receiveLimit int) []grpc.ServerOption {

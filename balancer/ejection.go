@@ -1,0 +1,227 @@
+package balancer
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Outlier ejection with gRFC A50's failure-percentage semantics, in the
+// policy itself rather than gRPC's outlier_detection_experimental over it:
+// that policy is internal to grpc-go, registered only by linking all of
+// xDS (143 more packages in every binary that imports this one, the node
+// among them), and it tells of its ejections only to a stats handler, which
+// costs every call (docs/DESIGN.md, "Slow and failing nodes").
+// TestTheNodeLinksNoXDSClient keeps the first reason true.
+
+// OutlierDetection is A50's configuration, as gRPC's service config spells
+// it, less success-rate ejection (a mean and deviation over three nodes say
+// little). A zero field takes A50's default, except enforcementPercentage,
+// where zero means 100 (A50 says 0, for xDS, which enforces nothing unless
+// told); leaving failurePercentageEjection out turns ejection off. The
+// policy's own defaults are DefaultOutlierDetection.
+type OutlierDetection struct {
+	Interval           time.Duration
+	BaseEjectionTime   time.Duration
+	MaxEjectionTime    time.Duration
+	MaxEjectionPercent uint32
+	// FailurePercentageEjection nil turns ejection off, as in A50.
+	FailurePercentageEjection *FailurePercentageEjection
+}
+
+// outlierDetectionJSON is OutlierDetection in a service config, durations
+// as strings ("2s").
+type outlierDetectionJSON struct {
+	Interval                  string                     `json:"interval,omitempty"`
+	BaseEjectionTime          string                     `json:"baseEjectionTime,omitempty"`
+	MaxEjectionTime           string                     `json:"maxEjectionTime,omitempty"`
+	MaxEjectionPercent        uint32                     `json:"maxEjectionPercent,omitempty"`
+	FailurePercentageEjection *FailurePercentageEjection `json:"failurePercentageEjection,omitempty"`
+}
+
+func (od OutlierDetection) MarshalJSON() ([]byte, error) {
+	j := outlierDetectionJSON{MaxEjectionPercent: od.MaxEjectionPercent, FailurePercentageEjection: od.FailurePercentageEjection}
+	for _, f := range []struct {
+		d   time.Duration
+		out *string
+	}{{od.Interval, &j.Interval}, {od.BaseEjectionTime, &j.BaseEjectionTime}, {od.MaxEjectionTime, &j.MaxEjectionTime}} {
+		if f.d != 0 {
+			*f.out = seconds(f.d)
+		}
+	}
+	return json.Marshal(j)
+}
+
+func (od *OutlierDetection) UnmarshalJSON(b []byte) error {
+	var j outlierDetectionJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*od = OutlierDetection{MaxEjectionPercent: j.MaxEjectionPercent, FailurePercentageEjection: j.FailurePercentageEjection}
+	for _, f := range []struct {
+		name, in string
+		out      *time.Duration
+	}{{"interval", j.Interval, &od.Interval}, {"baseEjectionTime", j.BaseEjectionTime, &od.BaseEjectionTime}, {"maxEjectionTime", j.MaxEjectionTime, &od.MaxEjectionTime}} {
+		if f.in == "" {
+			continue
+		}
+		d, err := parseSeconds(f.in)
+		if err != nil {
+			return fmt.Errorf("outlierDetection.%s: %w", f.name, err)
+		}
+		*f.out = d
+	}
+	return nil
+}
+
+// FailurePercentageEjection ejects an endpoint whose attempts failed more
+// than Threshold percent of the time in an interval, when it had at least
+// RequestVolume attempts and at least MinimumHosts endpoints had as many.
+type FailurePercentageEjection struct {
+	Threshold             uint32 `json:"threshold,omitempty"`
+	EnforcementPercentage uint32 `json:"enforcementPercentage,omitempty"`
+	MinimumHosts          uint32 `json:"minimumHosts,omitempty"`
+	RequestVolume         uint32 `json:"requestVolume,omitempty"`
+}
+
+// DefaultOutlierDetection is what the policy uses unless its config says
+// otherwise. Against A50's defaults: a check every 2s rather than 10s, so a
+// failing node is out within a few seconds; 10s out at first rather than 30s;
+// ejection at 20% failures rather than 85% and always enforced (A50 enforces
+// none by default); and minimumHosts 3 rather than 5, which would never eject
+// in a cluster of three. maxEjectionPercent stays 10: one node at a time in
+// clusters up to ten, as A50 counts it.
+var DefaultOutlierDetection = OutlierDetection{
+	Interval:           2 * time.Second,
+	BaseEjectionTime:   10 * time.Second,
+	MaxEjectionTime:    300 * time.Second,
+	MaxEjectionPercent: 10,
+	FailurePercentageEjection: &FailurePercentageEjection{
+		Threshold:             20,
+		EnforcementPercentage: 100,
+		MinimumHosts:          3,
+		RequestVolume:         20,
+	},
+}
+
+// withDefaults fills the zero fields with A50's defaults.
+func (od OutlierDetection) withDefaults() OutlierDetection {
+	if od.Interval == 0 {
+		od.Interval = 10 * time.Second
+	}
+	if od.BaseEjectionTime == 0 {
+		od.BaseEjectionTime = 30 * time.Second
+	}
+	if od.MaxEjectionTime == 0 {
+		od.MaxEjectionTime = 300 * time.Second
+	}
+	if od.MaxEjectionPercent == 0 {
+		od.MaxEjectionPercent = 10
+	}
+	if f := od.FailurePercentageEjection; f != nil {
+		f2 := *f
+		if f2.Threshold == 0 {
+			f2.Threshold = 85
+		}
+		if f2.EnforcementPercentage == 0 {
+			f2.EnforcementPercentage = 100
+		}
+		if f2.MinimumHosts == 0 {
+			f2.MinimumHosts = 5
+		}
+		if f2.RequestVolume == 0 {
+			f2.RequestVolume = 50
+		}
+		od.FailurePercentageEjection = &f2
+	}
+	return od
+}
+
+// validate checks the bounds A50 sets.
+func (od OutlierDetection) validate() error {
+	if od.MaxEjectionPercent > 100 {
+		return fmt.Errorf("outlierDetection.maxEjectionPercent %d is over 100", od.MaxEjectionPercent)
+	}
+	if f := od.FailurePercentageEjection; f != nil {
+		if f.Threshold > 100 {
+			return fmt.Errorf("outlierDetection.failurePercentageEjection.threshold %d is over 100", f.Threshold)
+		}
+		if f.EnforcementPercentage > 100 {
+			return fmt.Errorf("outlierDetection.failurePercentageEjection.enforcementPercentage %d is over 100", f.EnforcementPercentage)
+		}
+	}
+	for name, d := range map[string]time.Duration{"interval": od.Interval, "baseEjectionTime": od.BaseEjectionTime, "maxEjectionTime": od.MaxEjectionTime} {
+		if d < 0 {
+			return fmt.Errorf("outlierDetection.%s %v is negative", name, d)
+		}
+	}
+	return nil
+}
+
+// ejection is one endpoint's ejection state; the sweep that changes it
+// holds sharding.mu.
+type ejection struct {
+	ejected    bool
+	since      time.Time
+	multiplier int
+}
+
+// sweepLocked is one interval of A50's algorithm over every endpoint:
+// take each endpoint's counts, eject the ones failing past the threshold
+// while the cap allows, and bring back those whose time is up. It reports
+// whether the set of ejected endpoints changed.
+func sweepLocked(od OutlierDetection, endpoints []*child, now time.Time) (changed bool) {
+	type counts struct{ calls, failures uint64 }
+	seen := make([]counts, len(endpoints))
+	ejected := 0
+	for i, c := range endpoints {
+		seen[i] = counts{c.load.calls.Swap(0), c.load.failures.Swap(0)}
+		if c.ejection.ejected {
+			ejected++
+		}
+	}
+	if f := od.FailurePercentageEjection; f != nil {
+		volume := 0
+		for _, s := range seen {
+			if s.calls >= uint64(f.RequestVolume) {
+				volume++
+			}
+		}
+		if volume >= int(f.MinimumHosts) {
+			for i, c := range endpoints {
+				s := seen[i]
+				if c.ejection.ejected || s.calls < uint64(f.RequestVolume) || s.failures*100 <= uint64(f.Threshold)*s.calls {
+					continue
+				}
+				if ejected*100 >= int(od.MaxEjectionPercent)*len(endpoints) {
+					break
+				}
+				if rand.Uint32N(100) < f.EnforcementPercentage {
+					c.ejection = ejection{ejected: true, since: now, multiplier: c.ejection.multiplier + 1}
+					c.load.ejected.Store(true)
+					c.load.ejectedOnce()
+					ejected++
+					changed = true
+				}
+			}
+		}
+	}
+	for _, c := range endpoints {
+		e := &c.ejection
+		if !e.ejected {
+			if e.multiplier > 0 {
+				e.multiplier--
+			}
+			continue
+		}
+		out := (od.BaseEjectionTime) * time.Duration(e.multiplier)
+		out = min(out, max((od.BaseEjectionTime), (od.MaxEjectionTime)))
+		if !now.Before(e.since.Add(out)) {
+			e.ejected = false
+			c.load.ejected.Store(false)
+			changed = true
+		}
+	}
+	return changed
+}
