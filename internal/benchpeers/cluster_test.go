@@ -328,15 +328,20 @@ func (c *cluster) isRegistered(tb testing.TB, n *nodeProcess) bool {
 func (c *cluster) readySubchannels(tb testing.TB) int {
 	tb.Helper()
 	ctx := context.Background()
-	top, err := channelztest.Server.GetTopChannels(ctx, &channelzpb.GetTopChannelsRequest{})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	var channel *channelzpb.Channel // the newest with the client's target
-	for _, ch := range top.GetChannel() {
-		if ch.GetData().GetTarget() == c.conn.Target() && (channel == nil || ch.GetRef().GetChannelId() > channel.GetRef().GetChannelId()) {
-			channel = ch
+	// channelz answers a page at a time (100 channels): a long run has more.
+	for start, end := int64(0), false; !end; {
+		top, err := channelztest.Server.GetTopChannels(ctx, &channelzpb.GetTopChannelsRequest{StartChannelId: start})
+		if err != nil {
+			tb.Fatal(err)
 		}
+		for _, ch := range top.GetChannel() {
+			if ch.GetData().GetTarget() == c.conn.Target() && (channel == nil || ch.GetRef().GetChannelId() > channel.GetRef().GetChannelId()) {
+				channel = ch
+			}
+			start = max(start, ch.GetRef().GetChannelId()+1)
+		}
+		end = top.GetEnd() || len(top.GetChannel()) == 0
 	}
 	ready := 0
 	for _, ref := range channel.GetSubchannelRef() {
