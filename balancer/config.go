@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -142,23 +141,29 @@ func defaultPolicyConfig() policyConfig {
 // balancer, which is how a connection finds the Metrics its dialer chose:
 // by id, since a config is JSON.
 type lbConfig struct {
-	serviceconfig.LoadBalancingConfig
-	parsed policyConfig
+	serviceconfig.LoadBalancingConfig `json:"-"`
+	raw                               json.RawMessage
+	parsed                            policyConfig
 }
+
+// MarshalJSON gives back the config as it came: gRPC's xDS policies marshal
+// their children's parsed configs and parse them again.
+func (c *lbConfig) MarshalJSON() ([]byte, error) { return c.raw, nil }
 
 func (builder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
 	cfg, err := parsePolicyConfig(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s config: %w", Name, err)
 	}
-	return &lbConfig{parsed: cfg}, nil
+	return &lbConfig{raw: slices.Clone(raw), parsed: cfg}, nil
 }
 
+// parsePolicyConfig ignores the fields it does not know: an xDS server newer
+// than its client may name the policy with more, and a config gRPC cannot
+// parse fails the whole cluster.
 func parsePolicyConfig(raw json.RawMessage) (policyConfig, error) {
 	var j policyJSON
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
+	if err := json.Unmarshal(raw, &j); err != nil {
 		return policyConfig{}, err
 	}
 	cfg := defaultPolicyConfig()
@@ -314,6 +319,7 @@ func DialOptions(opts ...Option) ([]grpc.DialOption, error) {
 		grpc.WithDefaultServiceConfig(serviceConfigOf(o)),
 		grpc.WithKeepaliveParams(ClientKeepalive),
 		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
+		grpc.WithChainStreamInterceptor(markStream),
 	}, attemptOptions(o.attemptTimeout, o.idempotentMethods)...), nil
 }
 

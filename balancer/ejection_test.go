@@ -138,7 +138,8 @@ func TestPolicyConfigParsesAndRejectsWhatIsOutOfBounds(t *testing.T) {
 		{`{"outlierDetection": {"failurePercentageEjection": {"enforcementPercentage": 200}}}`, "enforcementPercentage"},
 		{`{"outlierDetection": {"interval": "-1s"}}`, "interval"},
 		{`{"outlierDetection": {"baseEjectionTime": "10"}}`, "baseEjectionTime"},
-		{`{"weights": 1}`, "unknown field"},
+		{`{"weights": 1}`, ""}, // a newer server's field
+		{`{"latencyDecay": 1}`, "latencyDecay"},
 		{`{"metrics": "no such id"}`, "no balancer.Metrics"},
 	} {
 		_, err := builder{}.ParseConfig(json.RawMessage(tc.config))
@@ -165,6 +166,18 @@ func TestPolicyConfigDefaults(t *testing.T) {
 	}
 	if off.od != nil {
 		t.Errorf("outlier detection without failurePercentageEjection = %+v, want off as in A50", off.od)
+	}
+	// gRPC's xDS policies marshal a child's parsed config and parse it again.
+	parsed, err := builder{}.ParseConfig(json.RawMessage(`{"latencyDecay": "0.5s"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := json.Marshal(parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := parsePolicyConfig(again); err != nil || cfg.decay != 500*time.Millisecond {
+		t.Errorf("config marshalled as %s, parsed again as %+v, %v", again, cfg, err)
 	}
 	// What WithOutlierDetection writes reads back the same.
 	raw, err := json.Marshal(DefaultOutlierDetection)

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	grpcbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -114,9 +116,19 @@ func (l *load) latency() time.Duration {
 	return time.Duration(math.Float64frombits(l.ewma.Load()))
 }
 
+// streamKey marks the context of a stream (markStream): its length is no
+// latency, so the picker counts it in flight but keeps it out of the EWMA.
+type streamKey struct{}
+
+// markStream is the stream interceptor of DialOptions that marks streams.
+func markStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(context.WithValue(ctx, streamKey{}, true), desc, cc, method, opts...)
+}
+
 // start counts a call in flight on addr from now, and returns what ends it.
-// A failure makes c, the timed call (nil for others), avoid addr.
-func (l *load) start(now int64, addr string, c *call) func(grpcbalancer.DoneInfo) {
+// A failure makes c, the timed call (nil for others), avoid addr. A
+// unary call's time goes into the EWMA, a stream's does not.
+func (l *load) start(now int64, addr string, c *call, unary bool) func(grpcbalancer.DoneInfo) {
 	l.inflight.Add(1)
 	return func(info grpcbalancer.DoneInfo) {
 		end := nanotime()
@@ -130,7 +142,9 @@ func (l *load) start(now int64, addr string, c *call) func(grpcbalancer.DoneInfo
 				c.failedOn(addr)
 			}
 		}
-		l.observe(end, float64(end-now), info.Err != nil)
+		if unary {
+			l.observe(end, float64(end-now), info.Err != nil)
+		}
 	}
 }
 
@@ -168,7 +182,7 @@ func (p *p2cPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, e
 		return res, err
 	}
 	p.loads[i].picks.Inc()
-	res.Done = p.loads[i].start(now, p.addrs[i], c)
+	res.Done = p.loads[i].start(now, p.addrs[i], c, info.Ctx.Value(streamKey{}) == nil)
 	return res, nil
 }
 

@@ -28,6 +28,30 @@ func (p *turnPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, 
 	return p.pickers[int(p.next.Add(1)%uint32(len(p.pickers)))].Pick(info)
 }
 
+// threeReady is a picker by load over three ready endpoints, and what to
+// pick for.
+func threeReady() (*p2cPicker, grpcbalancer.PickInfo) {
+	p := &p2cPicker{addrs: []string{"a", "b", "c"}}
+	for range p.addrs {
+		p.pickers = append(p.pickers, answeringPicker{})
+		p.loads = append(p.loads, newLoad(DefaultLatencyDecay))
+	}
+	return p, grpcbalancer.PickInfo{FullMethodName: "/routeguide.RouteGuide/GetFeature", Ctx: context.Background()}
+}
+
+// TestAPickByLoadAllocatesOnce guards the cost BenchmarkPick measures: the
+// closure that ends the call is the one allocation of a pick.
+func TestAPickByLoadAllocatesOnce(t *testing.T) {
+	p, info := threeReady()
+	allocs := testing.AllocsPerRun(1000, func() {
+		res, _ := p.Pick(info)
+		res.Done(grpcbalancer.DoneInfo{})
+	})
+	if allocs > 1 {
+		t.Errorf("a pick and its end allocate %v times, want 1", allocs)
+	}
+}
+
 // BenchmarkPick is the cost of one pick and its end, over three ready
 // endpoints, from as many goroutines as GOMAXPROCS: picking by load against
 // the turn it replaced. cpu-ns/op is the process's CPU, which a busy machine
@@ -36,12 +60,8 @@ func (p *turnPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, 
 //
 //	go test -run '^$' -bench Pick -benchmem -count 5 ./balancer/
 func BenchmarkPick(b *testing.B) {
-	three := []grpcbalancer.Picker{answeringPicker{}, answeringPicker{}, answeringPicker{}}
-	p2c := &p2cPicker{pickers: three, addrs: []string{"a", "b", "c"}}
-	for range three {
-		p2c.loads = append(p2c.loads, newLoad(DefaultLatencyDecay))
-	}
-	info := grpcbalancer.PickInfo{FullMethodName: "/routeguide.RouteGuide/GetFeature", Ctx: context.Background()}
+	p2c, info := threeReady()
+	three := p2c.pickers
 	for _, bc := range []struct {
 		name   string
 		picker grpcbalancer.Picker

@@ -191,3 +191,38 @@ func TestASlowNodeIsNeverStarved(t *testing.T) {
 		t.Errorf("the slow node took %.1f%% of the calls, want a few probes: %v", 100*share, s)
 	}
 }
+
+// TestAStreamsLengthIsNoLatency: a node that held a long stream (a chat
+// open while hundreds of calls went by) keeps its share of the unary calls:
+// the stream counted in flight, but its length did not go into the EWMA.
+func TestAStreamsLengthIsNoLatency(t *testing.T) {
+	nodes := []*guideNode{startGuideNode(t, "a", answers), startGuideNode(t, "b", answers), startGuideNode(t, "c", answers)}
+	client := dialGuideOpts(t, nodes)
+	chatCtx, endChat := context.WithCancel(t.Context())
+	chat, err := client.RouteChat(chatCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := -1
+	poll.Until(t, 10*time.Second, "the chat at a node", func() bool {
+		for i, n := range nodes {
+			if n.chats.Load() == 1 {
+				holder = i
+			}
+		}
+		return holder >= 0
+	})
+	s := sharesFrom(nodes...)
+	load := startLoad(t, client, 8)
+	poll.Until(t, time.Minute, "300 calls while the chat is open", func() bool { _, total := s.of(holder); return total >= 300 })
+	endChat()
+	chat.Recv() // the stream's end, which ends its pick
+	s.reset()
+	poll.Until(t, time.Minute, "600 calls after the chat", func() bool { _, total := s.of(holder); return total >= 600 })
+	if errs := load.stop(); len(errs) > 0 {
+		t.Errorf("%d calls failed, first: %v", len(errs), errs[0])
+	}
+	if share, _ := s.of(holder); share < 0.20 {
+		t.Errorf("the node that held the chat took %.1f%% of the calls after it, want a fair share: %v", 100*share, s)
+	}
+}

@@ -17,7 +17,8 @@ import (
 // sharding is gRPC's round_robin (endpointsharding over pick_first
 // children) with the children's states kept as counts, so that an update of
 // one child costs O(1), not O(N): see docs/DESIGN.md, "Round robin over
-// endpoints that refuse".
+// endpoints that refuse". Its picker picks by load (load.go), and it ejects
+// the children that fail (ejection.go).
 type sharding struct {
 	target     string
 	cc         grpcbalancer.ClientConn
@@ -27,6 +28,7 @@ type sharding struct {
 	// children is written by the top-down calls only, which gRPC
 	// serializes; children's updates never read it.
 	children *resolver.EndpointMap[*child]
+	cfg      policyConfig // the latest, with defaults filled in; top-down calls only
 
 	// mu guards what children's updates change. Never call into a child
 	// while holding it: the child may update its state synchronously.
@@ -38,9 +40,8 @@ type sharding struct {
 	failed   grpcbalancer.Picker
 	sent     connectivity.State
 	members  map[*child]struct{} // every child not removed, for the ejection sweep
-	cfg      policyConfig        // the latest, with defaults filled in
 
-	sweeps *sweeper // nil while ejection is off
+	sweeps *sweeper // nil while ejection is off; top-down calls only
 }
 
 func newSharding(cc grpcbalancer.ClientConn, opts grpcbalancer.BuildOptions, childBuild func(grpcbalancer.ClientConn, grpcbalancer.BuildOptions) grpcbalancer.Balancer) *sharding {
@@ -121,10 +122,8 @@ func (s *sharding) Close() {
 // configure takes the policy's config: endpoints that come later have its
 // latency decay and metrics, and ejection follows its outlier detection.
 func (s *sharding) configure(cfg policyConfig) {
-	s.mu.Lock()
 	odChanged := !reflect.DeepEqual(s.cfg.od, cfg.od)
 	s.cfg = cfg
-	s.mu.Unlock()
 	if !odChanged {
 		return
 	}
@@ -192,15 +191,14 @@ func (s *sharding) setInhibit(on bool) {
 
 func (s *sharding) newChild(ep resolver.Endpoint) *child {
 	c := &child{ClientConn: s.cc, parent: s, addr: ep.Addresses[0].Addr, state: grpcbalancer.State{ConnectivityState: connectivity.Connecting, Picker: base.NewErrPicker(grpcbalancer.ErrNoSubConnAvailable)}}
+	c.load, c.metrics = newLoad(s.cfg.decay), s.cfg.metrics
+	if c.metrics != nil {
+		c.metrics.add(s.target, c.addr, c.load) // before the sweep can see c
+	}
 	s.mu.Lock()
-	c.load = newLoad(s.cfg.decay)
-	c.metrics = s.cfg.metrics
 	s.count[connectivity.Connecting]++
 	s.members[c] = struct{}{}
 	s.mu.Unlock()
-	if c.metrics != nil {
-		c.metrics.add(s.target, c.addr, c.load)
-	}
 	c.lb = s.childBuild(c, s.opts)
 	return c
 }

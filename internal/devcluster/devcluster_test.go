@@ -170,8 +170,10 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC, dial func(*testing.T, *devcl
 	calls := answerlog.New(conn)
 	loadStart := time.Now()
 	background := startLoad(t, calls, rpc)
-	poll.Until(t, 10*time.Second, "the node to be drained to answer 200 calls", func() bool {
-		return calls.Count(victim.ID(), loadStart, time.Time{}) >= 200
+	// The policy picks by load, so the share of one node of three varies
+	// with the machine's noise: wait for calls, not a third of them.
+	poll.Until(t, 20*time.Second, "the node to be drained to answer 100 calls", func() bool {
+		return calls.Count(victim.ID(), loadStart, time.Time{}) >= 100
 	})
 
 	drainStart := time.Now()
@@ -207,13 +209,16 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC, dial func(*testing.T, *devcl
 	t.Logf("load: ok=%d failed=%d qps=%.0f p50=%v p99=%v by_node=%v", res.OK, res.Failed, res.QPS, res.P50, res.P99, res.ByNode)
 }
 
-func TestRoundRobinSplitsEvenlyOverThreeNodes(t *testing.T) {
-	testRoundRobinSplit(t, dial, 10)
+// TestCallsSpreadOverThreeNodes: alike nodes each take a share of the calls,
+// though not exactly a third: the policy picks by latency and calls in
+// flight, which vary from call to call on a busy machine.
+func TestCallsSpreadOverThreeNodes(t *testing.T) {
+	testCallsSpread(t, dial, 40)
 }
 
-// testRoundRobinSplit makes 3000 calls over three nodes from a client that
-// dial connects, and wants each node within percent of a third of them.
-func testRoundRobinSplit(t *testing.T, dial func(*testing.T, *devcluster.Cluster) *clientcli.Conn, percent int) {
+// testCallsSpread makes 3000 calls over three nodes from a client that dial
+// connects, and wants each node within percent of a third of them.
+func testCallsSpread(t *testing.T, dial func(*testing.T, *devcluster.Cluster) *clientcli.Conn, percent int) {
 	cluster := startCluster(t, 3, nodeTemplate(t))
 	conn := dial(t, cluster)
 	nodes := ids(cluster.Nodes())

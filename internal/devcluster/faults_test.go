@@ -343,8 +343,10 @@ func TestFaultNodeSilentWithoutReset(t *testing.T) {
 
 	calls := answerlog.New(conn)
 	loads := startLoads(t, calls, loadSpec{load.Get, 6}, loadSpec{load.List, 2}, loadSpec{load.Record, 2})
-	poll.Until(t, 10*time.Second, "the silent node to answer 100 calls", func() bool {
-		return calls.Count(silent.ID(), time.Time{}, time.Time{}) >= 100
+	// Behind its proxy the node is slower than the others, and the policy
+	// gives it fewer calls than a third.
+	poll.Until(t, 30*time.Second, "the silent node to answer 30 calls", func() bool {
+		return calls.Count(silent.ID(), time.Time{}, time.Time{}) >= 30
 	})
 
 	silenced := time.Now()

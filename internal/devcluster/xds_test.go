@@ -69,8 +69,8 @@ func dialXDSWithTLS(t *testing.T, cluster *devcluster.Cluster, client tlsfiles.C
 	return conn
 }
 
-func TestXDSClientSplitsCallsRoundRobinOverThreeNodes(t *testing.T) {
-	testRoundRobinSplit(t, dialXDS, 5)
+func TestXDSClientSpreadsCallsOverThreeNodes(t *testing.T) {
+	testCallsSpread(t, dialXDS, 40)
 }
 
 // TestXDSClientDrainUnderLoadFailsNoCall is TestDrainUnderLoadFailsNoCall
