@@ -60,9 +60,11 @@ var frameworks = []framework{
 
 // Ours: the node command with its defaults (10s lease, 1s drain delay,
 // metrics served), and the client command's connection (clientcli.Dial).
+// The node id carries the port: a cluster started after another was
+// killed must not wait for the dead nodes' keys to expire.
 func oursCommand(_ testing.TB, url string, i int, addr string) *exec.Cmd {
 	cmd := exec.Command(binaries.ours, "--etcd", url, "--listen", addr,
-		"--metrics-listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("ours-%d", i))
+		"--metrics-listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("ours-%d-%s", i, addr[strings.LastIndexByte(addr, ':')+1:]))
 	for _, v := range os.Environ() {
 		if !strings.HasPrefix(v, "ROUTEGUIDE_") {
 			cmd.Env = append(cmd.Env, v)

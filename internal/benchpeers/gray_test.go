@@ -65,8 +65,8 @@ type grayClient struct {
 }
 
 var grayClientList = []grayClient{
-	{name: "ours", fw: frameworks[0]},
 	{name: "ours-before", fw: framework{name: "ours", prefix: frameworks[0].prefix, command: oursCommand, dial: dialOursRoundRobin}},
+	{name: "ours", fw: frameworks[0]},
 	{name: "go-zero", fw: frameworks[1]},
 }
 

@@ -75,9 +75,13 @@ func (c *calls) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	// frames go out, though gRPC may now flush the header in a write of its
 	// own. A header the handler set is merged; a handler that called
 	// grpc.SendHeader itself would lose this one (the node's call none).
-	grpc.SendHeader(ctx, c.header)
 	if err == nil {
+		grpc.SendHeader(ctx, c.header)
 		series.messageSent()
+	} else {
+		// A failed call names the node in its trailer: headers would commit
+		// the call, and the client could not retry it (gRFC A6).
+		grpc.SetTrailer(ctx, c.header)
 	}
 	c.finished(ctx, info.FullMethod, start, series, err)
 	return resp, err
@@ -107,7 +111,11 @@ func (c *calls) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		s.bound, s.method = c.bound, info.FullMethod
 	}
 	err := c.recoverStream(srv, s, info.FullMethod, handler)
-	s.sendHeader()
+	if err != nil && !s.headerSent {
+		s.SetTrailer(s.header) // as for a unary call that failed
+	} else {
+		s.sendHeader()
+	}
 	c.finished(ss.Context(), info.FullMethod, start, s.series, err)
 	return err
 }
