@@ -7,7 +7,7 @@ import (
 
 	grpcbalancer "google.golang.org/grpc/balancer"
 
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 )
 
 // answeringPicker is a ready child's picker: it picks at once.
@@ -68,7 +68,7 @@ func BenchmarkPick(b *testing.B) {
 	}{{"policy=turns", &turnPicker{pickers: three}}, {"policy=p2c", p2c}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
-			cpuBefore := cputime.Process(b)
+			cpuBefore := testutils.ProcessCPUTime(b)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					res, err := bc.picker.Pick(info)
@@ -81,7 +81,7 @@ func BenchmarkPick(b *testing.B) {
 					}
 				}
 			})
-			b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testutils.ProcessCPUTime(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }

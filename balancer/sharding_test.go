@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/unreachable"
 )
 
 // refused returns n endpoints where nothing listens, so that every
@@ -25,7 +25,7 @@ import (
 func refused(t *testing.T, n int) []resolver.Endpoint {
 	t.Helper()
 	var eps []resolver.Endpoint
-	for _, addr := range unreachable.Addrs(t, n) {
+	for _, addr := range testutils.UnreachableAddrs(t, n) {
 		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}})
 	}
 	return eps

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/goroutines"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 )
 
 // startEtcd starts a real single-member etcd on a free 127.0.0.1 port.
@@ -138,7 +138,7 @@ func parseTarget(t *testing.T, s string) resolver.Target {
 // a test of our goroutines counts ours by name.
 func goroutinesIn(fn string) int {
 	count := 0
-	for _, stack := range goroutines.Stacks() {
+	for _, stack := range testutils.GoroutineStacks() {
 		if strings.Contains(stack, fn) {
 			count++
 		}

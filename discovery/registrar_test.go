@@ -15,7 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -147,13 +147,7 @@ func TestNodeRegistersAgainAfterItsKeyIsDeletedByHand(t *testing.T) {
 // TestNodeRegistersAgainAfterEtcdRestarts keeps etcd down for longer than the
 // TTL, so the lease is lost, then brings it back on the same data directory.
 func TestNodeRegistersAgainAfterEtcdRestarts(t *testing.T) {
-	dir := t.TempDir()
-	etcd, err := localetcd.Start(localetcd.Config{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
-	addr := etcd.ClientAddr()
+	etcd := etcdtest.StartRestartable(t)
 	cli := newClient(t, etcd.ClientURL())
 	events := &counters{}
 	reg := registration(cli, "n1", "10.0.0.1:50051")
@@ -168,11 +162,7 @@ func TestNodeRegistersAgainAfterEtcdRestarts(t *testing.T) {
 	// etcd goes, the watch fails first, and the keepalive ends only at the TTL.
 	poll.Until(t, 3*reg.TTL+2*time.Second, "lease loss not reported", func() bool { return events.get(&events.leaseLost) > 0 })
 
-	etcd, err = localetcd.Start(localetcd.Config{Dir: dir, ClientAddr: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd.Restart()
 	poll.Until(t, 30*time.Second, "node not registered again after etcd returned", func() bool { return r.Live() && keyExists(t, cli, reg.Key())() })
 	if got := events.get(&events.registered); got < 2 {
 		t.Errorf("registrations counted: %d, want at least 2", got)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,13 +26,23 @@ func NewBuilder(client *clientv3.Client, opts ...Option) *Builder {
 	return &Builder{client: client, opts: newFollowOptions(opts)}
 }
 
+// ServiceOf is the service that target, parsed as an etcd:///<service>
+// target, names: its path without slashes; "" when it names none.
+func ServiceOf(target url.URL) string {
+	path := target.Path
+	if path == "" {
+		path = target.Opaque // etcd:service
+	}
+	return strings.Trim(path, "/")
+}
+
 // Scheme implements resolver.Builder.
 func (b *Builder) Scheme() string { return Scheme }
 
 // Build implements resolver.Builder. The resolver follows the registry in the
 // background until Close.
 func (b *Builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
-	service := strings.Trim(target.Endpoint(), "/")
+	service := ServiceOf(target.URL)
 	if service == "" {
 		return nil, fmt.Errorf("etcd resolver: target %q names no service; want etcd:///<service>", target.URL.String())
 	}

@@ -12,7 +12,7 @@ import (
 	upstream "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc/resolver"
 
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
@@ -144,13 +144,7 @@ func TestResolverSkipsAndCountsMalformedValues(t *testing.T) {
 
 func TestResolverKeepsEndpointsWhileEtcdIsDownAndFollowsWhenItReturns(t *testing.T) {
 	ctx := testContext(t)
-	dir := t.TempDir()
-	etcd, err := localetcd.Start(localetcd.Config{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
-	addr := etcd.ClientAddr()
+	etcd := etcdtest.StartRestartable(t)
 	cli := newClient(t, etcd.ClientURL())
 	lease := withLease(t, ctx, cli)
 	if _, err := cli.Put(ctx, "routeguide/n1", `{"Op":0,"Addr":"10.0.0.1:50051"}`, lease); err != nil {
@@ -167,11 +161,7 @@ func TestResolverKeepsEndpointsWhileEtcdIsDownAndFollowsWhenItReturns(t *testing
 		_, err := cli.Get(c, "x")
 		return err != nil
 	})
-	etcd, err = localetcd.Start(localetcd.Config{Dir: dir, ClientAddr: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd.Restart()
 	if _, err := cli.Put(ctx, "routeguide/n2", `{"Op":0,"Addr":"10.0.0.2:50051"}`, lease); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +16,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -115,15 +114,6 @@ func scaleEntry(t testing.TB, service string, i int) (string, string) {
 	return Prefix(service) + id, value
 }
 
-// heapInUse is the live heap after a full collection.
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse
-}
-
 // scaleRun is a resolver built over a registry of scaleEndpoints.
 type scaleRun struct {
 	cli      *clientv3.Client
@@ -140,7 +130,7 @@ func startScaleRun(t testing.TB, cli *clientv3.Client, service string) *scaleRun
 	defer cancel()
 	lease := registerMany(t, ctx, cli, service, scaleEndpoints)
 	r := &scaleRun{cli: cli, service: service, state: newLastState(), lease: lease}
-	before := heapInUse()
+	before := testutils.HeapAfterGC().HeapInuse
 	target, err := url.Parse("etcd:///" + service)
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +142,7 @@ func startScaleRun(t testing.TB, cli *clientv3.Client, service string) *scaleRun
 	r.resolver = res
 	t.Cleanup(res.Close)
 	r.state.waitCount(t, scaleEndpoints)
-	if after := heapInUse(); after > before {
+	if after := testutils.HeapAfterGC().HeapInuse; after > before {
 		r.heap = after - before
 	}
 	return r
@@ -244,12 +234,12 @@ func BenchmarkResolverScale(b *testing.B) {
 	b.Cleanup(func() { cli.Close() })
 	run := startScaleRun(b, cli, "scale")
 	var took []time.Duration
-	cpuBefore := cputime.Process(b)
+	cpuBefore := testutils.ProcessCPUTime(b)
 	for i := 0; b.Loop(); i++ {
 		d, _ := run.change(b, scaleEndpoints, i%2 == 1)
 		took = append(took, d)
 	}
-	b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/change")
+	b.ReportMetric(float64(testutils.ProcessCPUTime(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/change")
 	slices.Sort(took)
 	b.ReportMetric(float64(percentile(took, 50))/1e6, "p50-ms")
 	b.ReportMetric(float64(percentile(took, 99))/1e6, "p99-ms")

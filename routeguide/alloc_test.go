@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/race"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
@@ -55,7 +55,7 @@ func TestListFeaturesAllocatesNothingPerMessage(t *testing.T) {
 		}
 	})
 	perCall := 0.0
-	if race.Enabled {
+	if testutils.RaceEnabled {
 		perCall = 1
 	}
 	if allocs > perCall {

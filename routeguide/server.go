@@ -6,15 +6,19 @@ package routeguide
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
+	"strings"
 	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
@@ -27,13 +31,18 @@ type Limits struct {
 	// ChatNotes is the number of notes one RouteChat stream may send.
 	ChatNotes int
 	// NoteWrites bounds the notes the server posts and answers at once, over
-	// all streams; one peer (a client host) may take a quarter of them. A
+	// all streams; one client group (an IPv4 address, an IPv6 /64) may take
+	// a quarter of them, and less while more groups post (see writeGate). A
 	// note holds its place until its answer is sent, so what unread answers
 	// hold is bounded too: NoteWrites answers of the store's AnswerBytes.
 	NoteWrites int
 	// NoteWriteWait is how long a note waits for a place before it is
 	// refused with ResourceExhausted.
 	NoteWriteWait time.Duration
+	// AnswerWait is how long the client may take to read an answer: past
+	// it the stream ends with DeadlineExceeded and the place is given back.
+	// The note stays stored.
+	AnswerWait time.Duration
 }
 
 // The limits a request can reach, by the names Observer.LimitRejected
@@ -44,10 +53,11 @@ const (
 	LimitStoredNotes = "stored_notes"
 	LimitNoteBytes   = "note_bytes"
 	LimitNoteWrites  = "note_writes"
+	LimitAnswerWait  = "answer_wait"
 )
 
 // LimitNames lists every limit name, for metrics that start each at zero.
-var LimitNames = []string{LimitRoutePoints, LimitChatNotes, LimitStoredNotes, LimitNoteBytes, LimitNoteWrites}
+var LimitNames = []string{LimitRoutePoints, LimitChatNotes, LimitStoredNotes, LimitNoteBytes, LimitNoteWrites, LimitAnswerWait}
 
 // Observer hears what the service does, for metrics. Its methods are called
 // on the request path and must be cheap and safe for concurrent use.
@@ -170,6 +180,10 @@ func (s *Server) RecordRoute(stream pb.RouteGuide_RecordRouteServer) error {
 // RouteChat stores every note it receives and answers each with all the notes
 // at that location, in posting order, the new one included.
 func (s *Server) RouteChat(stream pb.RouteGuide_RouteChatServer) error {
+	noteID, err := streamNoteID(stream.Context())
+	if err != nil {
+		return err
+	}
 	for received := 0; ; received++ {
 		note, err := stream.Recv()
 		if err == io.EOF {
@@ -190,7 +204,11 @@ func (s *Server) RouteChat(stream pb.RouteGuide_RouteChatServer) error {
 			s.observer.LimitRejected(LimitChatNotes)
 			return status.Errorf(codes.ResourceExhausted, "a chat may send at most %d notes", s.limits.ChatNotes)
 		}
-		if err := s.postAndAnswer(stream, note); err != nil {
+		ctx := stream.Context()
+		if noteID != "" {
+			ctx = notes.WithNoteID(ctx, fmt.Sprintf("%s.%d", noteID, received))
+		}
+		if err := s.postAndAnswer(ctx, stream, note); err != nil {
 			return err
 		}
 	}
@@ -198,27 +216,66 @@ func (s *Server) RouteChat(stream pb.RouteGuide_RouteChatServer) error {
 
 // postAndAnswer stores note and sends the notes at its location, holding a
 // place in the write gate until the answer is sent.
-func (s *Server) postAndAnswer(stream pb.RouteGuide_RouteChatServer, note *pb.RouteNote) error {
-	leave, err := s.writes.enter(stream.Context())
+func (s *Server) postAndAnswer(ctx context.Context, stream pb.RouteGuide_RouteChatServer, note *pb.RouteNote) error {
+	leave, err := s.writes.enter(ctx)
 	if errors.Is(err, errGateFull) {
 		s.observer.LimitRejected(LimitNoteWrites)
-		return status.Errorf(codes.ResourceExhausted, "the node posts %d notes at once at most, a client a quarter of them; none was free within %v", s.limits.NoteWrites, s.limits.NoteWriteWait)
+		return status.Errorf(codes.ResourceExhausted, "the node posts %d notes at once at most, a client address a quarter of them or less while more post; none was free within %v", s.limits.NoteWrites, s.limits.NoteWriteWait)
 	}
 	if err != nil {
 		return status.FromContextError(err).Err()
 	}
 	defer leave()
-	atLocation, err := s.notes.Post(stream.Context(), note)
+	atLocation, err := s.notes.Post(ctx, note)
 	if err != nil {
 		return s.postError(err)
 	}
 	s.observer.NotePosted()
-	for _, n := range atLocation {
-		if err := stream.Send(n); err != nil {
-			return err
+	return s.sendAnswer(stream, atLocation)
+}
+
+// sendAnswer sends the notes of an answer, and ends the stream with
+// DeadlineExceeded when the client has not read them within AnswerWait: a
+// Send blocked by flow control ends only with its stream, so it runs in a
+// goroutine of its own, which returns once the handler has returned.
+func (s *Server) sendAnswer(stream pb.RouteGuide_RouteChatServer, answer []*pb.RouteNote) error {
+	send := func() error {
+		for _, n := range answer {
+			if err := stream.Send(n); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	return nil
+	if s.limits.AnswerWait <= 0 {
+		return send()
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- send() }()
+	timer := time.NewTimer(s.limits.AnswerWait)
+	defer timer.Stop()
+	select {
+	case err := <-sent:
+		return err
+	case <-timer.C:
+		s.observer.LimitRejected(LimitAnswerWait)
+		return status.Errorf(codes.DeadlineExceeded, "the answer of %d notes was not read within %v; the note is stored", len(answer), s.limits.AnswerWait)
+	}
+}
+
+// streamNoteID is the stream's contract.NoteIDHeader, checked.
+func streamNoteID(ctx context.Context) (string, error) {
+	ids := metadata.ValueFromIncomingContext(ctx, contract.NoteIDHeader)
+	if len(ids) == 0 {
+		return "", nil
+	}
+	id := ids[0]
+	if len(ids) > 1 || id == "" || len(id) > contract.MaxNoteIDBytes || strings.IndexFunc(id, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}) >= 0 {
+		return "", status.Errorf(codes.InvalidArgument, "%s must be one value of 1 to %d letters, digits, '.', '_' or '-'", contract.NoteIDHeader, contract.MaxNoteIDBytes)
+	}
+	return id, nil
 }
 
 // postError turns a note store's error into a status for the client.

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -24,6 +25,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
@@ -951,5 +953,76 @@ func TestObserverHearsRoutesNotesAndLimits(t *testing.T) {
 	}
 	if want := []string{"route_points", "stored_notes", "chat_notes", "note_bytes"}; !slices.Equal(limits, want) {
 		t.Errorf("limits rejected = %q, want %q", limits, want)
+	}
+}
+
+// TestRouteChatAnswerNotReadWithinItsWaitEndsTheStreamAndGivesBackItsPlace
+// has one client hold the only note-write place with an answer it never
+// reads: past AnswerWait the node ends that stream, counts it, and another
+// client posts.
+func TestRouteChatAnswerNotReadWithinItsWaitEndsTheStreamAndGivesBackItsPlace(t *testing.T) {
+	const lat, lon = 40e7, -74e7
+	store := notes.NewMemory(notes.Limits{})
+	// An answer of 17 x 16 KiB, more than an unread stream takes.
+	for i := range 16 {
+		if _, err := store.Post(t.Context(), note(lat, lon, fmt.Sprintf("%02d%s", i, strings.Repeat("x", 16<<10)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := newRecorder()
+	limits := routeguide.Limits{NoteWrites: 1, NoteWriteWait: 10 * time.Second, AnswerWait: 300 * time.Millisecond}
+	_, addr := startServer(t, routeguide.Config{Features: features.New(nil), Notes: store, Observer: rec, Limits: limits})
+	slowConn := dial(t, addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	slowCtx, stopSlow := context.WithCancel(t.Context())
+	defer stopSlow()
+	slow, err := pb.NewRouteGuideClient(slowConn).RouteChat(slowCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Send(note(lat, lon, "never read")); err != nil {
+		t.Fatal(err)
+	}
+	<-rec.posted
+	start := time.Now()
+	got, err := chat(callContext(t), pb.NewRouteGuideClient(dial(t, addr)), note(1, 1, "other"))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("a post while another client held the only place: %v, %d notes", err, len(got))
+	}
+	if waited := time.Since(start); waited < limits.AnswerWait/2 {
+		t.Errorf("the other post waited %v, less than the unread answer's wait: the place was not held", waited)
+	}
+	rec.mu.Lock()
+	limitsHit := slices.Clone(rec.limits)
+	rec.mu.Unlock()
+	if !slices.Equal(limitsHit, []string{routeguide.LimitAnswerWait}) {
+		t.Errorf("limits %q, want one %q", limitsHit, routeguide.LimitAnswerWait)
+	}
+	// The unread stream is over: reading it gives what was sent, then an
+	// error, not the rest of the answer.
+	var read int
+	for {
+		if _, err = slow.Recv(); err != nil {
+			break
+		}
+		read++
+	}
+	t.Logf("the unread stream gave %d notes, then %v", read, err)
+	if read >= 17 || status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("the unread stream gave %d notes, then %v; want fewer than 17 and DeadlineExceeded", read, err)
+	}
+}
+
+func TestRouteChatRefusesANoteIDOutsideItsBound(t *testing.T) {
+	client, _ := startServer(t, config(features.New(nil)))
+	for _, id := range []string{strings.Repeat("a", contract.MaxNoteIDBytes+1), "has space", "slash/no"} {
+		ctx := metadata.AppendToOutgoingContext(callContext(t), contract.NoteIDHeader, id)
+		_, err := chat(ctx, client, note(1, 1, "x"))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), contract.NoteIDHeader) {
+			t.Errorf("note id %q: %v, want InvalidArgument naming %s", id, err, contract.NoteIDHeader)
+		}
+	}
+	ctx := metadata.AppendToOutgoingContext(callContext(t), contract.NoteIDHeader, strings.Repeat("a", contract.MaxNoteIDBytes))
+	if _, err := chat(ctx, client, note(1, 1, "x")); err != nil {
+		t.Errorf("a note id of %d bytes: %v", contract.MaxNoteIDBytes, err)
 	}
 }

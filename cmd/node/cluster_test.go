@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
@@ -21,6 +22,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/channelztest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/xdstest"
 )
 
 // The cluster tests run three node processes (the binary TestMain built)
@@ -48,19 +50,16 @@ func (k clusterClient) target() string { return string(k) + ":///routeguide" }
 // bootstrap names every node, the first one first.
 func (k clusterClient) dial(t testing.TB, etcdURL string, nodes []*clusterNode) *clientcli.Conn {
 	t.Helper()
-	var opts []clientcli.DialOption
+	opts := []clientcli.DialOption{clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{etcdURL}})}
 	if k == xdsClient {
 		var servers []string
 		for _, n := range nodes {
 			servers = append(servers, n.addr)
 		}
-		bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: servers, NodeID: t.Name()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts = append(opts, clientcli.WithXDSBootstrap(bootstrap))
+		xdsResolver := xdstest.Resolver(t, xdsserver.BootstrapConfig{Servers: servers, NodeID: t.Name()})
+		opts = append(opts, clientcli.WithGRPCOptions(grpc.WithResolvers(xdsResolver)))
 	}
-	conn, err := clientcli.Dial(t.Context(), k.target(), []string{etcdURL}, opts...)
+	conn, err := clientcli.Dial(t.Context(), k.target(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +250,7 @@ func (s faultScenario) keepsKilledNode(sig syscall.Signal) bool {
 
 // signalUnderLoad runs rpc from 8 workers (5s deadline each) over a cluster
 // of three node processes, sends sig to the scenario's victim once it has
-// answered 200 unary calls, waits for it to exit, for its key to leave etcd
+// answered 100 unary calls, waits for it to exit, for its key to leave etcd
 // and for the client to drop it (unless it keeps it), lets the load run on
 // 500 more calls and stops it.
 func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load.RPC) *fault {
@@ -282,8 +281,10 @@ func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load
 			stop()
 		}
 	})
-	poll.Until(t, 10*time.Second, f.victim.id+" to answer 200 calls", func() bool {
-		return c.calls.Count(f.victim.id, loadStart, time.Time{}) >= 200
+	// The policy picks by load, so one node's share of three varies with
+	// the machine's noise: wait for calls, not a third of them.
+	poll.Until(t, 20*time.Second, f.victim.id+" to answer 100 calls", func() bool {
+		return c.calls.Count(f.victim.id, loadStart, time.Time{}) >= 100
 	})
 
 	f.before, _ = subchannelData(sub)
@@ -329,8 +330,8 @@ func (f *fault) checkNoCallFailed(t *testing.T) {
 	if res.Failed != 0 {
 		t.Errorf("%d of %d calls failed: %v", res.Failed, res.OK+res.Failed, res.Errors)
 	}
-	if n := f.calls.Count(f.victim.id, time.Time{}, f.signalled); n < 200 {
-		t.Errorf("%s answered %d calls before the signal, want at least 200", f.victim.id, n)
+	if n := f.calls.Count(f.victim.id, time.Time{}, f.signalled); n < 100 {
+		t.Errorf("%s answered %d calls before the signal, want at least 100", f.victim.id, n)
 	}
 	if n := f.calls.StartedAfter(f.victim.id, f.exited); n != 0 {
 		t.Errorf("%s answered %d calls made after it exited", f.victim.id, n)

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -12,24 +17,33 @@ import (
 // module is the import path of this module.
 const module = "github.com/routeguide-cluster/routeguide/"
 
-// depsOf returns, for every package of this module that `go list -deps`
-// finds for pkgs (relative to the module root), its path within the module
-// and its imports.
-func depsOf(t *testing.T, pkgs ...string) map[string][]string {
+// pkg is a package of this module as `go list` describes it.
+type pkg struct {
+	imports []string
+	dir     string
+	goFiles []string // without the tests
+}
+
+// depsOf returns every package of this module that `go list -deps` finds
+// for pkgs (relative to the module root), by its path within the module.
+func depsOf(t *testing.T, pkgs ...string) map[string]pkg {
 	t.Helper()
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	args := append([]string{"list", "-deps", "-f", `{{.ImportPath}} {{join .Imports " "}}`}, pkgs...)
+	args := append([]string{"list", "-deps", "-f", `{{.ImportPath}}|{{join .Imports " "}}|{{.Dir}}|{{join .GoFiles " "}}`}, pkgs...)
 	cmd := exec.Command(goTool, args...)
 	cmd.Dir = "../.."
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list -deps %s: %v\n%s", strings.Join(pkgs, " "), err, out)
 	}
-	deps := make(map[string][]string)
+	deps := make(map[string]pkg)
 	for line := range strings.Lines(string(out)) {
-		pkg, imports, _ := strings.Cut(strings.TrimSpace(line), " ")
-		if rel, ok := strings.CutPrefix(pkg, module); ok {
-			deps[rel] = strings.Fields(imports)
+		fields := strings.Split(strings.TrimSpace(line), "|")
+		if len(fields) != 4 {
+			t.Fatalf("go list line %q: want 4 fields", line)
+		}
+		if rel, ok := strings.CutPrefix(fields[0], module); ok {
+			deps[rel] = pkg{imports: strings.Fields(fields[1]), dir: fields[2], goFiles: strings.Fields(fields[3])}
 		}
 	}
 	return deps
@@ -40,13 +54,13 @@ func depsOf(t *testing.T, pkgs ...string) map[string][]string {
 // be test support (under internal/testutils/, or named like notestest), nor
 // import package testing.
 func TestBinariesLinkNoTestSupport(t *testing.T) {
-	for rel, imports := range depsOf(t, "./cmd/node", "./cmd/client") {
+	for rel, p := range depsOf(t, "./cmd/node", "./cmd/client") {
 		switch {
 		case strings.HasPrefix(rel, "internal/testutils/"):
 			t.Errorf("the binaries link %s, which is test support", rel)
 		case strings.HasSuffix(rel, "test"):
 			t.Errorf("the binaries link %s, which is named as test support", rel)
-		case slices.Contains(imports, "testing"):
+		case slices.Contains(p.imports, "testing"):
 			t.Errorf("the binaries link %s, which imports package testing", rel)
 		}
 	}
@@ -86,5 +100,50 @@ func TestTheNodeLinksNoXDSClient(t *testing.T) {
 		if slices.Contains(deps, pkg) {
 			t.Errorf("the node links %s", pkg)
 		}
+	}
+}
+
+// TestBinariesCallNoTestingAPI guards the binaries against the testing APIs
+// of the libraries (grpc-go's ...ForTesting functions, for one): no package
+// of ours that they link may name one. The source is read rather than the
+// binary's symbols, since such a one-line wrapper is inlined away.
+func TestBinariesCallNoTestingAPI(t *testing.T) {
+	for rel, p := range depsOf(t, "./cmd/node", "./cmd/client") {
+		for _, file := range p.goFiles {
+			for _, use := range testingAPIUses(t, filepath.Join(p.dir, file)) {
+				t.Errorf("the binaries link %s, which calls %s", rel, use)
+			}
+		}
+	}
+}
+
+// testingAPIUses lists the selectors in file that name a testing API, with
+// their position.
+func testingAPIUses(t *testing.T, file string) []string {
+	t.Helper()
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, file, nil, parser.SkipObjectResolution)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uses []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		if sel, ok := n.(*ast.SelectorExpr); ok && strings.Contains(sel.Sel.Name, "ForTesting") {
+			uses = append(uses, fmt.Sprintf("%s (%s)", sel.Sel.Name, fset.Position(sel.Pos())))
+		}
+		return true
+	})
+	return uses
+}
+
+func TestTestingAPIUsesFindsACallToAForTestingFunction(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "x.go")
+	src := "package x\n\nimport \"google.golang.org/grpc/xds\"\n\nvar r, _ = xds.NewXDSResolverWithConfigForTesting(nil)\n\nfunc ok() {}\n"
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	uses := testingAPIUses(t, file)
+	if len(uses) != 1 || !strings.Contains(uses[0], "NewXDSResolverWithConfigForTesting") || !strings.Contains(uses[0], "x.go:5") {
+		t.Errorf("uses = %q, want the one call, at x.go:5", uses)
 	}
 }

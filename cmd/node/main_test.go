@@ -57,7 +57,12 @@ var standalone = []string{"--listen=127.0.0.1:0", "--etcd=", "--metrics-listen="
 // command prepares the node binary with env added to an environment cleared
 // of ROUTEGUIDE_ variables, so the tests do not depend on the caller's.
 func command(ctx context.Context, env []string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, binary, append(slices.Clone(standalone), args...)...)
+	return commandOf(ctx, binary, env, args...)
+}
+
+// commandOf is command for the node binary at bin.
+func commandOf(ctx context.Context, bin string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, append(slices.Clone(standalone), args...)...)
 	for _, v := range os.Environ() {
 		if !strings.HasPrefix(v, "ROUTEGUIDE_") {
 			cmd.Env = append(cmd.Env, v)
@@ -202,13 +207,19 @@ func startServing(t testing.TB, args ...string) (*process, string) {
 // startServingWith is startServing with env added to the node's environment.
 func startServingWith(t testing.TB, env []string, args ...string) (*process, string) {
 	t.Helper()
+	return startServingBinary(t, binary, env, args...)
+}
+
+// startServingBinary is startServingWith for the node binary at bin.
+func startServingBinary(t testing.TB, bin string, env []string, args ...string) (*process, string) {
+	t.Helper()
 	life, kill := context.WithCancel(t.Context())
 	t.Cleanup(kill) // kills the node if the test ends early
 	ctx, cancel := context.WithTimeout(life, 30*time.Second)
 	t.Cleanup(cancel)
 	// The log format comes from the environment, to show it is read.
 	env = append([]string{"ROUTEGUIDE_LOG_FORMAT=json"}, env...)
-	p := &process{cmd: command(life, env, args...), ctx: ctx, records: make(chan map[string]any)}
+	p := &process{cmd: commandOf(life, bin, env, args...), ctx: ctx, records: make(chan map[string]any)}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -17,13 +17,13 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/xds"
 
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/xdstest"
 )
 
 // TestGRPCClientTakesTheResourcesAndBalancesRoundRobin dials xds:///routeguide
@@ -283,13 +283,5 @@ func TestGoClientsEjectTheNodeThatFails(t *testing.T) {
 // xDS server at addr only.
 func xdsResolver(t *testing.T, addr string) resolver.Builder {
 	t.Helper()
-	bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: []string{addr}, NodeID: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return xdstest.Resolver(t, xdsserver.BootstrapConfig{Servers: []string{addr}, NodeID: t.Name()})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -28,6 +27,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
@@ -307,7 +307,7 @@ func TestThousandStreamsFitInAStatedMemory(t *testing.T) {
 	for i := range clients {
 		clients[i] = dialADS(t, addr)
 	}
-	before := heapInUse()
+	before := int64(testutils.HeapAfterGC().HeapInuse)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := range streams {
@@ -320,18 +320,11 @@ func TestThousandStreamsFitInAStatedMemory(t *testing.T) {
 	if got := xds.Streams(); got != streams {
 		t.Fatalf("%d streams open, want %d", got, streams)
 	}
-	perStream := (heapInUse() - before) / streams
+	perStream := (int64(testutils.HeapAfterGC().HeapInuse) - before) / streams
 	t.Logf("%d xDS streams: %d bytes of heap each, client and server together", streams, perStream)
 	if perStream > bound {
 		t.Errorf("%d bytes per stream, over the bound of %d", perStream, bound)
 	}
-}
-
-func heapInUse() int64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapInuse)
 }
 
 // testEjection is an outlier detection quick enough for a test.

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/load"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 )
 
@@ -68,7 +68,7 @@ func BenchmarkPeers(b *testing.B) {
 
 // measureGetFeature makes b.N calls over the cluster's client and reports them.
 func measureGetFeature(b *testing.B, c *cluster) measure {
-	nodesBefore, clientBefore := c.nodesCPU(b), cputime.Process(b)
+	nodesBefore, clientBefore := c.nodesCPU(b), testutils.ProcessCPUTime(b)
 	b.ResetTimer()
 	res, err := load.Run(context.Background(), c.conn, load.Config{RPC: load.Get, Concurrency: callers, Requests: b.N, Timeout: 5 * time.Second})
 	b.StopTimer()
@@ -79,7 +79,7 @@ func measureGetFeature(b *testing.B, c *cluster) measure {
 	m := measure{
 		calls: res.OK + res.Failed, failed: res.Failed, errors: res.Errors, qps: res.QPS, p50: res.P50, p99: res.P99,
 		nodeCPU:   (c.nodesCPU(b) - nodesBefore) / time.Duration(calls),
-		clientCPU: (cputime.Process(b) - clientBefore) / time.Duration(calls),
+		clientCPU: (testutils.ProcessCPUTime(b) - clientBefore) / time.Duration(calls),
 	}
 	b.ReportMetric(m.qps, "qps")
 	b.ReportMetric(float64(m.p50)/1e6, "p50-ms")

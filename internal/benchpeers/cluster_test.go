@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,9 +27,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/channelztest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -75,7 +76,7 @@ func oursCommand(_ testing.TB, url string, i int, addr string) *exec.Cmd {
 
 func dialOurs(tb testing.TB, url string) *grpc.ClientConn {
 	tb.Helper()
-	conn, err := clientcli.Dial(context.Background(), "etcd:///routeguide", []string{url})
+	conn, err := clientcli.Dial(context.Background(), "etcd:///routeguide", clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{url}}))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -151,19 +152,11 @@ func dialGRPC(tb testing.TB, url string) *grpc.ClientConn {
 // etcd hosts.
 func hostOf(url string) string { return strings.TrimPrefix(url, "http://") }
 
-// freeAddr is a loopback address with a port the system just gave and took
-// back. go-zero listens on, and publishes, the ListenOn it is configured
-// with, so its nodes need a port chosen before they start; the other two
-// are given one the same way, so that all three start alike.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
-}
+// freeAddr is a loopback address with a free port. go-zero listens on, and
+// publishes, the ListenOn it is configured with, so its nodes need a port
+// chosen before they start; the other two are given one the same way, so
+// that all three start alike.
+func freeAddr(tb testing.TB) string { return grpctest.FreeAddr(tb) }
 
 // nodeProcess is one node of a cluster, running.
 type nodeProcess struct {

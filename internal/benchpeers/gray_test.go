@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/routeguide-cluster/routeguide/balancer"
+	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
@@ -85,7 +86,7 @@ func dialOursRoundRobin(tb testing.TB, url string) *grpc.ClientConn {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	conn, err := clientcli.Dial(context.Background(), "etcd:///routeguide", []string{url},
+	conn, err := clientcli.Dial(context.Background(), "etcd:///routeguide", clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{url}}),
 		clientcli.WithGRPCOptions(grpc.WithDefaultServiceConfig(string(config))))
 	if err != nil {
 		tb.Fatal(err)

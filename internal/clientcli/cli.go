@@ -261,6 +261,10 @@ func (c *cli) connect(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
+	if parseTarget(c.cfg.Target).scheme == xdsScheme && !c.envSet(xdsBootstrapFileEnv) && !c.envSet(xdsBootstrapConfigEnv) {
+		return nil, usagef("--target %s: gRPC reads the xDS bootstrap from $%s (a file; xds-bootstrap prints one) or $%s, and neither is set",
+			c.cfg.Target, xdsBootstrapFileEnv, xdsBootstrapConfigEnv)
+	}
 	if c.serveMetrics {
 		m, err := newClientMetrics()
 		if err != nil {
@@ -277,7 +281,7 @@ func (c *cli) connect(ctx context.Context) (*Conn, error) {
 	if c.tracing != nil {
 		opts = append(opts, WithGRPCOptions(c.tracing.DialOptions()...))
 	}
-	conn, err := c.dial(ctx, c.cfg.Target, c.cfg.Etcd, opts...)
+	conn, err := c.dial(ctx, c.cfg.Target, opts...)
 	if err != nil {
 		if discovery.IsAuthError(err) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
@@ -292,6 +296,12 @@ func (c *cli) connect(ctx context.Context) (*Conn, error) {
 		}
 	}
 	return conn, nil
+}
+
+// envSet reports whether the environment variable name is set and not empty.
+func (c *cli) envSet(name string) bool {
+	v, ok := c.lookupEnv(name)
+	return ok && v != ""
 }
 
 // takeFlags sets the flags of fs found in args, a command's arguments, and

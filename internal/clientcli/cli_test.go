@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -23,21 +22,10 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
-
-// deadAddr is an address where nothing listens: a port that was just free.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
 
 // invocation is one run of the client.
 type invocation struct {
@@ -327,7 +315,7 @@ func TestTourCallsAllFourRPCsAsTheCanonicalClientDoes(t *testing.T) {
 // round robin, and returns once calls have reached every node, so that a
 // test does not depend on how fast the connections come up.
 func dialRoundRobin(addrs ...string) DialFunc {
-	return func(ctx context.Context, _ string, _ []string, dialOpts ...DialOption) (*Conn, error) {
+	return func(ctx context.Context, _ string, dialOpts ...DialOption) (*Conn, error) {
 		r := manual.NewBuilderWithScheme("nodes")
 		var state resolver.State
 		for _, a := range addrs {
@@ -400,7 +388,7 @@ func TestLoadPrintsExactlyTheDocumentedJSONObject(t *testing.T) {
 }
 
 func TestLoadAgainstADeadAddressFailsEveryRequestUnavailable(t *testing.T) {
-	out := run(t, invocation{args: args(deadAddr(t), "--json", "load", "--concurrency", "4", "--requests", "25")})
+	out := run(t, invocation{args: args(testutils.UnreachableAddr(t), "--json", "load", "--concurrency", "4", "--requests", "25")})
 	if out.code != ExitFailed {
 		t.Errorf("exit %d, want %d; stderr %q", out.code, ExitFailed, out.stderr)
 	}
@@ -427,7 +415,7 @@ func TestLoadSummaryForPeople(t *testing.T) {
 			t.Errorf("open-loop summary lacks %q:\n%s", want, out.stdout)
 		}
 	}
-	out = run(t, invocation{args: args(deadAddr(t), "load", "--requests", "5")})
+	out = run(t, invocation{args: args(testutils.UnreachableAddr(t), "load", "--requests", "5")})
 	if !strings.Contains(out.stdout, "failed    5 (Unavailable 5)\n") || !strings.Contains(out.stdout, "by node   none answered\n") {
 		t.Errorf("summary of failures:\n%s", out.stdout)
 	}
@@ -457,7 +445,7 @@ func TestLoadInterruptedStillPrintsItsSummary(t *testing.T) {
 }
 
 func TestAFailedRPCExitsOneWithOneLine(t *testing.T) {
-	dead := deadAddr(t)
+	dead := testutils.UnreachableAddr(t)
 	tests := []struct {
 		name string
 		args []string
@@ -576,6 +564,32 @@ func TestEtcdTargetWithoutEtcdEndpointsIsAUsageError(t *testing.T) {
 	}
 }
 
+func TestXDSTargetWithoutABootstrapIsAUsageError(t *testing.T) {
+	out := run(t, invocation{args: []string{"--target", "xds:///routeguide", "get", "40.9", "-74.3"}})
+	if out.code != ExitUsage || strings.Count(out.stderr, "\n") != 1 || !strings.Contains(out.stderr, "$GRPC_XDS_BOOTSTRAP") {
+		t.Errorf("exit %d, stderr %q; want %d and one line naming $GRPC_XDS_BOOTSTRAP", out.code, out.stderr, ExitUsage)
+	}
+}
+
+func TestParseTargetReadsTheSchemeAndTheServiceAsTheResolversDo(t *testing.T) {
+	for target, want := range map[string]dialTarget{
+		"etcd:///routeguide":   {scheme: "etcd", service: "routeguide"},
+		"etcd:///routeguide/":  {scheme: "etcd", service: "routeguide"},
+		"etcd:routeguide":      {scheme: "etcd", service: "routeguide"},
+		"ETCD:///routeguide":   {scheme: "etcd", service: "routeguide"},
+		"etcd:///":             {scheme: "etcd"},
+		"xds:///routeguide":    {scheme: "xds"},
+		"dns:///nodes:50051":   {scheme: "dns"},
+		"127.0.0.1:50051":      {},
+		"[::1]:50051":          {},
+		"etcd-0.example:50051": {scheme: "etcd-0.example"},
+	} {
+		if got := parseTarget(target); got != want {
+			t.Errorf("parseTarget(%q) = %+v, want %+v", target, got, want)
+		}
+	}
+}
+
 func TestFlagsComeFromTheEnvironmentAndFlagsWin(t *testing.T) {
 	addr := nodetest.Start(t, "n1").Addr().String()
 	named := firstFeature(t, true)
@@ -585,7 +599,7 @@ func TestFlagsComeFromTheEnvironmentAndFlagsWin(t *testing.T) {
 		t.Errorf("from env: exit %d, got %+v", out.code, got)
 	}
 
-	env["ROUTEGUIDE_TARGET"] = deadAddr(t)
+	env["ROUTEGUIDE_TARGET"] = testutils.UnreachableAddr(t)
 	out = run(t, invocation{args: append([]string{"--target", addr, "get"}, degrees(named.Location)...), env: env})
 	if got := jsonObject[featureJSON](t, out.stdout); out.code != ExitOK || got.Name != named.Name {
 		t.Errorf("flag over env: exit %d, got %+v, stderr %q", out.code, got, out.stderr)

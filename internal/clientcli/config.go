@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/xds" // registers the xds:/// resolver and the policies it names
+	_ "google.golang.org/grpc/xds" // registers the xds:/// resolver and the policies it names
 
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
@@ -29,11 +29,9 @@ import (
 // Config is what the flags before the command set.
 type Config struct {
 	// Target is the gRPC target: host:port, etcd:///SERVICE, or
-	// xds:///SERVICE (from the xDS servers of XDSBootstrap).
+	// xds:///SERVICE (from the xDS servers of the bootstrap that gRPC's
+	// GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG names).
 	Target string
-	// XDSBootstrap is the xDS bootstrap file of xds:/// targets; empty
-	// means gRPC's GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG.
-	XDSBootstrap string
 	// Etcd lists the etcd endpoints that etcd:/// targets are resolved from.
 	Etcd []string
 	// Timeout is the deadline of each RPC (chat excepted: it lasts as long
@@ -89,16 +87,39 @@ func (c Config) Validate() error {
 	return c.EtcdAuth.ValidateFor(c.Etcd)
 }
 
-// resolvedThroughEtcd reports whether target is an etcd:///SERVICE target,
-// which Dial resolves with discovery's resolver.
-func resolvedThroughEtcd(target string) bool {
-	return strings.HasPrefix(target, discovery.Scheme+":")
+// xdsScheme is the scheme of the targets that gRPC's xDS resolver resolves
+// from the servers of its bootstrap.
+const xdsScheme = "xds"
+
+// The environment variables in which gRPC, in every language, looks for the
+// xDS bootstrap: a file, or the JSON itself.
+const (
+	xdsBootstrapFileEnv   = "GRPC_XDS_BOOTSTRAP"
+	xdsBootstrapConfigEnv = "GRPC_XDS_BOOTSTRAP_CONFIG"
+)
+
+// dialTarget is a target as Dial reads it.
+type dialTarget struct {
+	// scheme is discovery.Scheme for an etcd:/// target, xdsScheme for an
+	// xds:/// one; host:port and the others gRPC resolves by itself.
+	scheme string
+	// service is what an etcd:/// target names, as discovery's resolver
+	// reads it.
+	service string
 }
 
-// resolvedThroughXDS reports whether target is an xds:/// target, which
-// gRPC's xDS resolver resolves from the servers of a bootstrap.
-func resolvedThroughXDS(target string) bool {
-	return strings.HasPrefix(target, "xds:")
+// parseTarget is the one place that parses a target, as gRPC does: a URL,
+// or else a host:port that gRPC resolves by DNS.
+func parseTarget(target string) dialTarget {
+	u, err := url.Parse(target)
+	if err != nil {
+		return dialTarget{}
+	}
+	t := dialTarget{scheme: u.Scheme}
+	if t.scheme == discovery.Scheme {
+		t.service = discovery.ServiceOf(*u)
+	}
+	return t
 }
 
 // dialOptions reads the TLS files into the options that secure a Dial: TLS
@@ -112,14 +133,7 @@ func (c Config) dialOptions() ([]DialOption, error) {
 	if nodeTLS != nil {
 		opts = append(opts, WithTLS(nodeTLS))
 	}
-	if resolvedThroughXDS(c.Target) && c.XDSBootstrap != "" {
-		bootstrap, err := os.ReadFile(c.XDSBootstrap)
-		if err != nil {
-			return nil, fmt.Errorf("--xds-bootstrap: %w", err)
-		}
-		opts = append(opts, WithXDSBootstrap(bootstrap))
-	}
-	if resolvedThroughEtcd(c.Target) {
+	if parseTarget(c.Target).scheme == discovery.Scheme {
 		etcd, err := c.EtcdAuth.EtcdConfig(c.Etcd)
 		if err != nil {
 			return nil, err
@@ -134,8 +148,7 @@ func (c Config) dialOptions() ([]DialOption, error) {
 
 // Register adds the flags that set c to fs, its TLS and etcd credentials included.
 func (c *Config) Register(fs *flag.FlagSet) {
-	fs.StringVar(&c.Target, "target", c.Target, "server `target`: host:port, etcd:///SERVICE to find the nodes in etcd, or xds:///SERVICE to have them from the nodes over xDS")
-	fs.StringVar(&c.XDSBootstrap, "xds-bootstrap", c.XDSBootstrap, "xDS bootstrap `file` for xds:/// targets (see xds-bootstrap); default: $GRPC_XDS_BOOTSTRAP")
+	fs.StringVar(&c.Target, "target", c.Target, "server `target`: host:port, etcd:///SERVICE to find the nodes in etcd, or xds:///SERVICE to have them from the nodes over xDS (bootstrap from $"+xdsBootstrapFileEnv+", see xds-bootstrap)")
 	fs.Var((*flagenv.List)(&c.Etcd), "etcd", "comma-separated etcd `endpoints`, for etcd:/// targets")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "deadline of each RPC; chat has none")
 	fs.BoolVar(&c.JSON, "json", c.JSON, "print JSON (see Output)")
@@ -152,7 +165,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 // DialFunc opens the client connection for a target. Every command dials
 // through one, so that resolution, balancing and credentials live in one
 // place. It must honour opts: they carry the client's metrics.
-type DialFunc func(ctx context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error)
+type DialFunc func(ctx context.Context, target string, opts ...DialOption) (*Conn, error)
 
 // DialOption adds to what Dial does.
 type DialOption func(*dialSettings)
@@ -166,9 +179,8 @@ type dialSettings struct {
 	events           discovery.ResolverEvents // nil: nobody listens
 	resolver         []discovery.Option
 	balancer         []balancer.Option
-	tls              *tls.Config          // nil: plaintext
-	etcd             discovery.EtcdConfig // its Endpoints are Dial's
-	xdsBootstrap     []byte               // nil: gRPC's, from the environment
+	tls              *tls.Config // nil: plaintext
+	etcd             discovery.EtcdConfig
 }
 
 func newDialSettings(opts []DialOption) dialSettings {
@@ -212,16 +224,10 @@ func WithTLS(cfg *tls.Config) DialOption {
 	return func(s *dialSettings) { s.tls = cfg }
 }
 
-// WithEtcdConfig makes an etcd:/// target reach etcd with the TLS and user
-// of cfg; the endpoints stay Dial's.
+// WithEtcdConfig is how an etcd:/// target reaches etcd: the endpoints, and
+// the TLS and user when etcd is secured.
 func WithEtcdConfig(cfg discovery.EtcdConfig) DialOption {
 	return func(s *dialSettings) { s.etcd = cfg }
-}
-
-// WithXDSBootstrap resolves an xds:/// target from the servers that
-// bootstrap (JSON) names, instead of the file the environment names.
-func WithXDSBootstrap(bootstrap []byte) DialOption {
-	return func(s *dialSettings) { s.xdsBootstrap = bootstrap }
 }
 
 // WithBalancerMetrics makes the balancing policy report its picks and ready
@@ -249,14 +255,15 @@ func (c *Conn) Close() error {
 }
 
 // Dial is the DialFunc that Main uses unless told otherwise. etcd:///SERVICE
-// targets are resolved from the etcd endpoints with discovery's resolver;
-// xds:///SERVICE targets by gRPC's xDS resolver, which takes balancing and
-// retries from the nodes' xDS server instead of package balancer's service
-// config (the attempt timeouts stay); other targets (host:port, dns:///name) are resolved by gRPC. Either way the
-// connection uses the dial options of package balancer: load-aware picking
-// over healthy nodes, outlier ejection, retries of idempotent calls,
-// keepalive; opts add to them.
-func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...DialOption) (*Conn, error) {
+// targets are resolved with discovery's resolver from the etcd of
+// WithEtcdConfig; xds:///SERVICE targets by gRPC's xDS resolver, which takes
+// balancing and retries from the nodes' xDS server instead of package
+// balancer's service config (the attempt timeouts stay); other targets
+// (host:port, dns:///name) are resolved by gRPC. Either way the connection
+// uses the dial options of package balancer: picking by load over healthy
+// nodes, outlier ejection, retries of idempotent calls, keepalive; opts add
+// to them.
+func Dial(_ context.Context, target string, opts ...DialOption) (*Conn, error) {
 	settings := newDialSettings(opts)
 	creds := insecure.NewCredentials()
 	if settings.tls != nil {
@@ -270,13 +277,11 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 	dialOpts = append(dialOpts, grpc.WithTransportCredentials(creds))
 	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}
-	if resolvedThroughEtcd(target) {
-		if len(etcdEndpoints) == 0 {
+	if parseTarget(target).scheme == discovery.Scheme {
+		if len(settings.etcd.Endpoints) == 0 {
 			return nil, fmt.Errorf("target %s is resolved through etcd, but --etcd is empty", target)
 		}
-		etcdCfg := settings.etcd
-		etcdCfg.Endpoints = etcdEndpoints
-		cli, err := discovery.NewEtcdClient(etcdCfg)
+		cli, err := discovery.NewEtcdClient(settings.etcd)
 		if err != nil {
 			return nil, err
 		}
@@ -286,14 +291,6 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 			resolverOpts = append(resolverOpts, discovery.WithEvents(settings.events))
 		}
 		dialOpts = append(dialOpts, grpc.WithResolvers(discovery.NewBuilder(cli, resolverOpts...)))
-	}
-	if resolvedThroughXDS(target) && settings.xdsBootstrap != nil {
-		// grpc-go's only way to a bootstrap other than the process's.
-		builder, err := xds.NewXDSResolverWithConfigForTesting(settings.xdsBootstrap)
-		if err != nil {
-			return nil, fmt.Errorf("xds bootstrap: %w", err)
-		}
-		dialOpts = append(dialOpts, grpc.WithResolvers(builder))
 	}
 	cc, err := grpc.NewClient(target, dialOpts...)
 	if err != nil {
@@ -316,7 +313,7 @@ const registryCheckTimeout = 2 * time.Second
 // be reached when etcd does not answer or none is: a failure (exit 1), not
 // bad usage.
 func checkRegistry(ctx context.Context, cli *clientv3.Client, target string, endpoints []string) error {
-	service := serviceOf(target)
+	service := parseTarget(target).service
 	if service == "" {
 		return usagef("target %s names no service; want %s:///SERVICE", target, discovery.Scheme)
 	}
@@ -338,15 +335,6 @@ func checkRegistry(ctx context.Context, cli *clientv3.Client, target string, end
 		return fmt.Errorf("etcd at %s is unreachable: no answer within %v", at, registryCheckTimeout)
 	}
 	return fmt.Errorf("etcd at %s: read %s: %v", at, prefix, err)
-}
-
-// serviceOf is the service an etcd:/// target names, as the resolver reads it.
-func serviceOf(target string) string {
-	u, err := url.Parse(target)
-	if err != nil {
-		return ""
-	}
-	return strings.Trim(u.Path, "/")
 }
 
 // quietLogger keeps the resolver's warnings (an etcd outage, a malformed

@@ -24,8 +24,8 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/race"
 )
 
 // startCluster starts an embedded etcd and nodes registered in it, all on
@@ -260,7 +260,7 @@ func TestChatServesMetricsUntilItsInputEnds(t *testing.T) {
 type callKey struct{ node, method, code string }
 
 func TestEachCallIsCountedOnceByTheNodeThatAnsweredItsMethodAndCode(t *testing.T) {
-	addr, dead := nodetest.Start(t, "n1").Addr().String(), deadAddr(t)
+	addr, dead := nodetest.Start(t, "n1").Addr().String(), testutils.UnreachableAddr(t)
 	m, err := newClientMetrics()
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +354,7 @@ func TestEachCallIsCountedOnceByTheNodeThatAnsweredItsMethodAndCode(t *testing.T
 
 func dialWith(t *testing.T, target string, m *clientMetrics) pb.RouteGuideClient {
 	t.Helper()
-	conn, err := Dial(t.Context(), target, nil, m.dialOptions()...)
+	conn, err := Dial(t.Context(), target, m.dialOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func sortedKeys(m map[callKey]float64) []string {
 }
 
 func TestCountingAUnaryCallAllocatesNothing(t *testing.T) {
-	if race.Enabled {
+	if testutils.RaceEnabled {
 		t.Skip("the race detector makes sync.Pool drop what it is given, so every call allocates")
 	}
 	c := newCallCounter()
@@ -457,7 +457,7 @@ func TestMetricsListenOnAPortInUseExitsOneNamingTheAddress(t *testing.T) {
 	for _, argv := range [][]string{{"load", "--requests", "1"}, {"chat"}} {
 		t.Run(argv[0], func(t *testing.T) {
 			// A dead target: had load dialled, it would print a summary of failures.
-			out := run(t, invocation{args: append([]string{"--target", deadAddr(t), "--metrics-listen", addr}, argv...), stdin: "1 1 hello\n"})
+			out := run(t, invocation{args: append([]string{"--target", testutils.UnreachableAddr(t), "--metrics-listen", addr}, argv...), stdin: "1 1 hello\n"})
 			prefix := "client " + argv[0] + ": listen for metrics: "
 			if out.code != ExitFailed || strings.Count(out.stderr, "\n") != 1 || !strings.HasPrefix(out.stderr, prefix) || !strings.Contains(out.stderr, addr) {
 				t.Errorf("exit %d, stderr %q; want %d and one line starting %q and naming %s", out.code, out.stderr, ExitFailed, prefix, addr)

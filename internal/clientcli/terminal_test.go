@@ -8,13 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/pty"
 )
 
 func TestChatAtATerminalSaysWhatToType(t *testing.T) {
 	addr := nodetest.Start(t, "n1").Addr().String()
-	terminal, controller := pty.Open(t)
+	terminal, controller := testutils.OpenPTY(t)
 	// A person types a note, then Ctrl-D, which the terminal turns into
 	// the end of the input.
 	if _, err := io.WriteString(controller, "40.7484405 -73.9856644 hello\n\x04"); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 )
 
 // silentEtcd is an address that accepts TCP connections and never answers
@@ -63,7 +64,7 @@ const unreachableBound = registryCheckTimeout + 3*time.Second
 
 func TestAClientWhoseEtcdIsUnreachableSaysSoWithinSeconds(t *testing.T) {
 	etcds := []struct{ name, addr string }{
-		{"nothing listens", deadAddr(t)},
+		{"nothing listens", testutils.UnreachableAddr(t)},
 		{"etcd stopped", stoppedEtcd(t)},
 		{"etcd accepts but never answers", silentEtcd(t)},
 	}

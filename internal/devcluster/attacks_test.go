@@ -34,11 +34,13 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/hostile"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
@@ -89,7 +91,7 @@ func startAttackGround(t *testing.T, configure func(*node.Config)) *attackGround
 		g.nodes = append(g.nodes, n)
 		g.before[id] = registrationOf(t, n.MetricsAddr())
 	}
-	conn, err := clientcli.Dial(t.Context(), target, []string{etcd.ClientURL()})
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{etcd.ClientURL()}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,13 +141,13 @@ type heapWatch struct {
 }
 
 func watchHeap(t *testing.T) *heapWatch {
-	h := &heapWatch{base: liveHeap(), done: make(chan struct{}), quit: make(chan struct{})}
+	h := &heapWatch{base: testutils.HeapAfterGC().HeapAlloc, done: make(chan struct{}), quit: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			h.peak.Store(max(h.peak.Load(), liveHeap()))
+			h.peak.Store(max(h.peak.Load(), testutils.HeapAfterGC().HeapAlloc))
 			select {
 			case <-h.quit:
 				return
@@ -566,4 +568,98 @@ func TestNotesCanLiveInAnEtcdOfTheirOwn(t *testing.T) {
 	if got := registered(t, registry, cfg.Service); got["a"] != n.AdvertisedAddr() {
 		t.Errorf("the registry holds %v, want node a at %s", got, n.AdvertisedAddr())
 	}
+}
+
+// TestAttackUnreadAnswersFromFewHostsLeaveRoomForOthers is the attack that
+// held every note-write place of a node: a location full of 4 KiB notes,
+// then four client hosts (127.0.0.2 to .5), each with 16 streams on one
+// connection, post there and never read their answers, posting again on a
+// new stream whenever the node ends one. An honest client posting once a
+// second from another address gets at least 19 of 20 posts through: a host
+// holds at most its share of the places, one more host always finds room,
+// and an unread answer gives its place back after --chat-answer-wait.
+func TestAttackUnreadAnswersFromFewHostsLeaveRoomForOthers(t *testing.T) {
+	const wait = 3 * time.Second
+	g := startAttackGround(t, func(c *node.Config) { c.Limits.AnswerWait = wait })
+	cli := etcdClient(t, g.etcd.ClientURL())
+	busy := note(80000000, 80000000, strings.Repeat("\x01", 4<<10))
+	value, err := proto.Marshal(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	location := node.NotesPrefix(node.DefaultConfig().Service) + "80000000,80000000/"
+	for batch := range 10 {
+		puts := make([]clientv3.Op, 100)
+		for i := range puts {
+			puts[i] = clientv3.OpPut(fmt.Sprintf("%s%032x", location, batch*100+i), string(value))
+		}
+		if _, err := cli.Txn(t.Context()).Then(puts...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := g.nodes[0].Addr().String()
+	if _, err := chatOnce(callContext(t), rawClient(t, addr, "127.0.0.1"), busy); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var held, ended atomic.Int64
+	var wg sync.WaitGroup
+	for host := 2; host <= 5; host++ {
+		conn := rawClient(t, addr, fmt.Sprintf("127.0.0.%d", host))
+		for range 16 {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					stream, err := pb.NewRouteGuideClient(conn).RouteChat(ctx)
+					if err != nil || stream.Send(busy) != nil {
+						continue
+					}
+					held.Add(1)
+					// Read nothing for longer than the node waits, then
+					// see how the stream ended, and post again.
+					select {
+					case <-ctx.Done():
+					case <-time.After(wait + time.Second):
+					}
+					for {
+						err := stream.RecvMsg(new(pb.RouteNote))
+						if status.Code(err) == codes.DeadlineExceeded {
+							ended.Add(1)
+						}
+						if err != nil {
+							break
+						}
+					}
+				}
+			})
+		}
+	}
+	poll.Until(t, 30*time.Second, "the attackers to hold their streams", func() bool { return held.Load() >= 48 })
+
+	honest := rawClient(t, addr, "127.0.0.6")
+	var through int
+	var refusals []string
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for i := range 20 {
+		<-tick.C
+		if _, err := chatOnce(callContext(t), honest, note(1, 1, fmt.Sprint("honest ", i))); err != nil {
+			refusals = append(refusals, err.Error())
+		} else {
+			through++
+		}
+	}
+	cancel()
+	wg.Wait()
+	if through < 19 {
+		t.Errorf("the honest client got %d of 20 posts through; refused: %q", through, refusals)
+	}
+	if ended.Load() == 0 {
+		t.Errorf("no unread answer ended with DEADLINE_EXCEEDED within %v", 20*time.Second)
+	}
+	f := scrape(t, g.nodes[0].MetricsAddr())
+	g.finish(t, "unread-answers-few-hosts", uint64(node.DefaultConfig().Limits.NoteWrites)*uint64(node.DefaultConfig().NoteLimits.AnswerBytes)*2+32<<20,
+		fmt.Sprintf("honest_through=%d/20 attacker_posts=%d ended_deadline=%d refused_note_writes=%v", through, held.Load(), ended.Load(),
+			sumOf(f, "routeguide_limit_rejections_total", "limit", "note_writes")))
 }

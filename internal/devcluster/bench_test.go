@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,10 +24,9 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
@@ -54,7 +52,7 @@ func benchCluster(b *testing.B, nodes int) (*devcluster.Cluster, node.Config) {
 
 func benchDial(b *testing.B, target, etcdURL string, opts ...clientcli.DialOption) *clientcli.Conn {
 	b.Helper()
-	conn, err := clientcli.Dial(context.Background(), target, []string{etcdURL}, opts...)
+	conn, err := clientcli.Dial(context.Background(), target, append([]clientcli.DialOption{clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{etcdURL}})}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -145,11 +143,11 @@ func benchGetFeature(b *testing.B, conn grpc.ClientConnInterface, answering, con
 	waitNodesAnswer(b, conn, answering)
 	warmUp(b, conn)
 	b.ResetTimer()
-	cpuBefore := cputime.Process(b)
+	cpuBefore := testutils.ProcessCPUTime(b)
 	res, err := load.Run(context.Background(), conn, load.Config{
 		RPC: load.Get, Concurrency: concurrency, Requests: b.N, Timeout: 10 * time.Second, Seed: 1,
 	})
-	cpu := cputime.Process(b) - cpuBefore
+	cpu := testutils.ProcessCPUTime(b) - cpuBefore
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -304,46 +302,6 @@ func BenchmarkJoinLatency(b *testing.B) {
 			b.ReportMetric(percentile(delays, 100), "max-ms")
 		})
 	}
-}
-
-// joinDelays starts nodes while more says so, under load from conn, and
-// returns, sorted, the time from each one's key appearing in etcd to its
-// first answer.
-func joinDelays(b testing.TB, cluster *devcluster.Cluster, template node.Config, conn *clientcli.Conn, more func() bool) []time.Duration {
-	waitNodesAnswer(b, conn, len(cluster.Nodes()))
-	registry := registrywatch.Start(b, cluster.EtcdURL(), "routeguide")
-	calls := answerlog.New(conn)
-	ctx, cancel := context.WithCancel(context.Background())
-	loaded := make(chan load.Result, 1)
-	go func() {
-		res, _ := load.Run(ctx, calls, load.Config{RPC: load.Get, Concurrency: 8, Duration: time.Hour, Timeout: 5 * time.Second})
-		loaded <- res
-	}()
-	b.Cleanup(func() { cancel(); <-loaded })
-
-	var delays []time.Duration
-	for i := 0; more(); i++ {
-		cfg := template
-		cfg.NodeID = fmt.Sprintf("join-%d", i+1)
-		key := discovery.Prefix(cfg.Service) + cfg.NodeID
-		n, err := cluster.StartNode(context.Background(), cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		poll.Until(b, 5*time.Second, "the watch to see "+key, func() bool { return !registry.PutAt(key).IsZero() })
-		poll.Until(b, 5*time.Second, cfg.NodeID+" to answer a call", func() bool { return !calls.First(cfg.NodeID).IsZero() })
-		delays = append(delays, calls.First(cfg.NodeID).Sub(registry.PutAt(key)))
-		if err := cluster.StopNode(n); err != nil {
-			b.Fatal(err)
-		}
-	}
-	cancel()
-	if res := <-loaded; res.Failed != 0 {
-		b.Errorf("%d calls failed while nodes joined and left: %v", res.Failed, res.Errors)
-	}
-	loaded <- load.Result{} // for the cleanup
-	slices.Sort(delays)
-	return delays
 }
 
 // percentile is the p-th percentile of sorted delays, in milliseconds.

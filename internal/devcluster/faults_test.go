@@ -11,7 +11,6 @@ package devcluster_test
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -28,8 +27,9 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdcluster"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
@@ -40,7 +40,7 @@ import (
 func checkNothingLeftBehind(t *testing.T) *heapAllowance {
 	t.Helper()
 	before := goleak.IgnoreCurrent()
-	heapBefore := liveHeap()
+	heapBefore := testutils.HeapAfterGC().HeapAlloc
 	allowed := &heapAllowance{bytes: maxHeapLeft}
 	t.Cleanup(func() {
 		goleak.VerifyNone(t, before)
@@ -48,7 +48,7 @@ func checkNothingLeftBehind(t *testing.T) *heapAllowance {
 		// the first etcd in the process leaves its package state (a few
 		// MiB, 6.3 MiB measured for three members); a call that left
 		// anything behind would add up over the tens of thousands made.
-		if grown := int64(liveHeap()) - int64(heapBefore); grown > allowed.bytes {
+		if grown := int64(testutils.HeapAfterGC().HeapAlloc) - int64(heapBefore); grown > allowed.bytes {
 			t.Errorf("the live heap grew by %d KiB over the scenario, more than %d KiB", grown>>10, allowed.bytes>>10)
 		}
 	})
@@ -64,17 +64,6 @@ func (a *heapAllowance) allow(bytes int64) { a.bytes += bytes }
 
 // maxHeapLeft bounds the heap a fault scenario may leave behind.
 const maxHeapLeft = 16 << 20
-
-// liveHeap is the heap in use after two collections: what the process
-// holds, less what sync.Pools keep (the first collection moves it aside,
-// the second frees it).
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
 
 // faultLoad is several load runs at once over one connection, one per RPC,
 // until stopped. Every call has a 5s deadline.
@@ -334,7 +323,7 @@ func TestFaultNodeSilentWithoutReset(t *testing.T) {
 	t.Cleanup(proxy.Close)
 
 	p, withPicks := newPicks(t)
-	conn, err := clientcli.Dial(t.Context(), target, []string{cluster.EtcdURL()}, withPicks)
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{cluster.EtcdURL()}}), withPicks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +455,7 @@ func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 	}
 	t.Cleanup(proxy.Close)
 	p, withPicks := newPicks(t)
-	conn, err := clientcli.Dial(t.Context(), target, []string{"http://" + proxy.Addr()}, withPicks)
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{"http://" + proxy.Addr()}}), withPicks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,7 +525,7 @@ func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 // client picks it.
 func TestFaultEtcdMemberLost(t *testing.T) {
 	checkNothingLeftBehind(t)
-	etcd, err := etcdcluster.Start(etcdcluster.Config{Dir: t.TempDir()})
+	etcd, err := etcdtest.StartCluster(etcdtest.ClusterConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,7 +538,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 		cfg.NodeID = fmt.Sprintf("n%d", i+1)
 		nodes = append(nodes, startOwnNode(t, cfg, nil))
 	}
-	conn, err := clientcli.Dial(t.Context(), target, etcd.ClientURLs())
+	conn, err := clientcli.Dial(t.Context(), target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: etcd.ClientURLs()}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,7 +550,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 	waitAllAnswer(t, conn, nodeIDs...)
 	calls := answerlog.New(conn)
 	loads := startLoads(t, calls, loadSpec{load.Get, 4}, loadSpec{load.List, 2}, loadSpec{load.Record, 2})
-	var leader *etcdcluster.Member
+	var leader *etcdtest.Member
 	poll.Until(t, 10*time.Second, "an etcd leader", func() bool { leader = etcd.Leader(); return leader != nil })
 	before := map[string]registration{}
 	for _, n := range nodes {

@@ -17,8 +17,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/unreachable"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 )
 
 // BenchmarkFirstCallAmongUnreachable measures how long a fresh client takes
@@ -53,7 +52,7 @@ func BenchmarkFirstCallAmongUnreachable(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	addrs := unreachable.Addrs(b, 5000)
+	addrs := testutils.UnreachableAddrs(b, 5000)
 	registered := 0
 	for _, n := range []int{1000, 5000} {
 		registerUnreachable(b, cli, addrs[registered:n], clientv3.WithLease(lease.ID))
@@ -80,13 +79,13 @@ func BenchmarkFirstCallAmongUnreachable(b *testing.B) {
 func benchFirstCall(b *testing.B, cli *clientv3.Client, policy string, opts ...discovery.Option) {
 	var took []time.Duration
 	failed := 0
-	cpuBefore := cputime.Process(b)
+	cpuBefore := testutils.ProcessCPUTime(b)
 	for b.Loop() {
 		d, f := firstCall(b, cli, policy, opts...)
 		took = append(took, d)
 		failed += f
 	}
-	b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/op")
+	b.ReportMetric(float64(testutils.ProcessCPUTime(b)-cpuBefore)/float64(b.N)/1e6, "cpu-ms/op")
 	slices.Sort(took)
 	b.ReportMetric(float64(took[len(took)/2])/1e6, "p50-ms-to-first-call")
 	b.ReportMetric(float64(took[len(took)-1])/1e6, "max-ms-to-first-call")

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/xdstest"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
 
@@ -35,11 +37,7 @@ func xdsBootstrap(tb testing.TB, cluster *devcluster.Cluster, client tlsfiles.Cl
 	if client.Enabled() {
 		cfg.TLS = &xdsserver.BootstrapTLS{CAFile: client.CAFile, CertFile: client.CertFile, KeyFile: client.KeyFile}
 	}
-	bootstrap, err := xdsserver.Bootstrap(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return clientcli.WithXDSBootstrap(bootstrap)
+	return clientcli.WithGRPCOptions(grpc.WithResolvers(xdstest.Resolver(tb, cfg)))
 }
 
 // dialXDS connects to the cluster over xDS, as `client --target
@@ -61,7 +59,7 @@ func dialXDSWithTLS(t *testing.T, cluster *devcluster.Cluster, client tlsfiles.C
 		}
 		opts = append(opts, clientcli.WithTLS(tlsCfg))
 	}
-	conn, err := clientcli.Dial(t.Context(), xdsTarget, nil, opts...)
+	conn, err := clientcli.Dial(t.Context(), xdsTarget, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

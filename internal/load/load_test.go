@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
@@ -37,18 +37,6 @@ func dial(tb testing.TB, addr string, warm bool) *grpc.ClientConn {
 		}
 	}
 	return conn
-}
-
-// deadAddr is an address where nothing listens: a port that was just free.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 func TestRunMakesExactlyTheRequestedCallsOfEachRPC(t *testing.T) {
@@ -82,7 +70,7 @@ func TestRunAgainstDeadAddressFailsEveryCallUnavailable(t *testing.T) {
 	// The connection starts connecting during the run, so goroutines are
 	// counted once it is closed.
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	conn := dial(t, deadAddr(t), false)
+	conn := dial(t, testutils.UnreachableAddr(t), false)
 	defer conn.Close()
 	const requests = 50
 	res, err := Run(t.Context(), conn, Config{RPC: Get, Concurrency: 4, Requests: requests, Timeout: 10 * time.Second})
@@ -260,7 +248,7 @@ func TestConfigValidateNamesTheFlagAtFault(t *testing.T) {
 }
 
 func TestRunRejectsAnInvalidConfigBeforeCalling(t *testing.T) {
-	conn := dial(t, deadAddr(t), false)
+	conn := dial(t, testutils.UnreachableAddr(t), false)
 	if _, err := Run(t.Context(), conn, Config{RPC: Get, Requests: 1, Timeout: time.Second}); err == nil {
 		t.Error("Run with concurrency 0 succeeded")
 	}

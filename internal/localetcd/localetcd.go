@@ -4,10 +4,10 @@
 package localetcd
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 
@@ -18,7 +18,8 @@ import (
 
 // Config describes the server to start.
 type Config struct {
-	// Dir holds the data. Starting again on the same Dir keeps the data.
+	// Dir holds the data. Starting again on the same Dir keeps the data;
+	// empty means a temporary directory, removed at Close.
 	Dir string
 	// ClientAddr is the host:port clients reach it at; 127.0.0.1:0 picks a
 	// free port below the ephemeral range (so that a restart can bind it
@@ -38,6 +39,10 @@ type Config struct {
 	// QuotaBytes is etcd's --quota-backend-bytes: past it, etcd raises the
 	// NOSPACE alarm and refuses writes. Zero means etcd's default, 2 GiB.
 	QuotaBytes int64
+	// History is how long etcd keeps old revisions before its periodic
+	// auto-compaction drops them, so that what deleted and expired keys
+	// held is freed; zero means an hour, as deploy/etcd/cluster.env keeps.
+	History time.Duration
 	// BcryptCost is the cost of the hashes of users' passwords; zero means
 	// etcd's default, 10. Every authentication checks one, which under the
 	// race detector takes seconds at 10: tests use bcrypt.MinCost.
@@ -58,14 +63,31 @@ type ClientTLS struct {
 type Server struct {
 	etcd      *embed.Etcd
 	scheme    string // of the client URL: http, or https with ClientTLS
+	tempDir   string // removed at Close, when Config.Dir was empty
 	closeOnce sync.Once
 }
 
 // Start starts the server and returns once it serves clients.
 func Start(cfg Config) (*Server, error) {
-	if cfg.Dir == "" {
-		return nil, errors.New("start etcd: no data directory")
+	if cfg.Dir != "" {
+		return startIn(cfg)
 	}
+	dir, err := os.MkdirTemp("", "localetcd-")
+	if err != nil {
+		return nil, fmt.Errorf("start etcd: data directory: %w", err)
+	}
+	cfg.Dir = dir
+	s, err := startIn(cfg)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s.tempDir = dir
+	return s, nil
+}
+
+// startIn starts the server with its data in cfg.Dir.
+func startIn(cfg Config) (*Server, error) {
 	scheme := "http"
 	if cfg.ClientTLS.CertFile != "" {
 		scheme = "https"
@@ -113,6 +135,11 @@ func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 		ClientCertAuth: cfg.ClientTLS.CAFile != "",
 	}
 	ec.QuotaBackendBytes = cfg.QuotaBytes
+	ec.AutoCompactionMode = embed.CompactorModePeriodic
+	ec.AutoCompactionRetention = time.Hour.String()
+	if cfg.History > 0 {
+		ec.AutoCompactionRetention = cfg.History.String()
+	}
 	ec.BcryptCost = cfg.BcryptCost
 	SetLogging(ec, cfg.LogLevel)
 	e, err := embed.StartEtcd(ec)
@@ -130,7 +157,7 @@ func start(cfg Config, scheme string, clientURL *url.URL) (*Server, error) {
 }
 
 // SetLogging, StartTimeout and WaitReady are shared with the multi-member
-// cluster of the fault tests (internal/testutils/etcdcluster).
+// cluster of the fault tests (internal/testutils/etcdtest).
 
 // SetLogging makes etcd log at level through its own logger, or at "error"
 // to nowhere when level is empty: etcd is chatty at info.
@@ -176,7 +203,12 @@ func (s *Server) ClientAddr() string {
 // Close stops the server and waits until it has stopped. Closing again does
 // nothing, so a test can stop the server early and still clean up with Close.
 func (s *Server) Close() {
-	s.closeOnce.Do(s.etcd.Close)
+	s.closeOnce.Do(func() {
+		s.etcd.Close()
+		if s.tempDir != "" {
+			os.RemoveAll(s.tempDir)
+		}
+	})
 }
 
 func orDefault(s, def string) string {

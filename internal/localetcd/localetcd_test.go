@@ -3,6 +3,8 @@ package localetcd_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 )
@@ -32,6 +35,24 @@ func TestStartServesClientsAndKeepsDataAcrossRestarts(t *testing.T) {
 	defer s.Close()
 	if got := etcdtest.Get(t, s.ClientURL(), "k"); got != "v" {
 		t.Errorf("after a restart, k = %q, want v", got)
+	}
+}
+
+func TestStartWithoutDirKeepsDataInATempDirRemovedAtClose(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	s, err := localetcd.Start(localetcd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put(t, s.ClientURL(), "k", "v")
+	if entries, _ := os.ReadDir(tmp); len(entries) != 1 {
+		t.Fatalf("%d entries in the temp dir while etcd runs, want its data directory", len(entries))
+	}
+	s.Close()
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("%d entries left in the temp dir after Close, want none", len(entries))
 	}
 }
 
@@ -104,4 +125,30 @@ func TestClientTLSAndAuth(t *testing.T) {
 	if _, err := cli.Get(shortCtx, "app/k"); err == nil {
 		t.Error("a client without certificate read from etcd")
 	}
+}
+
+// TestEtcdCompactsItsHistory: the dev cluster's etcd drops old revisions by
+// itself, so that what deleted and expired notes held is freed.
+func TestEtcdCompactsItsHistory(t *testing.T) {
+	s, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), History: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cli := etcdtest.Client(t, s.ClientURL())
+	first, err := cli.Put(t.Context(), "k", "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.UntilReported(t, 30*time.Second, 100*time.Millisecond, "etcd to compact the first revision", func() (bool, string) {
+		// A write keeps the revision moving, as a node's keepalives do.
+		if _, err := cli.Put(t.Context(), "k", "new"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := cli.Get(t.Context(), "k", clientv3.WithRev(first.Header.Revision))
+		if err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
+			t.Fatal(err)
+		}
+		return errors.Is(err, rpctypes.ErrCompacted), fmt.Sprintf("revision %d readable", first.Header.Revision)
+	})
 }

@@ -42,6 +42,9 @@ type Config struct {
 	// posted (see etcdnotes.Config.Budget): keep it well below etcd's
 	// --quota-backend-bytes.
 	NotesBudget int64
+	// NotesCacheBytes bounds the notes read from etcd that the node keeps
+	// in memory (see etcdnotes.Config.CacheBytes).
+	NotesCacheBytes int64
 	// Service is the name the node registers under.
 	Service string
 	// LeaseTTL is the TTL of the node's etcd lease.
@@ -110,10 +113,12 @@ func DefaultConfig() Config {
 			ChatNotes:     10_000,
 			NoteWrites:    64,
 			NoteWriteWait: time.Second,
+			AnswerWait:    10 * time.Second,
 		},
 		NoteLimits:           notes.DefaultLimits(),
 		NoteMaxAge:           24 * time.Hour,
 		NotesBudget:          etcdnotes.DefaultBudget,
+		NotesCacheBytes:      etcdnotes.DefaultCacheBytes,
 		MaxConcurrentStreams: 100,
 		Version:              "dev",
 	}
@@ -151,9 +156,11 @@ func (c Config) Validate() error {
 	check(c.NoteLimits.AnswerBytes >= c.NoteLimits.MessageBytes+notes.NoteOverhead, "max-chat-answer-bytes", "%d cannot hold one note of --max-note-bytes (%d and %d bytes of overhead)", c.NoteLimits.AnswerBytes, c.NoteLimits.MessageBytes, notes.NoteOverhead)
 	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than 1s; etcd leases count whole seconds", c.NoteMaxAge)
 	check(c.NotesBudget > 0, "notes-budget", "%d must be positive", c.NotesBudget)
+	check(c.NotesCacheBytes >= 0, "notes-cache-bytes", "%d is negative", c.NotesCacheBytes)
 	check(len(c.NotesEtcd) == 0 || len(c.Etcd) > 0, "notes-etcd", "needs --etcd: a standalone node keeps its notes in memory")
 	check(c.Limits.NoteWrites >= 1, "max-note-writes", "%d must be at least 1", c.Limits.NoteWrites)
 	check(c.Limits.NoteWriteWait > 0, "note-write-wait", "%v must be positive", c.Limits.NoteWriteWait)
+	check(c.Limits.AnswerWait > 0, "chat-answer-wait", "%v must be positive", c.Limits.AnswerWait)
 	check(c.MaxConcurrentStreams >= 1 && c.MaxConcurrentStreams <= math.MaxInt32, "max-concurrent-streams", "%d is not between 1 and %d", c.MaxConcurrentStreams, math.MaxInt32)
 	if first == nil {
 		first = tracing.CheckEndpoint(c.OTLPEndpoint)

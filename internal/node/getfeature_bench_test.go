@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -25,8 +23,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/canonical"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
@@ -37,11 +35,15 @@ import (
 // canonical example serves them.
 func hundredFeatures() []*pb.Feature { return features.Default().All()[:100] }
 
-// BenchmarkGetFeatureVsCanonical compares GetFeature throughput over real TCP
-// on loopback against three servers, each run in a process of its own as in
-// production (see TestServeForBenchmark), from one client connection in the
-// benchmark's process with the same callers and the same points (known
-// features picked at random):
+// BenchmarkGetFeatureVsCanonical is a profiling tool, not the headline
+// figure: the node as users meet it is measured from outside, its shipped
+// binary beside grpc-go's example server under ghz and `client load`, by
+// internal/benchoutside (docs/BENCHMARKS.md says how its client and data
+// differ from users' and what each difference weighs). It compares GetFeature
+// over real TCP on loopback against three servers, each run in a process of
+// its own (see TestServeForBenchmark; ROUTEGUIDE_BENCH_SERVER_CPUPROFILE
+// profiles them), from one client connection in the benchmark's process with
+// the same callers and the same points (known features picked at random):
 //
 //   - canonical: the canonical example, grpc.NewServer() with defaults;
 //   - service: our routeguide.Server over the same 100 features, with the
@@ -153,7 +155,7 @@ func TestServeForBenchmark(t *testing.T) {
 		srv := routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})})
 		addr = serveGRPC(t, grpc.NewServer(TransportOptions(db)...), srv)
 	case "node":
-		addr = startBenchNode(t, "127.0.0.1:0", writeFeatureList(t, list)).Addr().String()
+		addr = startBenchNode(t, "127.0.0.1:0", canonical.WriteFeatures(t, list)).Addr().String()
 	default:
 		t.Fatalf("%s=%q: want canonical, service or node", benchServerEnv, kind)
 	}
@@ -290,7 +292,7 @@ func benchCalls(b *testing.B, callers int, call func(i int) error) {
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpuBefore := cputime.Process(b)
+	cpuBefore := testutils.ProcessCPUTime(b)
 	for range callers {
 		wg.Go(func() {
 			for {
@@ -307,7 +309,7 @@ func benchCalls(b *testing.B, callers int, call func(i int) error) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testutils.ProcessCPUTime(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
 }
 
 // knownPoints returns copies of the points of features picked at random in
@@ -320,32 +322,6 @@ func knownPoints(list []*pb.Feature) []*pb.Point {
 		points[i] = &pb.Point{Latitude: at.Latitude, Longitude: at.Longitude}
 	}
 	return points
-}
-
-// writeFeatureList writes list as a features file in the canonical format.
-func writeFeatureList(b testing.TB, list []*pb.Feature) string {
-	b.Helper()
-	type location struct {
-		Latitude  int32 `json:"latitude"`
-		Longitude int32 `json:"longitude"`
-	}
-	type entry struct {
-		Location location `json:"location"`
-		Name     string   `json:"name"`
-	}
-	entries := make([]entry, len(list))
-	for i, f := range list {
-		entries[i] = entry{location{f.Location.Latitude, f.Location.Longitude}, f.Name}
-	}
-	data, err := json.Marshal(entries)
-	if err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(b.TempDir(), "features.json")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	return path
 }
 
 // serveGRPC serves impl on srv on 127.0.0.1:0 until b ends.

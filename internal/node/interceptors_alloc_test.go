@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/race"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
@@ -77,7 +77,7 @@ func TestNodeInterceptorsAllocateNothingOnASuccessfulCall(t *testing.T) {
 	// Slack for gRPC's pools, which the race detector empties at random:
 	// go-grpc-middleware's provider, chained before them, would add 3.
 	slack := 0.5
-	if race.Enabled {
+	if testutils.RaceEnabled {
 		slack = 2.5
 	}
 	if added := node - reference; added > slack {

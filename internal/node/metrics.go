@@ -86,6 +86,10 @@ func newNodeMetrics(featureCount int, store notes.Store) (*nodeMetrics, error) {
 				Name: "routeguide_notes_prune_failures_total",
 				Help: "Posts after which deleting the notes of a location that no answer could carry failed; a later post retries.",
 			}, func() float64 { return float64(store.Stats().PruneFailures) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_unread_answers_total",
+				Help: "Posts whose note was stored in etcd but whose answer could not be read whole; each failed with UNAVAILABLE rather than answer with part of it.",
+			}, func() float64 { return float64(store.Stats().UnreadAnswers) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "routeguide_notes_budget_used_bytes",
 				Help: "Data the notes' etcd holds, as last measured while notes were posted (the largest DbSizeInUse of its members, plus what the node wrote since).",

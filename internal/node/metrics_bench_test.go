@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/cputime"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 )
 
 // BenchmarkNodeGetFeature measures a standalone node's GetFeature throughput
@@ -40,7 +40,7 @@ func BenchmarkNodeGetFeature(b *testing.B) {
 			// the latency of one call at a time.
 			b.SetParallelism(16)
 			b.ResetTimer()
-			cpuBefore := cputime.Process(b)
+			cpuBefore := testutils.ProcessCPUTime(b)
 			b.RunParallel(func(p *testing.PB) {
 				for p.Next() {
 					if _, err := client.GetFeature(ctx, point); err != nil {
@@ -49,7 +49,7 @@ func BenchmarkNodeGetFeature(b *testing.B) {
 					}
 				}
 			})
-			b.ReportMetric(float64(cputime.Process(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testutils.ProcessCPUTime(b)-cpuBefore)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }

@@ -247,6 +247,7 @@ func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
 	ecfg.Limits = cfg.NoteLimits
 	ecfg.MaxAge = cfg.NoteMaxAge
 	ecfg.Budget = cfg.NotesBudget
+	ecfg.CacheBytes = cfg.NotesCacheBytes
 	return etcdnotes.New(etcd, ecfg)
 }
 

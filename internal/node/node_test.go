@@ -28,7 +28,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/goroutines"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grayfault"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
@@ -55,7 +55,7 @@ type testNode struct {
 // node and fails the test if any goroutine started since is still running.
 func newTestNode(t *testing.T, configure func(*Config), register func(*grpc.Server)) *testNode {
 	t.Helper()
-	before := goroutines.Stacks()
+	before := testutils.GoroutineStacks()
 	tn := &testNode{logs: new(logBuffer), level: new(slog.LevelVar), done: make(chan struct{})}
 	tn.level.Set(slog.LevelDebug)
 	cfg := DefaultConfig()
@@ -194,7 +194,7 @@ func checkNoGoroutinesLeft(t *testing.T, before map[string]string) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var left []string
-		for id, stack := range goroutines.Stacks() {
+		for id, stack := range testutils.GoroutineStacks() {
 			if _, ok := before[id]; !ok {
 				left = append(left, stack)
 			}

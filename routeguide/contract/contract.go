@@ -17,3 +17,12 @@ var HealthService = pb.RouteGuide_ServiceDesc.ServiceName
 // IdempotentMethods are the calls that change nothing, and so can safely
 // be made twice: clients retry them and time their attempts out.
 var IdempotentMethods = []string{pb.RouteGuide_GetFeature_FullMethodName, pb.RouteGuide_ListFeatures_FullMethodName}
+
+// NoteIDHeader is the request metadata in which a RouteChat client names
+// its stream's notes, so that a retry stores none of them twice: note i of
+// the stream is stored under "<value>.<i>". At most MaxNoteIDBytes of
+// letters, digits, '.', '_' and '-'.
+const NoteIDHeader = "routeguide-note-id"
+
+// MaxNoteIDBytes bounds a NoteIDHeader value.
+const MaxNoteIDBytes = 128

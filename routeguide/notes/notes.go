@@ -27,6 +27,22 @@ var ErrUnavailable = errors.New("note store unavailable")
 // bound on one message, as opposed to a store or a location that is full.
 var ErrNoteTooLarge = fmt.Errorf("note too large: %w", ErrLimit)
 
+// noteIDKey is the context key of a note's id.
+type noteIDKey struct{}
+
+// WithNoteID returns ctx naming the note posted with it: a store that
+// keeps ids stores a note under an id once, and answers a post of it again
+// as it answered the first.
+func WithNoteID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, noteIDKey{}, id)
+}
+
+// NoteID is the id WithNoteID gave ctx, or "".
+func NoteID(ctx context.Context) string {
+	id, _ := ctx.Value(noteIDKey{}).(string)
+	return id
+}
+
 // Store keeps notes by location.
 type Store interface {
 	// Post stores note and returns every note stored at its location, in

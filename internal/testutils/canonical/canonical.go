@@ -5,7 +5,11 @@ package canonical
 
 import (
 	"context"
+	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
+	"testing"
 
 	"google.golang.org/protobuf/proto"
 
@@ -47,4 +51,32 @@ func inRange(point *pb.Point, rect *pb.Rectangle) bool {
 	bottom := math.Min(float64(rect.Lo.Latitude), float64(rect.Hi.Latitude))
 	return float64(point.Longitude) >= left && float64(point.Longitude) <= right &&
 		float64(point.Latitude) >= bottom && float64(point.Latitude) <= top
+}
+
+// WriteFeatures writes list as a features file in the canonical format (the
+// examples' route_guide_db.json: location and name) in tb's temporary
+// directory, and returns its path.
+func WriteFeatures(tb testing.TB, list []*pb.Feature) string {
+	tb.Helper()
+	type location struct {
+		Latitude  int32 `json:"latitude"`
+		Longitude int32 `json:"longitude"`
+	}
+	type entry struct {
+		Location location `json:"location"`
+		Name     string   `json:"name"`
+	}
+	entries := make([]entry, len(list))
+	for i, f := range list {
+		entries[i] = entry{location{f.Location.Latitude, f.Location.Longitude}, f.Name}
+	}
+	data, err := json.Marshal(entries)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(tb.TempDir(), "features.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return path
 }

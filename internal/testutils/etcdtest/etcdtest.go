@@ -1,8 +1,9 @@
-// Package etcdtest starts, for tests, the secured etcd a production cluster
-// runs: a real embedded server (package localetcd) serving clients over TLS,
-// with authentication on and the users a test names. Tests of discovery, the
-// node and both commands need one; localetcd itself is linked into the node
-// binary (node -dev) and so does not import testing.
+// Package etcdtest starts real etcd servers inside the test process: one
+// member (package localetcd), plain or secured as a production cluster runs
+// it (TLS, authentication, the users a test names), or, for fault tests, a
+// cluster of several members that loses one as abruptly as a crash does.
+// localetcd itself is linked into the node binary (node -dev) and so does
+// not import testing.
 package etcdtest
 
 import (
@@ -105,4 +106,40 @@ func Client(tb testing.TB, url string) *clientv3.Client {
 	}
 	tb.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// Restartable is a plain etcd that a test stops (Close) to make an outage,
+// and starts again on the same data and port (Restart) to end it.
+type Restartable struct {
+	*localetcd.Server
+	tb   testing.TB
+	dir  string
+	addr string // the client address, kept across restarts
+}
+
+// StartRestartable starts a plain etcd, as Start does, that Restart can
+// start again after Close.
+func StartRestartable(tb testing.TB) *Restartable {
+	tb.Helper()
+	r := &Restartable{tb: tb, dir: tb.TempDir()}
+	r.start()
+	r.addr = r.ClientAddr()
+	return r
+}
+
+// Restart starts the server again after Close, on the same data directory
+// and client address, and stops it when the test ends.
+func (r *Restartable) Restart() {
+	r.tb.Helper()
+	r.start()
+}
+
+func (r *Restartable) start() {
+	r.tb.Helper()
+	srv, err := localetcd.Start(localetcd.Config{Dir: r.dir, ClientAddr: r.addr})
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	r.tb.Cleanup(srv.Close)
+	r.Server = srv
 }

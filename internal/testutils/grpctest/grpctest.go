@@ -40,3 +40,17 @@ func Dial(tb testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn 
 	tb.Cleanup(func() { conn.Close() })
 	return conn
 }
+
+// FreeAddr is a loopback address with a port the system just gave and took
+// back, for a server in another process that takes an address or a port to
+// listen on rather than a listener. Another process may take the port in
+// between; on a test machine that is rare enough.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("listen: %v", err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
+}

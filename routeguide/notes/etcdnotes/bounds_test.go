@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -20,27 +24,144 @@ import (
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
-// countingClient is an etcd client that adds the size of every answer it
-// gets from etcd to read.
-func countingClient(t testing.TB, url string, read *atomic.Int64) *clientv3.Client {
-	t.Helper()
-	count := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+// countReplies is an etcd client interceptor that adds the size of every
+// answer from etcd to read.
+func countReplies(read *atomic.Int64) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if m, ok := reply.(proto.Message); ok {
 			read.Add(int64(proto.Size(m)))
 		}
 		return err
 	}
+}
+
+// countingClient is an etcd client that adds the size of every answer it
+// gets from etcd to read.
+func countingClient(t testing.TB, url string, read *atomic.Int64) *clientv3.Client {
+	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{url},
 		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(count)},
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(countReplies(read))},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// rangeCheck is an etcd client interceptor that hands every Range a
+// request carries, alone or in a transaction, to check.
+func rangeCheck(check func(*etcdserverpb.RangeRequest)) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		switch r := req.(type) {
+		case *etcdserverpb.RangeRequest:
+			check(r)
+		case *etcdserverpb.TxnRequest:
+			for _, op := range slices.Concat(r.Success, r.Failure) {
+				if rr := op.GetRequestRange(); rr != nil {
+					check(rr)
+				}
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself guards the key layout:
+// etcd reads, sorts and truncates the whole range of a Range that sorts by
+// anything but the key ascending or filters on revisions, whatever its
+// limit. A post's reads must be plain ranges with a limit, keys-only
+// ranges (etcd's index alone), or single keys.
+func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
+	srv := startEtcd(t)
+	var ranges, unbounded atomic.Int64
+	var bad sync.Map
+	check := func(r *etcdserverpb.RangeRequest) {
+		ranges.Add(1)
+		plain := r.SortOrder == etcdserverpb.RangeRequest_NONE && r.MinCreateRevision == 0 && r.MaxCreateRevision == 0 &&
+			r.MinModRevision == 0 && r.MaxModRevision == 0
+		if !plain || r.Limit == 0 && !r.KeysOnly && len(r.RangeEnd) > 0 {
+			unbounded.Add(1)
+			bad.Store(r.String(), true)
+		}
+	}
+	var read atomic.Int64
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(rangeCheck(check), countReplies(&read))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	cfg := testConfig(t)
+	cfg.Limits.PerLocation, cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 50, 300, 4000
+	store := newEtcd(t, cli, cfg)
+	// Short notes make answers of several pages, past both bounds, and
+	// each post prunes.
+	most := int64(0)
+	for i := range 120 {
+		message := strings.Repeat("m", i%40)
+		read.Store(0)
+		if _, err := store.Post(t.Context(), notestest.Note(3, 3, message)); err != nil {
+			t.Fatal(err)
+		}
+		most = max(most, read.Load())
+	}
+	// The answer, the note the last page held beyond it, and what the
+	// put, the prune and their headers answer.
+	if bound := int64(cfg.Limits.AnswerBytes + cfg.Limits.MessageBytes + 1000); most > bound {
+		t.Errorf("a post read up to %d bytes from etcd, want at most %d", most, bound)
+	}
+	bad.Range(func(k, _ any) bool { t.Errorf("a post sent a Range whose limit etcd drops: %v", k); return true })
+	if ranges.Load() < 240 || unbounded.Load() != 0 {
+		t.Errorf("%d ranges, %d of them unbounded; want at least two per post, none unbounded", ranges.Load(), unbounded.Load())
+	}
+}
+
+// TestEtcdAPostAtALocationOfJSONNotesReadsAtMostOneAnswer fills a location
+// with what nodes of the JSON era could store: 1000 notes of 4 KiB of
+// control characters, 24 MB of JSON. A note of an earlier release costs its
+// stored size in an answer, so a post reads at most an answer's bytes of
+// them, and prunes the rest.
+func TestEtcdAPostAtALocationOfJSONNotesReadsAtMostOneAnswer(t *testing.T) {
+	srv := startEtcd(t)
+	var read atomic.Int64
+	cli := countingClient(t, srv.ClientURL(), &read)
+	cfg := testConfig(t)
+	store := newEtcd(t, cli, cfg)
+	filler := newClient(t, srv.ClientURL())
+	value, err := protojson.Marshal(notestest.Note(5, 5, strings.Repeat("\x01", cfg.Limits.MessageBytes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1000 {
+		if _, err := filler.Put(t.Context(), fmt.Sprintf("%s%032x", store.LocationPrefix(5, 5), i), string(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The answer, one value the last page held beyond it, and the keys of
+	// the location from etcd's index (about 150 bytes each with their
+	// revisions).
+	bound := int64(cfg.Limits.AnswerBytes + len(value) + 1000*150)
+	for i := range 2 {
+		read.Store(0)
+		got, err := store.Post(t.Context(), notestest.Note(5, 5, fmt.Sprint("new ", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := read.Load(); n > bound {
+			t.Errorf("post %d read %d bytes from etcd, want at most %d", i, n, bound)
+		}
+		// Each JSON note counts its %d bytes: the answer holds 42 of them.
+		if want := cfg.Limits.AnswerBytes/len(value) + 1 + i; len(got) != want || got[len(got)-1].Message != fmt.Sprint("new ", i) {
+			t.Errorf("post %d answered %d notes ending with %q, want %d ending with the new note", i, len(got), got[len(got)-1].Message, want)
+		}
+	}
+	if n := countAt(t, cli, store, 5, 5); n > cfg.Limits.AnswerBytes/len(value)+2 {
+		t.Errorf("etcd keeps %d notes at the location, more than an answer holds", n)
+	}
 }
 
 func TestEtcdAnswersTheNewestNotesThatFitInAnAnswerAndPrunesTheRest(t *testing.T) {
@@ -221,5 +342,166 @@ func TestEtcdBudgetNeverPassesThreeQuartersOfTheQuotaEtcdReports(t *testing.T) {
 	}
 	if got := store.Usage(); got.Limit != 24<<20 || got.InUse <= 0 || got.MeasuredAt.IsZero() {
 		t.Errorf("after a post: %+v, want the limit at 3/4 of the 32 MiB quota and a measurement", got)
+	}
+}
+
+// TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted cuts the
+// reads of an answer after its first page: the post fails with
+// ErrUnavailable and is counted, rather than answer with the notes read so
+// far, which would not be a prefix of later answers.
+func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.T) {
+	srv := startEtcd(t)
+	var cut atomic.Bool
+	var injected atomic.Int64
+	// A page after the first is the only plain Range a post sends at the
+	// revision of its put.
+	cutPages := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if r, ok := req.(*etcdserverpb.RangeRequest); ok && r.Revision > 0 && cut.Load() {
+			injected.Add(1)
+			return errors.New("connection cut between two pages")
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(cutPages)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	cfg := testConfig(t)
+	cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 300, 4000
+	store := newEtcd(t, cli, cfg)
+	for i := range 20 {
+		if _, err := store.Post(t.Context(), notestest.Note(2, 2, fmt.Sprint("short ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut.Store(true)
+	got, err := store.Post(t.Context(), notestest.Note(2, 2, "cut"))
+	if !errors.Is(err, notes.ErrUnavailable) || got != nil {
+		t.Fatalf("a post whose second page failed: %d notes, %v; want none and ErrUnavailable", len(got), err)
+	}
+	if injected.Load() == 0 {
+		t.Fatal("no page after the first was read: the test cut nothing")
+	}
+	if s := store.Stats(); s.UnreadAnswers != 1 {
+		t.Errorf("stats %+v, want one unread answer", s)
+	}
+	// The note is stored: the next answer, whole, has it.
+	cut.Store(false)
+	got, err = store.Post(t.Context(), notestest.Note(2, 2, "after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := notestest.Messages(got); len(m) != 22 || m[20] != "cut" {
+		t.Errorf("the next answer %q, want the 20 notes, the cut one and itself", m)
+	}
+}
+
+// faultyStatusClient is an etcd client that counts the connections it dials
+// and the Status calls it makes, and fails those while failStatus is set.
+func faultyStatusClient(t *testing.T, url string, dials, statuses *atomic.Int64, failStatus *atomic.Bool) *clientv3.Client {
+	t.Helper()
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}
+	status := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if method == "/etcdserverpb.Maintenance/Status" {
+			statuses.Add(1)
+			if failStatus.Load() {
+				return errors.New("status refused by the test")
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial), grpc.WithChainUnaryInterceptor(status)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func TestEtcdBudgetAsksEtcdOverTheStoresOwnConnection(t *testing.T) {
+	srv := startEtcd(t)
+	var dials, statuses atomic.Int64
+	var fail atomic.Bool
+	cfg := testConfig(t)
+	cfg.BudgetCheck = time.Millisecond
+	store := newEtcd(t, faultyStatusClient(t, srv.ClientURL(), &dials, &statuses, &fail), cfg)
+	for i := range 30 {
+		if _, err := store.Post(t.Context(), notestest.Note(int32(i), 1, "measured")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if statuses.Load() < 10 || dials.Load() != 1 {
+		t.Errorf("%d Status calls over %d connections, want at least 10 over the one connection", statuses.Load(), dials.Load())
+	}
+}
+
+// TestEtcdBudgetWhileStatusFailsTakesAnAllowanceAndRecovers: while etcd
+// takes notes but its Status fails, a store takes Budget/16 of unmeasured
+// writes, then refuses saying why, and takes notes again as soon as Status
+// answers, with etcd nearly empty all along.
+func TestEtcdBudgetWhileStatusFailsTakesAnAllowanceAndRecovers(t *testing.T) {
+	srv := startEtcd(t)
+	var dials, statuses atomic.Int64
+	var fail atomic.Bool
+	fail.Store(true)
+	cfg := testConfig(t)
+	cfg.Budget, cfg.BudgetCheck = 4<<20, 10*time.Millisecond
+	store := newEtcd(t, faultyStatusClient(t, srv.ClientURL(), &dials, &statuses, &fail), cfg)
+	message := strings.Repeat("x", cfg.Limits.MessageBytes)
+	posted := 0
+	var err error
+	for ; posted < 200; posted++ {
+		if _, err = store.Post(t.Context(), notestest.Note(int32(posted), 1, message)); err != nil {
+			break
+		}
+	}
+	// 256 KiB counted as twice each note and 128 bytes: 31 notes.
+	if !errors.Is(err, notes.ErrLimit) || !strings.Contains(err.Error(), "cannot be measured") || posted < 20 || posted > 32 {
+		t.Fatalf("with Status failing, %d notes were taken, then %v; want about 31, then ErrLimit saying the budget cannot be measured", posted, err)
+	}
+	fail.Store(false)
+	poll.Until(t, 10*time.Second, "a note once Status answers", func() bool {
+		_, err = store.Post(t.Context(), notestest.Note(1000, 1, message))
+		return err == nil
+	})
+}
+
+// TestEtcdBudgetCountsTheFileEtcdsQuotaChecks: etcd's quota checks the size
+// of its file, which a compaction does not shrink; the budget counts it.
+func TestEtcdBudgetCountsTheFileEtcdsQuotaChecks(t *testing.T) {
+	srv := startEtcd(t)
+	cli := newClient(t, srv.ClientURL())
+	filler := strings.Repeat("f", 64<<10)
+	for i := range 100 {
+		if _, err := cli.Put(t.Context(), fmt.Sprint("filler/", i), filler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deleted, err := cli.Delete(t.Context(), "filler/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(t.Context(), deleted.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	status, err := cli.Status(t.Context(), cli.Endpoints()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status.DbSize < status.DbSizeInUse+4<<20 {
+		t.Fatalf("etcd's file is %d bytes with %d in use; the test needs them apart", status.DbSize, status.DbSizeInUse)
+	}
+	store := newEtcd(t, cli, testConfig(t))
+	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "measured")); err != nil {
+		t.Fatal(err)
+	}
+	if got := store.Usage().InUse; got < status.DbSize {
+		t.Errorf("the budget counts %d bytes, less than etcd's file of %d (in use %d)", got, status.DbSize, status.DbSizeInUse)
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide"
@@ -55,13 +55,7 @@ func chat(t *testing.T, stream pb.RouteGuide_RouteChatClient, sent *pb.RouteNote
 // order; with etcd down a chat fails with Unavailable, and when etcd is back
 // the notes from before are there.
 func TestRouteChatThroughTwoNodesAnswersInOnePostingOrder(t *testing.T) {
-	dir := t.TempDir()
-	etcd, err := localetcd.Start(localetcd.Config{Dir: dir, ClientAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { etcd.Close() })
-	addr := etcd.ClientAddr()
+	etcd := etcdtest.StartRestartable(t)
 	cfg := testConfig(t)
 	cfg.Timeout = time.Second
 	nodes := []pb.RouteGuideClient{
@@ -71,6 +65,7 @@ func TestRouteChatThroughTwoNodesAnswersInOnePostingOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	streams := make([]pb.RouteGuide_RouteChatClient, len(nodes))
+	var err error
 	for i, node := range nodes {
 		if streams[i], err = node.RouteChat(ctx); err != nil {
 			t.Fatal(err)
@@ -92,10 +87,7 @@ func TestRouteChatThroughTwoNodesAnswersInOnePostingOrder(t *testing.T) {
 		t.Fatalf("chat while etcd is down: %v, want Unavailable", err)
 	}
 
-	if etcd, err = localetcd.Start(localetcd.Config{Dir: dir, ClientAddr: addr}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd.Restart()
 	poll.Until(t, 20*time.Second, "a chat through node 1 once etcd is back", func() bool {
 		stream, err := nodes[1].RouteChat(ctx)
 		if err != nil {

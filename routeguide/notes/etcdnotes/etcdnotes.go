@@ -4,8 +4,6 @@ package etcdnotes
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -29,12 +27,12 @@ import (
 // node, and each applies to the notes that node posts and prunes.
 type Config struct {
 	// Prefix is the etcd key prefix under which every note is kept, as
-	// <Prefix><latitude>,<longitude>/<random id>. It must end with "/".
+	// <Prefix><latitude>,<longitude>/~<sequence>. It must end with "/".
 	Prefix string
 	// Limits bound a location and one answer: PerLocation, MessageBytes and
 	// AnswerBytes are required. A post reads no more than AnswerBytes and
-	// one page of notes from etcd (see readAnswer), and deletes the notes that
-	// no answer could carry. Bytes and DropOldest are the Memory store's.
+	// one note of values from etcd (see readAnswer), and deletes the notes
+	// that no answer could carry. Bytes and DropOldest are the Memory store's.
 	Limits notes.Limits
 	// MaxAge is how long a note is kept. A note expires between MaxAge and
 	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see docs/DESIGN.md). At least
@@ -56,6 +54,10 @@ type Config struct {
 	// BudgetCheck is how often, at most, a Store asks etcd its size while
 	// notes are posted.
 	BudgetCheck time.Duration
+	// CacheBytes bounds the notes a Store keeps in memory once read, so
+	// that a post reads from etcd only the keys of its answer and the
+	// values it has not seen (see cache.go). Zero keeps none.
+	CacheBytes int64
 }
 
 // DefaultConfig is the configuration of a cluster node's store when no
@@ -68,6 +70,7 @@ func DefaultConfig() Config {
 		Timeout:     5 * time.Second,
 		Budget:      DefaultBudget,
 		BudgetCheck: time.Second,
+		CacheBytes:  DefaultCacheBytes,
 	}
 }
 
@@ -75,6 +78,9 @@ func DefaultConfig() Config {
 // 2 GiB): the registry, etcd's history and a burst of notes between two
 // measurements keep the rest.
 const DefaultBudget = 512 << 20
+
+// DefaultCacheBytes holds a full answer of 1 MiB at 32 locations.
+const DefaultCacheBytes = 32 << 20
 
 // MaxMessageBytesLimit is the largest Limits.MessageBytes. It keeps one post
 // far below etcd's default request size limit of 1.5 MiB.
@@ -99,6 +105,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("notes etcd config: Budget %d must be positive", c.Budget)
 	case c.BudgetCheck <= 0:
 		return fmt.Errorf("notes etcd config: BudgetCheck %v must be positive", c.BudgetCheck)
+	case c.CacheBytes < 0:
+		return fmt.Errorf("notes etcd config: CacheBytes %d must not be negative", c.CacheBytes)
 	}
 	return nil
 }
@@ -122,13 +130,18 @@ type Stats struct {
 	// PerLocation failed. The post itself succeeded; a later post at the
 	// location deletes them.
 	PruneFailures uint64
+	// UnreadAnswers counts posts whose note was stored but whose answer
+	// could not be read whole: the post failed with ErrUnavailable rather
+	// than answer with part of it.
+	UnreadAnswers uint64
 }
 
 // Store is a notes.Store in etcd, shared by every node that uses the same Prefix:
 // a note posted through one node is in the answers of all of them, in one
-// posting order (the put and the read share a transaction). It starts no
-// goroutine; the caller closes the client after the last Post. See
-// docs/DESIGN.md, "The notes store: order, retention and encoding".
+// posting order: keys whose plain order is the answer's, each answer read at
+// the revision of its put (layout.go, answer.go). It starts no goroutine;
+// the caller closes the client after the last Post. See docs/DESIGN.md,
+// "The notes store: order, retention and encoding" and "RouteChat in etcd".
 type Store struct {
 	cli    *clientv3.Client
 	cfg    Config
@@ -136,11 +149,14 @@ type Store struct {
 
 	skipped       atomic.Uint64
 	pruneFailures atomic.Uint64
+	unreadAnswers atomic.Uint64
 
 	// grant is held, as a one-slot semaphore that a waiter can leave when
 	// its context ends, by the one Post that grants the next lease, so that
 	// concurrent posts at a bucket's end grant one lease and not one each.
 	grant chan struct{}
+	turns turns
+	cache *cache
 	mu    sync.Mutex // guards lease and leaseUntil
 	lease clientv3.LeaseID
 	// leaseUntil is when the current lease stops taking new notes.
@@ -155,12 +171,13 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1)}, nil
+	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1),
+		cache: newCache(cfg.CacheBytes)}, nil
 }
 
 // Stats returns the store's counters since it was made.
 func (e *Store) Stats() Stats {
-	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load()}
+	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load()}
 }
 
 // LocationPrefix is the etcd key prefix of the notes at a location.
@@ -214,125 +231,63 @@ func (e *Store) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.R
 	}
 }
 
-// putAndRead puts the note and reads the first page of the location's
-// newest notes in one transaction, reads on at that revision while the
-// answer has room, then deletes the notes the answer left out, if any.
+// putAndRead puts the note, reads its answer at the revision of the put,
+// then deletes the notes the answer left out, if any.
 func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
 	location := e.LocationPrefix(lat, lon)
-	var id [16]byte
-	_, _ = rand.Read(id[:]) // crypto/rand never fails on supported platforms
-	key := location + hex.EncodeToString(id[:])
-	page := answerPage{limits: e.cfg.Limits, room: e.cfg.Limits.AnswerBytes}
-	resp, err := e.cli.Txn(ctx).
-		// A random 128-bit id does not collide; the comparison makes sure
-		// that a note can never replace another.
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(
-			clientv3.OpPut(key, string(value), clientv3.WithLease(lease)),
-			clientv3.OpGet(location, page.options()...),
-		).Commit()
+	idKey := ""
+	if id := notes.NoteID(ctx); id != "" {
+		idKey = fmt.Sprintf("%sids/%d,%d/%s", e.cfg.Prefix, lat, lon, id)
+	}
+	key, rev, err := e.put(ctx, location, string(value), idKey, lease)
 	if err != nil {
-		return nil, fmt.Errorf("put note %s: %w", key, err)
+		return nil, err
 	}
-	if !resp.Succeeded {
-		return nil, fmt.Errorf("put note %s: the key exists already", key)
+	if rev != 0 {
+		e.budget.wrote(len(key) + len(value) + len(idKey)*2)
+		e.cache.put(&mvccpb.KeyValue{Key: []byte(key), Value: value, ModRevision: rev}, lat, lon)
 	}
-	e.budget.wrote(len(key) + len(value))
-	read := resp.Responses[1].GetResponseRange()
-	newestFirst := make([]*pb.RouteNote, 0, len(read.Kvs))
-	complete := e.takePage(&page, read.Kvs, read.More, lat, lon, &newestFirst)
-	for !complete {
-		more, err := e.cli.Get(ctx, location, append(page.options(), clientv3.WithRev(resp.Header.Revision))...)
-		if err != nil {
-			// The note is stored, and the newest notes are read: answer
-			// with those rather than fail a post that succeeded.
-			break
-		}
-		complete = e.takePage(&page, more.Kvs, more.More, lat, lon, &newestFirst)
+	a, err := e.readAnswer(ctx, location, key, rev, lat, lon)
+	if err != nil {
+		e.unreadAnswers.Add(1)
+		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", key, err)
 	}
-	if page.full && page.oldestKept > 0 {
-		if err := e.prune(ctx, location, page.oldestKept); err != nil {
+	if a.full {
+		if err := e.prune(ctx, location, a); err != nil {
 			e.pruneFailures.Add(1)
 		}
 	}
-	slices.Reverse(newestFirst)
-	return newestFirst, nil
+	return a.notes(), nil
 }
 
-// answerPage is where the reading of an answer stands, newest first.
-type answerPage struct {
-	limits     notes.Limits
-	room       int   // AnswerBytes left
-	count      int   // notes taken
-	oldestKept int64 // create revision of the oldest note taken
-	full       bool  // a bound stopped the answer while older notes remain
-}
-
-// options read the next page: as many notes as surely fit in the room left,
-// each at most MessageBytes, so that no post reads more than AnswerBytes
-// and one note from etcd, however large the location's notes are.
-func (p *answerPage) options() []clientv3.OpOption {
-	limit := max(1, p.room/(p.limits.MessageBytes+notes.NoteOverhead))
-	limit = min(limit, p.limits.PerLocation-p.count)
-	opts := []clientv3.OpOption{clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-		clientv3.WithLimit(int64(limit))}
-	if p.oldestKept > 0 {
-		opts = append(opts, clientv3.WithMaxCreateRev(p.oldestKept-1))
+// prune deletes the notes at location that the answer a left out: the
+// sequenced notes after the oldest it took (one DeleteRange, which etcd
+// finds in its index; in the next put's transaction when a post waits to
+// put there), and the legacy notes it did not take. It is safe
+// when nodes prune at once: each deletes only notes that no answer of its
+// own could carry, and deleting a deleted key does nothing.
+func (e *Store) prune(ctx context.Context, location string, a *answer) error {
+	_, end := sequencedRange(location)
+	if e.turns.deferPrune(location, a.lastSequenced) {
+		// A post waiting to put at the location deletes them with its note.
+	} else if _, err := e.cli.Delete(ctx, a.lastSequenced+"\x00", clientv3.WithRange(end)); err != nil {
+		return fmt.Errorf("prune the notes at %s after %s: %w", location, a.lastSequenced, err)
 	}
-	return opts
+	return e.delete(ctx, location, a.legacyLeftOut())
 }
 
-// takePage adds the notes of a page to the answer until a bound stops it,
-// and reports whether the answer is complete.
-func (e *Store) takePage(p *answerPage, kvs []*mvccpb.KeyValue, more bool, lat, lon int32, answer *[]*pb.RouteNote) bool {
-	for i, kv := range kvs {
-		n, ok := decodeNote(kv.Value, lat, lon)
-		if !ok {
-			// It takes a note's place, until pruned.
-			e.skipped.Add(1)
-		} else if cost := notes.Cost(n.Message); cost > p.room {
-			p.full = true
-			return true
-		} else {
-			p.room -= cost
-			*answer = append(*answer, n)
-		}
-		p.count++
-		p.oldestKept = kv.CreateRevision
-		if p.count >= p.limits.PerLocation {
-			p.full = more || i < len(kvs)-1
-			return true
-		}
-	}
-	return !more || len(kvs) == 0
-}
-
-// prune deletes the notes at location created before the revision
-// oldestKept. It is safe when nodes prune at once: each deletes only notes
-// that no answer of its own could carry, and deleting a deleted key does
-// nothing.
-func (e *Store) prune(ctx context.Context, location string, oldestKept int64) error {
-	for {
-		old, err := e.cli.Get(ctx, location, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-			clientv3.WithMaxCreateRev(oldestKept-1), clientv3.WithLimit(pruneBatch))
-		if err != nil {
-			return fmt.Errorf("list notes to prune at %s: %w", location, err)
-		}
-		if len(old.Kvs) == 0 {
-			return nil
-		}
-		deletes := make([]clientv3.Op, len(old.Kvs))
-		for i, kv := range old.Kvs {
-			deletes[i] = clientv3.OpDelete(string(kv.Key))
+// delete deletes keys in transactions of pruneBatch.
+func (e *Store) delete(ctx context.Context, location string, keys []string) error {
+	for batch := range slices.Chunk(keys, pruneBatch) {
+		deletes := make([]clientv3.Op, len(batch))
+		for i, k := range batch {
+			deletes[i] = clientv3.OpDelete(k)
 		}
 		if _, err := e.cli.Txn(ctx).Then(deletes...).Commit(); err != nil {
 			return fmt.Errorf("prune %d notes at %s: %w", len(deletes), location, err)
 		}
-		if !old.More {
-			return nil
-		}
 	}
+	return nil
 }
 
 // decodeNote returns the note that value holds, if it is one at (lat, lon).

@@ -1,6 +1,8 @@
 package etcdnotes_test
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,14 +69,21 @@ func newEtcd(t testing.TB, cli *clientv3.Client, cfg etcdnotes.Config) *etcdnote
 	return store
 }
 
-// keysAt lists the keys etcd holds at a location, oldest first.
+// keysAt lists the keys etcd holds at a location, oldest first: by create
+// revision, and within one (the notes of one batch) by sequence, which
+// counts down in key order.
 func keysAt(t testing.TB, cli *clientv3.Client, store *etcdnotes.Store, lat, lon int32) []*mvccpb.KeyValue {
 	t.Helper()
-	resp, err := cli.Get(t.Context(), store.LocationPrefix(lat, lon), clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	resp, err := cli.Get(t.Context(), store.LocationPrefix(lat, lon), clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
+	slices.SortStableFunc(resp.Kvs, func(a, b *mvccpb.KeyValue) int {
+		if a.CreateRevision != b.CreateRevision {
+			return cmp.Compare(a.CreateRevision, b.CreateRevision)
+		}
+		return bytes.Compare(b.Key, a.Key)
+	})
 	return resp.Kvs
 }
 
@@ -477,5 +486,38 @@ func BenchmarkEtcdPost(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+func TestEtcdANoteRetriedWithItsIDIsStoredOnce(t *testing.T) {
+	srv := startEtcd(t)
+	cfg := testConfig(t)
+	// Two nodes: the retry may reach another one.
+	stores := []*etcdnotes.Store{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
+	ctx := notes.WithNoteID(t.Context(), "client-7.0")
+	first, err := stores[0].Post(ctx, notestest.Note(4, 4, "once"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stores[1].Post(t.Context(), notestest.Note(4, 4, "another")); err != nil {
+		t.Fatal(err)
+	}
+	// Retried at once on both nodes, as a client whose answer was lost.
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		wg.Go(func() {
+			got, err := s.Post(ctx, notestest.Note(4, 4, "once"))
+			if err != nil || !slices.Equal(notestest.Messages(got), notestest.Messages(first)) {
+				t.Errorf("the retry answered %q (%v), want the first answer %q", notestest.Messages(got), err, notestest.Messages(first))
+			}
+		})
+	}
+	wg.Wait()
+	got, err := stores[0].Post(notes.WithNoteID(t.Context(), "client-7.1"), notestest.Note(4, 4, "next"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"once", "another", "next"}; !slices.Equal(notestest.Messages(got), want) {
+		t.Errorf("after the retries the location holds %q, want %q", notestest.Messages(got), want)
 	}
 }

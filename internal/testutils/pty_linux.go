@@ -1,8 +1,6 @@
 //go:build linux
 
-// Package pty opens pseudo-terminals for tests of what a command does when
-// a person, not a pipe, is at the other end of its input or output.
-package pty
+package testutils
 
 import (
 	"fmt"
@@ -12,10 +10,11 @@ import (
 	"unsafe"
 )
 
-// Open returns a new pseudo-terminal: the terminal, which a command takes as
+// OpenPTY returns a new pseudo-terminal, for tests of what a command does
+// when a person, not a pipe, is at the other end: the terminal, which a command takes as
 // its stdin or stdout, and the controller, where the test types and reads
 // what the command shows. Both are closed when tb ends.
-func Open(tb testing.TB) (terminal, controller *os.File) {
+func OpenPTY(tb testing.TB) (terminal, controller *os.File) {
 	tb.Helper()
 	controller, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {

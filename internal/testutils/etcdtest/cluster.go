@@ -1,7 +1,4 @@
-// Package etcdcluster runs, for fault tests, an etcd cluster of several
-// members inside the process, on 127.0.0.1, and loses a member as abruptly
-// as a crash does.
-package etcdcluster
+package etcdtest
 
 import (
 	"crypto/rand"
@@ -19,8 +16,8 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 )
 
-// Config describes a cluster of several members, for fault tests.
-type Config struct {
+// ClusterConfig describes a cluster of several members, for fault tests.
+type ClusterConfig struct {
 	// Dir holds the members' data, each in a directory of its own.
 	Dir string
 	// Members is how many members to start; 3 when zero.
@@ -48,13 +45,17 @@ type Cluster struct {
 // Member is one member of a Cluster.
 type Member struct {
 	name          string
-	etcd          *embed.Etcd
 	client, peers *faultproxy.Proxy
-	stopOnce      sync.Once
+	config        *embed.Config // to restart it from its data
+	timeout       time.Duration // StartTimeout, for a restart
+
+	mu     sync.Mutex // guards etcd and closed
+	etcd   *embed.Etcd
+	closed bool
 }
 
-// Start starts the members and returns once each serves clients.
-func Start(cfg Config) (*Cluster, error) {
+// StartCluster starts the members and returns once each serves clients.
+func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("start etcd cluster: no data directory")
 	}
@@ -63,8 +64,9 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	c := &Cluster{}
 	var initial []string
+	timeout := localetcd.StartTimeout(cfg.StartTimeout)
 	for i := range cfg.Members {
-		m := &Member{name: fmt.Sprintf("m%d", i)}
+		m := &Member{name: fmt.Sprintf("m%d", i), timeout: timeout}
 		c.members = append(c.members, m)
 		var err error
 		if m.client, err = faultproxy.Start(""); err == nil {
@@ -89,22 +91,18 @@ func Start(cfg Config) (*Cluster, error) {
 		ec.InitialClusterToken = token
 		ec.ClusterState = embed.ClusterStateFlagNew
 		localetcd.SetLogging(ec, cfg.LogLevel)
+		m.config = ec
 		// StartEtcd does not wait for the other members: they are waited
 		// for together below.
-		e, err := embed.StartEtcd(ec)
-		if err != nil {
+		if err := m.launch(); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("start etcd cluster: member %s: %w", m.name, err)
 		}
-		m.etcd = e
-		m.client.SetTarget(e.Clients[0].Addr().String())
-		m.peers.SetTarget(e.Peers[0].Addr().String())
 	}
-	timeout := localetcd.StartTimeout(cfg.StartTimeout)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for _, m := range c.members {
-		if err := localetcd.WaitReady(m.etcd, timer.C, timeout); err != nil {
+		if err := localetcd.WaitReady(m.current(), timer.C, timeout); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("start etcd cluster: member %s: %w", m.name, err)
 		}
@@ -128,7 +126,7 @@ func (c *Cluster) ClientURLs() []string {
 // while none does (during an election).
 func (c *Cluster) Leader() *Member {
 	for _, m := range c.members {
-		if m.running() && m.etcd.Server.Leader() == m.etcd.Server.MemberID() {
+		if e := m.current(); running(e) && e.Server.Leader() == e.Server.MemberID() {
 			return m
 		}
 	}
@@ -138,7 +136,7 @@ func (c *Cluster) Leader() *Member {
 // Close stops every member that still runs and its proxies.
 func (c *Cluster) Close() {
 	for _, m := range c.members {
-		m.Lose()
+		m.close()
 	}
 }
 
@@ -151,35 +149,95 @@ func (m *Member) ClientURL() string { return "http://" + m.client.Addr() }
 // Lose stops the member as abruptly as a crash does: every connection to it,
 // from clients and from the other members, is reset at once and new ones are
 // refused, and the member stops without handing its leadership over. It
-// returns once the member has stopped. Losing it again does nothing.
+// returns once the member has stopped. Losing a lost member does nothing.
 func (m *Member) Lose() {
-	m.stopOnce.Do(func() {
-		for _, p := range []*faultproxy.Proxy{m.client, m.peers} {
-			if p != nil {
-				p.Cut()
-			}
-		}
-		if m.etcd != nil {
-			// HardStop first: Close alone would move the leadership to
-			// another member before stopping, which a crash does not do.
-			m.etcd.Server.HardStop()
-			m.etcd.Close()
-		}
-		for _, p := range []*faultproxy.Proxy{m.client, m.peers} {
-			if p != nil {
-				p.Close()
-			}
-		}
-	})
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stop()
 }
 
-// running reports whether the member was started and not lost.
-func (m *Member) running() bool {
-	if m.etcd == nil {
+// Restart starts a lost member again from its data, at the same addresses,
+// and returns once it serves clients. Restarting a running member does
+// nothing.
+func (m *Member) Restart() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("restart etcd member %s: the cluster is closed", m.name)
+	}
+	if running(m.etcd) {
+		return nil
+	}
+	if err := m.launch(); err != nil {
+		return fmt.Errorf("restart etcd member %s: %w", m.name, err)
+	}
+	timer := time.NewTimer(m.timeout)
+	defer timer.Stop()
+	if err := localetcd.WaitReady(m.etcd, timer.C, m.timeout); err != nil {
+		m.stop()
+		return fmt.Errorf("restart etcd member %s: %w", m.name, err)
+	}
+	return nil
+}
+
+// launch starts the member from its configuration and points its proxies at
+// it; the caller holds mu, or owns the member alone. On a restart the data
+// directory holds the cluster, so the initial cluster settings are ignored.
+func (m *Member) launch() error {
+	e, err := embed.StartEtcd(m.config)
+	if err != nil {
+		return err
+	}
+	m.etcd = e
+	m.client.SetTarget(e.Clients[0].Addr().String())
+	m.peers.SetTarget(e.Peers[0].Addr().String())
+	m.client.Restore()
+	m.peers.Restore()
+	return nil
+}
+
+// stop cuts the member's proxies and stops it; the caller holds mu.
+func (m *Member) stop() {
+	for _, p := range []*faultproxy.Proxy{m.client, m.peers} {
+		if p != nil {
+			p.Cut()
+		}
+	}
+	if running(m.etcd) {
+		// HardStop first: Close alone would move the leadership to
+		// another member before stopping, which a crash does not do.
+		m.etcd.Server.HardStop()
+		m.etcd.Close()
+	}
+}
+
+// close stops the member for good, its proxies too.
+func (m *Member) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stop()
+	m.closed = true
+	for _, p := range []*faultproxy.Proxy{m.client, m.peers} {
+		if p != nil {
+			p.Close()
+		}
+	}
+}
+
+// current is the member's etcd now, nil before it first started.
+func (m *Member) current() *embed.Etcd {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.etcd
+}
+
+// running reports whether e was started and has not stopped.
+func running(e *embed.Etcd) bool {
+	if e == nil {
 		return false
 	}
 	select {
-	case <-m.etcd.Server.StopNotify():
+	case <-e.Server.StopNotify():
 		return false
 	default:
 		return true

@@ -1,14 +1,14 @@
-// Package goroutines dumps, for tests, the stack of every goroutine in the
-// process, so that a test can count its own or find those it left behind.
-package goroutines
+package testutils
 
 import (
 	"runtime"
 	"strings"
 )
 
-// Stacks returns the stack of every goroutine, by goroutine id.
-func Stacks() map[string]string {
+// GoroutineStacks returns the stack of every goroutine in the process, by
+// goroutine id, so that a test can count its own or find those it left
+// behind.
+func GoroutineStacks() map[string]string {
 	buf := make([]byte, 1<<16)
 	for {
 		n := runtime.Stack(buf, true)

@@ -1,0 +1,234 @@
+package etcdnotes
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes"
+)
+
+// legacyValueBytes bounds a note stored by an earlier release, for the
+// page sizes: protojson escapes a control character into six bytes. Such a
+// note costs its stored size in an answer when that is more than its Cost.
+// The first page of them assumes the bound, the next the largest seen: a
+// post reads at most about one answer's bytes of them, unless small ones
+// are followed by larger ones (JSON after protobuf), at most six.
+func legacyValueBytes(l notes.Limits) int { return 6*l.MessageBytes + notes.NoteOverhead }
+
+// answer is where the reading of one answer stands, newest first. The keys
+// come from etcd's index (keys-only ranges read no value): the sequenced
+// ones page by page, those of earlier releases at once, merged by create
+// revision. The values come from the store's cache, or from etcd in pages
+// of what surely fits in the room left.
+type answer struct {
+	e          *Store
+	location   string
+	lat, lon   int32
+	rev        int64 // every read is at the revision of the post's write
+	room       int   // AnswerBytes left
+	count      int   // notes taken
+	full       bool  // a bound stopped the answer while older notes remain
+	newestLast []*pb.RouteNote
+
+	sequenced     []*mvccpb.KeyValue // keys in hand, not yet taken
+	nextSequenced string             // where the next page of keys starts; "" once read to the end
+	lastSequenced string             // the key of the oldest sequenced note taken
+	legacy        []*mvccpb.KeyValue // keys of earlier releases, newest first, not yet taken
+	legacySeen    int                // the largest value of theirs read
+	values        map[string]*cachedNote
+}
+
+// readAnswer reads the answer to the note stored under key at revision rev
+// (0: the current one).
+// It fails rather than answer with less than the notes that fit: a cut
+// answer would not be a prefix of later ones.
+func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64, lat, lon int32) (*answer, error) {
+	_, end := sequencedRange(location)
+	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, room: e.cfg.Limits.AnswerBytes,
+		nextSequenced: key, values: make(map[string]*cachedNote)}
+	legacy := legacyRanges(location)
+	// The first page of keys and the keys of earlier releases in one
+	// read-only transaction: no raft entry, not in the apply loop.
+	resp, err := e.cli.Txn(ctx).Then(
+		clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit())),
+		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
+		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read the first page at %s: %w", location, err)
+	}
+	if rev == 0 {
+		// A note put before is answered from its key at the revision this
+		// first read saw.
+		a.rev = resp.Header.Revision
+	}
+	first := resp.Responses[0].GetResponseRange()
+	a.addSequenced(first.Kvs, first.More)
+	for _, r := range resp.Responses[1:] {
+		a.legacy = append(a.legacy, r.GetResponseRange().Kvs...)
+	}
+	slices.SortFunc(a.legacy, func(x, y *mvccpb.KeyValue) int { return cmp.Compare(y.CreateRevision, x.CreateRevision) })
+	for {
+		kv, err := a.next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if kv == nil {
+			return a, nil
+		}
+		if more, err := a.take(ctx, kv); err != nil || !more {
+			return a, err
+		}
+	}
+}
+
+// pageLimit is how many notes costing at most noteBytes surely fit in the
+// room left, and within PerLocation.
+func (a *answer) pageLimit(noteBytes int) int {
+	return max(1, min(a.room/noteBytes, a.e.cfg.Limits.PerLocation-a.count))
+}
+
+// keysLimit is a page of keys: as many notes as the room left could hold
+// if each had a message of MessageBytes.
+func (a *answer) keysLimit() int64 {
+	return int64(a.pageLimit(a.e.cfg.Limits.MessageBytes + notes.NoteOverhead))
+}
+
+func (a *answer) addSequenced(kvs []*mvccpb.KeyValue, more bool) {
+	a.sequenced = append(a.sequenced, kvs...)
+	a.nextSequenced = ""
+	if more && len(kvs) > 0 {
+		a.nextSequenced = string(kvs[len(kvs)-1].Key) + "\x00"
+	}
+}
+
+// next returns the key of the newest note not taken yet, reading a page of
+// keys when none is in hand; nil when all are taken.
+func (a *answer) next(ctx context.Context) (*mvccpb.KeyValue, error) {
+	if len(a.sequenced) == 0 && a.nextSequenced != "" {
+		_, end := sequencedRange(a.location)
+		resp, err := a.e.cli.Get(ctx, a.nextSequenced, clientv3.WithRange(end), clientv3.WithRev(a.rev),
+			clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit()))
+		if err != nil {
+			return nil, fmt.Errorf("read a page of notes at %s from %q: %w", a.location, a.nextSequenced, err)
+		}
+		a.addSequenced(resp.Kvs, resp.More)
+	}
+	switch {
+	case len(a.sequenced) == 0 && len(a.legacy) == 0:
+		return nil, nil
+	case len(a.legacy) == 0 || len(a.sequenced) > 0 && a.sequenced[0].CreateRevision > a.legacy[0].CreateRevision:
+		kv := a.sequenced[0]
+		a.sequenced = a.sequenced[1:]
+		return kv, nil
+	default:
+		kv := a.legacy[0]
+		a.legacy = a.legacy[1:]
+		return kv, nil
+	}
+}
+
+// value returns the note under kv's key, from the cache or from etcd. A
+// value it reads brings along those of the next keys in hand of the same
+// kind that the cache lacks, as many as surely fit in the room left.
+func (a *answer) value(ctx context.Context, kv *mvccpb.KeyValue) (*cachedNote, error) {
+	if v := a.values[string(kv.Key)]; v != nil {
+		return v, nil
+	}
+	if v := a.e.cache.get(kv); v != nil {
+		return v, nil
+	}
+	batch, bound := []*mvccpb.KeyValue{kv}, a.e.cfg.Limits.MessageBytes+notes.NoteOverhead
+	following := a.sequenced
+	if _, ok := seqOf(a.location, kv.Key); !ok {
+		// The first page of them assumes the worst; the next ones, the
+		// largest seen, so that a location of protobuf notes takes as few
+		// round trips as ours.
+		following, bound = a.legacy, legacyValueBytes(a.e.cfg.Limits)
+		if a.legacySeen > 0 {
+			bound = max(bound/6, a.legacySeen+notes.NoteOverhead)
+		}
+	}
+	for _, k := range following {
+		if len(batch) >= min(a.pageLimit(bound), maxBatch) {
+			break
+		}
+		if a.e.cache.get(k) == nil {
+			batch = append(batch, k)
+		}
+	}
+	ops := make([]clientv3.Op, len(batch))
+	for i, k := range batch {
+		ops[i] = clientv3.OpGet(string(k.Key), clientv3.WithRev(a.rev))
+	}
+	resp, err := a.e.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read %d notes at %s: %w", len(batch), a.location, err)
+	}
+	for _, r := range resp.Responses {
+		for _, got := range r.GetResponseRange().Kvs {
+			a.values[string(got.Key)] = a.e.cache.put(got, a.lat, a.lon)
+			if _, ok := seqOf(a.location, got.Key); !ok {
+				a.legacySeen = max(a.legacySeen, len(got.Value))
+			}
+		}
+	}
+	v := a.values[string(kv.Key)]
+	if v == nil {
+		return nil, fmt.Errorf("read note %s at revision %d: etcd has no such key", kv.Key, a.rev)
+	}
+	return v, nil
+}
+
+// take adds the note under kv's key to the answer unless a bound stops it,
+// and reports whether the answer takes more.
+func (a *answer) take(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
+	v, err := a.value(ctx, kv)
+	if err != nil {
+		return false, err
+	}
+	if v.note == nil {
+		// It takes a note's place, until pruned.
+		a.e.skipped.Add(1)
+	} else if v.cost > a.room {
+		a.full = true
+		if _, ok := seqOf(a.location, kv.Key); !ok {
+			a.legacy = append([]*mvccpb.KeyValue{kv}, a.legacy...)
+		}
+		return false, nil
+	} else {
+		a.room -= v.cost
+		a.newestLast = append(a.newestLast, v.note)
+	}
+	if _, ok := seqOf(a.location, kv.Key); ok {
+		a.lastSequenced = string(kv.Key)
+	}
+	a.count++
+	if a.count >= a.e.cfg.Limits.PerLocation {
+		a.full = len(a.sequenced) > 0 || a.nextSequenced != "" || len(a.legacy) > 0
+		return false, nil
+	}
+	return true, nil
+}
+
+// notes are the answer's notes, oldest first.
+func (a *answer) notes() []*pb.RouteNote {
+	slices.Reverse(a.newestLast)
+	return a.newestLast
+}
+
+// legacyLeftOut are the keys of the notes of earlier releases that the
+// answer left out.
+func (a *answer) legacyLeftOut() []string {
+	keys := make([]string, len(a.legacy))
+	for i, kv := range a.legacy {
+		keys[i] = string(kv.Key)
+	}
+	return keys
+}

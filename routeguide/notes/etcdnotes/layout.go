@@ -1,0 +1,314 @@
+package etcdnotes
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The key layout (docs/DESIGN.md, "RouteChat in etcd"): a note is kept
+// under <location>~<16 hex digits of MaxUint64 minus its sequence number>,
+// so that plain key order is newest first and a Range with a limit reads
+// exactly one page. etcd drops the limit of a sorted or revision-filtered
+// Range and reads the whole range instead.
+const sequencedMark = "~"
+
+// Notes of earlier releases sit under <location><32 hex digits>, in no
+// order: legacyRanges holds them, around the sequenced range.
+const sequencedEnd = "\x7f"
+
+func noteKey(location string, seq uint64) string {
+	return fmt.Sprintf("%s%s%016x", location, sequencedMark, math.MaxUint64-seq)
+}
+
+// seqOf is the sequence number of a note key at location; ok is false for
+// a key of another layout.
+func seqOf(location string, key []byte) (seq uint64, ok bool) {
+	rest, found := strings.CutPrefix(string(key), location+sequencedMark)
+	if !found || len(rest) != 16 {
+		return 0, false
+	}
+	inverted, err := strconv.ParseUint(rest, 16, 64)
+	if err != nil {
+		return 0, false
+	}
+	return math.MaxUint64 - inverted, true
+}
+
+// sequencedRange is where the sequenced notes of location are, newest first.
+func sequencedRange(location string) (start, end string) {
+	return location + sequencedMark, location + sequencedEnd
+}
+
+// legacyRanges are the parts of location outside the sequenced range.
+func legacyRanges(location string) [2][2]string {
+	return [2][2]string{
+		{location, location + sequencedMark},
+		{location + sequencedEnd, clientv3.GetPrefixRangeEnd(location)},
+	}
+}
+
+// maxPutAttempts bounds the puts of one batch that lose to another node
+// posting at the same location at the same time.
+const maxPutAttempts = 16
+
+// A batch of puts is at most maxBatch notes (etcd takes 128 operations in
+// one transaction by default) of at most maxBatchBytes together (and 1.5
+// MiB in one request).
+const (
+	maxBatch      = 100
+	maxBatchBytes = 1 << 20
+)
+
+// pendingPut is a note waiting to be put at its location.
+type pendingPut struct {
+	value string
+	lease clientv3.LeaseID
+	idKey string         // where the client's note id is kept; "" without one
+	done  chan putResult // gets the result once, from whichever post put it
+}
+
+// putResult is where a note was put, and at which revision; rev is 0 for
+// a note whose id was put before, under key.
+type putResult struct {
+	key string
+	rev int64
+	err error
+}
+
+// put stores value under the next sequence number at location and returns
+// its key and the revision of the write. The comparison (no note at or
+// after the key in key order) makes sequence order the commit order,
+// whichever nodes post. The node's own posts at a location take turns:
+// the post whose turn it is puts every note waiting there in one
+// transaction (a group commit), so a busy location costs one raft entry per
+// batch, and only other nodes' posts make a put try again.
+func (e *Store) put(ctx context.Context, location, value, idKey string, lease clientv3.LeaseID) (string, int64, error) {
+	p := &pendingPut{value: value, lease: lease, idKey: idKey, done: make(chan putResult, 1)}
+	turn := e.turns.join(location, p)
+	defer e.turns.leave(turn)
+	for {
+		select {
+		case r := <-p.done:
+			return r.key, r.rev, r.err
+		case turn.token <- struct{}{}:
+			if batch := e.turns.takeBatch(turn); len(batch) == 1 && batch[0] == p {
+				e.putBatch(ctx, turn, batch)
+			} else if len(batch) > 0 {
+				// The batch is the others' too: it ends with the store's
+				// Timeout, not with this caller's context.
+				bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.Timeout)
+				e.putBatch(bctx, turn, batch)
+				cancel()
+			}
+			<-turn.token
+		case <-ctx.Done():
+			if e.turns.withdraw(turn, p) {
+				return "", 0, fmt.Errorf("wait for the turn to post at %s: %w", location, ctx.Err())
+			}
+			// Another post is putting it: its answer comes within Timeout.
+			r := <-p.done
+			return r.key, r.rev, r.err
+		}
+	}
+}
+
+// putBatch puts the notes of batch, oldest first, and gives each its
+// result. The holder of the turn's token calls it.
+func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
+	location := turn.location
+	start, end := sequencedRange(location)
+	fail := func(err error) {
+		turn.known = false
+		for _, p := range batch {
+			p.done <- putResult{err: err}
+		}
+	}
+	if !turn.known {
+		resp, err := e.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+		if err != nil {
+			fail(fmt.Errorf("read the newest note at %s: %w", location, err))
+			return
+		}
+		turn.seq, turn.known = newestSeq(location, resp), true
+	}
+	pruneAfter := e.turns.takePrune(turn)
+	step := uint64(1)
+	for attempt := 0; attempt < maxPutAttempts && len(batch) > 0; attempt++ {
+		keys := make([]string, len(batch))
+		var writes, ids []clientv3.Op
+		cmps := []clientv3.Cmp{{}}
+		for i, p := range batch {
+			keys[i] = noteKey(location, turn.seq+step+uint64(i))
+			writes = append(writes, clientv3.OpPut(keys[i], p.value, clientv3.WithLease(p.lease)))
+			if p.idKey != "" {
+				// The id names the note's key, on the note's lease.
+				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(p.idKey), "=", 0))
+				writes = append(writes, clientv3.OpPut(p.idKey, keys[i], clientv3.WithLease(p.lease)))
+				ids = append(ids, clientv3.OpGet(p.idKey))
+			}
+		}
+		cmps[0] = clientv3.Compare(clientv3.CreateRevision(start).WithRange(keys[0]+"\x00"), "=", 0)
+		if pruneAfter != "" {
+			// What an earlier answer left out goes in the same raft entry.
+			writes = append(writes, clientv3.OpDelete(pruneAfter+"\x00", clientv3.WithRange(end)))
+		}
+		resp, err := e.cli.Txn(ctx).If(cmps...).Then(writes...).
+			Else(append([]clientv3.Op{clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))}, ids...)...).
+			Commit()
+		if err != nil {
+			fail(fmt.Errorf("put %d notes at %s from %s: %w", len(batch), location, keys[0], err))
+			return
+		}
+		if resp.Succeeded {
+			turn.seq += step + uint64(len(batch)) - 1
+			for i, p := range batch {
+				p.done <- putResult{key: keys[i], rev: resp.Header.Revision}
+			}
+			return
+		}
+		// A note whose id is kept was put before: it is answered from
+		// there, and the others try again.
+		stored := map[string]string{}
+		for _, r := range resp.Responses[1:] {
+			for _, kv := range r.GetResponseRange().Kvs {
+				stored[string(kv.Key)] = string(kv.Value)
+			}
+		}
+		if len(stored) > 0 {
+			batch = slices.DeleteFunc(batch, func(p *pendingPut) bool {
+				key, ok := stored[p.idKey]
+				if ok {
+					p.done <- putResult{key: key}
+				}
+				return ok
+			})
+			continue
+		}
+		// The winner's next post takes the number after its last one: a
+		// post that lost skips further ahead, so that it wins unless that
+		// node posts twice meanwhile. Gaps in the order change nothing.
+		turn.seq = newestSeq(location, (*clientv3.GetResponse)(resp.Responses[0].GetResponseRange()))
+		step *= 2
+	}
+	if len(batch) == 0 {
+		return
+	}
+	fail(fmt.Errorf("put a note at %s: other nodes posted there first %d times in a row", location, maxPutAttempts))
+}
+
+func newestSeq(location string, resp *clientv3.GetResponse) uint64 {
+	if len(resp.Kvs) == 0 {
+		return 0
+	}
+	seq, _ := seqOf(location, resp.Kvs[0].Key)
+	return seq
+}
+
+// turns let one post at a time of this store take a location's next
+// sequence number. An entry lives while posts wait for it, so the map holds
+// at most as many locations as posts run at once.
+type turns struct {
+	mu sync.Mutex
+	at map[string]*turn
+}
+
+type turn struct {
+	location string
+	token    chan struct{} // one slot: held by the post whose turn it is
+	seq      uint64        // the newest sequence number seen; guarded by token
+	known    bool          // whether seq is, as far as this node knows, etcd's
+
+	// Guarded by turns.mu:
+	users   int           // posts that joined and have not left
+	waiting []*pendingPut // notes not yet taken into a batch, oldest first
+	// pruneAfter is the oldest sequenced key of an answer that left older
+	// notes out: the next put deletes those.
+	pruneAfter string
+}
+
+// join queues p at location and returns the location's turn.
+func (t *turns) join(location string, p *pendingPut) *turn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.at == nil {
+		t.at = make(map[string]*turn)
+	}
+	tu := t.at[location]
+	if tu == nil {
+		tu = &turn{location: location, token: make(chan struct{}, 1)}
+		t.at[location] = tu
+	}
+	tu.users++
+	tu.waiting = append(tu.waiting, p)
+	return tu
+}
+
+// takeBatch takes the oldest waiting notes, as many as one transaction
+// takes.
+func (t *turns) takeBatch(tu *turn) []*pendingPut {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, bytes := 0, 0
+	for n < len(tu.waiting) && n < maxBatch && (n == 0 || bytes+len(tu.waiting[n].value) <= maxBatchBytes) {
+		bytes += len(tu.waiting[n].value)
+		n++
+	}
+	batch := slices.Clone(tu.waiting[:n])
+	tu.waiting = slices.Delete(tu.waiting, 0, n)
+	return batch
+}
+
+// withdraw takes p out of the queue, and reports whether it was still
+// there, not yet taken into a batch.
+func (t *turns) withdraw(tu *turn, p *pendingPut) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := slices.Index(tu.waiting, p)
+	if i < 0 {
+		return false
+	}
+	tu.waiting = slices.Delete(tu.waiting, i, i+1)
+	return true
+}
+
+// deferPrune leaves the deletion of the sequenced notes after key to the
+// next put at location, and reports whether a post is there to take it.
+func (t *turns) deferPrune(location, key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tu := t.at[location]
+	if tu == nil || len(tu.waiting) == 0 {
+		return false
+	}
+	// The newest answer's bound deletes the most: its oldest key is
+	// the least in key order.
+	if tu.pruneAfter == "" || key < tu.pruneAfter {
+		tu.pruneAfter = key
+	}
+	return true
+}
+
+// takePrune returns the key after which the put of the turn's holder
+// deletes, and clears it; if that put fails, a later answer prunes again.
+func (t *turns) takePrune(tu *turn) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	after := tu.pruneAfter
+	tu.pruneAfter = ""
+	return after
+}
+
+func (t *turns) leave(tu *turn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tu.users--; tu.users == 0 {
+		delete(t.at, tu.location)
+	}
+}
