@@ -8,12 +8,15 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
 
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
@@ -128,8 +131,11 @@ type callsSeen struct {
 	pb.UnimplementedRouteGuideServer
 	name  string
 	hangs bool
-	mu    sync.Mutex
-	seen  map[string]int
+	// failTenths of every ten calls fail UNAVAILABLE (the first ones).
+	failTenths int
+	mu         sync.Mutex
+	seen       map[string]int
+	calls      int
 }
 
 func (n *callsSeen) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, error) {
@@ -139,7 +145,12 @@ func (n *callsSeen) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, e
 		n.seen = map[string]int{}
 	}
 	n.seen[strings.Join(md.Get("call"), ",")]++
+	fail := n.calls%10 < n.failTenths
+	n.calls++
 	n.mu.Unlock()
+	if fail {
+		return nil, status.Error(codes.Unavailable, n.name+" fails this one")
+	}
 	if n.hangs {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -163,6 +174,109 @@ func (n *callsSeen) count() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return len(n.seen)
+}
+
+// received is how many calls (attempts) the node has had.
+func (n *callsSeen) received() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.calls
+}
+
+// serveNodes serves each node on a real gRPC server and registers it.
+func serveNodes(t *testing.T, cli *clientv3.Client, nodes ...*callsSeen) {
+	t.Helper()
+	for _, node := range nodes {
+		srv := grpc.NewServer()
+		pb.RegisterRouteGuideServer(srv, node)
+		register(t, cli, node.name, grpctest.Serve(t, srv))
+	}
+}
+
+// A grpc-go client without our policy takes the next one the cluster
+// lists, least request: a node that holds its calls, with callers at once,
+// gets far fewer than the third of them round robin would give it (about
+// a ninth: least request draws two nodes at random, with replacement, and
+// a draw of the hung node twice must take it).
+func TestGoClientsWithoutOurPolicyTakeLeastRequest(t *testing.T) {
+	_, cli, _, addr := setupConfig(t, func(c *xdsserver.Config) {
+		c.EndpointPolicy, c.LeastRequest = "routeguide.test.policy_nobody_registered", true
+	})
+	live1, live2, hung := &callsSeen{name: "live1"}, &callsSeen{name: "live2"}, &callsSeen{name: "hung", hangs: true}
+	serveNodes(t, cli, live1, live2, hung)
+	client := pb.NewRouteGuideClient(grpctest.Dial(t, "xds:///"+service, grpc.WithResolvers(xdsResolver(t, addr))))
+	// Every node connected first: a policy sees no load on a node it has
+	// not yet connected to.
+	poll.Until(t, 10*time.Second, "every node to answer", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		client.GetFeature(ctx, &pb.Point{}, grpc.WaitForReady(true))
+		return live1.received() > 0 && live2.received() > 0 && hung.received() > 0
+	})
+	before := live1.received() + live2.received() + hung.received()
+	beforeHung := hung.received()
+	const callers, callsEach = 8, 40
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for range callsEach {
+				ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+				client.GetFeature(ctx, &pb.Point{})
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	total := live1.received() + live2.received() + hung.received() - before
+	share := float64(hung.received()-beforeHung) / float64(total)
+	t.Logf("the hung node had %d of %d calls (%.0f%%)", hung.received()-beforeHung, total, 100*share)
+	if total < callers*callsEach || share > 0.2 {
+		t.Errorf("the hung node had %.0f%% of %d calls; want at most 20%% (least request), where round robin gives 33%%", 100*share, total)
+	}
+}
+
+// A grpc-go client ejects a node that fails 30% of its calls (outlier
+// detection, gRFC A50, from the cluster) in a cluster of 3, under our
+// policy and under least request alike, and the retries on UNAVAILABLE
+// that the route names hide every failure from the caller.
+func TestGoClientsEjectTheNodeThatFails(t *testing.T) {
+	for _, policy := range []string{balancer.Name, "routeguide.test.policy_nobody_registered"} {
+		t.Run("policy="+policy, func(t *testing.T) {
+			_, cli, _, addr := setupConfig(t, func(c *xdsserver.Config) {
+				c.EndpointPolicy, c.LeastRequest, c.Ejection = policy, true, &testEjection
+			})
+			live1, live2, failing := &callsSeen{name: "live1"}, &callsSeen{name: "live2"}, &callsSeen{name: "failing", failTenths: 3}
+			serveNodes(t, cli, live1, live2, failing)
+			opts, err := balancer.DialOptions()
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := pb.NewRouteGuideClient(grpctest.Dial(t, "xds:///"+service, append(opts, grpc.WithResolvers(xdsResolver(t, addr)))...))
+			start := time.Now()
+			failed, calls := 0, 0
+			call := func() {
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				defer cancel()
+				calls++
+				if _, err := client.GetFeature(ctx, &pb.Point{}, grpc.WaitForReady(true)); err != nil {
+					failed++
+					t.Logf("call %d: %v", calls, err)
+				}
+			}
+			// Ejected: a hundred calls in a row, none of them to the failing node.
+			poll.UntilReported(t, 10*time.Second, 0, "the failing node ejected", func() (bool, string) {
+				seen := failing.received()
+				for range 100 {
+					call()
+				}
+				return failing.received() == seen && seen > 0, fmt.Sprintf("%d of %d calls reached the failing node", seen, calls)
+			})
+			t.Logf("ejected within %v, after %d calls", time.Since(start).Round(10*time.Millisecond), calls)
+			if failed != 0 {
+				t.Errorf("%d of %d calls failed; want 0: GetFeature is retried on UNAVAILABLE", failed, calls)
+			}
+		})
+	}
 }
 
 // xdsResolver is grpc-go's xds:/// resolver with a bootstrap that names the

@@ -14,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -80,30 +81,60 @@ func staticResources(cfg Config) (listener, route, cluster types.Resource, err e
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 	}
 	if cfg.EndpointPolicy != "" {
-		if c.LoadBalancingPolicy, err = endpointPolicies(cfg.EndpointPolicy); err != nil {
+		if c.LoadBalancingPolicy, err = endpointPolicies(cfg.EndpointPolicy, cfg.LeastRequest); err != nil {
 			return nil, nil, nil, err
 		}
+	}
+	if e := cfg.Ejection; e != nil {
+		c.OutlierDetection = outlierDetection(*e)
 	}
 	return listener, route, c, nil
 }
 
-// endpointPolicies lists the policy named name, then round robin (gRFC
-// A52): a client takes the first it knows. gRPC takes a TypedStruct whose
-// type URL ends in the name of a policy it has registered; a client without
-// it, or without A52 (grpcio 1.51 by default), balances round robin.
-func endpointPolicies(name string) (*clusterv3.LoadBalancingPolicy, error) {
+// endpointPolicies lists the policy named name, then least request when
+// leastRequest, then round robin (gRFC A52): a client takes the first it
+// knows. gRPC takes a TypedStruct whose type URL ends in the name of a
+// policy it has registered; a client without A52 reads lb_policy instead
+// (round robin). See docs/DESIGN.md, "xDS clients: which policy each takes".
+func endpointPolicies(name string, leastRequest bool) (*clusterv3.LoadBalancingPolicy, error) {
 	custom, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: "type.googleapis.com/" + name, Value: &structpb.Struct{}})
 	if err != nil {
 		return nil, err
+	}
+	policies := []*clusterv3.LoadBalancingPolicy_Policy{{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: custom}}}
+	if leastRequest {
+		lr, err := anypb.New(&leastrequestv3.LeastRequest{ChoiceCount: wrapperspb.UInt32(2)})
+		if err != nil {
+			return nil, err
+		}
+		policies = append(policies, &clusterv3.LoadBalancingPolicy_Policy{
+			TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "envoy.load_balancing_policies.least_request", TypedConfig: lr},
+		})
 	}
 	roundRobin, err := anypb.New(&roundrobinv3.RoundRobin{})
 	if err != nil {
 		return nil, err
 	}
-	return &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{
-		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: custom}},
-		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "envoy.load_balancing_policies.round_robin", TypedConfig: roundRobin}},
-	}}, nil
+	policies = append(policies, &clusterv3.LoadBalancingPolicy_Policy{
+		TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "envoy.load_balancing_policies.round_robin", TypedConfig: roundRobin},
+	})
+	return &clusterv3.LoadBalancingPolicy{Policies: policies}, nil
+}
+
+// outlierDetection is e as the cluster carries it: failure percentage
+// only, with success rate's enforcement at 0, which turns it off (A50).
+func outlierDetection(e Ejection) *clusterv3.OutlierDetection {
+	return &clusterv3.OutlierDetection{
+		Interval:                       durationpb.New(e.Interval),
+		BaseEjectionTime:               durationpb.New(e.BaseTime),
+		MaxEjectionTime:                durationpb.New(e.MaxTime),
+		MaxEjectionPercent:             wrapperspb.UInt32(e.MaxPercent),
+		EnforcingSuccessRate:           wrapperspb.UInt32(0),
+		FailurePercentageThreshold:     wrapperspb.UInt32(e.FailurePercent),
+		EnforcingFailurePercentage:     wrapperspb.UInt32(100),
+		FailurePercentageMinimumHosts:  wrapperspb.UInt32(e.MinimumHosts),
+		FailurePercentageRequestVolume: wrapperspb.UInt32(e.RequestVolume),
+	}
 }
 
 // retryPolicy is r as xDS says it (gRFC A44): on the status codes, up to

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -60,14 +61,53 @@ type Config struct {
 	// which registered it uses over the endpoints (gRFC A52, a TypedStruct);
 	// every other client, and every other language, uses round robin.
 	EndpointPolicy string
+	// LeastRequest lists least_request (gRFC A48: the fewer calls in flight
+	// of two random nodes) after EndpointPolicy, for the clients that have
+	// it and not EndpointPolicy; needs EndpointPolicy.
+	LeastRequest bool
+	// Ejection, when set, is the cluster's outlier detection (gRFC A50),
+	// for the clients that implement it.
+	Ejection *Ejection
 	// Logger hears of rejected resources and skipped endpoints; nil means
 	// slog.Default().
 	Logger *slog.Logger
 }
 
+// Ejection is outlier detection by failure percentage (gRFC A50): every
+// Interval, a node that failed more than FailurePercent of at least
+// RequestVolume calls is ejected for BaseTime times the number of its
+// ejections in a row (at most MaxTime), while fewer than MaxPercent of the
+// nodes are ejected. A50's other algorithm, success rate against the
+// peers' spread, needs 5 nodes by default and is left off.
+type Ejection struct {
+	Interval, BaseTime, MaxTime time.Duration
+	MaxPercent                  uint32
+	FailurePercent              uint32
+	// MinimumHosts is how many nodes must have RequestVolume calls in an
+	// interval for any to be ejected (A50's default of 5 would never eject
+	// in a cluster of 3).
+	MinimumHosts, RequestVolume uint32
+}
+
+// Validate reports the first problem with e.
+func (e Ejection) Validate() error {
+	if e.Interval <= 0 || e.BaseTime <= 0 || e.MaxTime < e.BaseTime || e.MaxPercent == 0 || e.MaxPercent > 100 ||
+		e.FailurePercent > 100 || e.MinimumHosts == 0 || e.RequestVolume == 0 {
+		return fmt.Errorf("xds ejection %+v: needs positive interval and times with base <= max, percents in 1..100 (threshold 0..100), and at least 1 host and 1 call", e)
+	}
+	return nil
+}
+
 // Validate reports the first problem with c.
 func (c Config) Validate() error {
+	if c.Ejection != nil {
+		if err := c.Ejection.Validate(); err != nil {
+			return err
+		}
+	}
 	switch {
+	case c.LeastRequest && c.EndpointPolicy == "":
+		return errors.New("xds least request: lists a policy after the endpoint policy, which is not set")
 	case c.Service == "" || strings.Contains(c.Service, "/"):
 		return fmt.Errorf("xds service %q: must be non-empty and without '/'", c.Service)
 	case strings.Contains(c.EndpointPolicy, "/"):
@@ -82,6 +122,14 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// MaxRequestBytes is the largest xDS request a server of this package
+// should take (grpc.MaxRecvMsgSize): room for an Envoy's node metadata,
+// which lists its extensions, or a NACK's long error text.
+const MaxRequestBytes = 64 << 10
+
+// ServiceName is the gRPC service Register serves, as method names spell it.
+var ServiceName = discoverypb.AggregatedDiscoveryService_ServiceDesc.ServiceName
 
 // Server is an ADS server. New prepares it, Register puts it on a gRPC
 // server, Follow feeds it, and Close ends its streams.
@@ -134,9 +182,10 @@ func New(cfg Config) (*Server, error) {
 		done:   make(chan struct{}),
 		nacks:  nackGuard{logger: logger, rejected: map[int64]map[string]string{}},
 	}
-	// An empty registry is still served, so that a client learns at once
-	// that there is no node rather than waiting for its timeout.
-	if err := s.publish(nil); err != nil {
+	// Checked now, though nothing is served until Follow has read the
+	// registry: a client that asks meanwhile waits, keeping what another
+	// node served it, where an empty list would fail its every call.
+	if _, err := newSnapshot(s.static, &endpointv3.ClusterLoadAssignment{ClusterName: cfg.Service}); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -162,8 +211,9 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 }
 
 // Follow starts serving what src lists, and every change of it, until
-// Close. Until the registry has been read, clients are told there is no
-// node. Call it once.
+// Close. Until the registry has been read once, nothing is served: clients
+// wait (an empty registry, once read, is served as an empty list). Call it
+// once.
 func (s *Server) Follow(src Source) {
 	if s.started.Swap(true) {
 		panic("xdsserver: Follow called twice")

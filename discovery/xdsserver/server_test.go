@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -44,14 +45,21 @@ func setup(t *testing.T) (*localetcd.Server, *clientv3.Client, *xdsserver.Server
 // setupWith is setup with the xDS server's EndpointPolicy.
 func setupWith(t *testing.T, endpointPolicy string) (*localetcd.Server, *clientv3.Client, *xdsserver.Server, string) {
 	t.Helper()
+	return setupConfig(t, func(c *xdsserver.Config) { c.EndpointPolicy = endpointPolicy })
+}
+
+// setupConfig is setup with the xDS server's configuration changed by change.
+func setupConfig(t *testing.T, change func(*xdsserver.Config)) (*localetcd.Server, *clientv3.Client, *xdsserver.Server, string) {
+	t.Helper()
 	etcd := etcdtest.Start(t)
 	cli := etcdtest.Client(t, etcd.ClientURL())
-	xds, err := xdsserver.New(xdsserver.Config{
-		Service:        service,
-		RetryMethods:   []string{"/routeguide.RouteGuide/GetFeature"},
-		Retry:          xdsserver.Retry{On: "unavailable", MaxAttempts: 4, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
-		EndpointPolicy: endpointPolicy,
-	})
+	cfg := xdsserver.Config{
+		Service:      service,
+		RetryMethods: []string{"/routeguide.RouteGuide/GetFeature"},
+		Retry:        xdsserver.Retry{On: "unavailable", MaxAttempts: 4, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
+	}
+	change(&cfg)
+	xds, err := xdsserver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,6 +324,89 @@ func TestThousandStreamsFitInAStatedMemory(t *testing.T) {
 	t.Logf("%d xDS streams: %d bytes of heap each, client and server together", streams, perStream)
 	if perStream > bound {
 		t.Errorf("%d bytes per stream, over the bound of %d", perStream, bound)
+	}
+}
+
+// testEjection is an outlier detection quick enough for a test.
+var testEjection = xdsserver.Ejection{
+	Interval: 500 * time.Millisecond, BaseTime: 30 * time.Second, MaxTime: time.Minute,
+	MaxPercent: 33, FailurePercent: 20, MinimumHosts: 2, RequestVolume: 10,
+}
+
+// The cluster names, in order, our policy, least request and round robin,
+// and carries failure-percentage outlier detection, with success rate's
+// (which needs 5 nodes) turned off.
+func TestClusterCarriesEjectionAndThePoliciesInOrder(t *testing.T) {
+	_, _, _, addr := setupConfig(t, func(c *xdsserver.Config) {
+		c.EndpointPolicy, c.LeastRequest, c.Ejection = "routeguide.test.policy", true, &testEjection
+	})
+	ads := openADS(t, t.Context(), dialADS(t, addr))
+	ads.subscribe(resourcev3.ClusterType)
+	resp, err := ads.stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cluster clusterv3.Cluster
+	if err := resp.Resources[0].UnmarshalTo(&cluster); err != nil {
+		t.Fatal(err)
+	}
+	var policies []string
+	for _, p := range cluster.GetLoadBalancingPolicy().GetPolicies() {
+		policies = append(policies, p.GetTypedExtensionConfig().GetTypedConfig().GetTypeUrl())
+	}
+	want := []string{
+		"type.googleapis.com/xds.type.v3.TypedStruct",
+		"type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
+		"type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin",
+	}
+	if !slices.Equal(policies, want) {
+		t.Errorf("policies %v, want %v", policies, want)
+	}
+	if cluster.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
+		t.Errorf("lb_policy %v: a client without gRFC A52 needs ROUND_ROBIN", cluster.GetLbPolicy())
+	}
+	od := cluster.GetOutlierDetection()
+	for _, f := range []struct {
+		name      string
+		got, want uint32
+	}{
+		{"enforcing_success_rate", od.GetEnforcingSuccessRate().GetValue(), 0},
+		{"enforcing_failure_percentage", od.GetEnforcingFailurePercentage().GetValue(), 100},
+		{"failure_percentage_threshold", od.GetFailurePercentageThreshold().GetValue(), testEjection.FailurePercent},
+		{"failure_percentage_minimum_hosts", od.GetFailurePercentageMinimumHosts().GetValue(), testEjection.MinimumHosts},
+		{"failure_percentage_request_volume", od.GetFailurePercentageRequestVolume().GetValue(), testEjection.RequestVolume},
+		{"max_ejection_percent", od.GetMaxEjectionPercent().GetValue(), testEjection.MaxPercent},
+	} {
+		if f.got != f.want {
+			t.Errorf("outlier_detection.%s = %d, want %d", f.name, f.got, f.want)
+		}
+	}
+	if od.GetInterval().AsDuration() != testEjection.Interval || od.GetBaseEjectionTime().AsDuration() != testEjection.BaseTime {
+		t.Errorf("outlier_detection interval %v, base ejection time %v; want %v, %v", od.GetInterval(), od.GetBaseEjectionTime(), testEjection.Interval, testEjection.BaseTime)
+	}
+}
+
+func TestConfigRefusesAnEjectionThatCouldNeverWork(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		change func(*xdsserver.Ejection)
+	}{
+		{"no interval", func(e *xdsserver.Ejection) { e.Interval = 0 }},
+		{"max time below base", func(e *xdsserver.Ejection) { e.MaxTime = e.BaseTime / 2 }},
+		{"no node may be ejected", func(e *xdsserver.Ejection) { e.MaxPercent = 0 }},
+		{"a threshold over 100%", func(e *xdsserver.Ejection) { e.FailurePercent = 101 }},
+		{"no hosts", func(e *xdsserver.Ejection) { e.MinimumHosts = 0 }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := testEjection
+			tt.change(&e)
+			if _, err := xdsserver.New(xdsserver.Config{Service: service, Ejection: &e}); err == nil || !strings.Contains(err.Error(), "xds ejection") {
+				t.Errorf("New: %v, want an error naming the ejection", err)
+			}
+		})
+	}
+	if _, err := xdsserver.New(xdsserver.Config{Service: service, LeastRequest: true}); err == nil {
+		t.Error("New took least request without an endpoint policy to list it after")
 	}
 }
 

@@ -61,9 +61,11 @@ var frameworks = []framework{
 
 // Ours: the node command with its defaults (10s lease, 1s drain delay,
 // metrics served), and the client command's connection (clientcli.Dial).
+// The node id carries the port: a cluster started after another was
+// killed must not wait for the dead nodes' keys to expire.
 func oursCommand(_ testing.TB, url string, i int, addr string) *exec.Cmd {
 	cmd := exec.Command(binaries.ours, "--etcd", url, "--listen", addr,
-		"--metrics-listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("ours-%d", i))
+		"--metrics-listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("ours-%d-%s", i, addr[strings.LastIndexByte(addr, ':')+1:]))
 	for _, v := range os.Environ() {
 		if !strings.HasPrefix(v, "ROUTEGUIDE_") {
 			cmd.Env = append(cmd.Env, v)
@@ -161,7 +163,8 @@ type nodeProcess struct {
 	name   string
 	addr   string
 	cmd    *exec.Cmd
-	stderr string // the file its standard error goes to
+	stdin  io.Writer // the node's standard input: a faulty node's switch
+	stderr string    // the file its standard error goes to
 	done   chan struct{}
 	err    error // from Wait; set before done closes
 }
@@ -180,6 +183,9 @@ func startNode(tb testing.TB, fw framework, url string, i int) *nodeProcess {
 	}
 	defer f.Close()
 	p.cmd.Stderr = f
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		tb.Fatal(err)
+	}
 	if err := p.cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -317,15 +323,20 @@ func (c *cluster) isRegistered(tb testing.TB, n *nodeProcess) bool {
 func (c *cluster) readySubchannels(tb testing.TB) int {
 	tb.Helper()
 	ctx := context.Background()
-	top, err := channelztest.Server.GetTopChannels(ctx, &channelzpb.GetTopChannelsRequest{})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	var channel *channelzpb.Channel // the newest with the client's target
-	for _, ch := range top.GetChannel() {
-		if ch.GetData().GetTarget() == c.conn.Target() && (channel == nil || ch.GetRef().GetChannelId() > channel.GetRef().GetChannelId()) {
-			channel = ch
+	// channelz answers a page at a time (100 channels): a long run has more.
+	for start, end := int64(0), false; !end; {
+		top, err := channelztest.Server.GetTopChannels(ctx, &channelzpb.GetTopChannelsRequest{StartChannelId: start})
+		if err != nil {
+			tb.Fatal(err)
 		}
+		for _, ch := range top.GetChannel() {
+			if ch.GetData().GetTarget() == c.conn.Target() && (channel == nil || ch.GetRef().GetChannelId() > channel.GetRef().GetChannelId()) {
+				channel = ch
+			}
+			start = max(start, ch.GetRef().GetChannelId()+1)
+		}
+		end = top.GetEnd() || len(top.GetChannel()) == 0
 	}
 	ready := 0
 	for _, ref := range channel.GetSubchannelRef() {

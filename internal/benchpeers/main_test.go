@@ -12,7 +12,7 @@ import (
 // so that SIGTERM and SIGKILL are real signals, and our node does not link
 // go-zero (whose proc package handles SIGTERM in every process that
 // imports it).
-var binaries struct{ ours, zrpc, grpc string }
+var binaries struct{ ours, zrpc, grpc, faulty string }
 
 func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
@@ -27,7 +27,7 @@ func buildAndRun(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	// go test puts its own go command first on PATH.
 	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-		"github.com/routeguide-cluster/routeguide/cmd/node", "./cmd/zrpcnode", "./cmd/grpcnode")
+		"github.com/routeguide-cluster/routeguide/cmd/node", "./cmd/zrpcnode", "./cmd/grpcnode", "./cmd/faultynode")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build the node commands: %v\n%s", err, out)
 		return 1
@@ -35,5 +35,6 @@ func buildAndRun(m *testing.M) int {
 	binaries.ours = filepath.Join(dir, "node")
 	binaries.zrpc = filepath.Join(dir, "zrpcnode")
 	binaries.grpc = filepath.Join(dir, "grpcnode")
+	binaries.faulty = filepath.Join(dir, "faultynode")
 	return m.Run()
 }

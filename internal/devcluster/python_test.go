@@ -3,7 +3,9 @@ package devcluster_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grayfault"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 
@@ -66,13 +69,8 @@ func TestPythonClientOverXDS(t *testing.T) {
 	cluster := startCluster(t, 3, template)
 	nodes := cluster.Nodes()
 
-	dir := t.TempDir()
 	// Generated at test time from proto/, the one source of the contract.
-	protoc := exec.Command(python, "-m", "grpc_tools.protoc", "-I", filepath.Join(repoRoot, "proto/routeguide"),
-		"--python_out", dir, "--grpc_python_out", dir, "route_guide.proto")
-	if out, err := protoc.CombinedOutput(); err != nil {
-		t.Fatalf("grpc_tools.protoc: %v\n%s", err, out)
-	}
+	dir := generatePython(t, python)
 	var servers []string
 	for _, n := range nodes {
 		servers = append(servers, n.AdvertisedAddr())
@@ -178,4 +176,112 @@ func equalJSON(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// grayClientSummary is the JSON summary of testdata/gray_client.py.
+type grayClientSummary struct {
+	Buckets []map[string]int `json:"buckets"` // calls per node, and "failed", per half second
+	Errors  map[string]int   `json:"errors"`
+}
+
+// TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls runs Debian's grpcio
+// over xds:///routeguide against three nodes, one of which fails 30% of
+// its calls UNAVAILABLE while it stays SERVING: grpcio 1.51 takes the
+// cluster's outlier detection (gRFC A50) and stops sending that node calls
+// within 10s, and retries the failures on the other nodes. It balances
+// round robin, the cluster's lb_policy: it has no gRFC A52 by default,
+// hence neither our policy nor least request.
+func TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls(t *testing.T) {
+	python := pythonWithGRPC(t)
+	template := nodeTemplate(t)
+	cluster := startCluster(t, 2, template)
+	failing := template
+	failing.NodeID = "failing"
+	failing.ServerOptions = (&grayfault.Fault{FailPercent: 30}).ServerOptions()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := cluster.StartNode(ctx, failing); err != nil {
+		t.Fatal(err)
+	}
+	dir := generatePython(t, python)
+	var servers []string
+	for _, n := range cluster.Nodes() {
+		servers = append(servers, n.AdvertisedAddr())
+	}
+	bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: servers, NodeID: "python-gray-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootstrapFile := filepath.Join(dir, "bootstrap.json")
+	if err := os.WriteFile(bootstrapFile, bootstrap, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const bucket = 500 * time.Millisecond
+	cmd := exec.Command(python, "internal/devcluster/testdata/gray_client.py", "--duration", "14", "--bucket", fmt.Sprint(bucket.Seconds()))
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bootstrapFile, "PYTHONPATH="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gray_client.py: %v\n%s", err, stderr.String())
+	}
+	var got grayClientSummary
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("summary %q: %v\n%s", out, err, stderr.String())
+	}
+	// Ejected: from a bucket within 10s on, no call reaches the node for
+	// 4s (the ejection lasts 10s, then it is brought back and ejected again).
+	const ejectedFor = int(4 * time.Second / bucket)
+	ejectedAt := -1
+	for i := 0; ejectedAt < 0 && time.Duration(i)*bucket <= 10*time.Second && i+ejectedFor <= len(got.Buckets); i++ {
+		if !slices.ContainsFunc(got.Buckets[i:i+ejectedFor], func(b map[string]int) bool { return b["failing"] > 0 }) {
+			ejectedAt = i
+		}
+	}
+	t.Logf("by half second: %v; errors %v", got.Buckets, got.Errors)
+	if ejectedAt < 0 {
+		t.Fatalf("the failing node had calls in every %v within the first 10s; want it ejected", time.Duration(ejectedFor)*bucket)
+	}
+	t.Logf("grpcio %s ejected the failing node within %v", pythonGRPCVersion(t, python), time.Duration(ejectedAt)*bucket)
+	// Round robin before the ejection: each node had a third of the
+	// attempts. The failing node's failed attempts were retried on the
+	// others (the route's retry policy, gRFC A44), so it answered 70% of
+	// its third, and the caller saw no failure.
+	answered := map[string]int{}
+	for _, b := range got.Buckets[:ejectedAt] {
+		for node, n := range b {
+			answered[node] += n
+		}
+	}
+	attempts := float64(answered["failing"]) / 0.7
+	for node, n := range answered {
+		if d := (float64(n) - attempts) / float64(n); node != "failing" && (len(answered) != 3 || d > 0.05 || d < -0.05) {
+			t.Errorf("answers before the ejection %v: %s's %d against the failing node's %.0f attempts; want a third each, round robin", answered, node, n, attempts)
+		}
+	}
+	if len(got.Errors) != 0 {
+		t.Errorf("calls failed: %v; want every failure retried", got.Errors)
+	}
+}
+
+// generatePython generates RouteGuide's Python modules from proto/ into a
+// temporary directory, and returns it.
+func generatePython(t *testing.T, python string) string {
+	t.Helper()
+	dir := t.TempDir()
+	protoc := exec.Command(python, "-m", "grpc_tools.protoc", "-I", filepath.Join(repoRoot, "proto/routeguide"),
+		"--python_out", dir, "--grpc_python_out", dir, "route_guide.proto")
+	if out, err := protoc.CombinedOutput(); err != nil {
+		t.Fatalf("grpc_tools.protoc: %v\n%s", err, out)
+	}
+	return dir
+}
+
+func pythonGRPCVersion(t *testing.T, python string) string {
+	out, err := exec.Command(python, "-c", "import grpc; print(grpc.__version__)").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
 }

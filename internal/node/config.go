@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
@@ -88,6 +90,10 @@ type Config struct {
 	// the node exports a trace of every call to (package tracing), with
 	// the etcd calls of a RouteChat as its children.
 	OTLPEndpoint string
+	// ServerOptions are added to the gRPC server's, after the node's own
+	// (a program that embeds a node adds interceptors this way: tests add
+	// faults); there is no flag for them.
+	ServerOptions []grpc.ServerOption
 	// EtcdAuth is how the node reaches a secured etcd: --etcd-ca,
 	// --etcd-cert, --etcd-key, --etcd-username, and the password from
 	// ROUTEGUIDE_ETCD_PASSWORD or --etcd-password-file. It prints without

@@ -240,7 +240,7 @@ func TestGRPCMetricsExposeWhatTheLibraryProviderDoes(t *testing.T) {
 	libraryReg.MustRegister(library)
 	// As the node was: the provider's interceptors outermost, then the
 	// node's header, log and recovery.
-	unary, stream := callInterceptors(logger, testNodeID, nil)
+	unary, stream := callInterceptors(logger, testNodeID, nil, requestBound{})
 	libraryConn := serveKinds(t, func(s *grpc.Server) { library.InitializeMetrics(s) },
 		grpc.ChainUnaryInterceptor(library.UnaryServerInterceptor(), unary),
 		grpc.ChainStreamInterceptor(library.StreamServerInterceptor(), stream))
@@ -248,7 +248,7 @@ func TestGRPCMetricsExposeWhatTheLibraryProviderDoes(t *testing.T) {
 	ours := newGRPCMetrics(grpcHandlingBuckets)
 	ourReg := prometheus.NewRegistry()
 	ourReg.MustRegister(ours)
-	unary, stream = callInterceptors(logger, testNodeID, ours)
+	unary, stream = callInterceptors(logger, testNodeID, ours, requestBound{})
 	ourConn := serveKinds(t, ours.initialize, grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream))
 
 	if got, want := exposition(t, ourReg), exposition(t, libraryReg); got != want {

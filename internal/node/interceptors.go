@@ -10,17 +10,18 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // callInterceptors are the node's one unary and one stream interceptor:
-// metrics (nil: none), the routeguide-node header, logCall, and recovery
-// from a panic, in that order. One instead of a chain of four saves gRPC's
-// closure per link. See docs/DESIGN.md, "One interceptor for each kind of
-// call".
-func callInterceptors(logger *slog.Logger, nodeID string, metrics *grpcMetrics) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	c := &calls{logger: logger, nodeID: nodeID, metrics: metrics, header: metadata.Pairs(contract.NodeHeader, nodeID)}
+// metrics (nil: none), the routeguide-node header, logCall, recovery from
+// a panic, in that order, and a request over bound's size refused (see
+// requestBound). One instead of a chain saves gRPC's closure per link. See
+// docs/DESIGN.md, "One interceptor for each kind of call".
+func callInterceptors(logger *slog.Logger, nodeID string, metrics *grpcMetrics, bound requestBound) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	c := &calls{logger: logger, nodeID: nodeID, metrics: metrics, header: metadata.Pairs(contract.NodeHeader, nodeID), bound: bound}
 	return c.unary, c.stream
 }
 
@@ -29,20 +30,58 @@ type calls struct {
 	nodeID  string
 	metrics *grpcMetrics
 	header  metadata.MD // sent as it is on every call, never changed
+	bound   requestBound
+}
+
+// requestBound is the size of a request to any service but one, when the
+// gRPC server's own limit (MaxRecvMsgSize, for every service) is set for
+// that one: the xDS service takes larger requests than RouteGuide's. Bytes
+// 0 checks nothing. A request is measured once decoded, so it is held, up
+// to the server's limit, until refused.
+type requestBound struct {
+	Bytes  int
+	Except string // a service's name: its methods are /Except/...
+}
+
+// check refuses req, a request of method, when it is over the bound.
+func (b requestBound) check(method string, req any) error {
+	if b.Bytes == 0 || b.exempt(method) {
+		return nil
+	}
+	m, ok := req.(proto.Message)
+	if !ok {
+		return nil
+	}
+	if size := proto.Size(m); size > b.Bytes {
+		return status.Errorf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d) for %s", size, b.Bytes, method)
+	}
+	return nil
+}
+
+func (b requestBound) exempt(method string) bool {
+	return b.Except != "" && len(method) > len(b.Except)+1 && method[1:len(b.Except)+1] == b.Except && method[len(b.Except)+1] == '/'
 }
 
 func (c *calls) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	series := c.metrics.start(info.FullMethod, unaryCall)
 	series.messageReceived()
-	resp, err := c.recoverUnary(ctx, req, info.FullMethod, handler)
+	err := c.bound.check(info.FullMethod, req)
+	var resp any
+	if err == nil {
+		resp, err = c.recoverUnary(ctx, req, info.FullMethod, handler)
+	}
 	// Sent whole, where grpc.SetHeader would metadata.Join it: the same
 	// frames go out, though gRPC may now flush the header in a write of its
 	// own. A header the handler set is merged; a handler that called
 	// grpc.SendHeader itself would lose this one (the node's call none).
-	grpc.SendHeader(ctx, c.header)
 	if err == nil {
+		grpc.SendHeader(ctx, c.header)
 		series.messageSent()
+	} else {
+		// A failed call names the node in its trailer: headers would commit
+		// the call, and the client could not retry it (gRFC A6).
+		grpc.SetTrailer(ctx, c.header)
 	}
 	c.finished(ctx, info.FullMethod, start, series, err)
 	return resp, err
@@ -68,8 +107,15 @@ func (c *calls) recoverUnary(ctx context.Context, req any, method string, handle
 func (c *calls) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	start := time.Now()
 	s := &callStream{ServerStream: ss, header: c.header, series: c.metrics.start(info.FullMethod, streamCallType(info))}
+	if !c.bound.exempt(info.FullMethod) {
+		s.bound, s.method = c.bound, info.FullMethod
+	}
 	err := c.recoverStream(srv, s, info.FullMethod, handler)
-	s.sendHeader()
+	if err != nil && !s.headerSent {
+		s.SetTrailer(s.header) // as for a unary call that failed
+	} else {
+		s.sendHeader()
+	}
 	c.finished(ss.Context(), info.FullMethod, start, s.series, err)
 	return err
 }
@@ -97,6 +143,8 @@ type callStream struct {
 	header     metadata.MD
 	headerSent bool // only the sending side touches it
 	series     callSeries
+	bound      requestBound // zero for a stream exempt from it
+	method     string
 }
 
 // sendHeader sends the node header unless it went out already. Sending it
@@ -132,6 +180,7 @@ func (s *callStream) RecvMsg(m any) error {
 	err := s.ServerStream.RecvMsg(m)
 	if err == nil {
 		s.series.messageReceived()
+		err = s.bound.check(s.method, m)
 	}
 	return err
 }

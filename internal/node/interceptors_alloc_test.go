@@ -69,7 +69,7 @@ func TestNodeInterceptorsAllocateNothingOnASuccessfulCall(t *testing.T) {
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	metrics := newGRPCMetrics(grpcHandlingBuckets)
-	unary, stream := callInterceptors(logger, testNodeID, metrics)
+	unary, stream := callInterceptors(logger, testNodeID, metrics, requestBound{})
 
 	reference := allocsPerGetFeature(t, nil, grpc.UnaryInterceptor(headerOnly))
 	node := allocsPerGetFeature(t, metrics, grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream))

@@ -86,15 +86,15 @@ func behave(what string) error {
 }
 
 // callFaulty makes one call to the faulty service, unary or streaming, and
-// returns its header and error.
+// returns its header and trailer together, and its error.
 func callFaulty(t *testing.T, conn *grpc.ClientConn, method, what string) (metadata.MD, error) {
 	t.Helper()
 	ctx := callContext(t)
 	req, resp := wrapperspb.String(what), new(wrapperspb.StringValue)
 	if method == faultyUnaryMethod {
-		var header metadata.MD
-		err := conn.Invoke(ctx, method, req, resp, grpc.Header(&header))
-		return header, err
+		var header, trailer metadata.MD
+		err := conn.Invoke(ctx, method, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
+		return metadata.Join(header, trailer), err
 	}
 	stream, err := conn.NewStream(ctx, &faultyService.Streams[0], method)
 	if err != nil {
@@ -113,7 +113,7 @@ func callFaulty(t *testing.T, conn *grpc.ClientConn, method, what string) (metad
 		err = nil
 	}
 	header, _ := stream.Header()
-	return header, err
+	return metadata.Join(header, stream.Trailer()), err
 }
 
 func TestPanicBecomesInternalNamingMethodAndNode(t *testing.T) {

@@ -105,7 +105,7 @@ func BenchmarkGRPCMetricsInterceptor(b *testing.B) {
 			m.initialize(server)
 		}
 		b.Run(name, func(b *testing.B) {
-			interceptor, _ := callInterceptors(slog.New(slog.DiscardHandler), testNodeID, m)
+			interceptor, _ := callInterceptors(slog.New(slog.DiscardHandler), testNodeID, m, requestBound{})
 			b.ReportAllocs()
 			b.RunParallel(func(p *testing.PB) {
 				for p.Next() {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -196,14 +197,33 @@ func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
 		Service:      cfg.Service,
 		RetryMethods: contract.IdempotentMethods,
 		Retry: xdsserver.Retry{
-			On:          "unavailable",
+			On:          strings.ToLower(strings.Join(balancer.RetryableCodes, ",")),
 			MaxAttempts: balancer.RetryMaxAttempts,
 			BaseBackoff: balancer.RetryInitialBackoff,
 			MaxBackoff:  balancer.RetryMaxBackoff,
 		},
 		EndpointPolicy: balancer.Name,
+		LeastRequest:   true,
+		Ejection:       xdsEjection(),
 		Logger:         logger,
 	})
+}
+
+// xdsEjection is the outlier detection the cluster resource carries (gRFC
+// A50) for the clients of other languages: package balancer's, which ejects
+// in a cluster of three too.
+func xdsEjection() *xdsserver.Ejection {
+	od := balancer.DefaultOutlierDetection
+	fp := od.FailurePercentageEjection
+	return &xdsserver.Ejection{
+		Interval:       od.Interval,
+		BaseTime:       od.BaseEjectionTime,
+		MaxTime:        od.MaxEjectionTime,
+		MaxPercent:     od.MaxEjectionPercent,
+		FailurePercent: fp.Threshold,
+		MinimumHosts:   fp.MinimumHosts,
+		RequestVolume:  fp.RequestVolume,
+	}
 }
 
 // closeOpened closes what New opened, after a failure.
@@ -248,14 +268,16 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 	if n.metricsListener != nil {
 		metrics = n.metrics.grpc
 	}
-	unary, stream := callInterceptors(n.logger, n.id, metrics)
-	opts := append(balancer.ServerOptions(), boundOptions(n.cfg)...)
+	serverLimit, bound := receiveLimits(n.cfg, n.xds != nil)
+	unary, stream := callInterceptors(n.logger, n.id, metrics, bound)
+	opts := append(balancer.ServerOptions(), boundOptions(n.cfg, serverLimit)...)
 	opts = append(opts,
 		grpc.UnaryInterceptor(unary),
 		grpc.StreamInterceptor(stream),
 	)
 	opts = append(opts, TransportOptions(n.features)...) // see serveropts.go
 	opts = append(opts, n.tracing.ServerOptions()...)
+	opts = append(opts, n.cfg.ServerOptions...)
 	if n.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls.Config())))
 	}

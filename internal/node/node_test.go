@@ -29,6 +29,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grayfault"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
@@ -243,9 +244,13 @@ func TestEveryResponseNamesTheNode(t *testing.T) {
 			return header, err
 		}, codes.OK},
 		{"unary error", func(ctx context.Context) (metadata.MD, error) {
-			var header metadata.MD
-			_, err := client.GetFeature(ctx, &pb.Point{Latitude: 1e9}, grpc.Header(&header))
-			return header, err
+			// In the trailer: a header would commit the call (see calls.unary).
+			var header, trailer metadata.MD
+			_, err := client.GetFeature(ctx, &pb.Point{Latitude: 1e9}, grpc.Header(&header), grpc.Trailer(&trailer))
+			if len(header) > 0 {
+				t.Errorf("a failed call sent headers %v: its client could not retry it", header)
+			}
+			return trailer, err
 		}, codes.InvalidArgument},
 		{"server stream", func(ctx context.Context) (metadata.MD, error) {
 			stream, err := client.ListFeatures(ctx, &pb.Rectangle{Lo: &pb.Point{Latitude: -9e8, Longitude: -18e8}, Hi: &pb.Point{Latitude: 9e8, Longitude: 18e8}})
@@ -263,8 +268,10 @@ func TestEveryResponseNamesTheNode(t *testing.T) {
 				return nil, err
 			}
 			err = drain(stream.Recv)
-			header, _ := stream.Header()
-			return header, err
+			if header, _ := stream.Header(); len(header) > 0 {
+				t.Errorf("a stream that failed before its first message sent headers %v: its client could not retry it", header)
+			}
+			return stream.Trailer(), err
 		}, codes.InvalidArgument},
 		{"client stream", func(ctx context.Context) (metadata.MD, error) {
 			stream, err := client.RecordRoute(ctx)
@@ -676,5 +683,25 @@ func TestMetadataOverTheBoundIsRefusedAndTheConnectionServesOn(t *testing.T) {
 	}
 	if _, err := tn.client().GetFeature(callContext(t), &pb.Point{}); err != nil {
 		t.Errorf("a call after it: %v", err)
+	}
+}
+
+// A call the node fails UNAVAILABLE is retried by a client of package
+// balancer: the node names itself in the trailer of a failed call, since a
+// header would commit the call and gRPC would not retry it.
+func TestACallTheNodeFailsIsRetriedByItsClient(t *testing.T) {
+	fault := &grayfault.Fault{FailPercent: 50} // every other call
+	tn := startNode(t, func(c *Config) { c.ServerOptions = fault.ServerOptions() }, nil)
+	opts, err := balancer.DialOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, tn.Addr().String(), opts...)
+	t.Cleanup(func() { conn.Close() }) // before the node's check for goroutines left
+	client := pb.NewRouteGuideClient(conn)
+	for i := range 20 {
+		if _, err := client.GetFeature(callContext(t), &pb.Point{Latitude: 1, Longitude: 1}); err != nil {
+			t.Fatalf("call %d: %v; want it retried past the failure", i, err)
+		}
 	}
 }

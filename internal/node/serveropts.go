@@ -3,6 +3,7 @@ package node
 import (
 	"google.golang.org/grpc"
 
+	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 
@@ -38,14 +39,32 @@ const (
 // point, its framing, and unknown fields an older or newer client adds.
 const requestSlack = 1 << 10
 
+// receiveLimits are the size of a request the gRPC server takes, for every
+// service, and the bound its interceptors add for all but xDS: no
+// RouteGuide request is larger than a note, where an xDS client's node
+// metadata (Envoy lists its extensions) or a NACK's error text may be
+// larger (xdsserver.MaxRequestBytes). Without xDS, the server's limit is
+// RouteGuide's and nothing is added.
+func receiveLimits(cfg Config, xds bool) (server int, bound requestBound) {
+	request := min(cfg.MaxMessageBytes, cfg.NoteLimits.MessageBytes+requestSlack)
+	if !xds {
+		return request, requestBound{}
+	}
+	server = min(cfg.MaxMessageBytes, max(request, xdsserver.MaxRequestBytes))
+	if server == request {
+		return server, requestBound{}
+	}
+	return server, requestBound{Bytes: request, Except: xdsserver.ServiceName}
+}
+
 // boundOptions bound what one client connection can make the node hold
 // (docs/OPERATIONS.md's "Bounds" adds them up): its streams, the size of each
-// request (no RouteGuide request is larger than a note), and the data
+// request (receiveLimit, the server's part of receiveLimits), and the data
 // buffered for it.
-func boundOptions(cfg Config) []grpc.ServerOption {
+func boundOptions(cfg Config, receiveLimit int) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
-		grpc.MaxRecvMsgSize(min(cfg.MaxMessageBytes, cfg.NoteLimits.MessageBytes+requestSlack)),
+		grpc.MaxRecvMsgSize(receiveLimit),
 		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),
