@@ -156,7 +156,7 @@ func buildImages(t *testing.T, dir string, images []string) string {
 	archive := filepath.Join(dir, "images.tar")
 	all := append([]string{"routeguide/pause:" + imageTag}, images...)
 	script := fmt.Sprintf(`set -e
-ROUTEGUIDE_IMAGE_TAG=%[1]s bash deploy/build-images.sh
+ROUTEGUIDE_IMAGE_TAG=%[1]s bash deploy/build-images.sh node client etcd prometheus
 docker build -q -t routeguide/pause:%[1]s %[2]q
 docker save -o %[3]q %[4]s`, imageTag, pause, archive, strings.Join(all, " "))
 	cmd := exec.Command("flock", dockerLock, "bash", "-c", script)
