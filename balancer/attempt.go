@@ -14,8 +14,6 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/routeguide-cluster/routeguide/routeguide"
 )
 
 // Attempt timeouts: gRPC's retry policy never retries DEADLINE_EXCEEDED, so
@@ -52,21 +50,24 @@ var errAttemptTimedOut = errors.New("attempt timed out; made again on another no
 // and any stats handler makes gRPC build every stats event of every call:
 // about 20 allocations and 4 µs a call, docs/BENCHMARKS.md, "Our client
 // against plain grpc-go".)
-func attemptOptions(timeout time.Duration) []grpc.DialOption {
-	if timeout <= 0 {
+func attemptOptions(timeout time.Duration, idempotentMethods []string) []grpc.DialOption {
+	if timeout <= 0 || len(idempotentMethods) == 0 {
 		return nil
 	}
-	a := attempts{timeout: timeout}
+	a := attempts{timeout: timeout, methods: idempotentMethods}
 	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(a.unary),
 		grpc.WithChainStreamInterceptor(a.stream),
 	}
 }
 
-type attempts struct{ timeout time.Duration }
+type attempts struct {
+	timeout time.Duration
+	methods []string // idempotent, full names
+}
 
 func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if !slices.Contains(routeguide.IdempotentMethods, method) {
+	if !slices.Contains(a.methods, method) {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	c := &call{parent: ctx, base: a.timeout}
@@ -81,7 +82,7 @@ func (a attempts) unary(ctx context.Context, method string, req, reply any, cc *
 }
 
 func (a attempts) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	if !slices.Contains(routeguide.IdempotentMethods, method) || desc.ClientStreams || !desc.ServerStreams {
+	if !slices.Contains(a.methods, method) || desc.ClientStreams || !desc.ServerStreams {
 		return streamer(ctx, desc, cc, method, opts...)
 	}
 	s := &timedStream{call: &call{parent: ctx, base: a.timeout}}

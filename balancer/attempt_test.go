@@ -29,7 +29,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // testAttemptTimeout keeps the tests short; what they show does not depend
@@ -74,8 +74,8 @@ func (n *guideNode) GetFeature(ctx context.Context, _ *pb.Point) (*pb.Feature, e
 
 func (n *guideNode) ListFeatures(_ *pb.Rectangle, stream grpc.ServerStreamingServer[pb.Feature]) error {
 	n.lists.Add(1)
-	stream.SetHeader(metadata.Pairs(routeguide.NodeHeader, n.name))
-	stream.SetTrailer(metadata.Pairs(routeguide.NodeHeader, n.name))
+	stream.SetHeader(metadata.Pairs(contract.NodeHeader, n.name))
+	stream.SetTrailer(metadata.Pairs(contract.NodeHeader, n.name))
 	switch n.behaviour {
 	case headerThenHangs:
 		if err := stream.SendHeader(nil); err != nil {
@@ -124,7 +124,7 @@ func startGuideNode(t *testing.T, name string, b behaviour) *guideNode {
 	server := grpc.NewServer(ServerOptions()...)
 	pb.RegisterRouteGuideServer(server, n)
 	hs := health.NewServer()
-	hs.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(server, hs)
 	served := make(chan struct{})
 	go func() { defer close(served); server.Serve(lis) }()
@@ -208,9 +208,9 @@ func dialGuideWith(t *testing.T, policy string, timeout time.Duration, log *atte
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: n.addr}}})
 	}
 	r.InitialState(state)
-	opts := DialOptions(WithAttemptTimeout(timeout))
+	opts := dialOptions(t, WithAttemptTimeout(timeout))
 	if policy != Name {
-		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`": `+policyConfigPlaceholder, `"`+policy+`": {}`, 1)))
+		opts = append(opts, grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`"`, `"`+policy+`"`, 1)))
 	}
 	opts = append(opts, grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if log != nil {
@@ -525,7 +525,7 @@ func TestAttemptTimeoutGivesTheCallerTheResultsOfTheStreamItRead(t *testing.T) {
 		if err != nil || len(names) != 3 {
 			t.Fatalf("stream %d: features %v, %v; want three", i, names, err)
 		}
-		got := []string{strings.Join(header.Get(routeguide.NodeHeader), ","), strings.Join(trailer.Get(routeguide.NodeHeader), ","), fmt.Sprint(p.Addr)}
+		got := []string{strings.Join(header.Get(contract.NodeHeader), ","), strings.Join(trailer.Get(contract.NodeHeader), ","), fmt.Sprint(p.Addr)}
 		if want := []string{"live", "live", live.addr}; !slices.Equal(got, want) {
 			t.Errorf("stream %d: header, trailer and peer name %v, want %v", i, got, want)
 		}
@@ -582,7 +582,7 @@ func TestAttemptTimeoutCoversTheMethodsWithARetryPolicy(t *testing.T) {
 		}
 	}
 	slices.Sort(retried)
-	if idempotent := slices.Sorted(slices.Values(routeguide.IdempotentMethods)); !slices.Equal(retried, idempotent) {
+	if idempotent := slices.Sorted(slices.Values(contract.IdempotentMethods)); !slices.Equal(retried, idempotent) {
 		t.Errorf("retry policy for %v, attempt timeouts for %v", retried, idempotent)
 	}
 }

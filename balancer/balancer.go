@@ -1,9 +1,10 @@
-// Package balancer is the RouteGuide clients' calling policy: a round-robin
-// policy chosen by service config, retries and attempt timeouts for
-// idempotent calls, and keepalive, as the dial options every client uses
-// (and the server options that match them). It knows nothing of etcd: any
-// resolver that hands gRPC a list of endpoints works with it. gRPC's own
-// package balancer is imported here as grpcbalancer.
+// Package balancer is the calling policy of a cluster's gRPC clients: a
+// round-robin policy chosen by service config, health checking, retries and
+// attempt timeouts for idempotent calls, and keepalive, as dial options (and
+// the server options that match them). It serves any gRPC service, RouteGuide
+// by default, and knows nothing of etcd: any resolver that hands gRPC a list
+// of endpoints works with it. gRPC's own package balancer is imported here as
+// grpcbalancer.
 package balancer
 
 import (

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -37,7 +37,7 @@ func startBackends(t *testing.T, n int) []*backend {
 		}
 		server := grpc.NewServer(ServerOptions()...)
 		hs := health.NewServer()
-		hs.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
+		hs.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_SERVING)
 		healthpb.RegisterHealthServer(server, hs)
 		go server.Serve(lis)
 		t.Cleanup(server.Stop)
@@ -46,13 +46,23 @@ func startBackends(t *testing.T, n int) []*backend {
 	return backends
 }
 
+// dialOptions is DialOptions(opts...), which must be valid.
+func dialOptions(t testing.TB, opts ...Option) []grpc.DialOption {
+	t.Helper()
+	dialOpts, err := DialOptions(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dialOpts
+}
+
 // dial connects through a manual resolver that the test feeds, with the
 // dial options every RouteGuide client uses.
 func dial(t *testing.T, backends []*backend) (*grpc.ClientConn, *manual.Resolver) {
 	t.Helper()
 	r := manual.NewBuilderWithScheme("test")
 	r.InitialState(stateOf(backends))
-	opts := append(DialOptions(), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := append(dialOptions(t), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	conn, err := grpc.NewClient("test:///routeguide", opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +118,7 @@ func TestBackendThatIsNotServingDropsOut(t *testing.T) {
 	conn, _ := dial(t, backends)
 	poll.Until(t, 10*time.Second, "calls on all 3 backends", func() bool { return len(callsPerBackend(t, conn, 30)) == 3 })
 
-	backends[0].health.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
+	backends[0].health.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
 	// The health watch tells the client at once; after that, no call goes there.
 	poll.Until(t, 10*time.Second, "no call on the backend that is not serving", func() bool { return callsPerBackend(t, conn, 30)[backends[0].addr] == 0 })
 	if got := callsPerBackend(t, conn, 300)[backends[0].addr]; got != 0 {
@@ -143,7 +153,7 @@ func TestNoEndpointsFailFastNamingTheTarget(t *testing.T) {
 
 func TestServiceConfigParses(t *testing.T) {
 	// grpc.NewClient parses the default service config and fails on an error.
-	_, err := grpc.NewClient("passthrough:///x", append(DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	_, err := grpc.NewClient("passthrough:///x", append(dialOptions(t), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatalf("dial options rejected: %v", err)
 	}

@@ -1,7 +1,9 @@
 package balancer
 
 import (
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -10,73 +12,101 @@ import (
 	_ "google.golang.org/grpc/health" // registers the client-side health checking that healthCheckConfig turns on
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
-// ServiceConfig is the service config of every RouteGuide client:
-//
-//   - loadBalancingConfig: our round robin (round_robin plus a clear error
-//     when no node is registered), so calls spread evenly over every node.
-//   - healthCheckConfig: each connection watches grpc.health.v1 for
-//     routeguide.HealthService; a node that is not SERVING is not picked.
-//   - retryPolicy for routeguide.IdempotentMethods, which change nothing and
-//     can safely run twice: an UNAVAILABLE answer (the node went away between
-//     the pick and the call, or refused the connection) is retried on another
-//     node, up to 4 attempts in all, a few milliseconds apart. A stream is
-//     retried only until its first response arrives, so a client never sees
-//     a feature twice. RecordRoute and RouteChat change state and are never
-//     retried.
-var ServiceConfig = `{
-  "loadBalancingConfig": [{"` + Name + `": ` + policyConfigPlaceholder + `}],
-  "healthCheckConfig": {"serviceName": "` + routeguide.HealthService + `"},
-  "methodConfig": [{
-    "name": [` + methodNames(routeguide.IdempotentMethods) + `],
-    "retryPolicy": {
-      "maxAttempts": ` + strconv.Itoa(RetryMaxAttempts) + `,
-      "initialBackoff": "` + seconds(RetryInitialBackoff) + `",
-      "maxBackoff": "` + seconds(RetryMaxBackoff) + `",
-      "backoffMultiplier": 2,
-      "retryableStatusCodes": ["UNAVAILABLE"]
-    }
-  }]
-}`
+// ServiceConfig is the service config of a RouteGuide client, which
+// DialOptions builds from its options (serviceConfigOf): our round robin over
+// the nodes whose health is SERVING, and retries of the idempotent methods on
+// UNAVAILABLE (a stream only until its first response). See docs/DESIGN.md,
+// "The service config and keepalive".
+var ServiceConfig = serviceConfigOf(defaultOptions())
 
-// The retry policy of routeguide.IdempotentMethods, in ServiceConfig and in
-// what a node serves over xDS.
+// The retry policy of the idempotent methods, in ServiceConfig and in what
+// a node serves over xDS.
 const (
 	RetryMaxAttempts    = 4
 	RetryInitialBackoff = 10 * time.Millisecond
 	RetryMaxBackoff     = 100 * time.Millisecond
 )
 
+// The service config as data, in the JSON names of gRPC's service config.
+type (
+	serviceConfig struct {
+		LoadBalancingConfig []map[string]policyConfig `json:"loadBalancingConfig"`
+		HealthCheckConfig   healthCheckConfig         `json:"healthCheckConfig"`
+		MethodConfig        []methodConfig            `json:"methodConfig,omitempty"`
+	}
+	policyConfig struct {
+		Metrics string `json:"metrics,omitempty"`
+	}
+	healthCheckConfig struct {
+		ServiceName string `json:"serviceName"`
+	}
+	methodConfig struct {
+		Name        []methodName `json:"name"`
+		RetryPolicy retryPolicy  `json:"retryPolicy"`
+	}
+	methodName struct {
+		Service string `json:"service"`
+		Method  string `json:"method"`
+	}
+	retryPolicy struct {
+		MaxAttempts          int      `json:"maxAttempts"`
+		InitialBackoff       string   `json:"initialBackoff"`
+		MaxBackoff           string   `json:"maxBackoff"`
+		BackoffMultiplier    float64  `json:"backoffMultiplier"`
+		RetryableStatusCodes []string `json:"retryableStatusCodes"`
+	}
+)
+
+// serviceConfigOf is the service config of valid options o.
+func serviceConfigOf(o options) string {
+	sc := serviceConfig{
+		LoadBalancingConfig: []map[string]policyConfig{{Name: {}}},
+		HealthCheckConfig:   healthCheckConfig{ServiceName: o.healthService},
+	}
+	if o.metrics != nil {
+		sc.LoadBalancingConfig[0][Name] = policyConfig{Metrics: o.metrics.id}
+	}
+	if len(o.idempotentMethods) > 0 {
+		mc := methodConfig{RetryPolicy: retryPolicy{
+			MaxAttempts:          RetryMaxAttempts,
+			InitialBackoff:       seconds(RetryInitialBackoff),
+			MaxBackoff:           seconds(RetryMaxBackoff),
+			BackoffMultiplier:    2,
+			RetryableStatusCodes: []string{"UNAVAILABLE"},
+		}}
+		for _, full := range o.idempotentMethods {
+			service, method, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
+			mc.Name = append(mc.Name, methodName{Service: service, Method: method})
+		}
+		sc.MethodConfig = []methodConfig{mc}
+	}
+	out, err := json.Marshal(sc)
+	if err != nil {
+		panic(fmt.Sprintf("marshal a service config of plain structs: %v", err)) // cannot happen
+	}
+	return string(out)
+}
+
 // seconds is d as a service config's duration.
 func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 
-// methodNames are full method names (/service/method) as the names of a
-// service config's methodConfig.
-func methodNames(fullNames []string) string {
-	names := make([]string, len(fullNames))
-	for i, full := range fullNames {
-		service, method, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
-		names[i] = fmt.Sprintf(`{"service": %q, "method": %q}`, service, method)
+// ValidateFullMethod reports whether name is a full gRPC method name,
+// /package.Service/Method, as retry policies name methods.
+func ValidateFullMethod(name string) error {
+	service, method, _ := strings.Cut(strings.TrimPrefix(name, "/"), "/")
+	if !strings.HasPrefix(name, "/") || service == "" || method == "" || strings.Contains(method, "/") {
+		return fmt.Errorf("method %q: not /package.Service/Method", name)
 	}
-	return strings.Join(names, ", ")
+	return nil
 }
 
-// Keepalive: the client pings a connection that has been quiet for
-// ClientKeepalive.Time and drops it when no answer comes within Timeout, so a
-// node that vanished without closing its connections (power loss, a cut
-// cable) is given up after at most Time+Timeout = 13s, even with no call in
-// flight. gRPC does not let clients ping more often than every 10s (it raises
-// a shorter Time to 10s), so 13s is close to the least there is: a shorter
-// Timeout would save a second or two at the risk of dropping a node that is
-// only busy. Until keepalive gives the connection up, round robin still
-// picks it, and the attempt timeout (DefaultAttemptTimeout) moves each
-// idempotent call picked for it to another node.
-//
-// Nodes must permit that rate, or they would close the connection with
-// too_many_pings: ServerEnforcement allows a ping every 5s, half the client's
-// interval, so jitter never trips it.
+// Keepalive: a client gives up a node that vanished without closing its
+// connections after Time+Timeout = 13s, about the least gRPC allows; nodes
+// permit a ping every 5s, half the client's interval, so jitter never trips
+// too_many_pings. See docs/DESIGN.md, "The service config and keepalive".
 var (
 	ClientKeepalive = keepalive.ClientParameters{
 		Time:                10 * time.Second,
@@ -94,16 +124,38 @@ var (
 	}
 )
 
-// policyConfigPlaceholder is the policy's config in ServiceConfig; DialOptions
-// replaces it to name the caller's Metrics.
-const policyConfigPlaceholder = "{}"
-
 // Option changes what DialOptions returns; it is not a grpc.DialOption.
 type Option func(*options)
 
 type options struct {
-	metrics        *Metrics
-	attemptTimeout time.Duration
+	metrics           *Metrics
+	attemptTimeout    time.Duration
+	healthService     string
+	idempotentMethods []string
+}
+
+// defaultOptions are those of a RouteGuide client.
+func defaultOptions() options {
+	return options{
+		attemptTimeout:    DefaultAttemptTimeout,
+		healthService:     contract.HealthService,
+		idempotentMethods: contract.IdempotentMethods,
+	}
+}
+
+// validate reports the first option that is not valid, by its name.
+func (o options) validate() error {
+	seen := make(map[string]bool, len(o.idempotentMethods))
+	for _, m := range o.idempotentMethods {
+		if err := ValidateFullMethod(m); err != nil {
+			return fmt.Errorf("balancer.WithIdempotentMethods: %w", err)
+		}
+		if seen[m] {
+			return fmt.Errorf("balancer.WithIdempotentMethods: method %q named twice", m)
+		}
+		seen[m] = true
+	}
+	return nil
 }
 
 // WithMetrics makes the policy report its picks and ready endpoints to m.
@@ -111,26 +163,40 @@ func WithMetrics(m *Metrics) Option {
 	return func(o *options) { o.metrics = m }
 }
 
-// DialOptions are the options every RouteGuide client dials with, besides its
-// transport credentials and resolver: the service config, keepalive, and a
-// timeout on each attempt of an idempotent call, so that a node that went
-// silent costs a call one attempt timeout rather than its whole deadline
-// (see attempt.go: the retry policy never retries a deadline, and keepalive
-// takes 13s to give a silent connection up).
-func DialOptions(opts ...Option) []grpc.DialOption {
-	o := options{attemptTimeout: DefaultAttemptTimeout}
+// WithHealthService names the service whose grpc.health.v1 status decides
+// whether a node is picked; "" is the server as a whole. The default is
+// RouteGuide's, contract.HealthService.
+func WithHealthService(name string) Option {
+	return func(o *options) { o.healthService = name }
+}
+
+// WithIdempotentMethods names the calls, as full method names
+// (/package.Service/Method), that change nothing and so may run twice:
+// they are retried on UNAVAILABLE and their attempts time out (unary calls
+// and server streams; others are never retried). The default is
+// RouteGuide's, contract.IdempotentMethods; none turns retries off.
+func WithIdempotentMethods(fullMethods ...string) Option {
+	return func(o *options) { o.idempotentMethods = slices.Clone(fullMethods) }
+}
+
+// DialOptions are the options a client of the cluster dials with, besides
+// its transport credentials and resolver: the service config, keepalive,
+// and a timeout on each attempt of an idempotent call, so that a node that
+// went silent costs a call one attempt timeout rather than its whole
+// deadline (attempt.go). It fails on an option that is not valid.
+func DialOptions(opts ...Option) ([]grpc.DialOption, error) {
+	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
 	}
-	serviceConfig := ServiceConfig
-	if o.metrics != nil {
-		serviceConfig = strings.Replace(serviceConfig, `"`+Name+`": `+policyConfigPlaceholder, fmt.Sprintf(`"%s": {"metrics": %q}`, Name, o.metrics.id), 1)
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	return append([]grpc.DialOption{
-		grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithDefaultServiceConfig(serviceConfigOf(o)),
 		grpc.WithKeepaliveParams(ClientKeepalive),
 		grpc.WithMaxHeaderListSize(MaxHeaderListBytes),
-	}, attemptOptions(o.attemptTimeout)...)
+	}, attemptOptions(o.attemptTimeout, o.idempotentMethods)...), nil
 }
 
 // MaxHeaderListBytes bounds the metadata of one call, in each direction:

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // gather returns the value of every series of metric name, by the value of
@@ -60,7 +60,7 @@ func dialWithMetrics(t *testing.T, metrics *Metrics, backends []*backend) (*manu
 	t.Helper()
 	r := manual.NewBuilderWithScheme("test")
 	r.InitialState(stateOf(backends))
-	opts := append(DialOptions(WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := append(dialOptions(t, WithMetrics(metrics)), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	conn, err := grpc.NewClient("test:///routeguide", opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestMetricsCountPicksPerEndpointAndReadyEndpoints(t *testing.T) {
 		t.Errorf("%v picks counted for %d calls", total, calls)
 	}
 
-	backends[0].health.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
+	backends[0].health.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
 	poll.Until(t, 10*time.Second, "2 ready endpoints", func() bool {
 		return gather(t, reg, "routeguide_balancer_ready_endpoints", "target")["test:///routeguide"] == 2
 	})

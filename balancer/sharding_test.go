@@ -60,7 +60,7 @@ func dialEndpoints(t *testing.T, policy string, eps []resolver.Endpoint) (*grpc.
 	t.Helper()
 	r := manual.NewBuilderWithScheme("test")
 	r.InitialState(resolver.State{Endpoints: eps})
-	opts := append(DialOptions(), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	opts := append(dialOptions(t), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(strings.Replace(ServiceConfig, `"`+Name+`"`, `"`+policy+`"`, 1)))
 	conn, err := grpc.NewClient("test:///routeguide", opts...)
 	if err != nil {

@@ -117,7 +117,8 @@ func addrIn(prefix netip.Prefix, addrs []HostAddr) (netip.Addr, error) {
 // only that host reaches. All on one interface: its first. On several, it
 // refuses to guess: a Swarm task has one on its overlay network and one on
 // docker_gwbridge (which holds its default route), and nothing inside the
-// container tells the two apart. README, "Which address a node advertises".
+// container tells the two apart. See docs/OPERATIONS.md, "Which address a
+// node advertises".
 func chooseHostAddr(addrs []HostAddr) (netip.Addr, error) {
 	var candidates []HostAddr
 	for _, a := range addrs {

@@ -74,24 +74,11 @@ func (c EtcdConfig) LogValue() slog.Value {
 	)
 }
 
-// NewEtcdClient returns an etcd client configured for a long-lived process
-// that must notice a lost member quickly and come back as soon as etcd does:
-//
-//   - reconnection waits at most 2s between attempts (gRPC's default grows
-//     to 2 minutes), so that after an outage a node is registered again and
-//     a resolver follows again within seconds of etcd's return;
-//   - keepalive pings drop a member that stopped answering within 13s, so
-//     the client moves to another member of the cluster.
-//
-// The client does not wait for a connection: calls do, within their context.
-// The one exception is a client with a Username: etcd's client fetches its
-// token while it is made, and waits for etcd to answer. That wait is bounded
-// by AuthTimeout, so that a process that starts while etcd is out of reach
-// fails with a clear error rather than hanging; once running, the client
-// fetches a new token by itself whenever etcd asks for one (after an etcd
-// restart, say), so later outages are ridden out like any other.
-//
-// extra adds to the client's gRPC dial options: a stats handler, say.
+// NewEtcdClient returns an etcd client for a long-lived process: it
+// reconnects at most 2s apart and drops a silent member within 13s. It does
+// not wait for a connection, except with a Username, for at most AuthTimeout.
+// See docs/DESIGN.md, "The etcd client: reconnection, keepalive and
+// authentication". extra adds to its gRPC dial options: a stats handler, say.
 func NewEtcdClient(cfg EtcdConfig, extra ...grpc.DialOption) (*clientv3.Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("etcd: no endpoints")

@@ -21,7 +21,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
-// scaleEndpoints is the registry size of issue 7's scale figures.
+// scaleEndpoints is the registry size of docs/BENCHMARKS.md's scale figures.
 const scaleEndpoints = 10_000
 
 // lastState is the gRPC side of a resolver at scale: it keeps only the
@@ -196,8 +196,8 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(max(rank, 0), len(sorted)-1)]
 }
 
-// maxResolverHeap is issue 7's bound on the client's memory with 10,000
-// endpoints registered.
+// maxResolverHeap is the bound docs/BENCHMARKS.md sets on the client's
+// memory with 10,000 endpoints registered.
 const maxResolverHeap = 50 << 20
 
 // TestResolverFollowsTenThousandEndpoints is the scale figure's guard,

@@ -243,8 +243,8 @@ var faultScenarios = []faultScenario{
 
 // keepsKilledNode reports whether the client keeps the node killed with sig
 // among its endpoints: an xDS client whose server dies keeps what it was
-// last sent (README, "From any language"), and its round robin skips the
-// node it cannot connect to.
+// last sent (docs/DESIGN.md, "xDS for any language"), and its round robin
+// skips the node it cannot connect to.
 func (s faultScenario) keepsKilledNode(sig syscall.Signal) bool {
 	return sig == syscall.SIGKILL && s.client == xdsClient && s.victim == 0
 }

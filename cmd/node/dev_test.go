@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
+	"github.com/routeguide-cluster/routeguide/internal/node"
 )
 
 // TestDevClusterDrainsWhenItsOutputIsGone is `node -dev | tee log` and
@@ -56,27 +57,34 @@ func TestDevClusterDrainsWhenItsOutputIsGone(t *testing.T) {
 	}
 }
 
-// joinExample is the README's command that adds a node to `node -dev`.
+// joinExample is the docs' command that adds a node to `node -dev`.
 var joinExample = regexp.MustCompile("`go run ./cmd/node (--etcd http://127.0.0.1:2379 --listen [^`]+)`")
 
 // TestREADMEJoinExampleTakesNoPortOfTheDevCluster starts the cluster of
 // `node -dev` with its defaults, but for the gRPC and etcd ports (a test
-// takes no fixed port), and checks that the node of the README's join
-// example, with its defaults, would listen on none of the cluster's ports,
-// nor on the port where deploy/'s Prometheus is published.
+// takes no fixed port), and checks that the node of every join example in
+// README.md and docs/ (the README must have one), with its defaults, would
+// listen on none of the cluster's ports, nor on the port where deploy/'s
+// Prometheus is published.
 func TestREADMEJoinExampleTakesNoPortOfTheDevCluster(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := joinExample.FindSubmatch(readme)
-	if m == nil {
-		t.Fatalf("README.md has no join example matching %s", joinExample)
-	}
 	none := func(string) (string, bool) { return "", false }
-	join, _, err := parseConfig(strings.Fields(string(m[1])), none, io.Discard)
-	if err != nil {
-		t.Fatalf("the README's join example %q: %v", m[1], err)
+	var joins []node.Config
+	for _, file := range docFiles(t) {
+		text, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		examples := joinExample.FindAllSubmatch(text, -1)
+		if len(examples) == 0 && filepath.Base(file) == "README.md" {
+			t.Fatalf("README.md has no join example matching %s", joinExample)
+		}
+		for _, m := range examples {
+			join, _, err := parseConfig(strings.Fields(string(m[1])), none, io.Discard)
+			if err != nil {
+				t.Fatalf("%s: the join example %q: %v", file, m[1], err)
+			}
+			joins = append(joins, join)
+		}
 	}
 	dev, opts, err := parseConfig([]string{"-dev"}, none, io.Discard)
 	if err != nil {
@@ -99,13 +107,15 @@ func TestREADMEJoinExampleTakesNoPortOfTheDevCluster(t *testing.T) {
 	_, devEtcdPort, _ := net.SplitHostPort(opts.devEtcdListen)
 	taken[devEtcdPort] = "the dev cluster's etcd"
 	taken["50051"] = "the dev cluster's first node"
-	for flag, addr := range map[string]string{"--listen": join.Listen, "--metrics-listen": join.MetricsListen} {
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			t.Fatalf("the join example's %s %q: %v", flag, addr, err)
-		}
-		if what, ok := taken[port]; ok {
-			t.Errorf("the join example's %s %s takes the port of %s", flag, addr, what)
+	for _, join := range joins {
+		for flag, addr := range map[string]string{"--listen": join.Listen, "--metrics-listen": join.MetricsListen} {
+			_, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				t.Fatalf("the join example's %s %q: %v", flag, addr, err)
+			}
+			if what, ok := taken[port]; ok {
+				t.Errorf("the join example's %s %s takes the port of %s", flag, addr, what)
+			}
 		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // The Kubernetes manifests (deploy/kubernetes), in what a schema cannot
@@ -197,13 +197,13 @@ func TestKubernetesNodePortsAndProbes(t *testing.T) {
 	if port(cfg.Advertise) != port(cfg.Listen) {
 		t.Errorf("the node advertises %s but listens on %s", cfg.Advertise, cfg.Listen)
 	}
-	if r := c.ReadinessProbe.GRPC; r == nil || r.Port != port(cfg.Listen) || r.Service != routeguide.HealthService {
-		t.Errorf("readiness probe %+v; want gRPC health of %s on port %d", r, routeguide.HealthService, port(cfg.Listen))
+	if r := c.ReadinessProbe.GRPC; r == nil || r.Port != port(cfg.Listen) || r.Service != contract.HealthService {
+		t.Errorf("readiness probe %+v; want gRPC health of %s on port %d", r, contract.HealthService, port(cfg.Listen))
 	}
 	if l := c.LivenessProbe.HTTPGet; l == nil || l.Path != "/healthz" || (l.Port != "metrics" && l.Port != port(cfg.MetricsListen)) {
 		t.Errorf("liveness probe %+v; want GET /healthz on the metrics port", l)
 	}
-	// Revoking the lease takes at most 2s (see README, "Cluster with Docker").
+	// Revoking the lease takes at most 2s (see docs/DEPLOY.md, "Cluster with Docker").
 	need := 2*time.Second + cfg.DrainDelay + cfg.ShutdownTimeout
 	if grace := time.Duration(tmpl.Spec.TerminationGracePeriodSeconds) * time.Second; grace < need {
 		t.Errorf("terminationGracePeriodSeconds %v; the drain and graceful stop may take %v", grace, need)

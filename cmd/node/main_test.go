@@ -24,7 +24,7 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/node"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // binary is the node command, built once by TestMain.
@@ -336,8 +336,8 @@ func getFeature(t *testing.T, addr, nodeID string) {
 	if err != nil {
 		t.Fatalf("GetFeature: %v", err)
 	}
-	if got := header.Get(routeguide.NodeHeader); !slices.Equal(got, []string{nodeID}) {
-		t.Errorf("%s header = %q, want %q", routeguide.NodeHeader, got, nodeID)
+	if got := header.Get(contract.NodeHeader); !slices.Equal(got, []string{nodeID}) {
+		t.Errorf("%s header = %q, want %q", contract.NodeHeader, got, nodeID)
 	}
 }
 

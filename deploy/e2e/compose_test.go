@@ -215,8 +215,8 @@ func newCluster(t *testing.T, prefix string, files ...string) *cluster {
 	return c
 }
 
-// composeCommand is the command that runs Compose, as the README's commands
-// do: through deploy/compose, which picks $ROUTEGUIDE_COMPOSE, `docker
+// composeCommand is the command that runs Compose, as the commands in
+// docs/DEPLOY.md do: through deploy/compose, which picks $ROUTEGUIDE_COMPOSE, `docker
 // compose` or docker-compose. It returns as well the one picked.
 func composeCommand() (command []string, picked string, err error) {
 	script, err := filepath.Abs("../compose")

@@ -74,9 +74,17 @@ echo "docker $*"
 var bareCompose = regexp.MustCompile("(?m)^(?:[^`]*`)?(?:docker compose|docker-compose) (?:-f|-p|run|up|exec|down|ps|logs)")
 
 // TestDocumentedComposeCommandsWorkWithEitherCompose: every Compose command
-// the README and the compose files show runs through deploy/compose.
+// the README, docs/ and the compose files show runs through deploy/compose.
 func TestDocumentedComposeCommandsWorkWithEitherCompose(t *testing.T) {
-	for _, file := range []string{"../README.md", "docker-compose.yml", "docker-compose.tls.yml", "tls/up.sh", "build-images.sh"} {
+	files := []string{"../README.md", "docker-compose.yml", "docker-compose.tls.yml", "tls/up.sh", "build-images.sh"}
+	docs, err := filepath.Glob("../../docs/*.md")
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("no docs/*.md: %v", err)
+	}
+	for _, doc := range docs {
+		files = append(files, filepath.Join("../docs", filepath.Base(doc)))
+	}
+	for _, file := range files {
 		data, err := os.ReadFile(filepath.Join("..", file)) // from deploy/
 		if err != nil {
 			t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 )
 
 // TestComposeTLS brings up the secured variant, docker-compose.tls.yml, the
-// way README.md documents it (deploy/tls/up.sh), with its certificates and
+// way docs/DEPLOY.md documents it (deploy/tls/up.sh), with its certificates and
 // passwords in a temporary directory: calls over mutual TLS succeed and are
 // spread over the nodes, a client without a certificate is refused, no
 // container logs an etcd password, up.sh runs again once authentication is

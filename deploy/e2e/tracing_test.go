@@ -14,7 +14,7 @@ import (
 )
 
 // TestComposeTracing brings the cluster up with the tracing profile and its
-// override file, the way README.md documents it, runs `client tour` with
+// override file, the way docs/DEPLOY.md documents it, runs `client tour` with
 // --otlp-endpoint jaeger:4317, and finds the tour's trace through Jaeger's
 // query API: one trace under the client's "client tour" span, with the
 // spans of the client's calls, the nodes' spans of the same calls as their

@@ -5,10 +5,7 @@
 //	go run ./deploy/tls                 # into deploy/tls/out
 //	go run ./deploy/tls -out DIR -force # elsewhere, or again
 //
-// This is a demonstration PKI. The CA's key is not kept (run it again to
-// make new files, and restart everything), and every file is readable by
-// all, because the containers run as user 65532 and read them through a bind
-// mount. Use your own CA and secrets in production.
+// A demonstration PKI: see docs/DEPLOY.md, "The Docker cluster, secured".
 package main
 
 import (

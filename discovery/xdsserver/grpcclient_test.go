@@ -88,7 +88,11 @@ func TestGoClientsBalanceWithThePolicyTheServerNames(t *testing.T) {
 		register(t, cli, node.name, grpctest.Serve(t, srv))
 	}
 	const attemptTimeout = 200 * time.Millisecond
-	conn := grpctest.Dial(t, "xds:///"+service, append(balancer.DialOptions(balancer.WithAttemptTimeout(attemptTimeout)), grpc.WithResolvers(xdsResolver(t, addr)))...)
+	opts, err := balancer.DialOptions(balancer.WithAttemptTimeout(attemptTimeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := grpctest.Dial(t, "xds:///"+service, append(opts, grpc.WithResolvers(xdsResolver(t, addr)))...)
 	client := pb.NewRouteGuideClient(conn)
 	// Callers at once, so that round robin's picks for one call come
 	// between another's: alone, a caller would go round the nodes in turn.

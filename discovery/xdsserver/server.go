@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 )
 
@@ -75,8 +76,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("xds retry %+v: needs status codes, at least 2 attempts and backoffs with 0 < base <= max", c.Retry)
 	}
 	for _, m := range c.RetryMethods {
-		if !strings.HasPrefix(m, "/") || strings.Count(m, "/") != 2 {
-			return fmt.Errorf("xds retry method %q: not /package.Service/Method", m)
+		if err := balancer.ValidateFullMethod(m); err != nil {
+			return fmt.Errorf("xds retry %w", err)
 		}
 	}
 	return nil
@@ -239,7 +240,8 @@ func (s *Server) currentVersion(typeURL string) string {
 // answers a rejection (NACK) with the very version rejected, at once and
 // for ever. The first rejection of a version on a stream is logged and let
 // through; a second one ends the stream with an error, so the client
-// retries after its backoff rather than at once (README, "From any language").
+// retries after its backoff rather than at once (docs/DESIGN.md, "xDS for
+// any language").
 type nackGuard struct {
 	logger *slog.Logger
 	mu     sync.Mutex

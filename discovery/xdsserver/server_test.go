@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -323,4 +324,17 @@ func heapInUse() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse)
+}
+
+func TestConfigRejectsRetryMethodsThatAreNotFullNames(t *testing.T) {
+	retry := xdsserver.Retry{On: "unavailable", MaxAttempts: 4, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
+	for _, m := range []string{"GetFeature", "/routeguide.RouteGuide", "//GetFeature", "/routeguide.RouteGuide/"} {
+		err := xdsserver.Config{Service: service, RetryMethods: []string{m}, Retry: retry}.Validate()
+		if err == nil || !strings.Contains(err.Error(), m) {
+			t.Errorf("retry method %q: error %v, want one that names it", m, err)
+		}
+	}
+	if err := (xdsserver.Config{Service: service, RetryMethods: []string{"/routeguide.RouteGuide/GetFeature"}, Retry: retry}).Validate(); err != nil {
+		t.Errorf("a full method name rejected: %v", err)
+	}
 }

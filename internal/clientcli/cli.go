@@ -22,7 +22,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/flagenv"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/tracing"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // Exit statuses.
@@ -429,7 +429,7 @@ Examples:
   client --target 127.0.0.1:50051 load --rpc get --concurrency 8 --requests 10000
   client --target 127.0.0.1:50051 load --rpc mix --concurrency 32 --duration 30s --json
   client --metrics-listen 127.0.0.1:9100 load --duration 5m
-`, mixDescription, load.RoutePoints, load.ChatNotes, routeguide.NodeHeader, routeguide.NodeHeader,
+`, mixDescription, load.RoutePoints, load.ChatNotes, contract.NodeHeader, contract.NodeHeader,
 		etcdauth.PasswordVar, flagenv.Prefix, flagenv.VarName("target"), flagenv.VarName("concurrency"))
 }
 

@@ -334,7 +334,11 @@ func dialRoundRobin(addrs ...string) DialFunc {
 			state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}})
 		}
 		r.InitialState(state)
-		opts := append(balancer.DialOptions(), grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		opts, err := balancer.DialOptions()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		opts = append(opts, newDialSettings(dialOpts).grpc...)
 		conn, err := grpc.NewClient(r.Scheme()+":///routeguide", opts...)
 		if err != nil {

@@ -261,7 +261,11 @@ func Dial(_ context.Context, target string, etcdEndpoints []string, opts ...Dial
 	if settings.tls != nil {
 		creds = credentials.NewTLS(settings.tls)
 	}
-	dialOpts := append(settings.callInterceptors, balancer.DialOptions(settings.balancer...)...)
+	policyOpts, err := balancer.DialOptions(settings.balancer...)
+	if err != nil {
+		return nil, err
+	}
+	dialOpts := append(settings.callInterceptors, policyOpts...)
 	dialOpts = append(dialOpts, grpc.WithTransportCredentials(creds))
 	dialOpts = append(dialOpts, settings.grpc...)
 	conn := &Conn{}

@@ -3,6 +3,7 @@ package clientcli
 import (
 	"flag"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -68,16 +69,23 @@ func TestDistancesReadForPeople(t *testing.T) {
 var documentedGet = regexp.MustCompile(`\bget (-?[0-9.]+) (-?[0-9.]+)`)
 
 // TestDocumentedGetExamplesFindAFeature: a newcomer's first command finds
-// something, in the README and in the usage text.
+// something, in the README, in docs/ and in the usage text.
 func TestDocumentedGetExamplesFindAFeature(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
+	sources := map[string]string{"the usage": run(t, invocation{args: []string{"help"}}).stderr}
+	docs, err := filepath.Glob("../../docs/*.md")
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("no docs/*.md: %v", err)
 	}
-	usage := run(t, invocation{args: []string{"help"}}).stderr
-	for source, text := range map[string]string{"README.md": string(readme), "the usage": usage} {
+	for _, file := range append([]string{"../../README.md"}, docs...) {
+		text, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources[filepath.Base(file)] = string(text)
+	}
+	for source, text := range sources {
 		examples := documentedGet.FindAllStringSubmatch(text, -1)
-		if len(examples) == 0 {
+		if len(examples) == 0 && (source == "README.md" || source == "the usage") {
 			t.Errorf("%s has no get example", source)
 		}
 		for _, m := range examples {

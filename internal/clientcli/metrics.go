@@ -23,7 +23,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/load"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // clientMetrics are everything a client exports with --metrics-listen, in a
@@ -95,7 +95,7 @@ func newCallCounter() *callCounter {
 	return &callCounter{
 		counter: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "routeguide_client_calls_total",
-			Help: "Calls this client finished, by the node that answered (from the " + routeguide.NodeHeader + " response header; " + unknownNode + " when no node did), method and code.",
+			Help: "Calls this client finished, by the node that answered (from the " + contract.NodeHeader + " response header; " + unknownNode + " when no node did), method and code.",
 		}, []string{"node_id", "grpc_method", "grpc_code"}),
 	}
 }

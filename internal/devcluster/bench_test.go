@@ -30,6 +30,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
@@ -181,6 +182,10 @@ func BenchmarkClientGetFeature(b *testing.B) {
 	for _, n := range cluster.Nodes() {
 		addrs = append(addrs, n.AdvertisedAddr())
 	}
+	noAttemptTimeouts, err := balancer.DialOptions(balancer.WithAttemptTimeout(0))
+	if err != nil {
+		b.Fatal(err)
+	}
 	plain := func(opts ...grpc.DialOption) func(b *testing.B) grpc.ClientConnInterface {
 		return func(b *testing.B) grpc.ClientConnInterface {
 			opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(staticResolver(addrs...)))
@@ -199,7 +204,7 @@ func BenchmarkClientGetFeature(b *testing.B) {
 		{"ours", func(b *testing.B) grpc.ClientConnInterface {
 			return benchDial(b, "static:///routeguide", cluster.EtcdURL(), clientcli.WithGRPCOptions(grpc.WithResolvers(staticResolver(addrs...))))
 		}},
-		{"ours/no-attempt-timeouts", plain(balancer.DialOptions(balancer.WithAttemptTimeout(0))...)},
+		{"ours/no-attempt-timeouts", plain(noAttemptTimeouts...)},
 		{"round_robin", plain(grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))},
 	}
 	for _, c := range clients {
@@ -232,7 +237,7 @@ func serveOnPorts(b *testing.B, ports int) []string {
 	srv := grpc.NewServer(append(balancer.ServerOptions(), node.TransportOptions(db)...)...)
 	pb.RegisterRouteGuideServer(srv, routeguide.NewServer(routeguide.Config{Features: db, Notes: notes.NewMemory(notes.Limits{})}))
 	healthSrv := health.NewServer()
-	healthSrv.SetServingStatus(routeguide.HealthService, healthpb.HealthCheckResponse_SERVING)
+	healthSrv.SetServingStatus(contract.HealthService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	addrs := make([]string, ports)
 	for i := range addrs {

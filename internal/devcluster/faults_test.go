@@ -2,7 +2,7 @@ package devcluster_test
 
 // The fault suite: each scenario runs under concurrent load, counts the calls
 // that failed and asserts the count, and checks that nothing is left running.
-// Each logs one line for the README's reliability table:
+// Each logs one line for the reliability table of docs/OPERATIONS.md:
 //
 //	FAULT scenario=<name> rpc=<rpcs> calls=<n> failed=<n> detect=<duration> <more key=value>
 //

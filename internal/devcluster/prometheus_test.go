@@ -189,8 +189,8 @@ func (p *prometheus) query(t *testing.T, expr string) ([]sample, error) {
 }
 
 // TestPrometheusFindsAndScrapesEveryNode runs Debian's Prometheus against a
-// cluster of three, with http_sd_configs pointed at one node's /sd, as the
-// README tells operators to: every node must be up, labelled with its node
+// cluster of three, with http_sd_configs pointed at one node's /sd, as
+// docs/OPERATIONS.md tells operators to: every node must be up, labelled with its node
 // id, and the GetFeature calls a client made must arrive.
 func TestPrometheusFindsAndScrapesEveryNode(t *testing.T) {
 	bin := prometheusBinary(t)

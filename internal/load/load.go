@@ -19,17 +19,17 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 
 // NodeOf returns the node named by a call's header, or by its trailer when the
 // call ended before any header was sent, or "" when neither names one.
 func NodeOf(header, trailer metadata.MD) string {
-	if v := header[routeguide.NodeHeader]; len(v) > 0 {
+	if v := header[contract.NodeHeader]; len(v) > 0 {
 		return v[0]
 	}
-	if v := trailer[routeguide.NodeHeader]; len(v) > 0 {
+	if v := trailer[contract.NodeHeader]; len(v) > 0 {
 		return v[0]
 	}
 	return ""

@@ -11,17 +11,9 @@ import (
 	"syscall"
 )
 
-// Picking the client port.
-//
-// Tests stop etcd and start it again on the same client address, since the
-// nodes and clients under test know its URL. A port the kernel picks for a
-// 127.0.0.1:0 listener comes from the ephemeral range, the range it also
-// takes the source port of every outgoing connection from: while etcd was
-// down, a connection of another test took the port, and the restart failed
-// with "address already in use" (seen in CI, TestFaultEtcdDownLongerThanTheLease).
-// So for a client address with port 0, Start picks a free port below the
-// ephemeral range, which the kernel never hands out on its own; only a bind
-// to that very port can take it, and Start picks again if one did.
+// Picking the client port: for port 0, Start picks a free port below the
+// ephemeral range, so that no outgoing connection takes it while a test has
+// etcd stopped. See docs/DESIGN.md, "A restartable etcd port for tests".
 
 // defaultEphemeralStart is where Linux's ephemeral range starts by default,
 // for when /proc does not say.

@@ -11,21 +11,9 @@ import (
 )
 
 // featureCodec is gRPC's proto codec, except that the features of the
-// node's database go out as bytes encoded once, when the node starts.
-//
-// Every GetFeature of a known point and every message of ListFeatures
-// answers with one of those features, never changed after loading. gRPC's
-// codec would size, allocate and encode the same few dozen bytes again on
-// every call (about 4% of a node's CPU for GetFeature, and most of what a
-// ListFeatures message costs beyond the transport). Anything else, such as
-// the answer for an unknown point, a RouteSummary, a note or a health
-// check, goes through gRPC's codec as usual, and so does what the node
-// receives (through noteCodec).
-//
-// The bytes are what proto.Marshal makes of the feature, so a client cannot
-// tell the difference (TestFeatureCodecEncodesAsProtoDoes); the node's own
-// tests and every client in this repository read the answers through
-// gRPC's standard codec.
+// node's database go out as bytes encoded once, when the node starts: the
+// same bytes proto.Marshal makes, without its cost on every call. Everything
+// else goes through gRPC's codec. See docs/DESIGN.md, "Features encoded once".
 type featureCodec struct {
 	encoding.CodecV2
 	encoded map[*pb.Feature]mem.BufferSlice

@@ -13,7 +13,7 @@ import (
 func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "gRPC listen `address`")
 	fs.StringVar(&c.Advertise, "advertise", c.Advertise, "`host:port` registered in etcd (default: derived from --listen)")
-	fs.StringVar(&c.AdvertiseNetwork, "advertise-network", c.AdvertiseNetwork, "`CIDR` of the network to advertise on: the host's address inside it (default: the host's only network; see README)")
+	fs.StringVar(&c.AdvertiseNetwork, "advertise-network", c.AdvertiseNetwork, "`CIDR` of the network to advertise on: the host's address inside it (default: the host's only network; see docs/OPERATIONS.md)")
 	fs.Var((*flagenv.List)(&c.Etcd), "etcd", "comma-separated etcd `endpoints`; empty serves standalone, without registering")
 	fs.StringVar(&c.Service, "service", c.Service, "service `name` to register under")
 	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "node `id` in etcd, logs and the routeguide-node header (default hostname:port)")

@@ -11,24 +11,16 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
-// callInterceptors are the node's one unary and one stream interceptor. In
-// the order they act on a call:
-//
-//   - the gRPC metrics (metrics may be nil: none) count the call and see the
-//     status it ends with;
-//   - the routeguide-node header goes on every response, errors included;
-//   - logCall logs the finished call;
-//   - a panic in the handler becomes an Internal status that names the
-//     method and the node, and its stack is logged.
-//
-// One interceptor instead of a chain of four saves gRPC's closure per link,
-// and the header is sent rather than set (see sendHeader). The happy path
-// costs one time.Now, a level check, and the metrics' additions.
+// callInterceptors are the node's one unary and one stream interceptor:
+// metrics (nil: none), the routeguide-node header, logCall, and recovery
+// from a panic, in that order. One instead of a chain of four saves gRPC's
+// closure per link. See docs/DESIGN.md, "One interceptor for each kind of
+// call".
 func callInterceptors(logger *slog.Logger, nodeID string, metrics *grpcMetrics) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	c := &calls{logger: logger, nodeID: nodeID, metrics: metrics, header: metadata.Pairs(routeguide.NodeHeader, nodeID)}
+	c := &calls{logger: logger, nodeID: nodeID, metrics: metrics, header: metadata.Pairs(contract.NodeHeader, nodeID)}
 	return c.unary, c.stream
 }
 

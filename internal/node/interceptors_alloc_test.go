@@ -14,6 +14,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/race"
 	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 )
@@ -60,7 +61,7 @@ func allocsPerGetFeature(t *testing.T, metrics *grpcMetrics, opts ...grpc.Server
 // both ends.) go-grpc-middleware's provider and the chain of four added 8
 // allocations on the server.
 func TestNodeInterceptorsAllocateNothingOnASuccessfulCall(t *testing.T) {
-	header := metadata.Pairs(routeguide.NodeHeader, testNodeID)
+	header := metadata.Pairs(contract.NodeHeader, testNodeID)
 	headerOnly := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
 		grpc.SendHeader(ctx, header)

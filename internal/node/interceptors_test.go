@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // faultyService is a test service whose calls end as their request says:
@@ -129,8 +129,8 @@ func TestPanicBecomesInternalNamingMethodAndNode(t *testing.T) {
 			if strings.Contains(st.Message(), "goroutine") || strings.Contains(st.Message(), "asked to panic") {
 				t.Errorf("the client was told about the panic itself: %q", st.Message())
 			}
-			if got := header.Get(routeguide.NodeHeader); !slices.Equal(got, []string{testNodeID}) {
-				t.Errorf("%s header = %q", routeguide.NodeHeader, got)
+			if got := header.Get(contract.NodeHeader); !slices.Equal(got, []string{testNodeID}) {
+				t.Errorf("%s header = %q", contract.NodeHeader, got)
 			}
 
 			if _, err := callFaulty(t, tn.conn, method, "ok"); err != nil {

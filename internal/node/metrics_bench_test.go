@@ -69,7 +69,7 @@ func benchNode(b *testing.B, metricsListen string) pb.RouteGuideClient {
 
 // BenchmarkGRPCMetricsInterceptor is what the gRPC metrics add to one unary
 // call on the node, around a handler that does nothing: go-grpc-middleware's
-// provider (library), which the node used until issue 16, and the node's own,
+// provider (library), which the node once used, and the node's own,
 // as the difference between its interceptor with them (node) and without
 // (node-off).
 // Compared with the cpu-ns/op of BenchmarkNodeGetFeature, it tells how much

@@ -29,6 +29,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/internal/tracing"
 	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
@@ -183,12 +184,12 @@ func dialEtcd(cfg Config, traces *tracing.Provider) (registry, notes *clientv3.C
 }
 
 // newXDSServer serves the registry to xDS clients of any language on the
-// node's gRPC port (README, "From any language"), with the retry policy of
-// package balancer, and its policy for the Go clients that link it.
+// node's gRPC port (docs/DESIGN.md, "xDS for any language"), with the retry
+// policy of package balancer, and its policy for the Go clients that link it.
 func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
 	return xdsserver.New(xdsserver.Config{
 		Service:      cfg.Service,
-		RetryMethods: routeguide.IdempotentMethods,
+		RetryMethods: contract.IdempotentMethods,
 		Retry: xdsserver.Retry{
 			On:          "unavailable",
 			MaxAttempts: balancer.RetryMaxAttempts,
@@ -273,7 +274,7 @@ func (n *Node) newGRPCServer(store notes.Store) *grpc.Server {
 
 func (n *Node) setServing(status healthpb.HealthCheckResponse_ServingStatus) {
 	n.health.SetServingStatus("", status)
-	n.health.SetServingStatus(routeguide.HealthService, status)
+	n.health.SetServingStatus(contract.HealthService, status)
 }
 
 // ID is the node id, as sent in the routeguide-node header.

@@ -30,7 +30,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/goroutines"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 const testNodeID = "test-node"
@@ -307,8 +307,8 @@ func TestEveryResponseNamesTheNode(t *testing.T) {
 			if status.Code(err) != tt.wantCode {
 				t.Fatalf("call ended with %v, want code %v", err, tt.wantCode)
 			}
-			if got := header.Get(routeguide.NodeHeader); !slices.Equal(got, []string{testNodeID}) {
-				t.Errorf("%s header = %q, want %q (all headers: %v)", routeguide.NodeHeader, got, testNodeID, header)
+			if got := header.Get(contract.NodeHeader); !slices.Equal(got, []string{testNodeID}) {
+				t.Errorf("%s header = %q, want %q (all headers: %v)", contract.NodeHeader, got, testNodeID, header)
 			}
 		})
 	}
@@ -329,7 +329,7 @@ func drain[T any](recv func() (T, error)) error {
 func TestHealthFollowsTheNodeLifecycle(t *testing.T) {
 	const drainDelay = 3 * time.Second
 	tn := newTestNode(t, func(c *Config) { c.DrainDelay = drainDelay }, nil)
-	services := []string{"", routeguide.HealthService}
+	services := []string{"", contract.HealthService}
 	check := func(service string) healthpb.HealthCheckResponse_ServingStatus {
 		t.Helper()
 		resp, err := healthpb.NewHealthClient(tn.conn).Check(callContext(t), &healthpb.HealthCheckRequest{Service: service})
@@ -357,8 +357,8 @@ func TestHealthFollowsTheNodeLifecycle(t *testing.T) {
 	start := time.Now()
 	tn.cancel()
 	poll.Until(t, 10*time.Second, "health to turn NOT_SERVING", func() bool { return check("") == healthpb.HealthCheckResponse_NOT_SERVING })
-	if got := check(routeguide.HealthService); got != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Errorf("draining, Check(%q) = %v, want NOT_SERVING", routeguide.HealthService, got)
+	if got := check(contract.HealthService); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("draining, Check(%q) = %v, want NOT_SERVING", contract.HealthService, got)
 	}
 	// The node keeps answering during the drain delay.
 	if _, err := tn.client().GetFeature(callContext(t), &pb.Point{}); err != nil {
@@ -615,7 +615,7 @@ func TestClientsCheckingHealthLeaveDuringTheDrainDelay(t *testing.T) {
 	tn := startNode(t, func(c *Config) { c.DrainDelay = drainDelay }, nil)
 	// Client-side health checking, as package balancer configures it.
 	conn := dial(t, tn.Addr().String(), grpc.WithDefaultServiceConfig(
-		`{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": "`+routeguide.HealthService+`"}}`))
+		`{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": "`+contract.HealthService+`"}}`))
 	defer conn.Close()
 	if _, err := pb.NewRouteGuideClient(conn).GetFeature(callContext(t), &pb.Point{}); err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
-	"github.com/routeguide-cluster/routeguide/routeguide"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 func TestValidateNamesTheSecurityFlagAtFault(t *testing.T) {
@@ -88,7 +88,7 @@ func TestMutualTLSServesRouteGuideHealthAndReflection(t *testing.T) {
 	if err != nil || feature.GetName() == "" {
 		t.Errorf("GetFeature over mutual TLS: %v, %v", feature, err)
 	}
-	for _, service := range []string{"", routeguide.HealthService} {
+	for _, service := range []string{"", contract.HealthService} {
 		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("health of %q over mutual TLS: %v, %v; want SERVING", service, resp, err)

@@ -39,7 +39,7 @@ const (
 const requestSlack = 1 << 10
 
 // boundOptions bound what one client connection can make the node hold
-// (the README's "Bounds" adds them up): its streams, the size of each
+// (docs/OPERATIONS.md's "Bounds" adds them up): its streams, the size of each
 // request (no RouteGuide request is larger than a note), and the data
 // buffered for it.
 func boundOptions(cfg Config) []grpc.ServerOption {

@@ -194,7 +194,7 @@ func TestEtcdRefusesNotesOnceTheBudgetIsReachedAndTakesThemAgainOnceFreed(t *tes
 	}
 	// A compaction frees the pages for reuse; how much of them counts as
 	// free at once depends on bbolt's pending pages. A defragmentation
-	// leaves exactly the live data, as the README tells operators.
+	// leaves exactly the live data, as docs/OPERATIONS.md tells operators.
 	if _, err := cli.Defragment(t.Context(), cli.Endpoints()[0]); err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ func chat(t *testing.T, stream pb.RouteGuide_RouteChatClient, sent *pb.RouteNote
 	}
 }
 
-// TestRouteChatThroughTwoNodesAnswersInOnePostingOrder is issue 6's test of
+// TestRouteChatThroughTwoNodesAnswersInOnePostingOrder is the test of
 // a shared RouteChat: two clients on two nodes see each other's notes in one
 // order; with etcd down a chat fails with Unavailable, and when etcd is back
 // the notes from before are there.

@@ -37,7 +37,7 @@ type Config struct {
 	// no answer could carry. Bytes and DropOldest are the Memory store's.
 	Limits notes.Limits
 	// MaxAge is how long a note is kept. A note expires between MaxAge and
-	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see Store). At least
+	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see docs/DESIGN.md). At least
 	// 1s, as etcd leases count whole seconds. etcd raises a TTL below its own
 	// minimum (about 1.5 election timeouts, 2s by default) to that minimum,
 	// so a MaxAge of a second or two lasts a little longer.
@@ -125,29 +125,10 @@ type Stats struct {
 }
 
 // Store is a notes.Store in etcd, shared by every node that uses the same Prefix:
-// a note posted through one node is in the answers of all of them.
-//
-// A note is put under <Prefix><lat>,<lon>/, and the answer is read in the
-// same transaction (and, past its first page, at the same revision), so it
-// holds exactly the notes stored at the put's revision, ordered by the
-// revision that created each. Two nodes therefore answer in one posting
-// order, and an answer is always a prefix of what a later post at the
-// location sees (less what retention removed since).
-//
-// Retention by count and size: the answer holds the newest notes within
-// PerLocation and AnswerBytes, and a post that finds more deletes the older
-// ones. Retention by age: every note is attached to a lease. Notes posted
-// within one bucket of MaxAge/LeaseBuckets share a lease of TTL MaxAge plus
-// one bucket, rounded up to whole seconds, so a note lives at least MaxAge
-// and at most about MaxAge*(1+1/LeaseBuckets)+1s. etcd itself checks expiry
-// about every 500ms and, after a leader change, extends every lease by its
-// full TTL, so after an election a note may live up to one TTL longer.
-//
-// A note is stored as the protobuf encoding of a RouteNote, a few bytes more
-// than its message (JSON escaped a control character into six).
-//
-// Store starts no goroutine and owns nothing to close; the caller closes the
-// client after the last Post.
+// a note posted through one node is in the answers of all of them, in one
+// posting order (the put and the read share a transaction). It starts no
+// goroutine; the caller closes the client after the last Post. See
+// docs/DESIGN.md, "The notes store: order, retention and encoding".
 type Store struct {
 	cli    *clientv3.Client
 	cfg    Config

@@ -1,9 +1,8 @@
-package routeguide
+// Package contract holds what a RouteGuide node and its clients agree on
+// beyond the proto, so that a client links none of the server.
+package contract
 
 import pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-
-// What the nodes and the clients of a cluster agree on beyond the proto,
-// defined once for both sides.
 
 // NodeHeader is the response header in which a node names itself (the
 // trailer, when no message went out): how a client tells which node
