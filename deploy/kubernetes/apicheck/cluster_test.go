@@ -77,7 +77,7 @@ func TestKubernetesClusterFailsNoCallThroughScalingRolloutsAndEtcdLoss(t *testin
 	k.must("create", "namespace", namespace)
 	t.Cleanup(k.deleteAll) // first of all: while the kubelet runs
 	start = time.Now()
-	k.must("apply", "-k", overlay)
+	k.must("apply", "-k", linkOverlay(t, dir))
 	k.must("rollout", "status", "statefulset/etcd", "--timeout=300s")
 	k.must("rollout", "status", "deployment/node", "--timeout=300s")
 	k.must("rollout", "status", "deployment/prometheus", "--timeout=300s")
@@ -106,6 +106,29 @@ func TestKubernetesClusterFailsNoCallThroughScalingRolloutsAndEtcdLoss(t *testin
 }
 
 const namespace = "routeguide"
+
+// linkOverlay copies the overlay into dir, beside a link to deploy/kubernetes
+// named base, and returns its directory.
+func linkOverlay(t *testing.T, dir string) string {
+	t.Helper()
+	o := filepath.Join(dir, "overlay")
+	base, err := filepath.Abs(manifests)
+	if err == nil {
+		err = os.MkdirAll(o, 0o755)
+	}
+	if err == nil {
+		err = os.Symlink(base, filepath.Join(o, "base"))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(overlay, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(o, "kustomization.yaml"), string(data))
+	return o
+}
 
 // kube runs kubectl against the cluster, in the routeguide namespace.
 type kube struct {
