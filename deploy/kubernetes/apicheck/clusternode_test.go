@@ -274,9 +274,14 @@ serializeImagePulls: false
 	httpc := &http.Client{Timeout: 2 * time.Second}
 	p.waitReady(t, 60*time.Second, func() error { return get(httpc, "http://127.0.0.1:"+healthz+"/healthz", "") })
 	start := time.Now()
-	if out, err := api.kubectl(bins.kubectl, "wait", "node/"+nodeName, "--for=condition=Ready", "--timeout=120s"); err != nil {
-		t.Fatalf("node %s not Ready: %v\n%s\n%s", nodeName, err, out, p.tail())
-	}
+	// Polled: the node object exists only once the kubelet has registered.
+	p.waitReady(t, 120*time.Second, func() error {
+		out, err := api.kubectl(bins.kubectl, "get", "node/"+nodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil || out != "True" {
+			return fmt.Errorf("node %s Ready: %q, %v", nodeName, out, err)
+		}
+		return nil
+	})
 	t.Logf("node %s Ready after %v", nodeName, time.Since(start).Round(time.Millisecond))
 }
 
