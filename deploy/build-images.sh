@@ -21,7 +21,9 @@
 # otherwise it unpacks the package and the libjs-* and fonts-* packages its UI
 # links into (apt-get download, then dpkg-deb -x: nothing is installed, no
 # service started).
-# Usage: bash deploy/build-images.sh
+# Usage: bash deploy/build-images.sh [target...]
+# Targets: node client etcd prometheus jaeger (all when none is given); the
+# Kubernetes test takes all but jaeger, the slowest to build from cold.
 set -euo pipefail
 trap 'echo "build-images.sh: FAILED (line $LINENO: $BASH_COMMAND)" >&2' ERR
 
@@ -37,6 +39,11 @@ TAG=${ROUTEGUIDE_IMAGE_TAG:-dev}
 
 cd "$(dirname "$0")/.."
 root=$PWD
+targets=" ${*:-node client etcd prometheus jaeger} "
+wants() { [[ $targets == *" $1 "* ]]; }
+for t in $targets; do
+  case $t in node | client | etcd | prometheus | jaeger) ;; *) echo "build-images.sh: unknown target $t" >&2; exit 2 ;; esac
+done
 
 say() { printf '\n==> %s\n' "$*"; }
 die() { echo "build-images.sh: $*" >&2; exit 1; }
@@ -80,11 +87,13 @@ say "go build: etcd, etcdctl $etcd_version (deploy/etcd/build)"
 # a replace directive, which `go install module@version` refuses. Outside
 # ours ($work), so that routeguide's go.mod and go.sum stay as they are. A
 # cold build (download and compile) takes minutes; later ones hit Go's caches.
-say "go build: jaeger $JAEGER_VERSION (github.com/jaegertracing/jaeger/cmd/jaeger)"
-jaeger_dir=$(cd "$work" && go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" |
-  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[ -n "$jaeger_dir" ] || die "go mod download github.com/jaegertracing/jaeger@$JAEGER_VERSION gave no directory"
-(cd "$jaeger_dir" && "${gobuild[@]}" -o "$ctx/jaeger/jaeger" ./cmd/jaeger)
+if wants jaeger; then
+  say "go build: jaeger $JAEGER_VERSION (github.com/jaegertracing/jaeger/cmd/jaeger)"
+  jaeger_dir=$(cd "$work" && go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$jaeger_dir" ] || die "go mod download github.com/jaegertracing/jaeger@$JAEGER_VERSION gave no directory"
+  (cd "$jaeger_dir" && "${gobuild[@]}" -o "$ctx/jaeger/jaeger" ./cmd/jaeger)
+fi
 
 # Debian's prometheus serves its web UI from /usr/share/prometheus/web, a path
 # built into the binary; most of it is links into the libjs-* and fonts-*
@@ -134,6 +143,7 @@ done
 build() {
   local target=$1
   shift
+  wants "$target" || return 0
   say "docker build: routeguide/$target:$TAG"
   docker build --target "$target" -t "routeguide/$target:$TAG" "$@" \
     -f "$root/deploy/Dockerfile.prebuilt" "$ctx"

@@ -51,8 +51,9 @@ type apiServer struct {
 // with what it needs generated in dir: a CA and a serving certificate for
 // 127.0.0.1, a service-account signing key, and a token for kubectl. It
 // returns once /readyz answers ok, which includes the post-start hooks
-// (the built-in RBAC roles, the priority levels).
-func startAPIServer(t *testing.T, bin, dir, etcdURL string) apiServer {
+// (the built-in RBAC roles, the priority levels). Services take their
+// addresses from serviceCIDR.
+func startAPIServer(t *testing.T, bin, dir, etcdURL, serviceCIDR string) apiServer {
 	t.Helper()
 	ca, caKey := newCA(t)
 	writePEM(t, filepath.Join(dir, "ca.crt"), "CERTIFICATE", ca.Raw)
@@ -96,9 +97,9 @@ func startAPIServer(t *testing.T, bin, dir, etcdURL string) apiServer {
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+filepath.Join(dir, "sa.key"),
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
-		// Addresses the API server allocates to Services, never dialled; and
-		// no Endpoints for its own Service, as it has no address to publish.
-		"--service-cluster-ip-range=10.0.0.0/16",
+		// No Endpoints for its own Service: on 127.0.0.1 it has no address
+		// to publish.
+		"--service-cluster-ip-range="+serviceCIDR,
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 	)

@@ -82,7 +82,8 @@ func TestServerSideDryRun(t *testing.T) {
 	bins := buildTools(t)
 	dir := t.TempDir()
 	etcdURL := startEtcd(t, bins.etcd, dir)
-	api := startAPIServer(t, bins.apiserver, dir, etcdURL)
+	// Addresses for Services, never dialled.
+	api := startAPIServer(t, bins.apiserver, dir, etcdURL, "10.0.0.0/16")
 
 	// A dry run of a namespaced object needs its namespace to exist.
 	kust, err := os.ReadFile(filepath.Join(manifests, "kustomization.yaml"))
