@@ -220,9 +220,11 @@ func removeChains(t *testing.T, before map[string][]string) {
 				continue
 			}
 			if i := slices.Index(f, "-j"); i >= 0 && i+1 < len(f) && slices.Contains(added, f[i+1]) && !slices.Contains(added, f[1]) {
-				args := append([]string{"-w", "-t", table, "-D"}, f[1:]...)
-				if out, err := exec.Command(cmd, args...).CombinedOutput(); err != nil {
-					t.Errorf("%s %v: %v: %s", cmd, args, err, out)
+				// -S quotes what it prints (a --comment with spaces) as a
+				// shell would read it back: let the shell split the rule.
+				del := cmd + " -w -t " + table + " -D " + strings.TrimPrefix(line, "-A ")
+				if out, err := exec.Command("sh", "-c", del).CombinedOutput(); err != nil {
+					t.Errorf("%s: %v: %s", del, err, out)
 				}
 			}
 		}
