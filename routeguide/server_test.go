@@ -883,17 +883,7 @@ func TestRouteChatReaderThatNeverReadsDoesNotBlockOthersAtItsLocation(t *testing
 			want = append(want, "never read", "other")
 			rec := newRecorder()
 			_, addr := startServer(t, routeguide.Config{Features: features.New(nil), Notes: store, Observer: rec})
-			// A fixed window: with the default, BDP estimation may grow it.
-			slowConn := dial(t, addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-			slowCtx, stopSlow := context.WithCancel(t.Context())
-			defer stopSlow()
-			slow, err := pb.NewRouteGuideClient(slowConn).RouteChat(slowCtx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := slow.Send(note(lat, lon, "never read")); err != nil {
-				t.Fatal(err)
-			}
+			slowConn, _ := postUnread(t, addr, lat, lon)
 			select {
 			case <-rec.posted:
 				// The slow stream's handler has stored its note and is now
@@ -972,16 +962,7 @@ func TestRouteChatAnswerNotReadWithinItsWaitEndsTheStreamAndGivesBackItsPlace(t 
 	rec := newRecorder()
 	limits := routeguide.Limits{NoteWrites: 1, NoteWriteWait: 10 * time.Second, AnswerWait: 300 * time.Millisecond}
 	_, addr := startServer(t, routeguide.Config{Features: features.New(nil), Notes: store, Observer: rec, Limits: limits})
-	slowConn := dial(t, addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	slowCtx, stopSlow := context.WithCancel(t.Context())
-	defer stopSlow()
-	slow, err := pb.NewRouteGuideClient(slowConn).RouteChat(slowCtx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := slow.Send(note(lat, lon, "never read")); err != nil {
-		t.Fatal(err)
-	}
+	_, slow := postUnread(t, addr, lat, lon)
 	<-rec.posted
 	start := time.Now()
 	got, err := chat(callContext(t), pb.NewRouteGuideClient(dial(t, addr)), note(1, 1, "other"))
@@ -1025,4 +1006,22 @@ func TestRouteChatRefusesANoteIDOutsideItsBound(t *testing.T) {
 	if _, err := chat(ctx, client, note(1, 1, "x")); err != nil {
 		t.Errorf("a note id of %d bytes: %v", contract.MaxNoteIDBytes, err)
 	}
+}
+
+// postUnread posts the note "never read" at (lat, lon) on a connection of its
+// own and reads nothing of the answer. The connection's windows are fixed at
+// 64 KiB: with the default, BDP estimation may grow them.
+func postUnread(t *testing.T, addr string, lat, lon int32) (*grpc.ClientConn, pb.RouteGuide_RouteChatClient) {
+	t.Helper()
+	conn := dial(t, addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, stop := context.WithCancel(t.Context())
+	t.Cleanup(stop)
+	slow, err := pb.NewRouteGuideClient(conn).RouteChat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Send(note(lat, lon, "never read")); err != nil {
+		t.Fatal(err)
+	}
+	return conn, slow
 }

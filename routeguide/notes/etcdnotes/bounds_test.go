@@ -131,16 +131,11 @@ func TestEtcdAPostAtALocationOfJSONNotesReadsAtMostOneAnswer(t *testing.T) {
 	cli := countingClient(t, srv.ClientURL(), &read)
 	cfg := testConfig(t)
 	store := newEtcd(t, cli, cfg)
-	filler := newClient(t, srv.ClientURL())
 	value, err := protojson.Marshal(notestest.Note(5, 5, strings.Repeat("\x01", cfg.Limits.MessageBytes)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 1000 {
-		if _, err := filler.Put(t.Context(), fmt.Sprintf("%s%032x", store.LocationPrefix(5, 5), i), string(value)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillLocation(t, srv.ClientURL(), store.LocationPrefix(5, 5), "%032x", value)
 	// The answer, one value the last page held beyond it, and the keys of
 	// the location from etcd's index (about 150 bytes each with their
 	// revisions).
@@ -220,16 +215,11 @@ func TestEtcdAPostAtAFullLocationReadsAtMostOneAnswerFromEtcd(t *testing.T) {
 	store := newEtcd(t, cli, cfg)
 	// What an unbounded store let a location hold: 1000 notes of 4 KiB
 	// of control characters, 24 MB of JSON that every post there read.
-	filler := newClient(t, srv.ClientURL())
 	value, err := proto.Marshal(notestest.Note(5, 5, strings.Repeat("\x00", cfg.Limits.MessageBytes)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 1000 {
-		if _, err := filler.Put(t.Context(), fmt.Sprintf("%s%04d", store.LocationPrefix(5, 5), i), string(value)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillLocation(t, srv.ClientURL(), store.LocationPrefix(5, 5), "%04d", value)
 
 	read.Store(0)
 	got, err := store.Post(t.Context(), notestest.Note(5, 5, "one more"))
@@ -503,5 +493,17 @@ func TestEtcdBudgetCountsTheFileEtcdsQuotaChecks(t *testing.T) {
 	}
 	if got := store.Usage().InUse; got < status.DbSize {
 		t.Errorf("the budget counts %d bytes, less than etcd's file of %d (in use %d)", got, status.DbSize, status.DbSizeInUse)
+	}
+}
+
+// fillLocation writes value under 1000 keys of the location at prefix, each
+// named by suffix formatted with 0 to 999, as notes of an earlier release.
+func fillLocation(t *testing.T, url, prefix, suffix string, value []byte) {
+	t.Helper()
+	filler := newClient(t, url)
+	for i := range 1000 {
+		if _, err := filler.Put(t.Context(), prefix+fmt.Sprintf(suffix, i), string(value)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
