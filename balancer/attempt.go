@@ -304,7 +304,9 @@ func (s *timedStream) RecvMsg(m any) error {
 				return err
 			}
 			// The timeout fired as the message came, and took the stream
-			// with it: make the call again, and m with it.
+			// with it: make the call again, and m with it. Stop does not
+			// wait for the timer's cancel, which again reads as the cause.
+			<-s.ctx.Done()
 			err = status.Error(codes.Canceled, errAttemptTimedOut.Error())
 		}
 		again, err := s.finish(err)

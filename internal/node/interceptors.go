@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -111,7 +112,7 @@ func (c *calls) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		s.bound, s.method = c.bound, info.FullMethod
 	}
 	err := c.recoverStream(srv, s, info.FullMethod, handler)
-	if err != nil && !s.headerSent {
+	if err != nil && !s.headerSent.Load() {
 		s.SetTrailer(s.header) // as for a unary call that failed
 	} else {
 		s.sendHeader()
@@ -140,8 +141,10 @@ func (c *calls) panicked(ctx context.Context, method string, p any) error {
 // and sends the node header before the first message, or at the end.
 type callStream struct {
 	grpc.ServerStream
-	header     metadata.MD
-	headerSent bool // only the sending side touches it
+	header metadata.MD
+	// headerSent is read by the interceptor while a sender the handler gave
+	// up on (an unread RouteChat answer) may still be in SendMsg.
+	headerSent atomic.Bool
 	series     callSeries
 	bound      requestBound // zero for a stream exempt from it
 	method     string
@@ -153,17 +156,15 @@ type callStream struct {
 // handler set is merged by gRPC as before; one the handler sent itself
 // through SendHeader below carries the node's too.
 func (s *callStream) sendHeader() {
-	if !s.headerSent {
-		s.headerSent = true
+	if s.headerSent.CompareAndSwap(false, true) {
 		s.ServerStream.SendHeader(s.header)
 	}
 }
 
 func (s *callStream) SendHeader(md metadata.MD) error {
-	if s.headerSent {
+	if !s.headerSent.CompareAndSwap(false, true) {
 		return s.ServerStream.SendHeader(md) // refused, as gRPC refuses a second one
 	}
-	s.headerSent = true
 	return s.ServerStream.SendHeader(metadata.Join(s.header, md))
 }
 

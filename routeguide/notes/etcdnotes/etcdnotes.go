@@ -268,7 +268,10 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 // own could carry, and deleting a deleted key does nothing.
 func (e *Store) prune(ctx context.Context, location string, a *answer) error {
 	_, end := sequencedRange(location)
-	if e.turns.deferPrune(location, a.lastSequenced) {
+	if a.lastSequenced == "" {
+		// The answer took no sequenced note (legacy notes or a note of a
+		// larger bound filled it): nothing marks where to prune from.
+	} else if e.turns.deferPrune(location, a.lastSequenced) {
 		// A post waiting to put at the location deletes them with its note.
 	} else if _, err := e.cli.Delete(ctx, a.lastSequenced+"\x00", clientv3.WithRange(end)); err != nil {
 		return fmt.Errorf("prune the notes at %s after %s: %w", location, a.lastSequenced, err)

@@ -64,7 +64,19 @@ const maxPutAttempts = 16
 const (
 	maxBatch      = 100
 	maxBatchBytes = 1 << 20
+	// maxBatchOps is etcd's default of 128 operations in a transaction's
+	// branch, less the prune that may ride with the puts.
+	maxBatchOps = 127
 )
+
+// putOps is the operations p takes in a batch's transaction: its note, and
+// its id.
+func putOps(p *pendingPut) int {
+	if p.idKey != "" {
+		return 2
+	}
+	return 1
+}
 
 // pendingPut is a note waiting to be put at its location.
 type pendingPut struct {
@@ -255,10 +267,20 @@ func (t *turns) join(location string, p *pendingPut) *turn {
 func (t *turns) takeBatch(tu *turn) []*pendingPut {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n, bytes := 0, 0
-	for n < len(tu.waiting) && n < maxBatch && (n == 0 || bytes+len(tu.waiting[n].value) <= maxBatchBytes) {
-		bytes += len(tu.waiting[n].value)
-		n++
+	n, bytes, ops := 0, 0, 0
+	ids := map[string]bool{}
+	for ; n < len(tu.waiting) && n < maxBatch; n++ {
+		p := tu.waiting[n]
+		if n > 0 && (bytes+len(p.value) > maxBatchBytes || ops+putOps(p) > maxBatchOps ||
+			p.lease != tu.waiting[0].lease || (p.idKey != "" && ids[p.idKey])) {
+			// One batch is one transaction: within etcd's bounds, on one
+			// lease (a lease gone fails every put), each id key once.
+			break
+		}
+		bytes, ops = bytes+len(p.value), ops+putOps(p)
+		if p.idKey != "" {
+			ids[p.idKey] = true
+		}
 	}
 	batch := slices.Clone(tu.waiting[:n])
 	tu.waiting = slices.Delete(tu.waiting, 0, n)
