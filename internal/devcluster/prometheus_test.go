@@ -1,7 +1,6 @@
 package devcluster_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,12 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -46,28 +45,9 @@ func prometheusBinary(t *testing.T) string {
 // prometheus is a Prometheus server that a test runs.
 type prometheus struct {
 	url    string // http://127.0.0.1:port
-	output *syncBuffer
+	output *testutils.SyncBuffer
 	exited chan struct{} // closed once the process has exited
 	err    error         // what Wait returned, once exited is closed
-}
-
-// syncBuffer is the process's output, written by exec's copying goroutine
-// and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startPrometheus runs Prometheus with config on a free port, waits until it
@@ -97,7 +77,7 @@ func launchPrometheus(t *testing.T, bin, config string) (*prometheus, error) {
 	}
 	addr := listener.Addr().String()
 	listener.Close()
-	p := &prometheus{url: "http://" + addr, output: new(syncBuffer), exited: make(chan struct{})}
+	p := &prometheus{url: "http://" + addr, output: new(testutils.SyncBuffer), exited: make(chan struct{})}
 	cmd := exec.Command(bin,
 		"--config.file="+config,
 		"--storage.tsdb.path="+t.TempDir(),

@@ -155,24 +155,13 @@ func callContext(t *testing.T) context.Context {
 }
 
 // logBuffer collects the JSON records of a slog.JSONHandler.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ testutils.SyncBuffer }
 
 // records returns every record logged so far whose msg is msg.
 func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var found []map[string]any
-	for line := range bytes.Lines(b.buf.Bytes()) {
+	for line := range bytes.Lines([]byte(b.String())) {
 		var r map[string]any
 		if err := json.Unmarshal(line, &r); err != nil {
 			t.Fatalf("log line %q: %v", line, err)

@@ -221,9 +221,7 @@ func TestNodeWithEtcdCredentialsRegistersAndNeverShowsThePassword(t *testing.T) 
 	if err := tn.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	tn.logs.mu.Lock()
-	logs := tn.logs.buf.String()
-	tn.logs.mu.Unlock()
+	logs := tn.logs.String()
 	for what, text := range map[string]string{"logs": logs, "metrics": metrics} {
 		if strings.Contains(text, nodePassword) {
 			t.Errorf("the etcd password shows in the node's %s", what)

@@ -1,7 +1,6 @@
 package tlsfiles
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/routeguide-cluster/routeguide/internal/certgen"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 )
@@ -79,7 +79,7 @@ func TestServerTakesNewFilesWithoutRestart(t *testing.T) {
 // on; the whole new pair is then taken.
 func TestBadFilesAreRefusedAndTheOldPairServesOn(t *testing.T) {
 	a, b := testcerts.New(t), testcerts.New(t)
-	logs := &lockedBuffer{}
+	logs := &testutils.SyncBuffer{}
 	metrics := NewMetrics()
 	// A secret, so that the test changes both files at once.
 	pair := func(cert, key []byte) map[string][]byte { return map[string][]byte{"tls.crt": cert, "tls.key": key} }
@@ -412,21 +412,3 @@ func serialIn(t *testing.T, file string) string { return serialOf(t, certIn(t, f
 func serialOf(_ *testing.T, cert *x509.Certificate) string { return cert.SerialNumber.String() }
 
 func notAfter(t *testing.T, file string) time.Time { return certIn(t, file).NotAfter }
-
-// lockedBuffer is a log's output, written by handshakes and read by the test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
