@@ -36,22 +36,24 @@ type answer struct {
 	full       bool  // a bound stopped the answer while older notes remain
 	newestLast []*pb.RouteNote
 
+	floor         string             // the location's floor at rev; "" for none, or not known
 	sequenced     []*mvccpb.KeyValue // keys in hand, not yet taken
-	nextSequenced string             // where the next page of keys starts; "" once read to the end
+	nextSequenced string             // where the next page of keys starts; "" once read to the floor
 	lastSequenced string             // the key of the oldest sequenced note taken
 	legacy        []*mvccpb.KeyValue // keys of earlier releases, newest first, not yet taken
 	legacySeen    int                // the largest value of theirs read
 	values        map[string]*cachedNote
 }
 
-// readAnswer reads the answer to the note stored under key at revision rev
-// (0: the current one).
+// readAnswer reads the answer to the note that r put, at its revision (0:
+// the current one), down to the floor.
 // It fails rather than answer with less than the notes that fit: a cut
 // answer would not be a prefix of later ones.
-func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64, lat, lon int32) (*answer, error) {
-	_, end := sequencedRange(location)
+func (e *Store) readAnswer(ctx context.Context, location string, r putResult, lat, lon int32) (*answer, error) {
+	key, rev := r.key, r.rev
+	end := floorEnd(location, r.floor)
 	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, room: e.cfg.Limits.AnswerBytes,
-		nextSequenced: key, values: make(map[string]*cachedNote)}
+		floor: r.floor, nextSequenced: key, values: make(map[string]*cachedNote)}
 	legacy := legacyRanges(location)
 	// The first page of keys and the keys of earlier releases in one
 	// read-only transaction: no raft entry, not in the apply loop.
@@ -112,8 +114,7 @@ func (a *answer) addSequenced(kvs []*mvccpb.KeyValue, more bool) {
 // keys when none is in hand; nil when all are taken.
 func (a *answer) next(ctx context.Context) (*mvccpb.KeyValue, error) {
 	if len(a.sequenced) == 0 && a.nextSequenced != "" {
-		_, end := sequencedRange(a.location)
-		resp, err := a.e.cli.Get(ctx, a.nextSequenced, clientv3.WithRange(end), clientv3.WithRev(a.rev),
+		resp, err := a.e.cli.Get(ctx, a.nextSequenced, clientv3.WithRange(floorEnd(a.location, a.floor)), clientv3.WithRev(a.rev),
 			clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit()))
 		if err != nil {
 			return nil, fmt.Errorf("read a page of notes at %s from %q: %w", a.location, a.nextSequenced, err)
@@ -221,6 +222,16 @@ func (a *answer) take(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 func (a *answer) notes() []*pb.RouteNote {
 	slices.Reverse(a.newestLast)
 	return a.newestLast
+}
+
+// sequencedPrune is the prune of the sequenced notes that the answer left
+// out; nil when it took none (legacy notes or a note of a larger bound
+// filled it: nothing marks where to prune from), or took the floor.
+func (a *answer) sequencedPrune() *prune {
+	if a.lastSequenced == "" || a.lastSequenced == a.floor {
+		return nil
+	}
+	return &prune{after: a.lastSequenced, floor: a.floor}
 }
 
 // legacyLeftOut are the keys of the notes of earlier releases that the

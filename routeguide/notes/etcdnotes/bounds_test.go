@@ -52,22 +52,43 @@ func countingClient(t testing.TB, url string, read *atomic.Int64) *clientv3.Clie
 	return cli
 }
 
-// rangeCheck is an etcd client interceptor that hands every Range a
-// request carries, alone or in a transaction, to check.
-func rangeCheck(check func(*etcdserverpb.RangeRequest)) grpc.UnaryClientInterceptor {
+// sentOps is an etcd client interceptor that hands check every operation
+// a request carries: alone, in a transaction's branches, or in a
+// transaction nested in one.
+func sentOps(check func(*etcdserverpb.RequestOp)) grpc.UnaryClientInterceptor {
+	var visit func(ops []*etcdserverpb.RequestOp)
+	visit = func(ops []*etcdserverpb.RequestOp) {
+		for _, op := range ops {
+			check(op)
+			if txn := op.GetRequestTxn(); txn != nil {
+				visit(slices.Concat(txn.Success, txn.Failure))
+			}
+		}
+	}
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		switch r := req.(type) {
 		case *etcdserverpb.RangeRequest:
-			check(r)
+			check(&etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestRange{RequestRange: r}})
+		case *etcdserverpb.DeleteRangeRequest:
+			check(&etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestDeleteRange{RequestDeleteRange: r}})
 		case *etcdserverpb.TxnRequest:
-			for _, op := range slices.Concat(r.Success, r.Failure) {
-				if rr := op.GetRequestRange(); rr != nil {
-					check(rr)
-				}
-			}
+			check(&etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestTxn{RequestTxn: r}})
+			visit(slices.Concat(r.Success, r.Failure))
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+}
+
+// opsClient is an etcd client whose every operation goes to check first.
+func opsClient(t testing.TB, url string, check func(*etcdserverpb.RequestOp)) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(sentOps(check))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }
 
 // TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself guards the key layout:
@@ -79,7 +100,11 @@ func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
 	srv := startEtcd(t)
 	var ranges, unbounded atomic.Int64
 	var bad sync.Map
-	check := func(r *etcdserverpb.RangeRequest) {
+	check := func(op *etcdserverpb.RequestOp) {
+		r := op.GetRequestRange()
+		if r == nil {
+			return
+		}
 		ranges.Add(1)
 		plain := r.SortOrder == etcdserverpb.RangeRequest_NONE && r.MinCreateRevision == 0 && r.MaxCreateRevision == 0 &&
 			r.MinModRevision == 0 && r.MaxModRevision == 0
@@ -90,7 +115,7 @@ func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
 	}
 	var read atomic.Int64
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(rangeCheck(check), countReplies(&read))}})
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(sentOps(check), countReplies(&read))}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,8 @@ import (
 // node, and each applies to the notes that node posts and prunes.
 type Config struct {
 	// Prefix is the etcd key prefix under which every note is kept, as
-	// <Prefix><latitude>,<longitude>/~<sequence>. It must end with "/".
+	// <Prefix><latitude>,<longitude>/~<sequence>, with each location's
+	// floor (layout.go) and the notes' ids beside them. It must end with "/".
 	Prefix string
 	// Limits bound a location and one answer: PerLocation, MessageBytes and
 	// AnswerBytes are required. A post reads no more than AnswerBytes and
@@ -232,51 +233,66 @@ func (e *Store) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.R
 }
 
 // putAndRead puts the note, reads its answer at the revision of the put,
-// then deletes the notes the answer left out, if any.
+// then prunes the notes the answer left out, if any.
 func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
 	location := e.LocationPrefix(lat, lon)
-	idKey := ""
+	p := &pendingPut{value: string(value), lease: lease, done: make(chan putResult, 1)}
 	if id := notes.NoteID(ctx); id != "" {
-		idKey = fmt.Sprintf("%sids/%d,%d/%s", e.cfg.Prefix, lat, lon, id)
+		p.idKey = fmt.Sprintf("%sids/%d,%d/%s", e.cfg.Prefix, lat, lon, id)
 	}
-	key, rev, err := e.put(ctx, location, string(value), idKey, lease)
+	turn := e.turns.join(location, p)
+	a, err := e.putAndReadInTurn(ctx, turn, p, lat, lon)
+	var asked *prune
+	if err == nil && a.full {
+		asked = a.sequencedPrune()
+	}
+	if pending := e.turns.leave(turn, asked); pending != nil {
+		// The prune is the other posts' too: it ends with the store's
+		// Timeout, not with this caller's context.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.Timeout)
+		if err := e.prune(pctx, location, *pending, lease); err != nil {
+			e.pruneFailures.Add(1)
+		}
+		cancel()
+	}
 	if err != nil {
 		return nil, err
 	}
-	if rev != 0 {
-		e.budget.wrote(len(key) + len(value) + len(idKey)*2)
-		e.cache.put(&mvccpb.KeyValue{Key: []byte(key), Value: value, ModRevision: rev}, lat, lon)
-	}
-	a, err := e.readAnswer(ctx, location, key, rev, lat, lon)
-	if err != nil {
-		e.unreadAnswers.Add(1)
-		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", key, err)
-	}
 	if a.full {
-		if err := e.prune(ctx, location, a); err != nil {
+		if err := e.delete(ctx, location, a.legacyLeftOut()); err != nil {
 			e.pruneFailures.Add(1)
 		}
 	}
 	return a.notes(), nil
 }
 
-// prune deletes the notes at location that the answer a left out: the
-// sequenced notes after the oldest it took (one DeleteRange, which etcd
-// finds in its index; in the next put's transaction when a post waits to
-// put there), and the legacy notes it did not take. It is safe
-// when nodes prune at once: each deletes only notes that no answer of its
-// own could carry, and deleting a deleted key does nothing.
-func (e *Store) prune(ctx context.Context, location string, a *answer) error {
-	_, end := sequencedRange(location)
-	if a.lastSequenced == "" {
-		// The answer took no sequenced note (legacy notes or a note of a
-		// larger bound filled it): nothing marks where to prune from.
-	} else if e.turns.deferPrune(location, a.lastSequenced) {
-		// A post waiting to put at the location deletes them with its note.
-	} else if _, err := e.cli.Delete(ctx, a.lastSequenced+"\x00", clientv3.WithRange(end)); err != nil {
-		return fmt.Errorf("prune the notes at %s after %s: %w", location, a.lastSequenced, err)
+func (e *Store) putAndReadInTurn(ctx context.Context, turn *turn, p *pendingPut, lat, lon int32) (*answer, error) {
+	r := e.put(ctx, turn, p)
+	if r.err != nil {
+		return nil, r.err
 	}
-	return e.delete(ctx, location, a.legacyLeftOut())
+	if r.rev != 0 {
+		e.budget.wrote(len(r.key) + len(p.value) + len(p.idKey)*2)
+		e.cache.put(&mvccpb.KeyValue{Key: []byte(r.key), Value: []byte(p.value), ModRevision: r.rev}, lat, lon)
+	}
+	a, err := e.readAnswer(ctx, turn.location, r, lat, lon)
+	if err != nil {
+		e.unreadAnswers.Add(1)
+		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", r.key, err)
+	}
+	return a, nil
+}
+
+// prune deletes the sequenced notes that an answer left out, and moves
+// the location's floor to the oldest note it keeps. It is safe when nodes
+// prune at once: each deletes only notes that no answer of its own could
+// carry, and only from the floor it saw.
+func (e *Store) prune(ctx context.Context, location string, p prune, lease clientv3.LeaseID) error {
+	cmp, ops := pruneOps(location, e.floorKey(location), p, lease)
+	if _, err := e.cli.Txn(ctx).If(cmp).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("prune the notes at %s after %s: %w", location, p.after, err)
+	}
+	return nil
 }
 
 // delete deletes keys in transactions of pruneBatch.

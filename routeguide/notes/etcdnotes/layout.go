@@ -65,9 +65,53 @@ const (
 	maxBatch      = 100
 	maxBatchBytes = 1 << 20
 	// maxBatchOps is etcd's default of 128 operations in a transaction's
-	// branch, less the prune that may ride with the puts.
-	maxBatchOps = 127
+	// branch, less the prune that may ride with the puts and the read of
+	// the floor.
+	maxBatchOps = 126
 )
+
+// A location's floor is the key of the oldest note it keeps: the prune
+// that sets it deletes every older note in the same transaction (see
+// pruneOps), so that no note is ever older. Every range a post sends ends
+// there: etcd walks its index over the whole range of a Range to count it,
+// whatever the limit, and a deleted key stays in the index until etcd
+// compacts its history (docs/DESIGN.md, "RouteChat in etcd"). It is kept
+// beside the notes, outside the location's keys: <prefix>floors/<lat>,<lon>/.
+func (e *Store) floorKey(location string) string {
+	return e.cfg.Prefix + "floors/" + strings.TrimPrefix(location, e.cfg.Prefix)
+}
+
+// floorEnd is where the ranges of location end: after its floor, or at
+// the end of the sequenced notes when it has none.
+func floorEnd(location, floor string) string {
+	if floor == "" {
+		_, end := sequencedRange(location)
+		return end
+	}
+	return floor + "\x00"
+}
+
+// prune is what an answer left out: the sequenced notes older than after,
+// down to the floor that the answer saw.
+type prune struct {
+	after, floor string
+}
+
+// pruneOps deletes the notes older than p.after and makes p.after the
+// floor, if the floor is still the one p saw: otherwise another prune
+// moved it, and a later answer prunes again.
+func pruneOps(location, floorKey string, p prune, lease clientv3.LeaseID) (clientv3.Cmp, []clientv3.Op) {
+	cmp := clientv3.Compare(clientv3.Value(floorKey), "=", p.floor)
+	if p.floor == "" {
+		// Without a floor, the first prune walks the location's history
+		// once.
+		cmp = clientv3.Compare(clientv3.CreateRevision(floorKey), "=", 0)
+	}
+	return cmp, []clientv3.Op{
+		clientv3.OpDelete(p.after+"\x00", clientv3.WithRange(floorEnd(location, p.floor))),
+		clientv3.OpPut(floorKey, p.after, clientv3.WithLease(lease)),
+	}
+}
 
 // putOps is the operations p takes in a batch's transaction: its note, and
 // its id.
@@ -86,12 +130,14 @@ type pendingPut struct {
 	done  chan putResult // gets the result once, from whichever post put it
 }
 
-// putResult is where a note was put, and at which revision; rev is 0 for
-// a note whose id was put before, under key.
+// putResult is where a note was put, at which revision, and the floor of
+// its location then; rev is 0 for a note whose id was put before, under
+// key.
 type putResult struct {
-	key string
-	rev int64
-	err error
+	key   string
+	rev   int64
+	floor string
+	err   error
 }
 
 // put stores value under the next sequence number at location and returns
@@ -101,14 +147,12 @@ type putResult struct {
 // the post whose turn it is puts every note waiting there in one
 // transaction (a group commit), so a busy location costs one raft entry per
 // batch, and only other nodes' posts make a put try again.
-func (e *Store) put(ctx context.Context, location, value, idKey string, lease clientv3.LeaseID) (string, int64, error) {
-	p := &pendingPut{value: value, lease: lease, idKey: idKey, done: make(chan putResult, 1)}
-	turn := e.turns.join(location, p)
-	defer e.turns.leave(turn)
+func (e *Store) put(ctx context.Context, turn *turn, p *pendingPut) putResult {
+	location := turn.location
 	for {
 		select {
 		case r := <-p.done:
-			return r.key, r.rev, r.err
+			return r
 		case turn.token <- struct{}{}:
 			if batch := e.turns.takeBatch(turn); len(batch) == 1 && batch[0] == p {
 				e.putBatch(ctx, turn, batch)
@@ -122,11 +166,10 @@ func (e *Store) put(ctx context.Context, location, value, idKey string, lease cl
 			<-turn.token
 		case <-ctx.Done():
 			if e.turns.withdraw(turn, p) {
-				return "", 0, fmt.Errorf("wait for the turn to post at %s: %w", location, ctx.Err())
+				return putResult{err: fmt.Errorf("wait for the turn to post at %s: %w", location, ctx.Err())}
 			}
 			// Another post is putting it: its answer comes within Timeout.
-			r := <-p.done
-			return r.key, r.rev, r.err
+			return <-p.done
 		}
 	}
 }
@@ -135,22 +178,23 @@ func (e *Store) put(ctx context.Context, location, value, idKey string, lease cl
 // result. The holder of the turn's token calls it.
 func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 	location := turn.location
-	start, end := sequencedRange(location)
+	start, _ := sequencedRange(location)
 	fail := func(err error) {
 		turn.known = false
 		for _, p := range batch {
 			p.done <- putResult{err: err}
 		}
 	}
+	floorKey := e.floorKey(location)
 	if !turn.known {
-		resp, err := e.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+		seq, err := e.newest(ctx, location, floorKey)
 		if err != nil {
-			fail(fmt.Errorf("read the newest note at %s: %w", location, err))
+			fail(err)
 			return
 		}
-		turn.seq, turn.known = newestSeq(location, resp), true
+		turn.seq, turn.known = seq, true
 	}
-	pruneAfter := e.turns.takePrune(turn)
+	pruning := e.turns.takePrune(turn)
 	step := uint64(1)
 	for attempt := 0; attempt < maxPutAttempts && len(batch) > 0; attempt++ {
 		keys := make([]string, len(batch))
@@ -166,13 +210,17 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 				ids = append(ids, clientv3.OpGet(p.idKey))
 			}
 		}
+		newer := clientv3.WithRange(keys[0] + "\x00")
 		cmps[0] = clientv3.Compare(clientv3.CreateRevision(start).WithRange(keys[0]+"\x00"), "=", 0)
-		if pruneAfter != "" {
-			// What an earlier answer left out goes in the same raft entry.
-			writes = append(writes, clientv3.OpDelete(pruneAfter+"\x00", clientv3.WithRange(end)))
+		if pruning != nil {
+			// What an earlier answer left out goes in the same raft entry,
+			// in a transaction of its own that only the floor decides.
+			cmp, ops := pruneOps(location, floorKey, *pruning, batch[0].lease)
+			writes = append(writes, clientv3.OpTxn([]clientv3.Cmp{cmp}, ops, nil))
 		}
+		writes = append(writes, clientv3.OpGet(floorKey))
 		resp, err := e.cli.Txn(ctx).If(cmps...).Then(writes...).
-			Else(append([]clientv3.Op{clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))}, ids...)...).
+			Else(append([]clientv3.Op{clientv3.OpGet(start, newer, clientv3.WithKeysOnly(), clientv3.WithLimit(1))}, ids...)...).
 			Commit()
 		if err != nil {
 			fail(fmt.Errorf("put %d notes at %s from %s: %w", len(batch), location, keys[0], err))
@@ -180,8 +228,12 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		}
 		if resp.Succeeded {
 			turn.seq += step + uint64(len(batch)) - 1
+			floor := ""
+			if kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs; len(kvs) > 0 {
+				floor = string(kvs[0].Value)
+			}
 			for i, p := range batch {
-				p.done <- putResult{key: keys[i], rev: resp.Header.Revision}
+				p.done <- putResult{key: keys[i], rev: resp.Header.Revision, floor: floor}
 			}
 			return
 		}
@@ -206,13 +258,35 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		// The winner's next post takes the number after its last one: a
 		// post that lost skips further ahead, so that it wins unless that
 		// node posts twice meanwhile. Gaps in the order change nothing.
-		turn.seq = newestSeq(location, (*clientv3.GetResponse)(resp.Responses[0].GetResponseRange()))
+		turn.seq = max(turn.seq, newestSeq(location, (*clientv3.GetResponse)(resp.Responses[0].GetResponseRange())))
 		step *= 2
 	}
 	if len(batch) == 0 {
 		return
 	}
 	fail(fmt.Errorf("put a note at %s: other nodes posted there first %d times in a row", location, maxPutAttempts))
+}
+
+// newest is the newest sequence number at location: its floor's, or its
+// newest note's, read in a range that ends at the floor.
+func (e *Store) newest(ctx context.Context, location, floorKey string) (uint64, error) {
+	resp, err := e.cli.Get(ctx, floorKey)
+	if err != nil {
+		return 0, fmt.Errorf("read the floor of %s: %w", location, err)
+	}
+	var floor uint64
+	end := floorEnd(location, "")
+	if len(resp.Kvs) > 0 {
+		floor, _ = seqOf(location, resp.Kvs[0].Value)
+		end = floorEnd(location, string(resp.Kvs[0].Value))
+	}
+	start, _ := sequencedRange(location)
+	resp, err = e.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+	if err != nil {
+		return 0, fmt.Errorf("read the newest note at %s: %w", location, err)
+	}
+	// When every note is gone, the floor may remain: numbers go on from it.
+	return max(floor, newestSeq(location, resp)), nil
 }
 
 func newestSeq(location string, resp *clientv3.GetResponse) uint64 {
@@ -240,9 +314,9 @@ type turn struct {
 	// Guarded by turns.mu:
 	users   int           // posts that joined and have not left
 	waiting []*pendingPut // notes not yet taken into a batch, oldest first
-	// pruneAfter is the oldest sequenced key of an answer that left older
-	// notes out: the next put deletes those.
-	pruneAfter string
+	// prune is what the newest answer that left notes out asks for: the
+	// next batch deletes them, or the last post to leave.
+	prune *prune
 }
 
 // join queues p at location and returns the location's turn.
@@ -300,37 +374,32 @@ func (t *turns) withdraw(tu *turn, p *pendingPut) bool {
 	return true
 }
 
-// deferPrune leaves the deletion of the sequenced notes after key to the
-// next put at location, and reports whether a post is there to take it.
-func (t *turns) deferPrune(location, key string) bool {
+// takePrune returns the prune for the put of the turn's holder, and clears
+// it; if that put fails, a later answer prunes again.
+func (t *turns) takePrune(tu *turn) *prune {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	tu := t.at[location]
-	if tu == nil || len(tu.waiting) == 0 {
-		return false
-	}
-	// The newest answer's bound deletes the most: its oldest key is
-	// the least in key order.
-	if tu.pruneAfter == "" || key < tu.pruneAfter {
-		tu.pruneAfter = key
-	}
-	return true
+	p := tu.prune
+	tu.prune = nil
+	return p
 }
 
-// takePrune returns the key after which the put of the turn's holder
-// deletes, and clears it; if that put fails, a later answer prunes again.
-func (t *turns) takePrune(tu *turn) string {
+// leave ends a post's part in the turn, with the prune its answer asks
+// for, if any. The posts at a location prune in one operation: a pending
+// prune rides with the next batch, and the last post to leave takes what
+// is left, to send on its own.
+func (t *turns) leave(tu *turn, p *prune) *prune {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	after := tu.pruneAfter
-	tu.pruneAfter = ""
-	return after
-}
-
-func (t *turns) leave(tu *turn) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if tu.users--; tu.users == 0 {
-		delete(t.at, tu.location)
+	// The newest answer's prune deletes the most: its oldest key is the
+	// least in key order.
+	if p != nil && (tu.prune == nil || p.after < tu.prune.after) {
+		tu.prune = p
 	}
+	if tu.users--; tu.users > 0 {
+		return nil
+	}
+	delete(t.at, tu.location)
+	p, tu.prune = tu.prune, nil
+	return p
 }
