@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -51,17 +52,16 @@ type answer struct {
 // answer would not be a prefix of later ones.
 func (e *Store) readAnswer(ctx context.Context, location string, r putResult, lat, lon int32) (*answer, error) {
 	key, rev := r.key, r.rev
-	end := floorEnd(location, r.floor)
 	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, room: e.cfg.Limits.AnswerBytes,
 		floor: r.floor, nextSequenced: key, values: make(map[string]*cachedNote)}
-	legacy := legacyRanges(location)
-	// The first page of keys and the keys of earlier releases in one
-	// read-only transaction: no raft entry, not in the apply loop.
-	resp, err := e.cli.Txn(ctx).Then(
-		clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit())),
-		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
-		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
-	).Commit()
+	limit := a.keysLimit()
+	var resp *clientv3.TxnResponse
+	var err error
+	if r.page != nil {
+		resp, err = r.page.read(ctx, e, location, rev, r.floor, limit)
+	} else {
+		resp, err = e.readFirstPage(ctx, location, key, rev, r.floor, limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read the first page at %s: %w", location, err)
 	}
@@ -71,7 +71,14 @@ func (e *Store) readAnswer(ctx context.Context, location string, r putResult, la
 		a.rev = resp.Header.Revision
 	}
 	first := resp.Responses[0].GetResponseRange()
-	a.addSequenced(first.Kvs, first.More)
+	kvs, more := first.Kvs, first.More
+	if r.page != nil {
+		// The batch's page starts at its newest note: this answer's part
+		// starts at its own.
+		kvs = kvs[min(r.offset, len(kvs)):min(r.offset+int(limit), len(kvs))]
+		more = first.More || len(first.Kvs) > r.offset+int(limit)
+	}
+	a.addSequenced(kvs, more)
 	for _, r := range resp.Responses[1:] {
 		a.legacy = append(a.legacy, r.GetResponseRange().Kvs...)
 	}
@@ -90,6 +97,41 @@ func (e *Store) readAnswer(ctx context.Context, location string, r putResult, la
 	}
 }
 
+// readFirstPage reads, at revision rev, the first page of keys of an
+// answer from the note under key, and the keys of earlier releases, in one
+// read-only transaction: no raft entry, not in the apply loop.
+func (e *Store) readFirstPage(ctx context.Context, location, key string, rev int64, floor string, limit int64) (*clientv3.TxnResponse, error) {
+	legacy := legacyRanges(location)
+	return e.cli.Txn(ctx).Then(
+		clientv3.OpGet(key, clientv3.WithRange(floorEnd(location, floor)), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(limit)),
+		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
+		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
+	).Commit()
+}
+
+// firstPage is the first page of keys of the answers of one batch, read
+// once for all of them: every answer is read at the batch's revision, and
+// each one's page is the part from its own note on.
+type firstPage struct {
+	once   sync.Once
+	newest string // the key of the batch's newest note
+	extra  int    // the batch's other notes, newer than its oldest
+	resp   *clientv3.TxnResponse
+	err    error
+}
+
+// read returns the batch's page, as long as the oldest note's answer needs
+// and the newer notes of the batch more; the first post to ask reads it,
+// within the store's Timeout, as the others wait for it.
+func (p *firstPage) read(ctx context.Context, e *Store, location string, rev int64, floor string, limit int64) (*clientv3.TxnResponse, error) {
+	p.once.Do(func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.Timeout)
+		defer cancel()
+		p.resp, p.err = e.readFirstPage(rctx, location, p.newest, rev, floor, limit+int64(p.extra))
+	})
+	return p.resp, p.err
+}
+
 // pageLimit is how many notes costing at most noteBytes surely fit in the
 // room left, and within PerLocation.
 func (a *answer) pageLimit(noteBytes int) int {
@@ -97,9 +139,10 @@ func (a *answer) pageLimit(noteBytes int) int {
 }
 
 // keysLimit is a page of keys: as many notes as the room left could hold
-// if each had a message of MessageBytes.
+// if each had a message of MessageBytes, and one more, so that at a full
+// location the note that no longer fits is in hand without another page.
 func (a *answer) keysLimit() int64 {
-	return int64(a.pageLimit(a.e.cfg.Limits.MessageBytes + notes.NoteOverhead))
+	return int64(a.pageLimit(a.e.cfg.Limits.MessageBytes+notes.NoteOverhead)) + 1
 }
 
 func (a *answer) addSequenced(kvs []*mvccpb.KeyValue, more bool) {

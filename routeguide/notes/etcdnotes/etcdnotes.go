@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -55,6 +56,14 @@ type Config struct {
 	// BudgetCheck is how often, at most, a Store asks etcd its size while
 	// notes are posted.
 	BudgetCheck time.Duration
+	// WriteRate is how many notes per second a Store writes to etcd at
+	// most, a tenth of a second's worth at once after a pause: a post past
+	// it waits its turn, and fails with notes.ErrWriteRate at once when its
+	// turn would come after its deadline or Timeout. It keeps the posts of
+	// a node's clients from taking the etcd member that the registry's
+	// writes need too (docs/DESIGN.md, "RouteChat in etcd"); etcd takes at
+	// most WriteRate times MessageBytes a second from a node.
+	WriteRate int
 	// CacheBytes bounds the notes a Store keeps in memory once read, so
 	// that a post reads from etcd only the keys of its answer and the
 	// values it has not seen (see cache.go). Zero keeps none.
@@ -72,8 +81,15 @@ func DefaultConfig() Config {
 		Budget:      DefaultBudget,
 		BudgetCheck: time.Second,
 		CacheBytes:  DefaultCacheBytes,
+		WriteRate:   DefaultWriteRate,
 	}
 }
+
+// DefaultWriteRate is the notes per second a node writes to etcd at most:
+// what an etcd member on two shared cores took beside the registry's writes
+// (docs/BENCHMARKS.md, "RouteChat in etcd"). A member with cores and disks of
+// its own takes more.
+const DefaultWriteRate = 100
 
 // DefaultBudget is a quarter of etcd's default quota (--quota-backend-bytes,
 // 2 GiB): the registry, etcd's history and a burst of notes between two
@@ -108,6 +124,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("notes etcd config: BudgetCheck %v must be positive", c.BudgetCheck)
 	case c.CacheBytes < 0:
 		return fmt.Errorf("notes etcd config: CacheBytes %d must not be negative", c.CacheBytes)
+	case c.WriteRate < 1:
+		return fmt.Errorf("notes etcd config: WriteRate %d must be at least 1", c.WriteRate)
 	}
 	return nil
 }
@@ -156,6 +174,7 @@ type Store struct {
 	// its context ends, by the one Post that grants the next lease, so that
 	// concurrent posts at a bucket's end grant one lease and not one each.
 	grant chan struct{}
+	rate  *rate.Limiter // of notes written
 	turns turns
 	cache *cache
 	mu    sync.Mutex // guards lease and leaseUntil
@@ -173,7 +192,7 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1),
-		cache: newCache(cfg.CacheBytes)}, nil
+		rate: rate.NewLimiter(rate.Limit(cfg.WriteRate), max(1, cfg.WriteRate/10)), cache: newCache(cfg.CacheBytes)}, nil
 }
 
 // Stats returns the store's counters since it was made.
@@ -206,6 +225,14 @@ func (e *Store) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, 
 	if err := e.budget.check(opCtx); err != nil {
 		return nil, err
 	}
+	// Posts wait their turn in arrival order; a turn past the deadline is
+	// refused at once, without waiting for it.
+	if err := e.rate.Wait(opCtx); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("store note in etcd: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("the node writes at most %d notes a second to etcd, and this one's turn would come after its deadline: %w", e.cfg.WriteRate, notes.ErrWriteRate)
+	}
 	answer, err := e.post(opCtx, lat, lon, value)
 	if err != nil {
 		return nil, e.postError(ctx, err)
@@ -232,8 +259,8 @@ func (e *Store) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.R
 	}
 }
 
-// putAndRead puts the note, reads its answer at the revision of the put,
-// then prunes the notes the answer left out, if any.
+// putAndRead puts the note and reads its answer at the revision of the
+// put; the next put at the location prunes what the answer left out.
 func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
 	location := e.LocationPrefix(lat, lon)
 	p := &pendingPut{value: string(value), lease: lease, done: make(chan putResult, 1)}
@@ -246,15 +273,7 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 	if err == nil && a.full {
 		asked = a.sequencedPrune()
 	}
-	if pending := e.turns.leave(turn, asked); pending != nil {
-		// The prune is the other posts' too: it ends with the store's
-		// Timeout, not with this caller's context.
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.Timeout)
-		if err := e.prune(pctx, location, *pending, lease); err != nil {
-			e.pruneFailures.Add(1)
-		}
-		cancel()
-	}
+	e.turns.leave(turn, asked)
 	if err != nil {
 		return nil, err
 	}
@@ -281,18 +300,6 @@ func (e *Store) putAndReadInTurn(ctx context.Context, turn *turn, p *pendingPut,
 		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", r.key, err)
 	}
 	return a, nil
-}
-
-// prune deletes the sequenced notes that an answer left out, and moves
-// the location's floor to the oldest note it keeps. It is safe when nodes
-// prune at once: each deletes only notes that no answer of its own could
-// carry, and only from the floor it saw.
-func (e *Store) prune(ctx context.Context, location string, p prune, lease clientv3.LeaseID) error {
-	cmp, ops := pruneOps(location, e.floorKey(location), p, lease)
-	if _, err := e.cli.Txn(ctx).If(cmp).Then(ops...).Commit(); err != nil {
-		return fmt.Errorf("prune the notes at %s after %s: %w", location, p.after, err)
-	}
-	return nil
 }
 
 // delete deletes keys in transactions of pruneBatch.

@@ -137,7 +137,11 @@ type putResult struct {
 	key   string
 	rev   int64
 	floor string
-	err   error
+	// page is read once for the batch's answers, where this note's part
+	// starts at offset; nil for a note put before.
+	page   *firstPage
+	offset int
+	err    error
 }
 
 // put stores value under the next sequence number at location and returns
@@ -232,8 +236,15 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 			if kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs; len(kvs) > 0 {
 				floor = string(kvs[0].Value)
 			}
+			if floor != "" && floor < keys[0] {
+				// Every note above the floor is gone, and the numbers this
+				// node knew were below it: the floor no longer holds.
+				e.dropFloor(ctx, floorKey, floor)
+				floor = ""
+			}
+			page := &firstPage{newest: keys[len(keys)-1], extra: len(keys) - 1}
 			for i, p := range batch {
-				p.done <- putResult{key: keys[i], rev: resp.Header.Revision, floor: floor}
+				p.done <- putResult{key: keys[i], rev: resp.Header.Revision, floor: floor, page: page, offset: len(keys) - 1 - i}
 			}
 			return
 		}
@@ -265,6 +276,12 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		return
 	}
 	fail(fmt.Errorf("put a note at %s: other nodes posted there first %d times in a row", location, maxPutAttempts))
+}
+
+// dropFloor deletes the floor of a location, unless it moved.
+func (e *Store) dropFloor(ctx context.Context, floorKey, floor string) {
+	// On failure the next batch finds it again.
+	_, _ = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(floorKey), "=", floor)).Then(clientv3.OpDelete(floorKey)).Commit()
 }
 
 // newest is the newest sequence number at location: its floor's, or its
@@ -299,11 +316,26 @@ func newestSeq(location string, resp *clientv3.GetResponse) uint64 {
 
 // turns let one post at a time of this store take a location's next
 // sequence number. An entry lives while posts wait for it, so the map holds
-// at most as many locations as posts run at once.
+// at most as many locations as posts run at once. What an entry knows
+// outlives it at up to maxIdle idle locations: the newest number seen, so
+// that a location posted to now and then is not read again before each
+// post (a number another node passed meanwhile costs the put one lost
+// comparison), and the prune that the last answer asked for, which the next
+// put there carries.
 type turns struct {
-	mu sync.Mutex
-	at map[string]*turn
+	mu   sync.Mutex
+	at   map[string]*turn
+	idle map[string]idleTurn
 }
+
+type idleTurn struct {
+	seq   uint64
+	prune *prune
+}
+
+// maxIdle bounds the idle locations a store remembers. A prune forgotten
+// with one is done by the next prune there, which deletes down to the floor.
+const maxIdle = 4096
 
 type turn struct {
 	location string
@@ -315,7 +347,7 @@ type turn struct {
 	users   int           // posts that joined and have not left
 	waiting []*pendingPut // notes not yet taken into a batch, oldest first
 	// prune is what the newest answer that left notes out asks for: the
-	// next batch deletes them, or the last post to leave.
+	// next batch deletes them.
 	prune *prune
 }
 
@@ -329,6 +361,10 @@ func (t *turns) join(location string, p *pendingPut) *turn {
 	tu := t.at[location]
 	if tu == nil {
 		tu = &turn{location: location, token: make(chan struct{}, 1)}
+		if idle, ok := t.idle[location]; ok {
+			tu.seq, tu.known, tu.prune = idle.seq, true, idle.prune
+			delete(t.idle, location)
+		}
 		t.at[location] = tu
 	}
 	tu.users++
@@ -385,10 +421,10 @@ func (t *turns) takePrune(tu *turn) *prune {
 }
 
 // leave ends a post's part in the turn, with the prune its answer asks
-// for, if any. The posts at a location prune in one operation: a pending
-// prune rides with the next batch, and the last post to leave takes what
-// is left, to send on its own.
-func (t *turns) leave(tu *turn, p *prune) *prune {
+// for, if any: the next batch at the location carries it, one operation for
+// the posts of a batch, which read the same answer. Until then the location
+// keeps the notes of one batch more than its answers hold.
+func (t *turns) leave(tu *turn, p *prune) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	// The newest answer's prune deletes the most: its oldest key is the
@@ -397,9 +433,21 @@ func (t *turns) leave(tu *turn, p *prune) *prune {
 		tu.prune = p
 	}
 	if tu.users--; tu.users > 0 {
-		return nil
+		return
 	}
 	delete(t.at, tu.location)
-	p, tu.prune = tu.prune, nil
-	return p
+	// Read under t.mu: no post holds the turn's token now.
+	if !tu.known {
+		return
+	}
+	if t.idle == nil {
+		t.idle = make(map[string]idleTurn)
+	}
+	for k := range t.idle {
+		if len(t.idle) < maxIdle {
+			break
+		}
+		delete(t.idle, k)
+	}
+	t.idle[tu.location] = idleTurn{seq: tu.seq, prune: tu.prune}
 }
