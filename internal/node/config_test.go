@@ -42,6 +42,7 @@ func TestValidateNamesTheFlagAtFault(t *testing.T) {
 		{"empty note messages only", func(c *Config) { c.NoteLimits.MessageBytes = 0 }, "--max-note-bytes"},
 		{"note messages too large for etcd", func(c *Config) { c.NoteLimits.MessageBytes = 1 << 20 }, "--max-note-bytes"},
 		{"notes kept under a second", func(c *Config) { c.NoteMaxAge = 500 * time.Millisecond }, "--notes-max-age"},
+		{"no notes written to etcd", func(c *Config) { c.NotesWriteRate = 0 }, "--notes-write-rate"},
 		{"unbounded limits when standalone", func(c *Config) {
 			c.Etcd = nil
 			c.Limits.RoutePoints, c.Limits.ChatNotes, c.NoteLimits.PerLocation, c.NoteLimits.Bytes = 0, 0, 0, 0

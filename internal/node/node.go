@@ -253,6 +253,7 @@ func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
 	ecfg.MaxAge = cfg.NoteMaxAge
 	ecfg.Budget = cfg.NotesBudget
 	ecfg.CacheBytes = cfg.NotesCacheBytes
+	ecfg.WriteRate = cfg.NotesWriteRate
 	return etcdnotes.New(etcd, ecfg)
 }
 
