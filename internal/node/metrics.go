@@ -92,6 +92,10 @@ func newNodeMetrics(featureCount int, store notes.Store, tlsFiles *tlsfiles.Metr
 				Name: "routeguide_notes_unread_answers_total",
 				Help: "Posts whose note was stored in etcd but whose answer could not be read whole; each failed with UNAVAILABLE rather than answer with part of it.",
 			}, func() float64 { return float64(store.Stats().UnreadAnswers) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_future_reads_total",
+				Help: "Reads of an answer at its post's revision that an etcd member refused, not having applied that revision yet, and that went again linearizable.",
+			}, func() float64 { return float64(store.Stats().FutureReads) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "routeguide_notes_budget_used_bytes",
 				Help: "Data the notes' etcd holds, as last measured while notes were posted (the largest DbSizeInUse of its members, plus what the node wrote since).",

@@ -3,11 +3,13 @@ package etcdnotes
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
@@ -102,11 +104,30 @@ func (e *Store) readAnswer(ctx context.Context, location string, r putResult, la
 // read-only transaction: no raft entry, not in the apply loop.
 func (e *Store) readFirstPage(ctx context.Context, location, key string, rev int64, floor string, limit int64) (*clientv3.TxnResponse, error) {
 	legacy := legacyRanges(location)
-	return e.cli.Txn(ctx).Then(
-		clientv3.OpGet(key, clientv3.WithRange(floorEnd(location, floor)), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(limit)),
-		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
-		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
-	).Commit()
+	return e.readAt(ctx, rev, func(at ...clientv3.OpOption) []clientv3.Op {
+		return []clientv3.Op{
+			clientv3.OpGet(key, append(at, clientv3.WithRange(floorEnd(location, floor)), clientv3.WithKeysOnly(), clientv3.WithLimit(limit))...),
+			clientv3.OpGet(legacy[0][0], append(at, clientv3.WithRange(legacy[0][1]), clientv3.WithKeysOnly())...),
+			clientv3.OpGet(legacy[1][0], append(at, clientv3.WithRange(legacy[1][1]), clientv3.WithKeysOnly())...),
+		}
+	})
+}
+
+// readAt sends the reads that ops builds with at, which names revision
+// rev. They are serializable: a revision names one state, whichever
+// member answers, and the member then needs no round of raft to confirm
+// that it is current. A member that has not applied rev yet refuses them,
+// and they go again linearizable, as do reads of the current revision
+// (rev 0).
+func (e *Store) readAt(ctx context.Context, rev int64, ops func(at ...clientv3.OpOption) []clientv3.Op) (*clientv3.TxnResponse, error) {
+	if rev != 0 {
+		resp, err := e.cli.Txn(ctx).Then(ops(clientv3.WithRev(rev), clientv3.WithSerializable())...).Commit()
+		if !errors.Is(err, rpctypes.ErrFutureRev) {
+			return resp, err
+		}
+		e.futureReads.Add(1)
+	}
+	return e.cli.Txn(ctx).Then(ops(clientv3.WithRev(rev))...).Commit()
 }
 
 // firstPage is the first page of keys of the answers of one batch, read
@@ -157,12 +178,15 @@ func (a *answer) addSequenced(kvs []*mvccpb.KeyValue, more bool) {
 // keys when none is in hand; nil when all are taken.
 func (a *answer) next(ctx context.Context) (*mvccpb.KeyValue, error) {
 	if len(a.sequenced) == 0 && a.nextSequenced != "" {
-		resp, err := a.e.cli.Get(ctx, a.nextSequenced, clientv3.WithRange(floorEnd(a.location, a.floor)), clientv3.WithRev(a.rev),
-			clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit()))
+		resp, err := a.e.readAt(ctx, a.rev, func(at ...clientv3.OpOption) []clientv3.Op {
+			return []clientv3.Op{clientv3.OpGet(a.nextSequenced, append(at, clientv3.WithRange(floorEnd(a.location, a.floor)),
+				clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit()))...)}
+		})
 		if err != nil {
 			return nil, fmt.Errorf("read a page of notes at %s from %q: %w", a.location, a.nextSequenced, err)
 		}
-		a.addSequenced(resp.Kvs, resp.More)
+		page := resp.Responses[0].GetResponseRange()
+		a.addSequenced(page.Kvs, page.More)
 	}
 	switch {
 	case len(a.sequenced) == 0 && len(a.legacy) == 0:
@@ -207,11 +231,13 @@ func (a *answer) value(ctx context.Context, kv *mvccpb.KeyValue) (*cachedNote, e
 			batch = append(batch, k)
 		}
 	}
-	ops := make([]clientv3.Op, len(batch))
-	for i, k := range batch {
-		ops[i] = clientv3.OpGet(string(k.Key), clientv3.WithRev(a.rev))
-	}
-	resp, err := a.e.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := a.e.readAt(ctx, a.rev, func(at ...clientv3.OpOption) []clientv3.Op {
+		ops := make([]clientv3.Op, len(batch))
+		for i, k := range batch {
+			ops[i] = clientv3.OpGet(string(k.Key), at...)
+		}
+		return ops
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read %d notes at %s: %w", len(batch), a.location, err)
 	}

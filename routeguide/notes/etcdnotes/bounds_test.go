@@ -368,10 +368,11 @@ func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.
 	srv := startEtcd(t)
 	var cut atomic.Bool
 	var injected atomic.Int64
-	// A page after the first is the only plain Range a post sends at the
-	// revision of its put.
+	// A page after the first is the only read a post sends alone that is
+	// a range at the revision of its put.
 	cutPages := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if r, ok := req.(*etcdserverpb.RangeRequest); ok && r.Revision > 0 && cut.Load() {
+		if r, ok := req.(*etcdserverpb.TxnRequest); ok && len(r.Success) == 1 && cut.Load() &&
+			r.Success[0].GetRequestRange().GetRevision() > 0 && len(r.Success[0].GetRequestRange().GetRangeEnd()) > 0 {
 			injected.Add(1)
 			return errors.New("connection cut between two pages")
 		}

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/time/rate"
@@ -153,6 +152,10 @@ type Stats struct {
 	// could not be read whole: the post failed with ErrUnavailable rather
 	// than answer with part of it.
 	UnreadAnswers uint64
+	// FutureReads counts reads of an answer that a member refused, not
+	// having applied the post's revision yet, and that went again
+	// linearizable (see readAt).
+	FutureReads uint64
 }
 
 // Store is a notes.Store in etcd, shared by every node that uses the same Prefix:
@@ -169,6 +172,7 @@ type Store struct {
 	skipped       atomic.Uint64
 	pruneFailures atomic.Uint64
 	unreadAnswers atomic.Uint64
+	futureReads   atomic.Uint64
 
 	// grant is held, as a one-slot semaphore that a waiter can leave when
 	// its context ends, by the one Post that grants the next lease, so that
@@ -197,7 +201,8 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 
 // Stats returns the store's counters since it was made.
 func (e *Store) Stats() Stats {
-	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load()}
+	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load(),
+		FutureReads: e.futureReads.Load()}
 }
 
 // LocationPrefix is the etcd key prefix of the notes at a location.
@@ -263,7 +268,7 @@ func (e *Store) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.R
 // put; the next put at the location prunes what the answer left out.
 func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
 	location := e.LocationPrefix(lat, lon)
-	p := &pendingPut{value: string(value), lease: lease, done: make(chan putResult, 1)}
+	p := &pendingPut{value: string(value), lat: lat, lon: lon, lease: lease, done: make(chan putResult, 1)}
 	if id := notes.NoteID(ctx); id != "" {
 		p.idKey = fmt.Sprintf("%sids/%d,%d/%s", e.cfg.Prefix, lat, lon, id)
 	}
@@ -292,7 +297,6 @@ func (e *Store) putAndReadInTurn(ctx context.Context, turn *turn, p *pendingPut,
 	}
 	if r.rev != 0 {
 		e.budget.wrote(len(r.key) + len(p.value) + len(p.idKey)*2)
-		e.cache.put(&mvccpb.KeyValue{Key: []byte(r.key), Value: []byte(p.value), ModRevision: r.rev}, lat, lon)
 	}
 	a, err := e.readAnswer(ctx, turn.location, r, lat, lon)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -124,10 +125,11 @@ func putOps(p *pendingPut) int {
 
 // pendingPut is a note waiting to be put at its location.
 type pendingPut struct {
-	value string
-	lease clientv3.LeaseID
-	idKey string         // where the client's note id is kept; "" without one
-	done  chan putResult // gets the result once, from whichever post put it
+	value    string
+	lat, lon int32
+	lease    clientv3.LeaseID
+	idKey    string         // where the client's note id is kept; "" without one
+	done     chan putResult // gets the result once, from whichever post put it
 }
 
 // putResult is where a note was put, at which revision, and the floor of
@@ -243,6 +245,10 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 				floor = ""
 			}
 			page := &firstPage{newest: keys[len(keys)-1], extra: len(keys) - 1}
+			for i, p := range batch {
+				// Before any answer of the batch, which may hold it.
+				e.cache.put(&mvccpb.KeyValue{Key: []byte(keys[i]), Value: []byte(p.value), ModRevision: resp.Header.Revision}, p.lat, p.lon)
+			}
 			for i, p := range batch {
 				p.done <- putResult{key: keys[i], rev: resp.Header.Revision, floor: floor, page: page, offset: len(keys) - 1 - i}
 			}
@@ -423,7 +429,7 @@ func (t *turns) takePrune(tu *turn) *prune {
 // leave ends a post's part in the turn, with the prune its answer asks
 // for, if any: the next batch at the location carries it, one operation for
 // the posts of a batch, which read the same answer. Until then the location
-// keeps the notes of one batch more than its answers hold.
+// keeps, beyond its answers, the notes of the batches put since.
 func (t *turns) leave(tu *turn, p *prune) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

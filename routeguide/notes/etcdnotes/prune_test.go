@@ -75,9 +75,11 @@ func TestEtcdEveryRangeOfAPostEndsAtTheLocationsFloor(t *testing.T) {
 	if n := toEnd.Load(); n != 0 {
 		t.Errorf("%d operations of 70 posts at a pruned location reached the end of its notes, want none: %s", n, strings.Join(seen[:min(3, len(seen))], "; "))
 	}
-	// An answer, and the batch whose answer's prune the next put carries.
-	if n := countAt(t, newClient(t, srv.ClientURL()), store, 4, 4); n > cfg.Limits.PerLocation+8 {
-		t.Errorf("etcd keeps %d notes at the location, want an answer's %d and a batch at most", n, cfg.Limits.PerLocation)
+	// An answer, and the notes of the two last batches of the 8 posters:
+	// the last one's prune waits for the next put, and the one before it
+	// may have started while the answers that asked for its prune were read.
+	if n := countAt(t, newClient(t, srv.ClientURL()), store, 4, 4); n > cfg.Limits.PerLocation+2*8 {
+		t.Errorf("etcd keeps %d notes at the location, want an answer's %d and two batches at most", n, cfg.Limits.PerLocation)
 	}
 }
 
