@@ -24,30 +24,18 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
-// binary is the node command, built once by TestMain.
-var binary string
+// commands are the node and client commands, built once by TestMain.
+var commands testutils.Commands
 
 func TestMain(m *testing.M) {
-	os.Exit(buildAndRun(m))
-}
-
-func buildAndRun(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "routeguide-node-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "node")
-	// go test puts its own go command first on PATH.
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build the node command: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
+	os.Exit(testutils.RunWithBuilds(m, func(dir string) (err error) {
+		commands, err = testutils.BuildCommands(dir)
+		return err
+	}))
 }
 
 // standalone are the arguments that keep a node off fixed ports and etcd;
@@ -57,7 +45,7 @@ var standalone = []string{"--listen=127.0.0.1:0", "--etcd=", "--metrics-listen="
 // command prepares the node binary with env added to an environment cleared
 // of ROUTEGUIDE_ variables, so the tests do not depend on the caller's.
 func command(ctx context.Context, env []string, args ...string) *exec.Cmd {
-	return commandOf(ctx, binary, env, args...)
+	return commandOf(ctx, commands.Node, env, args...)
 }
 
 // commandOf is command for the node binary at bin.
@@ -211,7 +199,7 @@ func startServing(t testing.TB, args ...string) (*process, string) {
 // startServingWith is startServing with env added to the node's environment.
 func startServingWith(t testing.TB, env []string, args ...string) (*process, string) {
 	t.Helper()
-	return startServingBinary(t, binary, env, args...)
+	return startServingBinary(t, commands.Node, env, args...)
 }
 
 // startServingBinary is startServingWith for the node binary at bin.

@@ -64,7 +64,7 @@ func TestRollingUpgradeFromThePreviousReleaseKeepsEveryNoteInAnswers(t *testing.
 		return []string{"--etcd", etcd.ClientURL(), "--node-id", id, "--lease-ttl", "3s"}
 	}
 	var nodes []pb.RouteGuideClient
-	for i, bin := range []string{previous, binary} {
+	for i, bin := range []string{previous, commands.Node} {
 		p, addr := startServingBinary(t, bin, nil, args(fmt.Sprint("node-", i))...)
 		t.Cleanup(func() {
 			p.cmd.Process.Kill()
