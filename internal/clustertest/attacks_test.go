@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 // The attack suite: what a client with nothing but a RouteGuide client (or a
 // raw HTTP/2 connection) can send must not reach the registry or a node's
@@ -8,7 +8,7 @@ package devcluster_test
 // all succeeded, and that the heap stayed under the scenario's bound. Each
 // logs a FAULT line, as the fault suite does:
 //
-// go test -race -count=1 -run TestAttack -v ./internal/devcluster/ | grep FAULT
+// go test -race -count=1 -run TestAttack -v ./internal/clustertest/ | grep FAULT
 
 import (
 	"bytes"
@@ -41,8 +41,10 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/hostile"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -57,7 +59,7 @@ type attackGround struct {
 	etcd    *localetcd.Server
 	nodes   []*ownNode
 	before  map[string]registration
-	calls   *answerlog.Log
+	calls   *loadtest.Log
 	loads   *faultLoad
 	heap    *heapWatch
 	started time.Time
@@ -97,7 +99,7 @@ func startAttackGround(t *testing.T, configure func(*node.Config)) *attackGround
 	}
 	t.Cleanup(func() { conn.Close() })
 	waitAllAnswer(t, conn, "a", "b")
-	g.calls = answerlog.New(conn)
+	g.calls = loadtest.NewLog(conn)
 	g.loads = startLoads(t, g.calls, loadSpec{load.Get, 4}, loadSpec{load.List, 2}, loadSpec{load.Record, 2})
 	g.heap = watchHeap(t)
 	g.started = time.Now()
@@ -119,7 +121,7 @@ func (g *attackGround) finish(t *testing.T, scenario string, heapBound uint64, m
 	if p99 > time.Second {
 		t.Errorf("GetFeature's p99 under attack was %v, want under 1s", p99)
 	}
-	cli := etcdClient(t, g.etcd.ClientURL())
+	cli := etcdtest.Client(t, g.etcd.ClientURL())
 	alarms, err := cli.AlarmList(t.Context())
 	if err != nil || len(alarms.Alarms) != 0 {
 		t.Errorf("etcd alarms after the attack: %v (%v), want none", alarms, err)
@@ -292,7 +294,7 @@ func TestAttackNotesCannotFillEtcd(t *testing.T) {
 func TestAttackBusyLocationCostsABoundedPost(t *testing.T) {
 	const writes = 16
 	g := startAttackGround(t, func(c *node.Config) { c.Limits.NoteWrites = writes })
-	cli := etcdClient(t, g.etcd.ClientURL())
+	cli := etcdtest.Client(t, g.etcd.ClientURL())
 	value, err := proto.Marshal(note(90000000, 90000000, strings.Repeat("\x01", 4<<10)))
 	if err != nil {
 		t.Fatal(err)
@@ -546,14 +548,14 @@ func TestNotesCanLiveInAnEtcdOfTheirOwn(t *testing.T) {
 		t.Cleanup(srv.Close)
 		etcds[i] = srv
 	}
-	cfg := nodeTemplate(t)
+	cfg := nodetest.Config(t)
 	cfg.NodeID, cfg.Etcd, cfg.NotesEtcd = "a", []string{etcds[0].ClientURL()}, []string{etcds[1].ClientURL()}
 	n := startOwnNode(t, cfg, nil)
 	conn := rawClient(t, n.Addr().String(), "127.0.0.1")
 	if _, err := chatOnce(callContext(t), conn, note(1, 1, "kept apart")); err != nil {
 		t.Fatal(err)
 	}
-	registry, notes := etcdClient(t, etcds[0].ClientURL()), etcdClient(t, etcds[1].ClientURL())
+	registry, notes := etcdtest.Client(t, etcds[0].ClientURL()), etcdtest.Client(t, etcds[1].ClientURL())
 	count := func(cli *clientv3.Client, prefix string) int64 {
 		resp, err := cli.Get(t.Context(), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
@@ -581,7 +583,7 @@ func TestNotesCanLiveInAnEtcdOfTheirOwn(t *testing.T) {
 func TestAttackUnreadAnswersFromFewHostsLeaveRoomForOthers(t *testing.T) {
 	const wait = 3 * time.Second
 	g := startAttackGround(t, func(c *node.Config) { c.Limits.AnswerWait = wait })
-	cli := etcdClient(t, g.etcd.ClientURL())
+	cli := etcdtest.Client(t, g.etcd.ClientURL())
 	busy := note(80000000, 80000000, strings.Repeat("\x01", 4<<10))
 	value, err := proto.Marshal(busy)
 	if err != nil {

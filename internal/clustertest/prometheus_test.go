@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 import (
 	"encoding/json"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -175,7 +176,7 @@ func (p *prometheus) query(t *testing.T, expr string) ([]sample, error) {
 func TestPrometheusFindsAndScrapesEveryNode(t *testing.T) {
 	bin := prometheusBinary(t)
 	template := metricsTemplate(t)
-	cluster := startCluster(t, 3, template)
+	cluster := nodetest.StartCluster(t, 3, template)
 	nodes := cluster.Nodes()
 
 	// The rules the compose Prometheus loads, evaluated on real nodes.

@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grayfault"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 
@@ -64,9 +65,9 @@ type pythonAnswers struct {
 // a node drained while it calls must cost it no call.
 func TestPythonClientOverXDS(t *testing.T) {
 	python := pythonWithGRPC(t)
-	template := nodeTemplate(t)
+	template := nodetest.Config(t)
 	template.DrainDelay = time.Second
-	cluster := startCluster(t, 3, template)
+	cluster := nodetest.StartCluster(t, 3, template)
 	nodes := cluster.Nodes()
 
 	// Generated at test time from proto/, the one source of the contract.
@@ -193,8 +194,8 @@ type grayClientSummary struct {
 // hence neither our policy nor least request.
 func TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls(t *testing.T) {
 	python := pythonWithGRPC(t)
-	template := nodeTemplate(t)
-	cluster := startCluster(t, 2, template)
+	template := nodetest.Config(t)
+	cluster := nodetest.StartCluster(t, 2, template)
 	failing := template
 	failing.NodeID = "failing"
 	failing.ServerOptions = (&grayfault.Fault{FailPercent: 30}).ServerOptions()
@@ -217,7 +218,7 @@ func TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	const bucket = 500 * time.Millisecond
-	cmd := exec.Command(python, "internal/devcluster/testdata/gray_client.py", "--duration", "14", "--bucket", fmt.Sprint(bucket.Seconds()))
+	cmd := exec.Command(python, "internal/clustertest/testdata/gray_client.py", "--duration", "14", "--bucket", fmt.Sprint(bucket.Seconds()))
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bootstrapFile, "PYTHONPATH="+dir)
 	var stderr bytes.Buffer

@@ -2,8 +2,8 @@
 // member (package localetcd), plain or secured as a production cluster runs
 // it (TLS, authentication, the users a test names), or, for fault tests, a
 // cluster of several members that loses one as abruptly as a crash does.
-// localetcd itself is linked into the node binary (node -dev) and so does
-// not import testing.
+// A Watch records when keys changed. localetcd itself is linked into the
+// node binary (node -dev) and so does not import testing.
 package etcdtest
 
 import (
@@ -97,10 +97,11 @@ func Start(tb testing.TB) *localetcd.Server {
 	return srv
 }
 
-// Client is a client of the plain etcd at url, closed when tb ends.
-func Client(tb testing.TB, url string) *clientv3.Client {
+// Client is a client of the plain etcd at urls (the members of one
+// cluster), closed when tb ends.
+func Client(tb testing.TB, urls ...string) *clientv3.Client {
 	tb.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: urls, DialTimeout: 5 * time.Second})
 	if err != nil {
 		tb.Fatal(err)
 	}
