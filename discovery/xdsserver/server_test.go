@@ -328,18 +328,19 @@ func TestThousandStreamsFitInAStatedMemory(t *testing.T) {
 }
 
 // testEjection is an outlier detection quick enough for a test.
-var testEjection = xdsserver.Ejection{
-	Interval: 500 * time.Millisecond, BaseTime: 30 * time.Second, MaxTime: time.Minute,
-	MaxPercent: 33, FailurePercent: 20, MinimumHosts: 2, RequestVolume: 10,
+var testEjection = xdsserver.OutlierDetection{
+	Interval: 500 * time.Millisecond, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: time.Minute, MaxEjectionPercent: 33,
+	FailurePercentageEjection: &xdsserver.FailurePercentageEjection{Threshold: 20, MinimumHosts: 2, RequestVolume: 10},
 }
 
 // The cluster names, in order, our policy, least request and round robin,
 // and carries failure-percentage outlier detection, with success rate's
 // (which needs 5 nodes) turned off.
-func TestClusterCarriesEjectionAndThePoliciesInOrder(t *testing.T) {
-	_, _, _, addr := setupConfig(t, func(c *xdsserver.Config) {
-		c.EndpointPolicy, c.LeastRequest, c.Ejection = "routeguide.test.policy", true, &testEjection
-	})
+// servedCluster is the cluster resource a server configured by change
+// serves.
+func servedCluster(t *testing.T, change func(*xdsserver.Config)) *clusterv3.Cluster {
+	t.Helper()
+	_, _, _, addr := setupConfig(t, change)
 	ads := openADS(t, t.Context(), dialADS(t, addr))
 	ads.subscribe(resourcev3.ClusterType)
 	resp, err := ads.stream.Recv()
@@ -350,6 +351,13 @@ func TestClusterCarriesEjectionAndThePoliciesInOrder(t *testing.T) {
 	if err := resp.Resources[0].UnmarshalTo(&cluster); err != nil {
 		t.Fatal(err)
 	}
+	return &cluster
+}
+
+func TestClusterCarriesEjectionAndThePoliciesInOrder(t *testing.T) {
+	cluster := servedCluster(t, func(c *xdsserver.Config) {
+		c.EndpointPolicy, c.LeastRequest, c.OutlierDetection = "routeguide.test.policy", true, &testEjection
+	})
 	var policies []string
 	for _, p := range cluster.GetLoadBalancingPolicy().GetPolicies() {
 		policies = append(policies, p.GetTypedExtensionConfig().GetTypedConfig().GetTypeUrl())
@@ -365,43 +373,65 @@ func TestClusterCarriesEjectionAndThePoliciesInOrder(t *testing.T) {
 	if cluster.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
 		t.Errorf("lb_policy %v: a client without gRFC A52 needs ROUND_ROBIN", cluster.GetLbPolicy())
 	}
-	od := cluster.GetOutlierDetection()
+	od, fp := cluster.GetOutlierDetection(), testEjection.FailurePercentageEjection
 	for _, f := range []struct {
 		name      string
 		got, want uint32
 	}{
 		{"enforcing_success_rate", od.GetEnforcingSuccessRate().GetValue(), 0},
 		{"enforcing_failure_percentage", od.GetEnforcingFailurePercentage().GetValue(), 100},
-		{"failure_percentage_threshold", od.GetFailurePercentageThreshold().GetValue(), testEjection.FailurePercent},
-		{"failure_percentage_minimum_hosts", od.GetFailurePercentageMinimumHosts().GetValue(), testEjection.MinimumHosts},
-		{"failure_percentage_request_volume", od.GetFailurePercentageRequestVolume().GetValue(), testEjection.RequestVolume},
-		{"max_ejection_percent", od.GetMaxEjectionPercent().GetValue(), testEjection.MaxPercent},
+		{"failure_percentage_threshold", od.GetFailurePercentageThreshold().GetValue(), fp.Threshold},
+		{"failure_percentage_minimum_hosts", od.GetFailurePercentageMinimumHosts().GetValue(), fp.MinimumHosts},
+		{"failure_percentage_request_volume", od.GetFailurePercentageRequestVolume().GetValue(), fp.RequestVolume},
+		{"max_ejection_percent", od.GetMaxEjectionPercent().GetValue(), testEjection.MaxEjectionPercent},
 	} {
 		if f.got != f.want {
 			t.Errorf("outlier_detection.%s = %d, want %d", f.name, f.got, f.want)
 		}
 	}
-	if od.GetInterval().AsDuration() != testEjection.Interval || od.GetBaseEjectionTime().AsDuration() != testEjection.BaseTime {
-		t.Errorf("outlier_detection interval %v, base ejection time %v; want %v, %v", od.GetInterval(), od.GetBaseEjectionTime(), testEjection.Interval, testEjection.BaseTime)
+	if od.GetInterval().AsDuration() != testEjection.Interval || od.GetBaseEjectionTime().AsDuration() != testEjection.BaseEjectionTime {
+		t.Errorf("outlier_detection interval %v, base ejection time %v; want %v, %v", od.GetInterval(), od.GetBaseEjectionTime(), testEjection.Interval, testEjection.BaseEjectionTime)
 	}
 }
 
-func TestConfigRefusesAnEjectionThatCouldNeverWork(t *testing.T) {
+// The zero fields of an outlier detection are A50's defaults, as in package
+// balancer's policy, but for enforcement (100%); without failure-percentage
+// ejection the cluster carries none.
+func TestClusterFillsA50sDefaultsAndLeavesEjectionOffWhenAsked(t *testing.T) {
+	od := servedCluster(t, func(c *xdsserver.Config) {
+		c.OutlierDetection = &xdsserver.OutlierDetection{FailurePercentageEjection: &xdsserver.FailurePercentageEjection{}}
+	}).GetOutlierDetection()
+	got := []any{od.GetInterval().AsDuration(), od.GetBaseEjectionTime().AsDuration(), od.GetMaxEjectionTime().AsDuration(),
+		od.GetMaxEjectionPercent().GetValue(), od.GetFailurePercentageThreshold().GetValue(), od.GetEnforcingFailurePercentage().GetValue(),
+		od.GetFailurePercentageMinimumHosts().GetValue(), od.GetFailurePercentageRequestVolume().GetValue()}
+	want := []any{10 * time.Second, 30 * time.Second, 300 * time.Second, uint32(10), uint32(85), uint32(100), uint32(5), uint32(50)}
+	if !slices.Equal(got, want) {
+		t.Errorf("interval, base, max time, max %%, threshold, enforcement, hosts, volume = %v, want A50's defaults %v", got, want)
+	}
+	off := servedCluster(t, func(c *xdsserver.Config) { c.OutlierDetection = &xdsserver.OutlierDetection{Interval: time.Second} })
+	if off.GetOutlierDetection() != nil {
+		t.Errorf("outlier detection without failure-percentage ejection served as %v, want none", off.GetOutlierDetection())
+	}
+}
+
+func TestConfigRefusesAnEjectionOutOfA50sBounds(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
-		change func(*xdsserver.Ejection)
+		change func(*xdsserver.OutlierDetection)
 	}{
-		{"no interval", func(e *xdsserver.Ejection) { e.Interval = 0 }},
-		{"max time below base", func(e *xdsserver.Ejection) { e.MaxTime = e.BaseTime / 2 }},
-		{"no node may be ejected", func(e *xdsserver.Ejection) { e.MaxPercent = 0 }},
-		{"a threshold over 100%", func(e *xdsserver.Ejection) { e.FailurePercent = 101 }},
-		{"no hosts", func(e *xdsserver.Ejection) { e.MinimumHosts = 0 }},
+		{"a negative interval", func(e *xdsserver.OutlierDetection) { e.Interval = -time.Second }},
+		{"over 100% ejected", func(e *xdsserver.OutlierDetection) { e.MaxEjectionPercent = 101 }},
+		{"a threshold over 100%", func(e *xdsserver.OutlierDetection) {
+			fp := *e.FailurePercentageEjection
+			fp.Threshold = 101
+			e.FailurePercentageEjection = &fp
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := testEjection
 			tt.change(&e)
-			if _, err := xdsserver.New(xdsserver.Config{Service: service, Ejection: &e}); err == nil || !strings.Contains(err.Error(), "xds ejection") {
-				t.Errorf("New: %v, want an error naming the ejection", err)
+			if _, err := xdsserver.New(xdsserver.Config{Service: service, OutlierDetection: &e}); err == nil || !strings.Contains(err.Error(), "xds outlierDetection") {
+				t.Errorf("New: %v, want an error naming the outlier detection", err)
 			}
 		})
 	}
