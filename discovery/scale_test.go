@@ -17,6 +17,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -196,7 +197,7 @@ const maxResolverHeap = 50 << 20
 // one new state for each add or removal. The time each change took to reach
 // the state is logged (BenchmarkResolverScale measures it).
 func TestResolverFollowsTenThousandEndpoints(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := etcdtest.Start(t)
 	cli := newClient(t, etcd.ClientURL())
 	run := startScaleRun(t, cli, "scale")
 	t.Logf("resolver heap with %d endpoints: %.1f MB", scaleEndpoints, float64(run.heap)/(1<<20))
@@ -277,7 +278,7 @@ func etcdRequests(t *testing.T, method string) float64 {
 // polling). It measures over six keepalives, counted by the registrar's
 // events rather than timed, and logs the interval (TTL/3 expected).
 func TestANodeCostsEtcdOneKeepalivePerThirdOfTheTTL(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := etcdtest.Start(t)
 	cli := newClient(t, etcd.ClientURL())
 	events := &counters{}
 	reg := registration(cli, "n1", "10.0.0.1:50051")

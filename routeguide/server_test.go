@@ -104,17 +104,7 @@ func listFeatures(ctx context.Context, client pb.RouteGuideClient, rect *pb.Rect
 	if err != nil {
 		return nil, err
 	}
-	var got []*pb.Feature
-	for {
-		f, err := stream.Recv()
-		if err == io.EOF {
-			return got, nil
-		}
-		if err != nil {
-			return got, err
-		}
-		got = append(got, f)
-	}
+	return grpctest.RecvAll(stream.Recv)
 }
 
 func recordRoute(ctx context.Context, client pb.RouteGuideClient, points []*pb.Point) (*pb.RouteSummary, error) {
@@ -149,17 +139,7 @@ func chat(ctx context.Context, client pb.RouteGuideClient, sent ...*pb.RouteNote
 	if err := stream.CloseSend(); err != nil {
 		return nil, err
 	}
-	var got []*pb.RouteNote
-	for {
-		n, err := stream.Recv()
-		if err == io.EOF {
-			return got, nil
-		}
-		if err != nil {
-			return got, err
-		}
-		got = append(got, n)
-	}
+	return grpctest.RecvAll(stream.Recv)
 }
 
 // post sends n on stream and reads the want answers it brings.

@@ -23,12 +23,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -101,16 +103,6 @@ func register(t *testing.T, cli *clientv3.Client, id, addr string) {
 type adsStream struct {
 	t      testing.TB
 	stream discoverypb.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-}
-
-func dialADS(t testing.TB, addr string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }
 
 func openADS(t testing.TB, ctx context.Context, conn *grpc.ClientConn) *adsStream {
@@ -187,7 +179,7 @@ func TestEndpointsFollowTheRegistryThroughJoinsAndLeaves(t *testing.T) {
 	_, cli, _, addr := setup(t)
 	register(t, cli, "n1", "10.0.0.1:50051")
 	register(t, cli, "n2", "10.0.0.2:50051")
-	ads := openADS(t, t.Context(), dialADS(t, addr))
+	ads := openADS(t, t.Context(), grpctest.Dial(t, addr))
 	ads.subscribe(resourcev3.EndpointType)
 	want := []string{"10.0.0.1:50051", "10.0.0.2:50051"}
 	// The first answer may predate the listing; the registry's comes next.
@@ -208,16 +200,8 @@ func TestEndpointsFollowTheRegistryThroughJoinsAndLeaves(t *testing.T) {
 
 func TestListenerCarriesTheRouterFilterGRPCRequires(t *testing.T) {
 	_, _, _, addr := setup(t)
-	ads := openADS(t, t.Context(), dialADS(t, addr))
-	ads.subscribe(resourcev3.ListenerType)
-	resp, err := ads.stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var l listenerv3.Listener
-	if err := resp.Resources[0].UnmarshalTo(&l); err != nil {
-		t.Fatal(err)
-	}
+	firstResource(t, addr, resourcev3.ListenerType, &l)
 	var hcm hcmv3.HttpConnectionManager
 	if err := l.ApiListener.ApiListener.UnmarshalTo(&hcm); err != nil {
 		t.Fatal(err)
@@ -231,7 +215,7 @@ func TestListenerCarriesTheRouterFilterGRPCRequires(t *testing.T) {
 func TestEndpointsStayWhileEtcdIsOut(t *testing.T) {
 	etcd, cli, _, addr := setup(t)
 	register(t, cli, "n1", "10.0.0.1:50051")
-	conn := dialADS(t, addr)
+	conn := grpctest.Dial(t, addr)
 	ads := openADS(t, t.Context(), conn)
 	ads.subscribe(resourcev3.EndpointType)
 	for !slices.Equal(ads.nextEndpoints(), []string{"10.0.0.1:50051"}) {
@@ -247,7 +231,7 @@ func TestEndpointsStayWhileEtcdIsOut(t *testing.T) {
 
 func TestARejectedVersionIsNotSentInALoop(t *testing.T) {
 	_, _, xds, addr := setup(t)
-	ads := openADS(t, t.Context(), dialADS(t, addr))
+	ads := openADS(t, t.Context(), grpctest.Dial(t, addr))
 	ads.subscribe(resourcev3.ListenerType)
 	responses := 0
 	var err error
@@ -305,7 +289,7 @@ func TestThousandStreamsFitInAStatedMemory(t *testing.T) {
 	}
 	clients := make([]*grpc.ClientConn, conns)
 	for i := range clients {
-		clients[i] = dialADS(t, addr)
+		clients[i] = grpctest.Dial(t, addr)
 	}
 	before := int64(testutils.HeapAfterGC().HeapInuse)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -336,21 +320,28 @@ var testEjection = xdsserver.OutlierDetection{
 // The cluster names, in order, our policy, least request and round robin,
 // and carries failure-percentage outlier detection, with success rate's
 // (which needs 5 nodes) turned off.
+// firstResource reads into m the first resource of type typ that the
+// server at addr sends a new ADS stream.
+func firstResource(t *testing.T, addr, typ string, m proto.Message) {
+	t.Helper()
+	ads := openADS(t, t.Context(), grpctest.Dial(t, addr))
+	ads.subscribe(typ)
+	resp, err := ads.stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Resources[0].UnmarshalTo(m); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // servedCluster is the cluster resource a server configured by change
 // serves.
 func servedCluster(t *testing.T, change func(*xdsserver.Config)) *clusterv3.Cluster {
 	t.Helper()
 	_, _, _, addr := setupConfig(t, change)
-	ads := openADS(t, t.Context(), dialADS(t, addr))
-	ads.subscribe(resourcev3.ClusterType)
-	resp, err := ads.stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cluster clusterv3.Cluster
-	if err := resp.Resources[0].UnmarshalTo(&cluster); err != nil {
-		t.Fatal(err)
-	}
+	firstResource(t, addr, resourcev3.ClusterType, &cluster)
 	return &cluster
 }
 

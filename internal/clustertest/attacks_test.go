@@ -13,12 +13,8 @@ package clustertest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,7 +37,9 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/canonical"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/hostile"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
@@ -57,7 +55,7 @@ const attackQuota = 32 << 20
 // GetFeature, ListFeatures and RecordRoute.
 type attackGround struct {
 	etcd    *localetcd.Server
-	nodes   []*ownNode
+	nodes   []*node.Node
 	before  map[string]registration
 	calls   *loadtest.Log
 	loads   *faultLoad
@@ -216,17 +214,7 @@ func chatOnce(ctx context.Context, conn grpc.ClientConnInterface, n *pb.RouteNot
 	if err := stream.CloseSend(); err != nil {
 		return nil, err
 	}
-	var answer []*pb.RouteNote
-	for {
-		got, err := stream.Recv()
-		if err == io.EOF {
-			return answer, nil
-		}
-		if err != nil {
-			return answer, err
-		}
-		answer = append(answer, got)
-	}
+	return grpctest.RecvAll(stream.Recv)
 }
 
 func note(lat, lon int32, message string) *pb.RouteNote {
@@ -483,27 +471,12 @@ func TestAttackUnreadListFeaturesHoldLittle(t *testing.T) {
 // the globe, and returns its path.
 func writeManyFeatures(t *testing.T, n int) string {
 	t.Helper()
-	type point struct {
-		Latitude  int32 `json:"latitude"`
-		Longitude int32 `json:"longitude"`
-	}
-	type feature struct {
-		Location point  `json:"location"`
-		Name     string `json:"name"`
-	}
-	list := make([]feature, n)
+	list := make([]*pb.Feature, n)
 	for i := range list {
-		list[i] = feature{point{int32(i%1800)*1000000 - 899000000, int32(i/1800)*3000000 - 1790000000}, fmt.Sprintf("feature %d", i)}
+		at := &pb.Point{Latitude: int32(i%1800)*1000000 - 899000000, Longitude: int32(i/1800)*3000000 - 1790000000}
+		list[i] = &pb.Feature{Location: at, Name: fmt.Sprintf("feature %d", i)}
 	}
-	data, err := json.Marshal(list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "features.json")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return canonical.WriteFeatures(t, list)
 }
 
 // TestAttackNotesNotUTF8AreTheCallersFault sends notes whose message is not

@@ -146,18 +146,12 @@ func logFault(t *testing.T, scenario string, results map[load.RPC]load.Result, d
 	t.Log(line)
 }
 
-// ownNode is a node the test runs itself, for configurations devcluster does
-// not make: an advertised address that is a proxy, several etcd endpoints.
-type ownNode struct {
-	*node.Node
-	cancel context.CancelFunc
-	done   chan error
-}
-
-// startOwnNode creates a node from cfg, calls beforeRun with it (nil for
-// nothing), runs it, and returns once it is serving and registered. It
-// drains when the test ends, unless stopped before.
-func startOwnNode(t *testing.T, cfg node.Config, beforeRun func(*node.Node)) *ownNode {
+// startOwnNode runs a node the test makes itself, for configurations
+// devcluster does not make (an advertised address that is a proxy, several
+// etcd endpoints): it creates it from cfg, calls beforeRun with it (nil for
+// nothing), runs it until the test ends, and returns once it is serving and
+// registered.
+func startOwnNode(t *testing.T, cfg node.Config, beforeRun func(*node.Node)) *node.Node {
 	t.Helper()
 	n, err := node.New(cfg)
 	if err != nil {
@@ -166,32 +160,8 @@ func startOwnNode(t *testing.T, cfg node.Config, beforeRun func(*node.Node)) *ow
 	if beforeRun != nil {
 		beforeRun(n)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	o := &ownNode{Node: n, cancel: cancel, done: make(chan error, 1)}
-	go func() { o.done <- n.Run(ctx) }()
-	t.Cleanup(func() { o.stop(t) })
-	select {
-	case <-n.Ready():
-		return o
-	case err := <-o.done:
-		o.done <- err
-		t.Fatalf("node %s: %v", cfg.NodeID, err)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("node %s not ready within 30s", cfg.NodeID)
-	}
-	return nil
-}
-
-// stop drains the node and waits until it has stopped; stopping it again
-// does nothing.
-func (o *ownNode) stop(t *testing.T) {
-	t.Helper()
-	o.cancel()
-	err := <-o.done
-	o.done <- err
-	if err != nil {
-		t.Errorf("node %s: %v", o.ID(), err)
-	}
+	testutils.Run(t, "node "+cfg.NodeID, n)
+	return n
 }
 
 // picks reads the balancer's metrics of one client connection.
@@ -513,7 +483,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 	t.Cleanup(etcd.Close)
 	template := metricsTemplate(t)
 	template.Etcd = etcd.ClientURLs()
-	var nodes []*ownNode
+	var nodes []*node.Node
 	for i := range 3 {
 		cfg := template
 		cfg.NodeID = fmt.Sprintf("n%d", i+1)

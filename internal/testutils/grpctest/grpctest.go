@@ -1,8 +1,10 @@
 // Package grpctest serves real gRPC servers on ephemeral ports of 127.0.0.1
-// for tests, and dials them.
+// for tests, dials them, and reads their streams.
 package grpctest
 
 import (
+	"errors"
+	"io"
 	"net"
 	"testing"
 
@@ -53,4 +55,20 @@ func FreeAddr(tb testing.TB) string {
 	}
 	defer lis.Close()
 	return lis.Addr().String()
+}
+
+// RecvAll receives from a stream (recv is its Recv) until it ends, and
+// returns what came, with the error that ended it: nil for io.EOF.
+func RecvAll[T any](recv func() (T, error)) ([]T, error) {
+	var got []T
+	for {
+		m, err := recv()
+		if errors.Is(err, io.EOF) {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
+		got = append(got, m)
+	}
 }

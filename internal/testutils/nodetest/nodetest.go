@@ -11,6 +11,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 )
 
 // Config is the configuration test nodes start from: free ports, no metrics
@@ -61,19 +62,6 @@ func Start(tb testing.TB, id string, change ...func(*node.Config)) *node.Node {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("node %s: %v", id, err)
-		}
-	})
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		tb.Fatalf("node %s stopped before it was ready: %v", id, err)
-	}
+	testutils.Run(tb, "node "+id, n)
 	return n
 }

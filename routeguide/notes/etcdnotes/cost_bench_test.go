@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
@@ -27,7 +28,7 @@ import (
 //	go test -run '^$' -bench RegistryWritesUnderChat -benchtime 4x ./routeguide/notes/etcdnotes/
 func BenchmarkRegistryWritesUnderChatAtAFullLocation(b *testing.B) {
 	const posters, writesPerRound = 64, 60
-	srv := startEtcd(b)
+	srv := etcdtest.Start(b)
 	var read atomic.Int64
 	cfg := testConfig(b)
 	store := newEtcd(b, countingClient(b, srv.ClientURL(), &read), cfg)
