@@ -106,10 +106,7 @@ func TestRegistrationIsReadableByTheUpstreamResolver(t *testing.T) {
 func TestCrashedNodeLosesItsKeyWithinTheTTL(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	observer := newClient(t, etcd.ClientURL())
-	nodeClient, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.ClientURL()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodeClient := newClient(t, etcd.ClientURL())
 	reg := registration(nodeClient, "n1", "10.0.0.1:50051")
 	r, err := StartRegistrar(reg)
 	if err != nil {
@@ -201,10 +198,7 @@ func TestSecondNodeWithALiveIDIsRefused(t *testing.T) {
 func TestRestartedNodeTakesOverItsOwnKey(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	cli := newClient(t, etcd.ClientURL())
-	crashedClient, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.ClientURL()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	crashedClient := newClient(t, etcd.ClientURL())
 	reg := registration(crashedClient, "n1", "10.0.0.1:50051")
 	reg.TTL = time.Minute
 	crashed, err := StartRegistrar(reg)

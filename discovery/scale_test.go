@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
@@ -252,24 +251,7 @@ func BenchmarkResolverScale(b *testing.B) {
 // for method (LeaseKeepAlive, Range, ...).
 func etcdRequests(t *testing.T, method string) float64 {
 	t.Helper()
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, f := range families {
-		if f.GetName() != "grpc_server_msg_received_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "grpc_method" && l.GetValue() == method {
-					total += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return total
+	return etcdtest.MetricSum(t, "grpc_server_msg_received_total", "grpc_method", method)
 }
 
 // TestANodeCostsEtcdOneKeepalivePerThirdOfTheTTL counts what a registered

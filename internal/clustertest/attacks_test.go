@@ -195,13 +195,6 @@ func sumOf(families map[string]*dto.MetricFamily, name, label, value string) flo
 	return sum
 }
 
-// callContext bounds a test's call.
-func callContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // chatOnce posts one note through conn and reads its answer.
 func chatOnce(ctx context.Context, conn grpc.ClientConnInterface, n *pb.RouteNote) ([]*pb.RouteNote, error) {
 	stream, err := pb.NewRouteGuideClient(conn).RouteChat(ctx)
@@ -324,7 +317,7 @@ func TestAttackBusyLocationCostsABoundedPost(t *testing.T) {
 	var took [2]time.Duration
 	for i, via := range []*grpc.ClientConn{rawClient(t, g.nodes[0].Addr().String(), "127.0.0.1"), rawClient(t, g.nodes[1].Addr().String(), "127.0.0.1")} {
 		start := time.Now()
-		answer, err := chatOnce(callContext(t), via, note(1, 1, fmt.Sprintf("calm %d", i)))
+		answer, err := chatOnce(grpctest.CallContext(t), via, note(1, 1, fmt.Sprintf("calm %d", i)))
 		took[i] = time.Since(start)
 		if err != nil || len(answer) == 0 {
 			t.Errorf("a chat at a calm location on node %s during the attack: %v", g.nodes[i].ID(), err)
@@ -487,7 +480,7 @@ func TestAttackNotesNotUTF8AreTheCallersFault(t *testing.T) {
 	conn := rawClient(t, g.nodes[0].Addr().String(), "127.0.0.2")
 	bad := hostile.NoteNotUTF8()
 	for range 50 {
-		stream, err := conn.NewStream(callContext(t), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
+		stream, err := conn.NewStream(grpctest.CallContext(t), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
 			pb.RouteGuide_RouteChat_FullMethodName, grpc.ForceCodec(hostile.RawCodec{}))
 		if err != nil {
 			t.Fatal(err)
@@ -525,7 +518,7 @@ func TestNotesCanLiveInAnEtcdOfTheirOwn(t *testing.T) {
 	cfg.NodeID, cfg.Etcd, cfg.NotesEtcd = "a", []string{etcds[0].ClientURL()}, []string{etcds[1].ClientURL()}
 	n := startOwnNode(t, cfg, nil)
 	conn := rawClient(t, n.Addr().String(), "127.0.0.1")
-	if _, err := chatOnce(callContext(t), conn, note(1, 1, "kept apart")); err != nil {
+	if _, err := chatOnce(grpctest.CallContext(t), conn, note(1, 1, "kept apart")); err != nil {
 		t.Fatal(err)
 	}
 	registry, notes := etcdtest.Client(t, etcds[0].ClientURL()), etcdtest.Client(t, etcds[1].ClientURL())
@@ -573,7 +566,7 @@ func TestAttackUnreadAnswersFromFewHostsLeaveRoomForOthers(t *testing.T) {
 		}
 	}
 	addr := g.nodes[0].Addr().String()
-	if _, err := chatOnce(callContext(t), rawClient(t, addr, "127.0.0.1"), busy); err != nil {
+	if _, err := chatOnce(grpctest.CallContext(t), rawClient(t, addr, "127.0.0.1"), busy); err != nil {
 		t.Fatal(err)
 	}
 
@@ -619,7 +612,7 @@ func TestAttackUnreadAnswersFromFewHostsLeaveRoomForOthers(t *testing.T) {
 	defer tick.Stop()
 	for i := range 20 {
 		<-tick.C
-		if _, err := chatOnce(callContext(t), honest, note(1, 1, fmt.Sprint("honest ", i))); err != nil {
+		if _, err := chatOnce(grpctest.CallContext(t), honest, note(1, 1, fmt.Sprint("honest ", i))); err != nil {
 			refusals = append(refusals, err.Error())
 		} else {
 			through++

@@ -3,10 +3,12 @@
 package grpctest
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -55,6 +57,14 @@ func FreeAddr(tb testing.TB) string {
 	}
 	defer lis.Close()
 	return lis.Addr().String()
+}
+
+// CallContext bounds a test's calls to 10s, so that a bug fails the test
+// instead of hanging it; it ends with the test.
+func CallContext(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(tb.Context(), 10*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
 }
 
 // RecvAll receives from a stream (recv is its Recv) until it ends, and

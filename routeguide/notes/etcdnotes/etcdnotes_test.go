@@ -139,30 +139,39 @@ func TestEtcdTwoStoresOnOneEtcdAnswerInOnePostingOrder(t *testing.T) {
 	}
 }
 
+// postAtOnce has posters post each notes at (at, at) all at once, through
+// the stores in turn, and hands check each poster's answers, in order.
+func postAtOnce(t *testing.T, stores []*etcdnotes.Store, posters, each int, at int32, check func(poster int, sent string, got []*pb.RouteNote)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Go(func() {
+			for i := range each {
+				sent := fmt.Sprintf("poster %d no %d", p, i)
+				got, err := stores[p%len(stores)].Post(t.Context(), notestest.Note(at, at, sent))
+				if err != nil {
+					t.Errorf("post %q: %v", sent, err)
+					return
+				}
+				check(p, sent, got)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 func TestEtcdConcurrentPostsOnTwoStoresAreConsistentViewsOfOneOrder(t *testing.T) {
 	const posters, each = 8, 20
 	srv := etcdtest.Start(t)
 	cfg := testConfig(t)
 	stores := []*etcdnotes.Store{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
 	answers := make([][][]string, posters)
-	var wg sync.WaitGroup
-	for p := range posters {
-		wg.Go(func() {
-			for i := range each {
-				sent := fmt.Sprintf("poster %d no %d", p, i)
-				got, err := stores[p%2].Post(t.Context(), notestest.Note(5, 5, sent))
-				if err != nil {
-					t.Errorf("post %q: %v", sent, err)
-					return
-				}
-				if len(got) == 0 || got[len(got)-1].Message != sent {
-					t.Errorf("post %q: the answer does not end with it: %q", sent, notestest.Messages(got))
-				}
-				answers[p] = append(answers[p], notestest.Messages(got))
-			}
-		})
-	}
-	wg.Wait()
+	postAtOnce(t, stores, posters, each, 5, func(p int, sent string, got []*pb.RouteNote) {
+		if len(got) == 0 || got[len(got)-1].Message != sent {
+			t.Errorf("post %q: the answer does not end with it: %q", sent, notestest.Messages(got))
+		}
+		answers[p] = append(answers[p], notestest.Messages(got))
+	})
 	last, err := stores[0].Post(t.Context(), notestest.Note(5, 5, "last"))
 	if err != nil {
 		t.Fatal(err)
@@ -211,23 +220,11 @@ func TestEtcdConcurrentPruningKeepsTheNewestPerLocation(t *testing.T) {
 	cfg.Limits.PerLocation = keep
 	cli := newClient(t, srv.ClientURL())
 	stores := []*etcdnotes.Store{newEtcd(t, cli, cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
-	var wg sync.WaitGroup
-	for p := range posters {
-		wg.Go(func() {
-			for i := range each {
-				sent := fmt.Sprintf("poster %d no %d", p, i)
-				got, err := stores[p%2].Post(t.Context(), notestest.Note(3, 3, sent))
-				if err != nil {
-					t.Errorf("post %q: %v", sent, err)
-					return
-				}
-				if len(got) > keep || len(got) == 0 || got[len(got)-1].Message != sent {
-					t.Errorf("post %q = %q, want at most %d notes ending with it", sent, notestest.Messages(got), keep)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	postAtOnce(t, stores, posters, each, 3, func(_ int, sent string, got []*pb.RouteNote) {
+		if len(got) > keep || len(got) == 0 || got[len(got)-1].Message != sent {
+			t.Errorf("post %q = %q, want at most %d notes ending with it", sent, notestest.Messages(got), keep)
+		}
+	})
 	// One more post prunes whatever was left by posts pruning concurrently.
 	last, err := stores[0].Post(t.Context(), notestest.Note(3, 3, "last"))
 	if err != nil {
