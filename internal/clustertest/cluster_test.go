@@ -81,12 +81,7 @@ func startClusterNode(t testing.TB, etcdURL, id string) *clusterNode {
 	t.Helper()
 	p, _ := startServing(t, "--etcd", etcdURL, "--listen", "127.0.0.1:0", "--metrics-listen=", "--node-id", id,
 		"--lease-ttl", clusterTTL.String(), "--drain-delay", clusterDrain.String(), "--log-format", "json")
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		for range p.records { // the reader closes records at the end of stderr
-		}
-		p.cmd.Wait()
-	})
+	t.Cleanup(p.kill)
 	r := p.waitFor(t, "registered")
 	addr, _ := r["addr"].(string)
 	key, _ := r["key"].(string)

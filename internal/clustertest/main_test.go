@@ -270,6 +270,14 @@ func (p *process) wait(t *testing.T) error {
 	return p.cmd.Wait()
 }
 
+// kill kills the node and waits for it to exit, its stderr read to the end.
+func (p *process) kill() {
+	p.cmd.Process.Kill()
+	for range p.records { // the reader closes records at the end of stderr
+	}
+	p.cmd.Wait()
+}
+
 func (p *process) signal(t *testing.T, sig os.Signal) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {

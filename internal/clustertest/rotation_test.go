@@ -107,12 +107,7 @@ func TestCARotationUnderLoadFailsNoCall(t *testing.T) {
 			"ROUTEGUIDE_ETCD_CERT=" + secret.Path("etcd.crt"), "ROUTEGUIDE_ETCD_KEY=" + secret.Path("etcd.key"),
 		}, "--node-id="+id, "--etcd="+url, "--etcd-username=node", "--etcd-password-file="+passwordFile,
 			"--lease-ttl="+clusterTTL.String(), "--drain-delay=0s", "--tls-reload-interval="+rotationReload.String())
-		t.Cleanup(func() {
-			p.cmd.Process.Kill()
-			for range p.records {
-			}
-			p.cmd.Wait()
-		})
+		t.Cleanup(p.kill)
 		p.waitFor(t, "registered")
 		addrs[id] = addr
 	}

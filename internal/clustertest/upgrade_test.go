@@ -64,12 +64,7 @@ func TestRollingUpgradeFromThePreviousReleaseKeepsEveryNoteInAnswers(t *testing.
 	var nodes []grpc.ClientConnInterface
 	for i, bin := range []string{previous, commands.Node} {
 		p, addr := startServingBinary(t, bin, nil, args(fmt.Sprint("node-", i))...)
-		t.Cleanup(func() {
-			p.cmd.Process.Kill()
-			for range p.records {
-			}
-			p.cmd.Wait()
-		})
+		t.Cleanup(p.kill)
 		nodes = append(nodes, grpctest.Dial(t, addr))
 	}
 	var posted []string
