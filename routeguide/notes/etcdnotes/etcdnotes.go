@@ -114,8 +114,8 @@ func (c Config) Validate() error {
 }
 
 // LeaseBuckets is how many leases a Store grants per MaxAge: notes
-// posted within the same MaxAge/LeaseBuckets share one lease, so a busy node
-// grants a lease every MaxAge/8 instead of one per note.
+// posted within the same MaxAge/LeaseBuckets of the clock share one lease,
+// so a busy node grants a lease every MaxAge/8 instead of one per note.
 const LeaseBuckets = 8
 
 // pruneBatch is how many deletes go into one transaction, below etcd's
@@ -159,7 +159,8 @@ type Store struct {
 	grant chan struct{}
 	turns turns
 	cache *cache
-	mu    sync.Mutex // guards lease and leaseUntil
+	now   func() time.Time // the clock of the lease buckets
+	mu    sync.Mutex       // guards lease and leaseUntil
 	lease clientv3.LeaseID
 	// leaseUntil is when the current lease stops taking new notes.
 	leaseUntil time.Time
@@ -174,7 +175,7 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1),
-		cache: newCache(cfg.CacheBytes)}, nil
+		cache: newCache(cfg.CacheBytes), now: time.Now}, nil
 }
 
 // Stats returns the store's counters since it was made.
@@ -331,10 +332,13 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 		return lease, nil
 	}
 	bucket := e.cfg.MaxAge / LeaseBuckets
-	// The bucket is counted from before the request, so that a note posted
-	// before leaseUntil has at least MaxAge left on the lease, whenever
-	// etcd started counting it.
-	start := time.Now()
+	// The lease takes notes until the end of the clock's bucket, the same
+	// for every store with this MaxAge, so that the notes of a later bucket
+	// are on leases granted later, and expire later, whichever store
+	// posted them. It ends at most one bucket after the request, so a note
+	// posted before has at least MaxAge left, whenever etcd started
+	// counting.
+	start := e.now()
 	ttl := int64((e.cfg.MaxAge + bucket + time.Second - 1) / time.Second)
 	resp, err := e.cli.Grant(ctx, ttl)
 	if err != nil {
@@ -346,7 +350,7 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 		return 0, err
 	}
 	e.mu.Lock()
-	e.lease, e.leaseUntil = resp.ID, start.Add(bucket)
+	e.lease, e.leaseUntil = resp.ID, start.Truncate(bucket).Add(bucket)
 	e.mu.Unlock()
 	return resp.ID, nil
 }
@@ -354,7 +358,7 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 func (e *Store) usableLease() (clientv3.LeaseID, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.lease, e.lease != 0 && time.Now().Before(e.leaseUntil)
+	return e.lease, e.lease != 0 && e.now().Before(e.leaseUntil)
 }
 
 // forgetLease drops lease if it is still the current one, so that the next
