@@ -9,7 +9,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 )
 
 // TestNotesOfALaterBucketAreOnLeasesGrantedLaterWhicheverStorePosts drives
@@ -18,16 +17,7 @@ import (
 // must be on a lease granted after B's note was posted, or it would expire
 // before that older note (every lease has the same TTL).
 func TestNotesOfALaterBucketAreOnLeasesGrantedLaterWhicheverStorePosts(t *testing.T) {
-	srv, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := startClient(t)
 	cfg := DefaultConfig()
 	cfg.Prefix = "notes-test/" + t.Name() + "/"
 	cfg.MaxAge = 80 * time.Second
