@@ -25,16 +25,18 @@ func legacyValueBytes(l notes.Limits) int { return 6*l.MessageBytes + notes.Note
 // come from etcd's index (keys-only ranges read no value): the sequenced
 // ones page by page, those of earlier releases at once, merged by create
 // revision. The values come from the store's cache, or from etcd in pages
-// of what surely fits in the room left.
+// of what surely fits in the room left. It is read within the widest
+// bounds that any store declares (bounds.go), and cut to the store's own.
 type answer struct {
-	e          *Store
-	location   string
-	lat, lon   int32
-	rev        int64 // every read is at the revision of the post's write
-	room       int   // AnswerBytes left
-	count      int   // notes taken
-	full       bool  // a bound stopped the answer while older notes remain
-	newestLast []*pb.RouteNote
+	e        *Store
+	location string
+	lat, lon int32
+	rev      int64        // every read is at the revision of the post's write
+	limits   notes.Limits // the widest declared at rev
+	room     int          // limits.AnswerBytes left
+	count    int          // notes taken
+	full     bool         // a bound stopped the answer while older notes remain
+	taken    []takenNote  // newest first
 
 	sequenced     []*mvccpb.KeyValue // keys in hand, not yet taken
 	nextSequenced string             // where the next page of keys starts; "" once read to the end
@@ -44,19 +46,29 @@ type answer struct {
 	values        map[string]*cachedNote
 }
 
+// takenNote is a note an answer took; nil for a value that is no note,
+// which takes a note's place.
+type takenNote struct {
+	note *pb.RouteNote
+	cost int
+}
+
 // readAnswer reads the answer to the note stored under key at revision rev
-// (0: the current one).
+// (0: the current one, for a note put before at revision created: the
+// notes of earlier releases created after it are newer, and left out).
 // It fails rather than answer with less than the notes that fit: a cut
 // answer would not be a prefix of later ones.
-func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64, lat, lon int32) (*answer, error) {
+func (e *Store) readAnswer(ctx context.Context, location, key string, rev, created int64, lat, lon int32) (*answer, error) {
 	_, end := sequencedRange(location)
-	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, room: e.cfg.Limits.AnswerBytes,
+	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, limits: e.cfg.Limits, room: e.cfg.Limits.AnswerBytes,
 		nextSequenced: key, values: make(map[string]*cachedNote)}
 	legacy := legacyRanges(location)
-	// The first page of keys and the keys of earlier releases in one
-	// read-only transaction: no raft entry, not in the apply loop.
+	// The first page of keys, the keys of earlier releases and the bounds
+	// declared, in one read-only transaction: no raft entry, not in the
+	// apply loop.
 	resp, err := e.cli.Txn(ctx).Then(
 		clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit())),
+		clientv3.OpGet(e.boundsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
 		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
 		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
 	).Commit()
@@ -68,10 +80,16 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64,
 		// first read saw.
 		a.rev = resp.Header.Revision
 	}
+	a.limits = e.widest(e.cfg.Limits, resp.Responses[1].GetResponseRange().Kvs)
+	a.room = a.limits.AnswerBytes
 	first := resp.Responses[0].GetResponseRange()
 	a.addSequenced(first.Kvs, first.More)
-	for _, r := range resp.Responses[1:] {
-		a.legacy = append(a.legacy, r.GetResponseRange().Kvs...)
+	for _, r := range resp.Responses[2:] {
+		for _, kv := range r.GetResponseRange().Kvs {
+			if created == 0 || kv.CreateRevision < created {
+				a.legacy = append(a.legacy, kv)
+			}
+		}
 	}
 	slices.SortFunc(a.legacy, func(x, y *mvccpb.KeyValue) int { return cmp.Compare(y.CreateRevision, x.CreateRevision) })
 	for {
@@ -91,13 +109,13 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64,
 // pageLimit is how many notes costing at most noteBytes surely fit in the
 // room left, and within PerLocation.
 func (a *answer) pageLimit(noteBytes int) int {
-	return max(1, min(a.room/noteBytes, a.e.cfg.Limits.PerLocation-a.count))
+	return max(1, min(a.room/noteBytes, a.limits.PerLocation-a.count))
 }
 
 // keysLimit is a page of keys: as many notes as the room left could hold
 // if each had a message of MessageBytes.
 func (a *answer) keysLimit() int64 {
-	return int64(a.pageLimit(a.e.cfg.Limits.MessageBytes + notes.NoteOverhead))
+	return int64(a.pageLimit(a.limits.MessageBytes + notes.NoteOverhead))
 }
 
 func (a *answer) addSequenced(kvs []*mvccpb.KeyValue, more bool) {
@@ -144,13 +162,13 @@ func (a *answer) value(ctx context.Context, kv *mvccpb.KeyValue) (*cachedNote, e
 	if v := a.e.cache.get(kv); v != nil {
 		return v, nil
 	}
-	batch, bound := []*mvccpb.KeyValue{kv}, a.e.cfg.Limits.MessageBytes+notes.NoteOverhead
+	batch, bound := []*mvccpb.KeyValue{kv}, a.limits.MessageBytes+notes.NoteOverhead
 	following := a.sequenced
 	if _, ok := seqOf(a.location, kv.Key); !ok {
 		// The first page of them assumes the worst; the next ones, the
 		// largest seen, so that a location of protobuf notes takes as few
 		// round trips as ours.
-		following, bound = a.legacy, legacyValueBytes(a.e.cfg.Limits)
+		following, bound = a.legacy, legacyValueBytes(a.limits)
 		if a.legacySeen > 0 {
 			bound = max(bound/6, a.legacySeen+notes.NoteOverhead)
 		}
@@ -204,23 +222,40 @@ func (a *answer) take(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 		return false, nil
 	} else {
 		a.room -= v.cost
-		a.newestLast = append(a.newestLast, v.note)
 	}
+	a.taken = append(a.taken, takenNote{v.note, v.cost})
 	if _, ok := seqOf(a.location, kv.Key); ok {
 		a.lastSequenced = string(kv.Key)
 	}
 	a.count++
-	if a.count >= a.e.cfg.Limits.PerLocation {
+	if a.count >= a.limits.PerLocation {
 		a.full = len(a.sequenced) > 0 || a.nextSequenced != "" || len(a.legacy) > 0
 		return false, nil
 	}
 	return true, nil
 }
 
-// notes are the answer's notes, oldest first.
+// notes are the answer's notes within the store's own bounds, oldest
+// first: the newest of those taken, cut as take cuts.
 func (a *answer) notes() []*pb.RouteNote {
-	slices.Reverse(a.newestLast)
-	return a.newestLast
+	own := a.e.cfg.Limits
+	room := own.AnswerBytes
+	var out []*pb.RouteNote
+	for i, t := range a.taken {
+		if i == own.PerLocation {
+			break
+		}
+		if t.note == nil {
+			continue
+		}
+		if t.cost > room {
+			break
+		}
+		room -= t.cost
+		out = append(out, t.note)
+	}
+	slices.Reverse(out)
+	return out
 }
 
 // legacyLeftOut are the keys of the notes of earlier releases that the

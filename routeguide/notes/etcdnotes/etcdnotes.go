@@ -24,7 +24,8 @@ import (
 
 // Config configures a Store. Every node of a cluster must use the
 // same Prefix to share its notes; the other fields may differ from node to
-// node, and each applies to the notes that node posts and prunes.
+// node: each store answers within its own Limits, and keeps what the
+// widest Limits of any store answer with (bounds.go).
 type Config struct {
 	// Prefix is the etcd key prefix under which every note is kept, as
 	// <Prefix><latitude>,<longitude>/~<sequence>. It must end with "/".
@@ -32,7 +33,8 @@ type Config struct {
 	// Limits bound a location and one answer: PerLocation, MessageBytes and
 	// AnswerBytes are required. A post reads no more than AnswerBytes and
 	// one note of values from etcd (see readAnswer), and deletes the notes
-	// that no answer could carry. Bytes and DropOldest are the Memory store's.
+	// that no answer could carry; with stores of wider Limits on the same
+	// etcd, no more than theirs. Bytes and DropOldest are the Memory store's.
 	Limits notes.Limits
 	// MaxAge is how long a note is kept. A note expires between MaxAge and
 	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see docs/DESIGN.md). At least
@@ -112,8 +114,8 @@ func (c Config) Validate() error {
 }
 
 // LeaseBuckets is how many leases a Store grants per MaxAge: notes
-// posted within the same MaxAge/LeaseBuckets share one lease, so a busy node
-// grants a lease every MaxAge/8 instead of one per note.
+// posted within the same MaxAge/LeaseBuckets of the clock share one lease,
+// so a busy node grants a lease every MaxAge/8 instead of one per note.
 const LeaseBuckets = 8
 
 // pruneBatch is how many deletes go into one transaction, below etcd's
@@ -157,7 +159,8 @@ type Store struct {
 	grant chan struct{}
 	turns turns
 	cache *cache
-	mu    sync.Mutex // guards lease and leaseUntil
+	now   func() time.Time // the clock of the lease buckets
+	mu    sync.Mutex       // guards lease and leaseUntil
 	lease clientv3.LeaseID
 	// leaseUntil is when the current lease stops taking new notes.
 	leaseUntil time.Time
@@ -172,7 +175,7 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1),
-		cache: newCache(cfg.CacheBytes)}, nil
+		cache: newCache(cfg.CacheBytes), now: time.Now}, nil
 }
 
 // Stats returns the store's counters since it was made.
@@ -187,8 +190,8 @@ func (e *Store) LocationPrefix(lat, lon int32) string {
 
 // Post implements notes.Store. When etcd commits a note but its answer is
 // lost (the connection drops, the timeout passes), Post reports
-// ErrUnavailable although the note is stored, and a client that posts it
-// again stores it twice: notes carry no id of the client's to tell.
+// ErrUnavailable although the note is stored; a client that posts it again
+// stores it twice, unless both posts carry its id (notes.WithNoteID).
 func (e *Store) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
 	lat, lon := note.GetLocation().GetLatitude(), note.GetLocation().GetLongitude()
 	if len(note.GetMessage()) > e.cfg.Limits.MessageBytes {
@@ -239,18 +242,18 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 	if id := notes.NoteID(ctx); id != "" {
 		idKey = fmt.Sprintf("%sids/%d,%d/%s", e.cfg.Prefix, lat, lon, id)
 	}
-	key, rev, err := e.put(ctx, location, string(value), idKey, lease)
-	if err != nil {
-		return nil, err
+	put := e.put(ctx, location, string(value), idKey, lease)
+	if put.err != nil {
+		return nil, put.err
 	}
-	if rev != 0 {
-		e.budget.wrote(len(key) + len(value) + len(idKey)*2)
-		e.cache.put(&mvccpb.KeyValue{Key: []byte(key), Value: value, ModRevision: rev}, lat, lon)
+	if put.rev != 0 {
+		e.budget.wrote(len(put.key) + len(value) + len(idKey)*2)
+		e.cache.put(&mvccpb.KeyValue{Key: []byte(put.key), Value: value, ModRevision: put.rev}, lat, lon)
 	}
-	a, err := e.readAnswer(ctx, location, key, rev, lat, lon)
+	a, err := e.readAnswer(ctx, location, put.key, put.rev, put.created, lat, lon)
 	if err != nil {
 		e.unreadAnswers.Add(1)
-		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", key, err)
+		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", put.key, err)
 	}
 	if a.full {
 		if err := e.prune(ctx, location, a); err != nil {
@@ -264,29 +267,32 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 // sequenced notes after the oldest it took (one DeleteRange, which etcd
 // finds in its index; in the next put's transaction when a post waits to
 // put there), and the legacy notes it did not take. It is safe
-// when nodes prune at once: each deletes only notes that no answer of its
-// own could carry, and deleting a deleted key does nothing.
+// when nodes prune at once: each deletes only notes that no answer within
+// the widest bounds declared could carry, and only while no store has
+// declared bounds since (bounds.go); deleting a deleted key does nothing.
 func (e *Store) prune(ctx context.Context, location string, a *answer) error {
 	_, end := sequencedRange(location)
 	if a.lastSequenced == "" {
-		// The answer took no sequenced note (legacy notes or a note of a
-		// larger bound filled it): nothing marks where to prune from.
-	} else if e.turns.deferPrune(location, a.lastSequenced) {
+		// The answer took no sequenced note (notes of earlier releases
+		// filled it): nothing marks where to prune from.
+	} else if e.turns.deferPrune(location, a.lastSequenced, a.rev) {
 		// A post waiting to put at the location deletes them with its note.
-	} else if _, err := e.cli.Delete(ctx, a.lastSequenced+"\x00", clientv3.WithRange(end)); err != nil {
+	} else if _, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(a.rev)).
+		Then(clientv3.OpDelete(a.lastSequenced+"\x00", clientv3.WithRange(end))).Commit(); err != nil {
 		return fmt.Errorf("prune the notes at %s after %s: %w", location, a.lastSequenced, err)
 	}
-	return e.delete(ctx, location, a.legacyLeftOut())
+	return e.delete(ctx, location, a.legacyLeftOut(), a.rev)
 }
 
-// delete deletes keys in transactions of pruneBatch.
-func (e *Store) delete(ctx context.Context, location string, keys []string) error {
+// delete deletes keys, which an answer at rev left out, in transactions of
+// pruneBatch.
+func (e *Store) delete(ctx context.Context, location string, keys []string, rev int64) error {
 	for batch := range slices.Chunk(keys, pruneBatch) {
 		deletes := make([]clientv3.Op, len(batch))
 		for i, k := range batch {
 			deletes[i] = clientv3.OpDelete(k)
 		}
-		if _, err := e.cli.Txn(ctx).Then(deletes...).Commit(); err != nil {
+		if _, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(rev)).Then(deletes...).Commit(); err != nil {
 			return fmt.Errorf("prune %d notes at %s: %w", len(deletes), location, err)
 		}
 	}
@@ -326,17 +332,25 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 		return lease, nil
 	}
 	bucket := e.cfg.MaxAge / LeaseBuckets
-	// The bucket is counted from before the request, so that a note posted
-	// before leaseUntil has at least MaxAge left on the lease, whenever
-	// etcd started counting it.
-	start := time.Now()
+	// The lease takes notes until the end of the clock's bucket, the same
+	// for every store with this MaxAge, so that the notes of a later bucket
+	// are on leases granted later, and expire later, whichever store
+	// posted them. It ends at most one bucket after the request, so a note
+	// posted before has at least MaxAge left, whenever etcd started
+	// counting.
+	start := e.now()
 	ttl := int64((e.cfg.MaxAge + bucket + time.Second - 1) / time.Second)
 	resp, err := e.cli.Grant(ctx, ttl)
 	if err != nil {
 		return 0, fmt.Errorf("grant a lease of %ds for notes: %w", ttl, err)
 	}
+	// Before any note is on it, so that the bounds outlive every note the
+	// store posts and answers with.
+	if err := e.declare(ctx, resp.ID, ttl); err != nil {
+		return 0, err
+	}
 	e.mu.Lock()
-	e.lease, e.leaseUntil = resp.ID, start.Add(bucket)
+	e.lease, e.leaseUntil = resp.ID, start.Truncate(bucket).Add(bucket)
 	e.mu.Unlock()
 	return resp.ID, nil
 }
@@ -344,7 +358,7 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 func (e *Store) usableLease() (clientv3.LeaseID, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.lease, e.lease != 0 && time.Now().Before(e.leaseUntil)
+	return e.lease, e.lease != 0 && e.now().Before(e.leaseUntil)
 }
 
 // forgetLease drops lease if it is still the current one, so that the next
