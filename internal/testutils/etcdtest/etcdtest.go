@@ -13,6 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
@@ -101,7 +102,20 @@ func Start(tb testing.TB) *localetcd.Server {
 // cluster), closed when tb ends.
 func Client(tb testing.TB, urls ...string) *clientv3.Client {
 	tb.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: urls, DialTimeout: 5 * time.Second})
+	return newClient(tb, clientv3.Config{Endpoints: urls})
+}
+
+// ClientWith is Client of the etcd at url, with gRPC's dial options opts:
+// interceptors that count or cut the calls a test makes, say.
+func ClientWith(tb testing.TB, url string, opts ...grpc.DialOption) *clientv3.Client {
+	tb.Helper()
+	return newClient(tb, clientv3.Config{Endpoints: []string{url}, DialOptions: opts})
+}
+
+func newClient(tb testing.TB, cfg clientv3.Config) *clientv3.Client {
+	tb.Helper()
+	cfg.DialTimeout = 5 * time.Second
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
