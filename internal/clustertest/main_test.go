@@ -44,13 +44,20 @@ func command(ctx context.Context, env []string, args ...string) *exec.Cmd {
 // commandOf is command for the node binary at bin.
 func commandOf(ctx context.Context, bin string, env []string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, bin, append(slices.Clone(standalone), args...)...)
+	cmd.Env = environ(env...)
+	return cmd
+}
+
+// environ is this process's environment without its ROUTEGUIDE_ variables,
+// and env.
+func environ(env ...string) []string {
+	var all []string
 	for _, v := range os.Environ() {
 		if !strings.HasPrefix(v, "ROUTEGUIDE_") {
-			cmd.Env = append(cmd.Env, v)
+			all = append(all, v)
 		}
 	}
-	cmd.Env = append(cmd.Env, env...)
-	return cmd
+	return append(all, env...)
 }
 
 // runToExit runs a node that is expected to exit on its own.
