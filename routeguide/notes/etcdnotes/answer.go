@@ -36,6 +36,7 @@ type answer struct {
 	room     int          // limits.AnswerBytes left
 	count    int          // notes taken
 	full     bool         // a bound stopped the answer while older notes remain
+	unsure   bool         // too many bounds are declared to know the widest: prune nothing
 	taken    []takenNote  // newest first
 
 	sequenced     []*mvccpb.KeyValue // keys in hand, not yet taken
@@ -68,7 +69,9 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev, creat
 	// apply loop.
 	resp, err := e.cli.Txn(ctx).Then(
 		clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit())),
-		clientv3.OpGet(e.boundsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
+		// Not keys-only: etcd's index knows no lease, and a declaration
+		// must be on one. Their values are empty.
+		clientv3.OpGet(e.boundsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithLimit(maxDeclarations+1)),
 		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
 		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
 	).Commit()
@@ -80,7 +83,17 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev, creat
 		// first read saw.
 		a.rev = resp.Header.Revision
 	}
-	a.limits = e.widest(e.cfg.Limits, resp.Responses[1].GetResponseRange().Kvs)
+	if declared := resp.Responses[1].GetResponseRange().Kvs; len(declared) <= maxDeclarations {
+		a.limits = e.widest(e.cfg.Limits, declared)
+	} else {
+		// The widest bounds are unknown: the answer is the store's own,
+		// and it prunes nothing.
+		a.unsure = true
+		e.tooManyBounds.Add(1)
+		e.logSometimes.Do(func() {
+			e.cfg.logger().Warn("more bounds declared than a post reads: notes are not pruned", "most", maxDeclarations, "prefix", e.boundsPrefix())
+		})
+	}
 	a.room = a.limits.AnswerBytes
 	first := resp.Responses[0].GetResponseRange()
 	a.addSequenced(first.Kvs, first.More)

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
@@ -46,6 +47,19 @@ func startEtcd(t testing.TB) *localetcd.Server {
 func newClient(t testing.TB, url string) *clientv3.Client {
 	t.Helper()
 	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// interceptedClient is an etcd client whose calls pass through
+// interceptors, closed by t's cleanup.
+func interceptedClient(t testing.TB, url string, interceptors ...grpc.UnaryClientInterceptor) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptors...)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +118,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"MessageBytes", func(c *etcdnotes.Config) { c.Limits.MessageBytes = 0 }},
 		{"MessageBytes", func(c *etcdnotes.Config) { c.Limits.MessageBytes = 1 << 20 }},
 		{"AnswerBytes", func(c *etcdnotes.Config) { c.Limits.AnswerBytes = c.Limits.MessageBytes }},
+		{"PerLocation", func(c *etcdnotes.Config) { c.Limits.PerLocation = etcdnotes.MaxPerLocation + 1 }},
+		{"AnswerBytes", func(c *etcdnotes.Config) { c.Limits.AnswerBytes = etcdnotes.MaxAnswerBytesLimit + 1 }},
 		{"Timeout", func(c *etcdnotes.Config) { c.Timeout = 0 }},
 		{"Budget", func(c *etcdnotes.Config) { c.Budget = 0 }},
 		{"BudgetCheck", func(c *etcdnotes.Config) { c.BudgetCheck = 0 }},

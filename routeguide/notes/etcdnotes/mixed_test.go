@@ -183,6 +183,9 @@ func TestEtcdAPruneDecidedBeforeWiderBoundsWereDeclaredDeletesNothing(t *testing
 	if want := []string{"n0", "n1", "n2", "wide", "wide again"}; !slices.Equal(notestest.Messages(got), want) {
 		t.Errorf("after the narrow store's prune the wide store answers %q, want %q", notestest.Messages(got), want)
 	}
+	if s := narrow.Stats(); s.PrunesRefused != 1 {
+		t.Errorf("stats %+v, want the narrow store's prune refused and counted", s)
+	}
 }
 
 // putLegacy stores message at the location as a node of the previous

@@ -79,4 +79,7 @@ func TestAPruneLeftToTheNextPutDeletesNothingOnceWiderBoundsAreDeclared(t *testi
 	if got := messages(t, wide, "wide again"); len(got) != 5 || got[0] != "n0" {
 		t.Errorf("after the narrow store's put the wide store answers %q, want n0 first of 5", got)
 	}
+	if s := narrow.Stats(); s.PrunesRefused != 1 {
+		t.Errorf("stats %+v, want the prune that rode with the put refused and counted", s)
+	}
 }
