@@ -21,6 +21,12 @@ import (
 // are followed by larger ones (JSON after protobuf), at most six.
 func legacyValueBytes(l notes.Limits) int { return 6*l.MessageBytes + notes.NoteOverhead }
 
+// maxLegacyKeys bounds the keys of earlier releases a post reads from each
+// range beside the sequenced one: the previous release's default
+// --max-notes-per-location. Past it, a post answers with the newest of
+// those it read, and its prunes shrink the location.
+const maxLegacyKeys = 1000
+
 // answer is where the reading of one answer stands, newest first. The keys
 // come from etcd's index (keys-only ranges read no value): the sequenced
 // ones page by page, those of earlier releases at once, merged by create
@@ -72,8 +78,8 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev, creat
 		// Not keys-only: etcd's index knows no lease, and a declaration
 		// must be on one. Their values are empty.
 		clientv3.OpGet(e.boundsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithLimit(maxDeclarations+1)),
-		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
-		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
+		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys)),
+		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys)),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read the first page at %s: %w", location, err)
@@ -98,6 +104,11 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev, creat
 	first := resp.Responses[0].GetResponseRange()
 	a.addSequenced(first.Kvs, first.More)
 	for _, r := range resp.Responses[2:] {
+		if r.GetResponseRange().More {
+			e.logSometimes.Do(func() {
+				e.cfg.logger().Warn("more notes of an earlier release at a location than a post reads", "most", maxLegacyKeys, "location", location)
+			})
+		}
 		for _, kv := range r.GetResponseRange().Kvs {
 			if created == 0 || kv.CreateRevision < created {
 				a.legacy = append(a.legacy, kv)

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
@@ -259,5 +260,61 @@ func TestEtcdEachLeaseDeclaresItsOwnBounds(t *testing.T) {
 	}
 	if got := declared(); len(got) != 1 || got[0] != leases[0] {
 		t.Errorf("once lease %s ended, declarations on %q, want the other's, %s", leases[1], got, leases[0])
+	}
+}
+
+// countKeys is an etcd client interceptor that adds the keys of every
+// answer from etcd to read.
+func countKeys(read *atomic.Int64) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		switch r := reply.(type) {
+		case *etcdserverpb.RangeResponse:
+			read.Add(int64(len(r.Kvs)))
+		case *etcdserverpb.TxnResponse:
+			for _, op := range r.Responses {
+				read.Add(int64(len(op.GetResponseRange().GetKvs())))
+			}
+		}
+		return err
+	}
+}
+
+// TestEtcdAPostReadsABoundedNumberOfKeysOfEarlierReleases plants 3000 notes
+// of an earlier release at a location, three times what that release kept
+// by default: a post reads at most 1000 keys from each range beside the
+// sequenced one, and answers.
+func TestEtcdAPostReadsABoundedNumberOfKeysOfEarlierReleases(t *testing.T) {
+	srv := startEtcd(t)
+	cli := newClient(t, srv.ClientURL())
+	cfg := testConfig(t)
+	cfg.Limits.PerLocation = 5
+	location := newEtcd(t, cli, cfg).LocationPrefix(1, 1)
+	value, err := proto.Marshal(notestest.Note(1, 1, "legacy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const planted = 3000
+	for first := 0; first < planted; first += 100 {
+		var puts []clientv3.Op
+		for i := first; i < first+100; i++ {
+			puts = append(puts, clientv3.OpPut(fmt.Sprintf("%s%032x", location, i), string(value)))
+		}
+		if _, err := cli.Txn(t.Context()).Then(puts...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keys atomic.Int64
+	store := newEtcd(t, interceptedClient(t, srv.ClientURL(), countKeys(&keys)), cfg)
+	got, err := store.Post(t.Context(), notestest.Note(1, 1, "new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 {
+		t.Errorf("the post answered %d notes, want 5", len(got))
+	}
+	// Both ranges, its own note and the values of the answer.
+	if bound := int64(2000 + 2*cfg.Limits.PerLocation); keys.Load() > bound {
+		t.Errorf("the post read %d keys from etcd, want at most %d", keys.Load(), bound)
 	}
 }
