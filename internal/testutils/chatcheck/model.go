@@ -62,8 +62,10 @@ type snapshot struct {
 	upTo    []string
 }
 
+func bySnapshotMessage(x snapshot, m string) int { return strings.Compare(x.message, m) }
+
 func (s state) snapshot(message string) ([]string, bool) {
-	i, ok := slices.BinarySearchFunc(s.stored, message, func(x snapshot, m string) int { return strings.Compare(x.message, m) })
+	i, ok := slices.BinarySearchFunc(s.stored, message, bySnapshotMessage)
 	if !ok {
 		return nil, false
 	}
@@ -74,7 +76,7 @@ func (s state) snapshot(message string) ([]string, bool) {
 func (s state) post(b Bounds, in input) state {
 	next := state{kept: b.Keep(append(slices.Clip(s.kept), in.message)), stored: s.stored}
 	if in.repeated {
-		i, _ := slices.BinarySearchFunc(s.stored, in.message, func(x snapshot, m string) int { return strings.Compare(x.message, m) })
+		i, _ := slices.BinarySearchFunc(s.stored, in.message, bySnapshotMessage)
 		next.stored = slices.Insert(slices.Clone(s.stored), i, snapshot{in.message, next.kept})
 	}
 	return next

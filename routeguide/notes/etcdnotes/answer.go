@@ -39,8 +39,7 @@ type answer struct {
 	lat, lon int32
 	rev      int64        // every read is at the revision of the post's write
 	limits   notes.Limits // the widest declared at rev
-	room     int          // limits.AnswerBytes left
-	count    int          // notes taken
+	cut      cut          // what is left of limits
 	full     bool         // a bound stopped the answer while older notes remain
 	unsure   bool         // too many bounds are declared to know the widest: prune nothing
 	taken    []takenNote  // newest first
@@ -67,7 +66,7 @@ type takenNote struct {
 // answer would not be a prefix of later ones.
 func (e *Store) readAnswer(ctx context.Context, location, key string, rev, created int64, lat, lon int32) (*answer, error) {
 	_, end := sequencedRange(location)
-	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, limits: e.cfg.Limits, room: e.cfg.Limits.AnswerBytes,
+	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, limits: e.cfg.Limits,
 		nextSequenced: key, values: make(map[string]*cachedNote)}
 	legacy := legacyRanges(location)
 	// The first page of keys, the keys of earlier releases and the bounds
@@ -100,7 +99,7 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev, creat
 			e.cfg.logger().Warn("more bounds declared than a post reads: notes are not pruned", "most", maxDeclarations, "prefix", e.boundsPrefix())
 		})
 	}
-	a.room = a.limits.AnswerBytes
+	a.cut = newCut(a.limits)
 	first := resp.Responses[0].GetResponseRange()
 	a.addSequenced(first.Kvs, first.More)
 	for _, r := range resp.Responses[2:] {
@@ -133,7 +132,29 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev, creat
 // pageLimit is how many notes costing at most noteBytes surely fit in the
 // room left, and within PerLocation.
 func (a *answer) pageLimit(noteBytes int) int {
-	return max(1, min(a.room/noteBytes, a.limits.PerLocation-a.count))
+	return max(1, min(a.cut.room/noteBytes, a.cut.places))
+}
+
+// cut is what is left of an answer's bounds, newest note first: a note
+// that does not fit ends the answer, and a value that is no note takes a
+// note's place.
+type cut struct {
+	room, places int
+}
+
+func newCut(l notes.Limits) cut { return cut{room: l.AnswerBytes, places: l.PerLocation} }
+
+// take reports whether the next value, a note of cost or none, fits, and
+// takes it if so.
+func (c *cut) take(note bool, cost int) bool {
+	if c.places == 0 || note && cost > c.room {
+		return false
+	}
+	if note {
+		c.room -= cost
+	}
+	c.places--
+	return true
 }
 
 // keysLimit is a page of keys: as many notes as the room left could hold
@@ -235,24 +256,22 @@ func (a *answer) take(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if v.note == nil {
-		// It takes a note's place, until pruned.
-		a.e.skipped.Add(1)
-	} else if v.cost > a.room {
+	if !a.cut.take(v.note != nil, v.cost) {
 		a.full = true
 		if _, ok := seqOf(a.location, kv.Key); !ok {
 			a.legacy = append([]*mvccpb.KeyValue{kv}, a.legacy...)
 		}
 		return false, nil
-	} else {
-		a.room -= v.cost
+	}
+	if v.note == nil {
+		// It takes a note's place, until pruned.
+		a.e.skipped.Add(1)
 	}
 	a.taken = append(a.taken, takenNote{v.note, v.cost})
 	if _, ok := seqOf(a.location, kv.Key); ok {
 		a.lastSequenced = string(kv.Key)
 	}
-	a.count++
-	if a.count >= a.limits.PerLocation {
+	if a.cut.places == 0 {
 		a.full = len(a.sequenced) > 0 || a.nextSequenced != "" || len(a.legacy) > 0
 		return false, nil
 	}
@@ -262,21 +281,15 @@ func (a *answer) take(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 // notes are the answer's notes within the store's own bounds, oldest
 // first: the newest of those taken, cut as take cuts.
 func (a *answer) notes() []*pb.RouteNote {
-	own := a.e.cfg.Limits
-	room := own.AnswerBytes
+	own := newCut(a.e.cfg.Limits)
 	var out []*pb.RouteNote
-	for i, t := range a.taken {
-		if i == own.PerLocation {
+	for _, t := range a.taken {
+		if !own.take(t.note != nil, t.cost) {
 			break
 		}
-		if t.note == nil {
-			continue
+		if t.note != nil {
+			out = append(out, t.note)
 		}
-		if t.cost > room {
-			break
-		}
-		room -= t.cost
-		out = append(out, t.note)
 	}
 	slices.Reverse(out)
 	return out

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
@@ -118,7 +119,7 @@ func TestEtcdAPostUnderAHostileBoundsKeyReadsNoMoreThanItsOwnAnswer(t *testing.T
 	var read atomic.Int64
 	cfg := wideCfg
 	cfg.Limits.PerLocation, cfg.Limits.AnswerBytes = 5, 6000
-	narrow := newEtcd(t, interceptedClient(t, srv.ClientURL(), countReplies(&read)), cfg)
+	narrow := newEtcd(t, etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(countReplies(&read))), cfg)
 	got, err := narrow.Post(t.Context(), notestest.Note(1, 1, "narrow"))
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +156,7 @@ func TestEtcdAPrunesConditionComparesOneKey(t *testing.T) {
 			}
 		}
 	}
-	cli := interceptedClient(t, srv.ClientURL(), onTxn(func(txn *etcdserverpb.TxnRequest) { compares(txn.Compare, txn.Success) }))
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(onTxn(func(txn *etcdserverpb.TxnRequest) { compares(txn.Compare, txn.Success) })))
 	cfg.Limits.PerLocation = 2
 	store := newEtcd(t, cli, cfg)
 	lease := grantLease(t, cli)
@@ -305,7 +306,7 @@ func TestEtcdAPostReadsABoundedNumberOfKeysOfEarlierReleases(t *testing.T) {
 		}
 	}
 	var keys atomic.Int64
-	store := newEtcd(t, interceptedClient(t, srv.ClientURL(), countKeys(&keys)), cfg)
+	store := newEtcd(t, etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(countKeys(&keys))), cfg)
 	got, err := store.Post(t.Context(), notestest.Note(1, 1, "new"))
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
@@ -47,19 +46,6 @@ func startEtcd(t testing.TB) *localetcd.Server {
 func newClient(t testing.TB, url string) *clientv3.Client {
 	t.Helper()
 	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{url}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
-// interceptedClient is an etcd client whose calls pass through
-// interceptors, closed by t's cleanup.
-func interceptedClient(t testing.TB, url string, interceptors ...grpc.UnaryClientInterceptor) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptors...)}})
 	if err != nil {
 		t.Fatal(err)
 	}
