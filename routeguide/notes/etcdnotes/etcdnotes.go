@@ -394,20 +394,15 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 		return lease, nil
 	}
 	bucket := e.cfg.MaxAge / LeaseBuckets
-	// The lease takes notes until the end of the clock's bucket, the same
-	// for every store with this MaxAge, so that the notes of a later bucket
-	// are on leases granted later, and expire later, whichever store
-	// posted them. It ends at most one bucket after the request, so a note
-	// posted before has at least MaxAge left, whenever etcd started
-	// counting.
+	// It takes notes until the clock's bucket ends, the same for every
+	// store, so later notes expire later (docs/DESIGN.md, "The notes store").
 	start := e.now()
 	ttl := int64((e.cfg.MaxAge + bucket + time.Second - 1) / time.Second)
 	resp, err := e.cli.Grant(ctx, ttl)
 	if err != nil {
 		return 0, fmt.Errorf("grant a lease of %ds for notes: %w", ttl, err)
 	}
-	// Before any note is on it, so that the bounds outlive every note the
-	// store posts and answers with.
+	// Before any note is on it: the declaration lasts as long as its notes.
 	if err := e.declare(ctx, resp.ID, ttl); err != nil {
 		return 0, err
 	}
