@@ -127,6 +127,7 @@ func TestEtcdAPostUnderAHostileBoundsKeyReadsNoMoreThanItsOwnAnswer(t *testing.T
 	if len(got) != 5 {
 		t.Errorf("the post answered %d notes, want its 5", len(got))
 	}
+	t.Logf("the post read %d bytes from etcd", read.Load())
 	if bound := int64(cfg.Limits.AnswerBytes + cfg.Limits.MessageBytes + 2000); read.Load() > bound {
 		t.Errorf("the post read %d bytes from etcd, want at most %d", read.Load(), bound)
 	}
@@ -315,6 +316,7 @@ func TestEtcdAPostReadsABoundedNumberOfKeysOfEarlierReleases(t *testing.T) {
 		t.Errorf("the post answered %d notes, want 5", len(got))
 	}
 	// Both ranges, its own note and the values of the answer.
+	t.Logf("the post read %d keys from etcd", keys.Load())
 	if bound := int64(2000 + 2*cfg.Limits.PerLocation); keys.Load() > bound {
 		t.Errorf("the post read %d keys from etcd, want at most %d", keys.Load(), bound)
 	}
