@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/routeguide-cluster/routeguide/internal/testutils/chatcheck"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
@@ -145,18 +145,13 @@ func TestEtcdAPruneDecidedBeforeWiderBoundsWereDeclaredDeletesNothing(t *testing
 	var armed atomic.Bool
 	var wideAnswer []string
 	var wide *etcdnotes.Store
-	narrowCli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(onPrune(&armed, func() {
-			got, err := wide.Post(context.Background(), notestest.Note(1, 1, "wide"))
-			if err != nil {
-				t.Errorf("post through the wide store: %v", err)
-			}
-			wideAnswer = notestest.Messages(got)
-		}))}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { narrowCli.Close() })
+	narrowCli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(onPrune(&armed, func() {
+		got, err := wide.Post(context.Background(), notestest.Note(1, 1, "wide"))
+		if err != nil {
+			t.Errorf("post through the wide store: %v", err)
+		}
+		wideAnswer = notestest.Messages(got)
+	})))
 	narrow := newEtcd(t, narrowCli, cfg)
 	wideCfg := cfg
 	wideCfg.Limits.PerLocation = 8
@@ -182,6 +177,9 @@ func TestEtcdAPruneDecidedBeforeWiderBoundsWereDeclaredDeletesNothing(t *testing
 	}
 	if want := []string{"n0", "n1", "n2", "wide", "wide again"}; !slices.Equal(notestest.Messages(got), want) {
 		t.Errorf("after the narrow store's prune the wide store answers %q, want %q", notestest.Messages(got), want)
+	}
+	if s := narrow.Stats(); s.PrunesRefused != 1 {
+		t.Errorf("stats %+v, want the narrow store's prune refused and counted", s)
 	}
 }
 
@@ -237,12 +235,7 @@ func TestEtcdAPruneAfterAnAnswerOfNoSequencedNoteDeletesNoSequencedNote(t *testi
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(failLegacyDeletes)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(failLegacyDeletes))
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation = 2
 	store := newEtcd(t, cli, cfg)

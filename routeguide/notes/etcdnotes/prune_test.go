@@ -2,29 +2,17 @@ package etcdnotes
 
 import (
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 )
 
 // startClient starts a real etcd on an ephemeral port and returns a client
 // of it; t's cleanup stops both.
 func startClient(t *testing.T) *clientv3.Client {
-	t.Helper()
-	srv, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return etcdtest.Client(t, etcdtest.Start(t).ClientURL())
 }
 
 func testStore(t *testing.T, cli *clientv3.Client, perLocation int) *Store {
@@ -78,5 +66,8 @@ func TestAPruneLeftToTheNextPutDeletesNothingOnceWiderBoundsAreDeclared(t *testi
 	messages(t, narrow, "n2") // its put carries the prune
 	if got := messages(t, wide, "wide again"); len(got) != 5 || got[0] != "n0" {
 		t.Errorf("after the narrow store's put the wide store answers %q, want n0 first of 5", got)
+	}
+	if s := narrow.Stats(); s.PrunesRefused != 1 {
+		t.Errorf("stats %+v, want the prune that rode with the put refused and counted", s)
 	}
 }
