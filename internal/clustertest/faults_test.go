@@ -545,7 +545,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 		return !calls.First(late.ID()).IsZero()
 	})
 	picked := calls.First(late.ID()).Sub(joined)
-	cli := etcdtest.Client(t, etcd.ClientURLs()...)
+	cli := etcd.Client(t)
 	if got := registered(t, cli, template.Service); len(got) != 4 {
 		t.Errorf("registry after the loss: %v, want the 4 nodes", got)
 	}

@@ -19,11 +19,8 @@ type Result struct {
 	// the model forbids: a retry carries the note id of the first post.
 	Duplicates int
 	// Unseen counts the Unknown ops whose note no answer holds and no
-	// other op posts. They are left out of what porcupine checks: a stored
-	// note is the newest at its location, so it is in the next answer of
-	// a new note there, and one in no answer changed none. Left in, a
-	// cluster that fails posts fast makes hundreds of them, each of which
-	// porcupine may place anywhere after its call.
+	// other op posts, left out of the search: they changed no answer
+	// (docs/DESIGN.md, "Checking RouteChat against one server").
 	Unseen int
 	// FullByCount and FullByBytes count the acked answers that a bound
 	// filled: PerLocation notes, or no room for one more of the longest

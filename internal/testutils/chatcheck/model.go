@@ -62,8 +62,10 @@ type snapshot struct {
 	upTo    []string
 }
 
+func bySnapshotMessage(x snapshot, m string) int { return strings.Compare(x.message, m) }
+
 func (s state) snapshot(message string) ([]string, bool) {
-	i, ok := slices.BinarySearchFunc(s.stored, message, func(x snapshot, m string) int { return strings.Compare(x.message, m) })
+	i, ok := slices.BinarySearchFunc(s.stored, message, bySnapshotMessage)
 	if !ok {
 		return nil, false
 	}
@@ -74,31 +76,16 @@ func (s state) snapshot(message string) ([]string, bool) {
 func (s state) post(b Bounds, in input) state {
 	next := state{kept: b.Keep(append(slices.Clip(s.kept), in.message)), stored: s.stored}
 	if in.repeated {
-		i, _ := slices.BinarySearchFunc(s.stored, in.message, func(x snapshot, m string) int { return strings.Compare(x.message, m) })
+		i, _ := slices.BinarySearchFunc(s.stored, in.message, bySnapshotMessage)
 		next.stored = slices.Insert(slices.Clone(s.stored), i, snapshot{in.message, next.kept})
 	}
 	return next
 }
 
 // Model is one RouteGuide server with bounds b whose clients name each
-// post with a note id, one partition per location: its state is the notes
-// it keeps at the location, oldest first. A post appends its note, forgets
-// what the bounds leave out, and answers with what it keeps, its own note
-// last. An Acked post must have been answered exactly that, and a Partial
-// one the beginning of it; an Unknown one may take effect at any time after
-// its call, or never; a Refused one changes nothing.
-//
-// A post of a note already stored (a retry of the same id) stores nothing
-// and is answered as etcdnotes answers it: the notes up to and including it
-// that are still there, within the bounds counted from it. That is a
-// suffix of what the bounds kept up to it when it was stored, holding at
-// least the notes up to it that the server still keeps (more when a prune
-// failed), or nothing once the note itself is forgotten.
-//
-// So every acknowledged note is in every answer of a new note linearized
-// after it until the bounds forget it, every answer is in one posting
-// order, no note is answered that no post made, and no note is ever
-// answered twice.
+// post with a note id, one partition per location; a retry is answered as
+// etcdnotes answers it. docs/DESIGN.md, "Checking RouteChat against one
+// server, under faults", states the model and the rules it checks.
 func Model(b Bounds) porcupine.Model {
 	return porcupine.Model{
 		Partition: partitionByLocation,

@@ -33,7 +33,7 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	if n := len(c.ClientURLs()); n != 3 {
 		t.Fatalf("%d client URLs, want 3", n)
 	}
-	cli := Client(t, c.ClientURLs()...)
+	cli := c.Client(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if _, err := cli.Put(ctx, "k", "before"); err != nil {
@@ -85,7 +85,7 @@ func TestLostLeaderRestartsFromItsDataAndCatchesUp(t *testing.T) {
 	poll.Until(t, 10*time.Second, "a leader", func() bool { leader = c.Leader(); return leader != nil })
 	leader.Lose()
 	poll.Until(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != nil })
-	cli := Client(t, c.ClientURLs()...)
+	cli := c.Client(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if _, err := cli.Put(ctx, "k", "while lost"); err != nil {

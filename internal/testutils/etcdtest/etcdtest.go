@@ -98,24 +98,11 @@ func Start(tb testing.TB) *localetcd.Server {
 	return srv
 }
 
-// Client is a client of the plain etcd at urls (the members of one
-// cluster), closed when tb ends.
-func Client(tb testing.TB, urls ...string) *clientv3.Client {
+// Client is a client of the plain etcd at url, dialled with opts (a test's
+// interceptors), closed when tb ends.
+func Client(tb testing.TB, url string, opts ...grpc.DialOption) *clientv3.Client {
 	tb.Helper()
-	return newClient(tb, clientv3.Config{Endpoints: urls})
-}
-
-// ClientWith is Client of the etcd at url, with gRPC's dial options opts:
-// interceptors that count or cut the calls a test makes, say.
-func ClientWith(tb testing.TB, url string, opts ...grpc.DialOption) *clientv3.Client {
-	tb.Helper()
-	return newClient(tb, clientv3.Config{Endpoints: []string{url}, DialOptions: opts})
-}
-
-func newClient(tb testing.TB, cfg clientv3.Config) *clientv3.Client {
-	tb.Helper()
-	cfg.DialTimeout = 5 * time.Second
-	cli, err := clientv3.New(cfg)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second, DialOptions: opts})
 	if err != nil {
 		tb.Fatal(err)
 	}

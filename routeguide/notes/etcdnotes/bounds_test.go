@@ -40,8 +40,7 @@ func countReplies(read *atomic.Int64) grpc.UnaryClientInterceptor {
 // countingClient is an etcd client that adds the size of every answer it
 // gets from etcd to read.
 func countingClient(t testing.TB, url string, read *atomic.Int64) *clientv3.Client {
-	t.Helper()
-	return etcdtest.ClientWith(t, url, grpc.WithChainUnaryInterceptor(countReplies(read)))
+	return etcdtest.Client(t, url, grpc.WithChainUnaryInterceptor(countReplies(read)))
 }
 
 // rangeCheck is an etcd client interceptor that hands every Range a
@@ -81,7 +80,7 @@ func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
 		}
 	}
 	var read atomic.Int64
-	cli := etcdtest.ClientWith(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(rangeCheck(check), countReplies(&read)))
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(rangeCheck(check), countReplies(&read)))
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation, cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 50, 300, 4000
 	store := newEtcd(t, cli, cfg)
@@ -339,7 +338,7 @@ func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	cli := etcdtest.ClientWith(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(cutPages))
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(cutPages))
 	cfg := testConfig(t)
 	cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 300, 4000
 	store := newEtcd(t, cli, cfg)
@@ -387,7 +386,7 @@ func faultyStatusClient(t *testing.T, url string, dials, statuses *atomic.Int64,
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	return etcdtest.ClientWith(t, url, grpc.WithContextDialer(dial), grpc.WithChainUnaryInterceptor(status))
+	return etcdtest.Client(t, url, grpc.WithContextDialer(dial), grpc.WithChainUnaryInterceptor(status))
 }
 
 func TestEtcdBudgetAsksEtcdOverTheStoresOwnConnection(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -60,6 +62,16 @@ type Config struct {
 	// that a post reads from etcd only the keys of its answer and the
 	// values it has not seen (see cache.go). Zero keeps none.
 	CacheBytes int64
+	// Logger receives what the store skips, at most one record a minute;
+	// nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.Default()
+	}
+	return c.Logger
 }
 
 // DefaultConfig is the configuration of a cluster node's store when no
@@ -88,17 +100,47 @@ const DefaultCacheBytes = 32 << 20
 // far below etcd's default request size limit of 1.5 MiB.
 const MaxMessageBytesLimit = 200 << 10
 
+// MaxPerLocation and MaxAnswerBytesLimit are the largest Limits.PerLocation
+// and Limits.AnswerBytes, declared ones too (bounds.go): what one post may
+// read from etcd whatever a store declares. MaxAnswerBytesLimit is gRPC's
+// default largest message a client receives.
+const (
+	MaxPerLocation      = 10_000
+	MaxAnswerBytesLimit = 4 << 20
+)
+
+// LimitError is a bound of notes.Limits that a store cannot take.
+type LimitError struct {
+	Field   string // PerLocation, MessageBytes or AnswerBytes
+	Problem string
+}
+
+func (e *LimitError) Error() string { return "Limits." + e.Field + " " + e.Problem }
+
+// CheckLimits reports the first bound of l that a store cannot take: the
+// one check of a store's Config, of a node's flags and of every bounds
+// another store declares.
+func CheckLimits(l notes.Limits) error {
+	switch {
+	case l.PerLocation < 1 || l.PerLocation > MaxPerLocation:
+		return &LimitError{"PerLocation", fmt.Sprintf("%d is not between 1 and %d", l.PerLocation, MaxPerLocation)}
+	case l.MessageBytes < 1 || l.MessageBytes > MaxMessageBytesLimit:
+		return &LimitError{"MessageBytes", fmt.Sprintf("%d is not between 1 and %d", l.MessageBytes, MaxMessageBytesLimit)}
+	case l.AnswerBytes < l.MessageBytes+notes.NoteOverhead || l.AnswerBytes > MaxAnswerBytesLimit:
+		return &LimitError{"AnswerBytes", fmt.Sprintf("%d is not between one note of the largest message (%d with its overhead) and %d",
+			l.AnswerBytes, l.MessageBytes+notes.NoteOverhead, MaxAnswerBytesLimit)}
+	}
+	return nil
+}
+
 // Validate reports the first problem with c, naming the field at fault.
 func (c Config) Validate() error {
+	if err := CheckLimits(c.Limits); err != nil {
+		return fmt.Errorf("notes etcd config: %w", err)
+	}
 	switch {
 	case c.Prefix == "" || !strings.HasSuffix(c.Prefix, "/"):
 		return fmt.Errorf("notes etcd config: Prefix %q must be non-empty and end with \"/\"", c.Prefix)
-	case c.Limits.PerLocation < 1:
-		return fmt.Errorf("notes etcd config: Limits.PerLocation %d must be at least 1", c.Limits.PerLocation)
-	case c.Limits.MessageBytes < 1 || c.Limits.MessageBytes > MaxMessageBytesLimit:
-		return fmt.Errorf("notes etcd config: Limits.MessageBytes %d must be between 1 and %d", c.Limits.MessageBytes, MaxMessageBytesLimit)
-	case c.Limits.AnswerBytes < c.Limits.MessageBytes+notes.NoteOverhead:
-		return fmt.Errorf("notes etcd config: Limits.AnswerBytes %d must hold one note of Limits.MessageBytes (%d with its overhead)", c.Limits.AnswerBytes, c.Limits.MessageBytes+notes.NoteOverhead)
 	case c.MaxAge < time.Second:
 		return fmt.Errorf("notes etcd config: MaxAge %v must be at least 1s, as etcd leases count whole seconds", c.MaxAge)
 	case c.Timeout <= 0:
@@ -136,6 +178,15 @@ type Stats struct {
 	// could not be read whole: the post failed with ErrUnavailable rather
 	// than answer with part of it.
 	UnreadAnswers uint64
+	// BadBounds counts keys under the bounds that declare no bounds a store
+	// could have (bounds.go), each time a post read one. They widen nothing.
+	BadBounds uint64
+	// TooManyBounds counts posts that found more declarations than they
+	// read: each answered within the store's own Limits and pruned nothing.
+	TooManyBounds uint64
+	// PrunesRefused counts prunes that etcd refused because bounds were
+	// declared after their answer; a later post prunes again.
+	PrunesRefused uint64
 }
 
 // Store is a notes.Store in etcd, shared by every node that uses the same Prefix:
@@ -152,6 +203,10 @@ type Store struct {
 	skipped       atomic.Uint64
 	pruneFailures atomic.Uint64
 	unreadAnswers atomic.Uint64
+	badBounds     atomic.Uint64
+	tooManyBounds atomic.Uint64
+	prunesRefused atomic.Uint64
+	logSometimes  rate.Sometimes // one record a minute of what is skipped
 
 	// grant is held, as a one-slot semaphore that a waiter can leave when
 	// its context ends, by the one Post that grants the next lease, so that
@@ -175,12 +230,13 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1),
-		cache: newCache(cfg.CacheBytes), now: time.Now}, nil
+		cache: newCache(cfg.CacheBytes), now: time.Now, logSometimes: rate.Sometimes{Interval: time.Minute}}, nil
 }
 
 // Stats returns the store's counters since it was made.
 func (e *Store) Stats() Stats {
-	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load()}
+	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load(),
+		BadBounds: e.badBounds.Load(), TooManyBounds: e.tooManyBounds.Load(), PrunesRefused: e.prunesRefused.Load()}
 }
 
 // LocationPrefix is the etcd key prefix of the notes at a location.
@@ -255,7 +311,7 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 		e.unreadAnswers.Add(1)
 		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", put.key, err)
 	}
-	if a.full {
+	if a.full && !a.unsure {
 		if err := e.prune(ctx, location, a); err != nil {
 			e.pruneFailures.Add(1)
 		}
@@ -277,9 +333,11 @@ func (e *Store) prune(ctx context.Context, location string, a *answer) error {
 		// filled it): nothing marks where to prune from.
 	} else if e.turns.deferPrune(location, a.lastSequenced, a.rev) {
 		// A post waiting to put at the location deletes them with its note.
-	} else if _, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(a.rev)).
+	} else if resp, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(a.rev)).
 		Then(clientv3.OpDelete(a.lastSequenced+"\x00", clientv3.WithRange(end))).Commit(); err != nil {
 		return fmt.Errorf("prune the notes at %s after %s: %w", location, a.lastSequenced, err)
+	} else if !resp.Succeeded {
+		e.prunesRefused.Add(1)
 	}
 	return e.delete(ctx, location, a.legacyLeftOut(), a.rev)
 }
@@ -292,8 +350,12 @@ func (e *Store) delete(ctx context.Context, location string, keys []string, rev 
 		for i, k := range batch {
 			deletes[i] = clientv3.OpDelete(k)
 		}
-		if _, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(rev)).Then(deletes...).Commit(); err != nil {
+		resp, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(rev)).Then(deletes...).Commit()
+		if err != nil {
 			return fmt.Errorf("prune %d notes at %s: %w", len(deletes), location, err)
+		}
+		if !resp.Succeeded {
+			e.prunesRefused.Add(1)
 		}
 	}
 	return nil
@@ -332,20 +394,15 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 		return lease, nil
 	}
 	bucket := e.cfg.MaxAge / LeaseBuckets
-	// The lease takes notes until the end of the clock's bucket, the same
-	// for every store with this MaxAge, so that the notes of a later bucket
-	// are on leases granted later, and expire later, whichever store
-	// posted them. It ends at most one bucket after the request, so a note
-	// posted before has at least MaxAge left, whenever etcd started
-	// counting.
+	// It takes notes until the clock's bucket ends, the same for every
+	// store, so later notes expire later (docs/DESIGN.md, "The notes store").
 	start := e.now()
 	ttl := int64((e.cfg.MaxAge + bucket + time.Second - 1) / time.Second)
 	resp, err := e.cli.Grant(ctx, ttl)
 	if err != nil {
 		return 0, fmt.Errorf("grant a lease of %ds for notes: %w", ttl, err)
 	}
-	// Before any note is on it, so that the bounds outlive every note the
-	// store posts and answers with.
+	// Before any note is on it: the declaration lasts as long as its notes.
 	if err := e.declare(ctx, resp.ID, ttl); err != nil {
 		return 0, err
 	}

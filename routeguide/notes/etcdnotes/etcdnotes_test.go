@@ -94,6 +94,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"MessageBytes", func(c *etcdnotes.Config) { c.Limits.MessageBytes = 0 }},
 		{"MessageBytes", func(c *etcdnotes.Config) { c.Limits.MessageBytes = 1 << 20 }},
 		{"AnswerBytes", func(c *etcdnotes.Config) { c.Limits.AnswerBytes = c.Limits.MessageBytes }},
+		{"PerLocation", func(c *etcdnotes.Config) { c.Limits.PerLocation = etcdnotes.MaxPerLocation + 1 }},
+		{"AnswerBytes", func(c *etcdnotes.Config) { c.Limits.AnswerBytes = etcdnotes.MaxAnswerBytesLimit + 1 }},
 		{"Timeout", func(c *etcdnotes.Config) { c.Timeout = 0 }},
 		{"Budget", func(c *etcdnotes.Config) { c.Budget = 0 }},
 		{"BudgetCheck", func(c *etcdnotes.Config) { c.BudgetCheck = 0 }},

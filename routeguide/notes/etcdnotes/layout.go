@@ -181,6 +181,9 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 			return
 		}
 		if resp.Succeeded {
+			if pruneAfter != "" && !resp.Responses[len(resp.Responses)-1].GetResponseTxn().GetSucceeded() {
+				e.prunesRefused.Add(1)
+			}
 			turn.seq += step + uint64(len(batch)) - 1
 			for i, p := range batch {
 				p.done <- putResult{key: keys[i], rev: resp.Header.Revision}

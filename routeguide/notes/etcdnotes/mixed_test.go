@@ -145,7 +145,7 @@ func TestEtcdAPruneDecidedBeforeWiderBoundsWereDeclaredDeletesNothing(t *testing
 	var armed atomic.Bool
 	var wideAnswer []string
 	var wide *etcdnotes.Store
-	narrowCli := etcdtest.ClientWith(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(onPrune(&armed, func() {
+	narrowCli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(onPrune(&armed, func() {
 		got, err := wide.Post(context.Background(), notestest.Note(1, 1, "wide"))
 		if err != nil {
 			t.Errorf("post through the wide store: %v", err)
@@ -177,6 +177,9 @@ func TestEtcdAPruneDecidedBeforeWiderBoundsWereDeclaredDeletesNothing(t *testing
 	}
 	if want := []string{"n0", "n1", "n2", "wide", "wide again"}; !slices.Equal(notestest.Messages(got), want) {
 		t.Errorf("after the narrow store's prune the wide store answers %q, want %q", notestest.Messages(got), want)
+	}
+	if s := narrow.Stats(); s.PrunesRefused != 1 {
+		t.Errorf("stats %+v, want the narrow store's prune refused and counted", s)
 	}
 }
 
@@ -232,7 +235,7 @@ func TestEtcdAPruneAfterAnAnswerOfNoSequencedNoteDeletesNoSequencedNote(t *testi
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	cli := etcdtest.ClientWith(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(failLegacyDeletes))
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(failLegacyDeletes))
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation = 2
 	store := newEtcd(t, cli, cfg)

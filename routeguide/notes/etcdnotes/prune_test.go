@@ -12,7 +12,6 @@ import (
 // startClient starts a real etcd on an ephemeral port and returns a client
 // of it; t's cleanup stops both.
 func startClient(t *testing.T) *clientv3.Client {
-	t.Helper()
 	return etcdtest.Client(t, etcdtest.Start(t).ClientURL())
 }
 
@@ -67,5 +66,8 @@ func TestAPruneLeftToTheNextPutDeletesNothingOnceWiderBoundsAreDeclared(t *testi
 	messages(t, narrow, "n2") // its put carries the prune
 	if got := messages(t, wide, "wide again"); len(got) != 5 || got[0] != "n0" {
 		t.Errorf("after the narrow store's put the wide store answers %q, want n0 first of 5", got)
+	}
+	if s := narrow.Stats(); s.PrunesRefused != 1 {
+		t.Errorf("stats %+v, want the prune that rode with the put refused and counted", s)
 	}
 }
