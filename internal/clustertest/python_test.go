@@ -221,11 +221,13 @@ func TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls(t *testing.T) {
 	// Round robin before the ejection: each node had a third of the
 	// attempts. The failing node's failed attempts were retried on the
 	// others (the route's retry policy, gRFC A44), so it answered 70% of
-	// its third, and the caller saw no failure.
+	// its third, and the caller saw almost no failure.
 	answered := map[string]int{}
 	for _, b := range got.Buckets[:ejectedAt] {
 		for node, n := range b {
-			answered[node] += n
+			if node != "failed" {
+				answered[node] += n
+			}
 		}
 	}
 	attempts := float64(answered["failing"]) / 0.7
@@ -234,8 +236,20 @@ func TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls(t *testing.T) {
 			t.Errorf("answers before the ejection %v: %s's %d against the failing node's %.0f attempts; want a third each, round robin", answered, node, n, attempts)
 		}
 	}
-	if len(got.Errors) != 0 {
-		t.Errorf("calls failed: %v; want every failure retried", got.Errors)
+	// An attempt fails with chance 1/3 × 30% = 0.1, so a call fails all 4
+	// of its attempts with chance 1e-4: a run of a few thousand calls may
+	// see one. Without retries a tenth of the calls would fail.
+	calls, failed := 0, 0
+	for _, b := range got.Buckets {
+		for node, n := range b {
+			calls += n
+			if node == "failed" {
+				failed += n
+			}
+		}
+	}
+	if limit := max(3, calls/1000); failed > limit {
+		t.Errorf("%d of %d calls failed (%v); want at most %d: every failure retried but for chance", failed, calls, got.Errors, limit)
 	}
 }
 

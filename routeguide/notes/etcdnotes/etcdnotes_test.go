@@ -255,14 +255,24 @@ func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
 	bucket := cfg.MaxAge / etcdnotes.LeaseBuckets
 	store := newEtcd(t, cli, cfg)
 
-	before := time.Now()
-	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "first")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "second")); err != nil {
-		t.Fatal(err)
-	}
-	kvs := keysAt(t, cli, store, 1, 1)
+	// Buckets follow the clock, so two posts may straddle a bucket's end:
+	// post pairs at new locations until one pair falls within one bucket.
+	var (
+		before time.Time
+		kvs    []*mvccpb.KeyValue
+		lat    int32
+	)
+	poll.Until(t, 10*time.Second, "two posts within one bucket", func() bool {
+		lat++
+		before = time.Now()
+		for _, message := range []string{"first", "second"} {
+			if _, err := store.Post(t.Context(), notestest.Note(lat, 1, message)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return before.Truncate(bucket).Equal(time.Now().Truncate(bucket))
+	})
+	kvs = keysAt(t, cli, store, lat, 1)
 	if len(kvs) != 2 || kvs[0].Lease == 0 || kvs[0].Lease != kvs[1].Lease {
 		t.Fatalf("notes posted in one bucket have leases %v, want one shared lease", kvs)
 	}
@@ -290,12 +300,12 @@ func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
 	}
 
 	poll.Until(t, 10*time.Second, "the first notes to expire", func() bool {
-		return countAt(t, cli, store, 1, 1) == 0
+		return countAt(t, cli, store, lat, 1) == 0
 	})
 	if lived := time.Since(before); lived < cfg.MaxAge {
 		t.Errorf("notes expired after %v, before MaxAge %v", lived, cfg.MaxAge)
 	}
-	got, err := store.Post(t.Context(), notestest.Note(1, 1, "after"))
+	got, err := store.Post(t.Context(), notestest.Note(lat, 1, "after"))
 	if err != nil {
 		t.Fatal(err)
 	}
