@@ -96,6 +96,18 @@ func newNodeMetrics(featureCount int, store notes.Store, tlsFiles *tlsfiles.Metr
 				Name: "routeguide_notes_future_reads_total",
 				Help: "Reads of an answer at its post's revision that an etcd member refused, not having applied that revision yet, and that went again linearizable.",
 			}, func() float64 { return float64(store.Stats().FutureReads) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_bad_bounds_total",
+				Help: "Keys under the notes' bounds in etcd that declare no bounds a node could have, each time a post read one; they widen nothing.",
+			}, func() float64 { return float64(store.Stats().BadBounds) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_too_many_bounds_total",
+				Help: "Posts that found more declared bounds than a post reads; each answered within the node's own limits and pruned nothing.",
+			}, func() float64 { return float64(store.Stats().TooManyBounds) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_prunes_refused_total",
+				Help: "Prunes that etcd refused because a node declared bounds after their answer; a later post prunes again.",
+			}, func() float64 { return float64(store.Stats().PrunesRefused) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "routeguide_notes_budget_used_bytes",
 				Help: "Data the notes' etcd holds, as last measured while notes were posted (the largest DbSizeInUse of its members, plus what the node wrote since).",

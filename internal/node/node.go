@@ -121,7 +121,7 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	store, err := newNoteStore(cfg, n.notesEtcd)
+	store, err := newNoteStore(cfg, n.notesEtcd, n.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +193,9 @@ func dialEtcd(cfg Config, reload tlsfiles.Reload, traces *tracing.Provider) (reg
 // node's gRPC port (docs/DESIGN.md, "xDS for any language"), with the retry
 // policy of package balancer, and its policy for the Go clients that link it.
 func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
+	// The clients of other languages eject as package balancer's policy
+	// does, in a cluster of three too.
+	od := balancer.DefaultOutlierDetection
 	return xdsserver.New(xdsserver.Config{
 		Service:      cfg.Service,
 		RetryMethods: contract.IdempotentMethods,
@@ -202,28 +205,11 @@ func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
 			BaseBackoff: balancer.RetryInitialBackoff,
 			MaxBackoff:  balancer.RetryMaxBackoff,
 		},
-		EndpointPolicy: balancer.Name,
-		LeastRequest:   true,
-		Ejection:       xdsEjection(),
-		Logger:         logger,
+		EndpointPolicy:   balancer.Name,
+		LeastRequest:     true,
+		OutlierDetection: &od,
+		Logger:           logger,
 	})
-}
-
-// xdsEjection is the outlier detection the cluster resource carries (gRFC
-// A50) for the clients of other languages: package balancer's, which ejects
-// in a cluster of three too.
-func xdsEjection() *xdsserver.Ejection {
-	od := balancer.DefaultOutlierDetection
-	fp := od.FailurePercentageEjection
-	return &xdsserver.Ejection{
-		Interval:       od.Interval,
-		BaseTime:       od.BaseEjectionTime,
-		MaxTime:        od.MaxEjectionTime,
-		MaxPercent:     od.MaxEjectionPercent,
-		FailurePercent: fp.Threshold,
-		MinimumHosts:   fp.MinimumHosts,
-		RequestVolume:  fp.RequestVolume,
-	}
 }
 
 // closeOpened closes what New opened, after a failure.
@@ -243,7 +229,7 @@ func (n *Node) closeOpened() {
 // newNoteStore returns where RouteChat keeps its notes: in etcd when the
 // node is part of a cluster, so that every node answers with the same notes
 // in the same order, and in memory when it serves alone.
-func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
+func newNoteStore(cfg Config, etcd *clientv3.Client, logger *slog.Logger) (notes.Store, error) {
 	if etcd == nil {
 		return notes.NewMemory(cfg.NoteLimits), nil
 	}
@@ -254,6 +240,7 @@ func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
 	ecfg.Budget = cfg.NotesBudget
 	ecfg.CacheBytes = cfg.NotesCacheBytes
 	ecfg.WriteRate = cfg.NotesWriteRate
+	ecfg.Logger = logger
 	return etcdnotes.New(etcd, ecfg)
 }
 

@@ -2,8 +2,8 @@
 // member (package localetcd), plain or secured as a production cluster runs
 // it (TLS, authentication, the users a test names), or, for fault tests, a
 // cluster of several members that loses one as abruptly as a crash does.
-// localetcd itself is linked into the node binary (node -dev) and so does
-// not import testing.
+// A Watch records when keys changed. localetcd itself is linked into the
+// node binary (node -dev) and so does not import testing.
 package etcdtest
 
 import (
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
@@ -97,10 +98,11 @@ func Start(tb testing.TB) *localetcd.Server {
 	return srv
 }
 
-// Client is a client of the plain etcd at url, closed when tb ends.
-func Client(tb testing.TB, url string) *clientv3.Client {
+// Client is a client of the plain etcd at url, dialled with opts (a test's
+// interceptors), closed when tb ends.
+func Client(tb testing.TB, url string, opts ...grpc.DialOption) *clientv3.Client {
 	tb.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second, DialOptions: opts})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -24,22 +24,30 @@ import (
 // are followed by larger ones (JSON after protobuf), at most six.
 func legacyValueBytes(l notes.Limits) int { return 6*l.MessageBytes + notes.NoteOverhead }
 
+// maxLegacyKeys bounds the keys of earlier releases a post reads from each
+// range beside the sequenced one: the previous release's default
+// --max-notes-per-location. Past it, a post answers with the newest of
+// those it read, and its prunes shrink the location.
+const maxLegacyKeys = 1000
+
 // answer is where the reading of one answer stands, newest first. The keys
 // come from etcd's index (keys-only ranges read no value): the sequenced
 // ones page by page, those of earlier releases at once, merged by create
 // revision. The values come from the store's cache, or from etcd in pages
-// of what surely fits in the room left.
+// of what surely fits in the room left. It is read within the widest
+// bounds that any store declares (bounds.go), and cut to the store's own.
 type answer struct {
-	e          *Store
-	location   string
-	lat, lon   int32
-	rev        int64 // every read is at the revision of the post's write
-	room       int   // AnswerBytes left
-	count      int   // notes taken
-	full       bool  // a bound stopped the answer while older notes remain
-	newestLast []*pb.RouteNote
+	e        *Store
+	location string
+	lat, lon int32
+	rev      int64        // every read is at the revision of the post's write
+	limits   notes.Limits // the widest declared at rev
+	cut      cut          // what is left of limits
+	full     bool         // a bound stopped the answer while older notes remain
+	unsure   bool         // too many bounds are declared to know the widest: prune nothing
+	taken    []takenNote  // newest first
+	floor    string       // the location's floor at rev; "" for none, or not known
 
-	floor         string             // the location's floor at rev; "" for none, or not known
 	sequenced     []*mvccpb.KeyValue // keys in hand, not yet taken
 	nextSequenced string             // where the next page of keys starts; "" once read to the floor
 	lastSequenced string             // the key of the oldest sequenced note taken
@@ -48,14 +56,25 @@ type answer struct {
 	values        map[string]*cachedNote
 }
 
-// readAnswer reads the answer to the note that r put, at its revision (0:
-// the current one), down to the floor.
+// takenNote is a note an answer took; nil for a value that is no note,
+// which takes a note's place.
+type takenNote struct {
+	note *pb.RouteNote
+	cost int
+}
+
+// readAnswer reads the answer to the note that r put, at its revision, down
+// to the floor (rev 0: the current one, for a note put before at revision
+// created: the notes of earlier releases created after it are newer, and
+// left out).
 // It fails rather than answer with less than the notes that fit: a cut
 // answer would not be a prefix of later ones.
 func (e *Store) readAnswer(ctx context.Context, location string, r putResult, lat, lon int32) (*answer, error) {
-	key, rev := r.key, r.rev
-	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, room: e.cfg.Limits.AnswerBytes,
+	key, rev, created := r.key, r.rev, r.created
+	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, limits: e.cfg.Limits, cut: newCut(e.cfg.Limits),
 		floor: r.floor, nextSequenced: key, values: make(map[string]*cachedNote)}
+	// The first page is as long as the store's own bounds need; wider
+	// declared ones read the rest page by page.
 	limit := a.keysLimit()
 	var resp *clientv3.TxnResponse
 	var err error
@@ -72,6 +91,18 @@ func (e *Store) readAnswer(ctx context.Context, location string, r putResult, la
 		// first read saw.
 		a.rev = resp.Header.Revision
 	}
+	if declared := resp.Responses[1].GetResponseRange().Kvs; len(declared) <= maxDeclarations {
+		a.limits = e.widest(e.cfg.Limits, declared)
+	} else {
+		// The widest bounds are unknown: the answer is the store's own,
+		// and it prunes nothing.
+		a.unsure = true
+		e.tooManyBounds.Add(1)
+		e.logSometimes.Do(func() {
+			e.cfg.logger().Warn("more bounds declared than a post reads: notes are not pruned", "most", maxDeclarations, "prefix", e.boundsPrefix())
+		})
+	}
+	a.cut = newCut(a.limits)
 	first := resp.Responses[0].GetResponseRange()
 	kvs, more := first.Kvs, first.More
 	if r.page != nil {
@@ -81,8 +112,17 @@ func (e *Store) readAnswer(ctx context.Context, location string, r putResult, la
 		more = first.More || len(first.Kvs) > r.offset+int(limit)
 	}
 	a.addSequenced(kvs, more)
-	for _, r := range resp.Responses[1:] {
-		a.legacy = append(a.legacy, r.GetResponseRange().Kvs...)
+	for _, r := range resp.Responses[2:] {
+		if r.GetResponseRange().More {
+			e.logSometimes.Do(func() {
+				e.cfg.logger().Warn("more notes of an earlier release at a location than a post reads", "most", maxLegacyKeys, "location", location)
+			})
+		}
+		for _, kv := range r.GetResponseRange().Kvs {
+			if created == 0 || kv.CreateRevision < created {
+				a.legacy = append(a.legacy, kv)
+			}
+		}
 	}
 	slices.SortFunc(a.legacy, func(x, y *mvccpb.KeyValue) int { return cmp.Compare(y.CreateRevision, x.CreateRevision) })
 	for {
@@ -100,15 +140,19 @@ func (e *Store) readAnswer(ctx context.Context, location string, r putResult, la
 }
 
 // readFirstPage reads, at revision rev, the first page of keys of an
-// answer from the note under key, and the keys of earlier releases, in one
-// read-only transaction: no raft entry, not in the apply loop.
+// answer from the note under key, the bounds declared, and the keys of
+// earlier releases, in one read-only transaction: no raft entry, not in
+// the apply loop.
 func (e *Store) readFirstPage(ctx context.Context, location, key string, rev int64, floor string, limit int64) (*clientv3.TxnResponse, error) {
 	legacy := legacyRanges(location)
 	return e.readAt(ctx, rev, func(at ...clientv3.OpOption) []clientv3.Op {
 		return []clientv3.Op{
 			clientv3.OpGet(key, append(at, clientv3.WithRange(floorEnd(location, floor)), clientv3.WithKeysOnly(), clientv3.WithLimit(limit))...),
-			clientv3.OpGet(legacy[0][0], append(at, clientv3.WithRange(legacy[0][1]), clientv3.WithKeysOnly())...),
-			clientv3.OpGet(legacy[1][0], append(at, clientv3.WithRange(legacy[1][1]), clientv3.WithKeysOnly())...),
+			// Not keys-only: etcd's index knows no lease, and a declaration
+			// must be on one. Their values are empty.
+			clientv3.OpGet(e.boundsPrefix(), append(at, clientv3.WithPrefix(), clientv3.WithLimit(maxDeclarations+1))...),
+			clientv3.OpGet(legacy[0][0], append(at, clientv3.WithRange(legacy[0][1]), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys))...),
+			clientv3.OpGet(legacy[1][0], append(at, clientv3.WithRange(legacy[1][1]), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys))...),
 		}
 	})
 }
@@ -156,14 +200,36 @@ func (p *firstPage) read(ctx context.Context, e *Store, location string, rev int
 // pageLimit is how many notes costing at most noteBytes surely fit in the
 // room left, and within PerLocation.
 func (a *answer) pageLimit(noteBytes int) int {
-	return max(1, min(a.room/noteBytes, a.e.cfg.Limits.PerLocation-a.count))
+	return max(1, min(a.cut.room/noteBytes, a.cut.places))
+}
+
+// cut is what is left of an answer's bounds, newest note first: a note
+// that does not fit ends the answer, and a value that is no note takes a
+// note's place.
+type cut struct {
+	room, places int
+}
+
+func newCut(l notes.Limits) cut { return cut{room: l.AnswerBytes, places: l.PerLocation} }
+
+// take reports whether the next value, a note of cost or none, fits, and
+// takes it if so.
+func (c *cut) take(note bool, cost int) bool {
+	if c.places == 0 || note && cost > c.room {
+		return false
+	}
+	if note {
+		c.room -= cost
+	}
+	c.places--
+	return true
 }
 
 // keysLimit is a page of keys: as many notes as the room left could hold
 // if each had a message of MessageBytes, and one more, so that at a full
 // location the note that no longer fits is in hand without another page.
 func (a *answer) keysLimit() int64 {
-	return int64(a.pageLimit(a.e.cfg.Limits.MessageBytes+notes.NoteOverhead)) + 1
+	return int64(a.pageLimit(a.limits.MessageBytes+notes.NoteOverhead)) + 1
 }
 
 func (a *answer) addSequenced(kvs []*mvccpb.KeyValue, more bool) {
@@ -212,13 +278,13 @@ func (a *answer) value(ctx context.Context, kv *mvccpb.KeyValue) (*cachedNote, e
 	if v := a.e.cache.get(kv); v != nil {
 		return v, nil
 	}
-	batch, bound := []*mvccpb.KeyValue{kv}, a.e.cfg.Limits.MessageBytes+notes.NoteOverhead
+	batch, bound := []*mvccpb.KeyValue{kv}, a.limits.MessageBytes+notes.NoteOverhead
 	following := a.sequenced
 	if _, ok := seqOf(a.location, kv.Key); !ok {
 		// The first page of them assumes the worst; the next ones, the
 		// largest seen, so that a location of protobuf notes takes as few
 		// round trips as ours.
-		following, bound = a.legacy, legacyValueBytes(a.e.cfg.Limits)
+		following, bound = a.legacy, legacyValueBytes(a.limits)
 		if a.legacySeen > 0 {
 			bound = max(bound/6, a.legacySeen+notes.NoteOverhead)
 		}
@@ -263,44 +329,53 @@ func (a *answer) take(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if v.note == nil {
-		// It takes a note's place, until pruned.
-		a.e.skipped.Add(1)
-	} else if v.cost > a.room {
+	if !a.cut.take(v.note != nil, v.cost) {
 		a.full = true
 		if _, ok := seqOf(a.location, kv.Key); !ok {
 			a.legacy = append([]*mvccpb.KeyValue{kv}, a.legacy...)
 		}
 		return false, nil
-	} else {
-		a.room -= v.cost
-		a.newestLast = append(a.newestLast, v.note)
 	}
+	if v.note == nil {
+		// It takes a note's place, until pruned.
+		a.e.skipped.Add(1)
+	}
+	a.taken = append(a.taken, takenNote{v.note, v.cost})
 	if _, ok := seqOf(a.location, kv.Key); ok {
 		a.lastSequenced = string(kv.Key)
 	}
-	a.count++
-	if a.count >= a.e.cfg.Limits.PerLocation {
+	if a.cut.places == 0 {
 		a.full = len(a.sequenced) > 0 || a.nextSequenced != "" || len(a.legacy) > 0
 		return false, nil
 	}
 	return true, nil
 }
 
-// notes are the answer's notes, oldest first.
+// notes are the answer's notes within the store's own bounds, oldest
+// first: the newest of those taken, cut as take cuts.
 func (a *answer) notes() []*pb.RouteNote {
-	slices.Reverse(a.newestLast)
-	return a.newestLast
+	own := newCut(a.e.cfg.Limits)
+	var out []*pb.RouteNote
+	for _, t := range a.taken {
+		if !own.take(t.note != nil, t.cost) {
+			break
+		}
+		if t.note != nil {
+			out = append(out, t.note)
+		}
+	}
+	slices.Reverse(out)
+	return out
 }
 
 // sequencedPrune is the prune of the sequenced notes that the answer left
-// out; nil when it took none (legacy notes or a note of a larger bound
-// filled it: nothing marks where to prune from), or took the floor.
+// out; nil when it took none (notes of earlier releases filled it: nothing
+// marks where to prune from), or took the floor.
 func (a *answer) sequencedPrune() *prune {
 	if a.lastSequenced == "" || a.lastSequenced == a.floor {
 		return nil
 	}
-	return &prune{after: a.lastSequenced, floor: a.floor}
+	return &prune{after: a.lastSequenced, floor: a.floor, rev: a.rev}
 }
 
 // legacyLeftOut are the keys of the notes of earlier releases that the

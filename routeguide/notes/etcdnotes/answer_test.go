@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
@@ -21,7 +20,7 @@ import (
 // that has not applied the revision yet (a follower behind) refuses them,
 // as the interceptor does here, and they go again linearizable.
 func TestEtcdAnAnswerIsReadSerializableAtItsRevision(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var behind atomic.Bool
 	var serializable, linearizable, refused atomic.Int64
 	member := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -40,12 +39,7 @@ func TestEtcdAnAnswerIsReadSerializableAtItsRevision(t *testing.T) {
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(member)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(member))
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation = 4
 	store := newEtcd(t, cli, cfg)

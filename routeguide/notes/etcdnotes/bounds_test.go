@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
@@ -39,17 +40,7 @@ func countReplies(read *atomic.Int64) grpc.UnaryClientInterceptor {
 // countingClient is an etcd client that adds the size of every answer it
 // gets from etcd to read.
 func countingClient(t testing.TB, url string, read *atomic.Int64) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{url},
-		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(countReplies(read))},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return etcdtest.Client(t, url, grpc.WithChainUnaryInterceptor(countReplies(read)))
 }
 
 // sentOps is an etcd client interceptor that hands check every operation
@@ -81,14 +72,7 @@ func sentOps(check func(*etcdserverpb.RequestOp)) grpc.UnaryClientInterceptor {
 
 // opsClient is an etcd client whose every operation goes to check first.
 func opsClient(t testing.TB, url string, check func(*etcdserverpb.RequestOp)) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(sentOps(check))}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return etcdtest.Client(t, url, grpc.WithChainUnaryInterceptor(sentOps(check)))
 }
 
 // TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself guards the key layout:
@@ -97,7 +81,7 @@ func opsClient(t testing.TB, url string, check func(*etcdserverpb.RequestOp)) *c
 // limit. A post's reads must be plain ranges with a limit, keys-only
 // ranges (etcd's index alone), or single keys.
 func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var ranges, unbounded atomic.Int64
 	var bad sync.Map
 	check := func(op *etcdserverpb.RequestOp) {
@@ -114,12 +98,7 @@ func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
 		}
 	}
 	var read atomic.Int64
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(sentOps(check), countReplies(&read))}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(sentOps(check), countReplies(&read)))
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation, cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 50, 300, 4000
 	store := newEtcd(t, cli, cfg)
@@ -151,7 +130,7 @@ func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
 // stored size in an answer, so a post reads at most an answer's bytes of
 // them, and prunes the rest.
 func TestEtcdAPostAtALocationOfJSONNotesReadsAtMostOneAnswer(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var read atomic.Int64
 	cli := countingClient(t, srv.ClientURL(), &read)
 	cfg := testConfig(t)
@@ -185,7 +164,7 @@ func TestEtcdAPostAtALocationOfJSONNotesReadsAtMostOneAnswer(t *testing.T) {
 }
 
 func TestEtcdAnswersTheNewestNotesThatFitInAnAnswerAndPrunesTheRest(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	cfg := testConfig(t)
 	cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 300, 2000
 	store := newEtcd(t, cli, cfg)
@@ -197,7 +176,7 @@ func TestEtcdAnswersTheNewestNotesThatFitInAnAnswerAndPrunesTheRest(t *testing.T
 }
 
 func TestEtcdStoresANoteInAFewBytesMoreThanItsMessage(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t))
 	// Control characters took six bytes each in JSON.
 	message := strings.Repeat("\x01", 4096)
@@ -214,7 +193,7 @@ func TestEtcdStoresANoteInAFewBytesMoreThanItsMessage(t *testing.T) {
 }
 
 func TestEtcdReadsTheNotesThatEarlierNodesStoredAsJSON(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t))
 	old, err := protojson.Marshal(notestest.Note(1, 1, "from an older node"))
 	if err != nil {
@@ -233,7 +212,7 @@ func TestEtcdReadsTheNotesThatEarlierNodesStoredAsJSON(t *testing.T) {
 }
 
 func TestEtcdAPostAtAFullLocationReadsAtMostOneAnswerFromEtcd(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var read atomic.Int64
 	cli := countingClient(t, srv.ClientURL(), &read)
 	cfg := testConfig(t)
@@ -365,7 +344,7 @@ func TestEtcdBudgetNeverPassesThreeQuartersOfTheQuotaEtcdReports(t *testing.T) {
 // ErrUnavailable and is counted, rather than answer with the notes read so
 // far, which would not be a prefix of later answers.
 func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var cut atomic.Bool
 	var injected atomic.Int64
 	// A page after the first is the only read a post sends alone that is
@@ -378,12 +357,7 @@ func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(cutPages)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(cutPages))
 	cfg := testConfig(t)
 	cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 300, 4000
 	store := newEtcd(t, cli, cfg)
@@ -431,17 +405,11 @@ func faultyStatusClient(t *testing.T, url string, dials, statuses *atomic.Int64,
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial), grpc.WithChainUnaryInterceptor(status)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return etcdtest.Client(t, url, grpc.WithContextDialer(dial), grpc.WithChainUnaryInterceptor(status))
 }
 
 func TestEtcdBudgetAsksEtcdOverTheStoresOwnConnection(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var dials, statuses atomic.Int64
 	var fail atomic.Bool
 	cfg := testConfig(t)
@@ -462,7 +430,7 @@ func TestEtcdBudgetAsksEtcdOverTheStoresOwnConnection(t *testing.T) {
 // writes, then refuses saying why, and takes notes again as soon as Status
 // answers, with etcd nearly empty all along.
 func TestEtcdBudgetWhileStatusFailsTakesAnAllowanceAndRecovers(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var dials, statuses atomic.Int64
 	var fail atomic.Bool
 	fail.Store(true)
@@ -491,7 +459,7 @@ func TestEtcdBudgetWhileStatusFailsTakesAnAllowanceAndRecovers(t *testing.T) {
 // TestEtcdBudgetCountsTheFileEtcdsQuotaChecks: etcd's quota checks the size
 // of its file, which a compaction does not shrink; the budget counts it.
 func TestEtcdBudgetCountsTheFileEtcdsQuotaChecks(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := newClient(t, srv.ClientURL())
 	filler := strings.Repeat("f", 64<<10)
 	for i := range 100 {

@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/time/rate"
 
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
@@ -54,7 +53,7 @@ var writeRate = flag.Int("notes.write-rate", etcdnotes.DefaultWriteRate, "notes 
 //	go test -run '^$' -bench RegistryWritesUnderChat -benchtime 60x -timeout 15m ./routeguide/notes/etcdnotes/
 func BenchmarkRegistryWritesUnderChatAtAFullLocation(b *testing.B) {
 	const posters, writesPerRound = 64, 20
-	srv := startEtcd(b)
+	srv := etcdtest.Start(b)
 	var read atomic.Int64
 	cfg := testConfig(b)
 	cfg.WriteRate = *writeRate
@@ -72,7 +71,7 @@ func BenchmarkRegistryWritesUnderChatAtAFullLocation(b *testing.B) {
 	var posts, refused, written atomic.Int64
 	quiet, chat, puts := phase{}, phase{counter: &posts}, phase{counter: &written}
 	read.Store(0)
-	applyBefore := histogramSum(b, "etcd_server_apply_duration_seconds", "op", "Txn")
+	applyBefore := etcdtest.MetricSum(b, "etcd_server_apply_duration_seconds", "op", "Txn")
 	for b.Loop() {
 		quiet.measure(b, registry, writesPerRound, nil, 0, nil)
 		// The registry's writes start once the posts queue at the store.
@@ -107,7 +106,7 @@ func BenchmarkRegistryWritesUnderChatAtAFullLocation(b *testing.B) {
 			}
 		}, posters, nil)
 	}
-	apply := histogramSum(b, "etcd_server_apply_duration_seconds", "op", "Txn") - applyBefore
+	apply := etcdtest.MetricSum(b, "etcd_server_apply_duration_seconds", "op", "Txn") - applyBefore
 	q := quiet.p99()
 	b.ReportMetric(ms(q), "quiet-p99-ms")
 	b.ReportMetric(ms(chat.p99()), "chat-p99-ms")
@@ -226,46 +225,10 @@ func (h *histogram) quantile(q float64) float64 {
 	return 0
 }
 
-// etcdHistogram reads one of the embedded member's histograms from the
-// process's default registry.
+// etcdHistogram is one of the embedded member's histograms.
 func etcdHistogram(b *testing.B, name string) histogram {
-	var h histogram
-	for _, m := range gather(b, name) {
-		cumulated := uint64(0)
-		for _, bucket := range m.GetHistogram().GetBucket() {
-			h.bounds = append(h.bounds, bucket.GetUpperBound())
-			h.counts = append(h.counts, bucket.GetCumulativeCount()-cumulated)
-			cumulated = bucket.GetCumulativeCount()
-		}
-	}
-	return h
-}
-
-// histogramSum is the sum of a histogram of the embedded member, over the
-// series whose label is value.
-func histogramSum(b *testing.B, name, label, value string) float64 {
-	sum := 0.0
-	for _, m := range gather(b, name) {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == label && l.GetValue() == value {
-				sum += m.GetHistogram().GetSampleSum()
-			}
-		}
-	}
-	return sum
-}
-
-func gather(b *testing.B, name string) []*dto.Metric {
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name {
-			return f.GetMetric()
-		}
-	}
-	return nil
+	bounds, counts := etcdtest.MetricBuckets(b, name)
+	return histogram{bounds: bounds, counts: counts}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -24,16 +25,19 @@ import (
 
 // Config configures a Store. Every node of a cluster must use the
 // same Prefix to share its notes; the other fields may differ from node to
-// node, and each applies to the notes that node posts and prunes.
+// node: each store answers within its own Limits, and keeps what the
+// widest Limits of any store answer with (bounds.go).
 type Config struct {
 	// Prefix is the etcd key prefix under which every note is kept, as
 	// <Prefix><latitude>,<longitude>/~<sequence>, with each location's
-	// floor (layout.go) and the notes' ids beside them. It must end with "/".
+	// floor (layout.go), the notes' ids and the stores' bounds beside them.
+	// It must end with "/".
 	Prefix string
 	// Limits bound a location and one answer: PerLocation, MessageBytes and
 	// AnswerBytes are required. A post reads no more than AnswerBytes and
 	// one note of values from etcd (see readAnswer), and deletes the notes
-	// that no answer could carry. Bytes and DropOldest are the Memory store's.
+	// that no answer could carry; with stores of wider Limits on the same
+	// etcd, no more than theirs. Bytes and DropOldest are the Memory store's.
 	Limits notes.Limits
 	// MaxAge is how long a note is kept. A note expires between MaxAge and
 	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see docs/DESIGN.md). At least
@@ -67,6 +71,16 @@ type Config struct {
 	// that a post reads from etcd only the keys of its answer and the
 	// values it has not seen (see cache.go). Zero keeps none.
 	CacheBytes int64
+	// Logger receives what the store skips, at most one record a minute;
+	// nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.Default()
+	}
+	return c.Logger
 }
 
 // DefaultConfig is the configuration of a cluster node's store when no
@@ -102,17 +116,47 @@ const DefaultCacheBytes = 32 << 20
 // far below etcd's default request size limit of 1.5 MiB.
 const MaxMessageBytesLimit = 200 << 10
 
+// MaxPerLocation and MaxAnswerBytesLimit are the largest Limits.PerLocation
+// and Limits.AnswerBytes, declared ones too (bounds.go): what one post may
+// read from etcd whatever a store declares. MaxAnswerBytesLimit is gRPC's
+// default largest message a client receives.
+const (
+	MaxPerLocation      = 10_000
+	MaxAnswerBytesLimit = 4 << 20
+)
+
+// LimitError is a bound of notes.Limits that a store cannot take.
+type LimitError struct {
+	Field   string // PerLocation, MessageBytes or AnswerBytes
+	Problem string
+}
+
+func (e *LimitError) Error() string { return "Limits." + e.Field + " " + e.Problem }
+
+// CheckLimits reports the first bound of l that a store cannot take: the
+// one check of a store's Config, of a node's flags and of every bounds
+// another store declares.
+func CheckLimits(l notes.Limits) error {
+	switch {
+	case l.PerLocation < 1 || l.PerLocation > MaxPerLocation:
+		return &LimitError{"PerLocation", fmt.Sprintf("%d is not between 1 and %d", l.PerLocation, MaxPerLocation)}
+	case l.MessageBytes < 1 || l.MessageBytes > MaxMessageBytesLimit:
+		return &LimitError{"MessageBytes", fmt.Sprintf("%d is not between 1 and %d", l.MessageBytes, MaxMessageBytesLimit)}
+	case l.AnswerBytes < l.MessageBytes+notes.NoteOverhead || l.AnswerBytes > MaxAnswerBytesLimit:
+		return &LimitError{"AnswerBytes", fmt.Sprintf("%d is not between one note of the largest message (%d with its overhead) and %d",
+			l.AnswerBytes, l.MessageBytes+notes.NoteOverhead, MaxAnswerBytesLimit)}
+	}
+	return nil
+}
+
 // Validate reports the first problem with c, naming the field at fault.
 func (c Config) Validate() error {
+	if err := CheckLimits(c.Limits); err != nil {
+		return fmt.Errorf("notes etcd config: %w", err)
+	}
 	switch {
 	case c.Prefix == "" || !strings.HasSuffix(c.Prefix, "/"):
 		return fmt.Errorf("notes etcd config: Prefix %q must be non-empty and end with \"/\"", c.Prefix)
-	case c.Limits.PerLocation < 1:
-		return fmt.Errorf("notes etcd config: Limits.PerLocation %d must be at least 1", c.Limits.PerLocation)
-	case c.Limits.MessageBytes < 1 || c.Limits.MessageBytes > MaxMessageBytesLimit:
-		return fmt.Errorf("notes etcd config: Limits.MessageBytes %d must be between 1 and %d", c.Limits.MessageBytes, MaxMessageBytesLimit)
-	case c.Limits.AnswerBytes < c.Limits.MessageBytes+notes.NoteOverhead:
-		return fmt.Errorf("notes etcd config: Limits.AnswerBytes %d must hold one note of Limits.MessageBytes (%d with its overhead)", c.Limits.AnswerBytes, c.Limits.MessageBytes+notes.NoteOverhead)
 	case c.MaxAge < time.Second:
 		return fmt.Errorf("notes etcd config: MaxAge %v must be at least 1s, as etcd leases count whole seconds", c.MaxAge)
 	case c.Timeout <= 0:
@@ -130,8 +174,8 @@ func (c Config) Validate() error {
 }
 
 // LeaseBuckets is how many leases a Store grants per MaxAge: notes
-// posted within the same MaxAge/LeaseBuckets share one lease, so a busy node
-// grants a lease every MaxAge/8 instead of one per note.
+// posted within the same MaxAge/LeaseBuckets of the clock share one lease,
+// so a busy node grants a lease every MaxAge/8 instead of one per note.
 const LeaseBuckets = 8
 
 // pruneBatch is how many deletes go into one transaction, below etcd's
@@ -152,6 +196,15 @@ type Stats struct {
 	// could not be read whole: the post failed with ErrUnavailable rather
 	// than answer with part of it.
 	UnreadAnswers uint64
+	// BadBounds counts keys under the bounds that declare no bounds a store
+	// could have (bounds.go), each time a post read one. They widen nothing.
+	BadBounds uint64
+	// TooManyBounds counts posts that found more declarations than they
+	// read: each answered within the store's own Limits and pruned nothing.
+	TooManyBounds uint64
+	// PrunesRefused counts prunes that etcd refused because bounds were
+	// declared after their answer; a later post prunes again.
+	PrunesRefused uint64
 	// FutureReads counts reads of an answer that a member refused, not
 	// having applied the post's revision yet, and that went again
 	// linearizable (see readAt).
@@ -172,7 +225,11 @@ type Store struct {
 	skipped       atomic.Uint64
 	pruneFailures atomic.Uint64
 	unreadAnswers atomic.Uint64
+	badBounds     atomic.Uint64
+	tooManyBounds atomic.Uint64
+	prunesRefused atomic.Uint64
 	futureReads   atomic.Uint64
+	logSometimes  rate.Sometimes // one record a minute of what is skipped
 
 	// grant is held, as a one-slot semaphore that a waiter can leave when
 	// its context ends, by the one Post that grants the next lease, so that
@@ -181,7 +238,8 @@ type Store struct {
 	rate  *rate.Limiter // of notes written
 	turns turns
 	cache *cache
-	mu    sync.Mutex // guards lease and leaseUntil
+	now   func() time.Time // the clock of the lease buckets
+	mu    sync.Mutex       // guards lease and leaseUntil
 	lease clientv3.LeaseID
 	// leaseUntil is when the current lease stops taking new notes.
 	leaseUntil time.Time
@@ -196,12 +254,14 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1),
-		rate: rate.NewLimiter(rate.Limit(cfg.WriteRate), max(1, cfg.WriteRate/10)), cache: newCache(cfg.CacheBytes)}, nil
+		rate: rate.NewLimiter(rate.Limit(cfg.WriteRate), max(1, cfg.WriteRate/10)), cache: newCache(cfg.CacheBytes), now: time.Now,
+		logSometimes: rate.Sometimes{Interval: time.Minute}}, nil
 }
 
 // Stats returns the store's counters since it was made.
 func (e *Store) Stats() Stats {
 	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load(),
+		BadBounds: e.badBounds.Load(), TooManyBounds: e.tooManyBounds.Load(), PrunesRefused: e.prunesRefused.Load(),
 		FutureReads: e.futureReads.Load()}
 }
 
@@ -212,8 +272,8 @@ func (e *Store) LocationPrefix(lat, lon int32) string {
 
 // Post implements notes.Store. When etcd commits a note but its answer is
 // lost (the connection drops, the timeout passes), Post reports
-// ErrUnavailable although the note is stored, and a client that posts it
-// again stores it twice: notes carry no id of the client's to tell.
+// ErrUnavailable although the note is stored; a client that posts it again
+// stores it twice, unless both posts carry its id (notes.WithNoteID).
 func (e *Store) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
 	lat, lon := note.GetLocation().GetLatitude(), note.GetLocation().GetLongitude()
 	if len(note.GetMessage()) > e.cfg.Limits.MessageBytes {
@@ -275,15 +335,16 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 	turn := e.turns.join(location, p)
 	a, err := e.putAndReadInTurn(ctx, turn, p, lat, lon)
 	var asked *prune
-	if err == nil && a.full {
+	if err == nil && a.full && !a.unsure {
+		// Only while no store declared wider bounds since (bounds.go).
 		asked = a.sequencedPrune()
 	}
 	e.turns.leave(turn, asked)
 	if err != nil {
 		return nil, err
 	}
-	if a.full {
-		if err := e.delete(ctx, location, a.legacyLeftOut()); err != nil {
+	if a.full && !a.unsure {
+		if err := e.delete(ctx, location, a.legacyLeftOut(), a.rev); err != nil {
 			e.pruneFailures.Add(1)
 		}
 	}
@@ -306,15 +367,20 @@ func (e *Store) putAndReadInTurn(ctx context.Context, turn *turn, p *pendingPut,
 	return a, nil
 }
 
-// delete deletes keys in transactions of pruneBatch.
-func (e *Store) delete(ctx context.Context, location string, keys []string) error {
+// delete deletes keys, which an answer at rev left out, in transactions of
+// pruneBatch.
+func (e *Store) delete(ctx context.Context, location string, keys []string, rev int64) error {
 	for batch := range slices.Chunk(keys, pruneBatch) {
 		deletes := make([]clientv3.Op, len(batch))
 		for i, k := range batch {
 			deletes[i] = clientv3.OpDelete(k)
 		}
-		if _, err := e.cli.Txn(ctx).Then(deletes...).Commit(); err != nil {
+		resp, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(rev)).Then(deletes...).Commit()
+		if err != nil {
 			return fmt.Errorf("prune %d notes at %s: %w", len(deletes), location, err)
+		}
+		if !resp.Succeeded {
+			e.prunesRefused.Add(1)
 		}
 	}
 	return nil
@@ -353,17 +419,20 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 		return lease, nil
 	}
 	bucket := e.cfg.MaxAge / LeaseBuckets
-	// The bucket is counted from before the request, so that a note posted
-	// before leaseUntil has at least MaxAge left on the lease, whenever
-	// etcd started counting it.
-	start := time.Now()
+	// It takes notes until the clock's bucket ends, the same for every
+	// store, so later notes expire later (docs/DESIGN.md, "The notes store").
+	start := e.now()
 	ttl := int64((e.cfg.MaxAge + bucket + time.Second - 1) / time.Second)
 	resp, err := e.cli.Grant(ctx, ttl)
 	if err != nil {
 		return 0, fmt.Errorf("grant a lease of %ds for notes: %w", ttl, err)
 	}
+	// Before any note is on it: the declaration lasts as long as its notes.
+	if err := e.declare(ctx, resp.ID, ttl); err != nil {
+		return 0, err
+	}
 	e.mu.Lock()
-	e.lease, e.leaseUntil = resp.ID, start.Add(bucket)
+	e.lease, e.leaseUntil = resp.ID, start.Truncate(bucket).Add(bucket)
 	e.mu.Unlock()
 	return resp.ID, nil
 }
@@ -371,7 +440,7 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 func (e *Store) usableLease() (clientv3.LeaseID, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.lease, e.lease != 0 && time.Now().Before(e.leaseUntil)
+	return e.lease, e.lease != 0 && e.now().Before(e.leaseUntil)
 }
 
 // forgetLease drops lease if it is still the current one, so that the next

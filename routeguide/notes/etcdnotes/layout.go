@@ -92,26 +92,30 @@ func floorEnd(location, floor string) string {
 	return floor + "\x00"
 }
 
-// prune is what an answer left out: the sequenced notes older than after,
-// down to the floor that the answer saw.
+// prune is what an answer at rev left out: the sequenced notes older than
+// after, down to the floor that the answer saw.
 type prune struct {
 	after, floor string
+	rev          int64
 }
 
-// pruneOps deletes the notes older than p.after and makes p.after the
-// floor, if the floor is still the one p saw: otherwise another prune
-// moved it, and a later answer prunes again.
-func pruneOps(location, floorKey string, p prune, lease clientv3.LeaseID) (clientv3.Cmp, []clientv3.Op) {
-	cmp := clientv3.Compare(clientv3.Value(floorKey), "=", p.floor)
+// pruneOp deletes the notes older than p.after and makes p.after the
+// floor, unless a store declared bounds since p's answer (bounds.go), or
+// another prune moved the floor; then a later answer prunes again. Its
+// transaction succeeds when the bounds allowed it.
+func (e *Store) pruneOp(location, floorKey string, p prune, lease clientv3.LeaseID) clientv3.Op {
+	floorUnmoved := clientv3.Compare(clientv3.Value(floorKey), "=", p.floor)
 	if p.floor == "" {
 		// Without a floor, the first prune walks the location's history
 		// once.
-		cmp = clientv3.Compare(clientv3.CreateRevision(floorKey), "=", 0)
+		floorUnmoved = clientv3.Compare(clientv3.CreateRevision(floorKey), "=", 0)
 	}
-	return cmp, []clientv3.Op{
-		clientv3.OpDelete(p.after+"\x00", clientv3.WithRange(floorEnd(location, p.floor))),
-		clientv3.OpPut(floorKey, p.after, clientv3.WithLease(lease)),
-	}
+	return clientv3.OpTxn([]clientv3.Cmp{e.boundsUnchangedSince(p.rev)}, []clientv3.Op{
+		clientv3.OpTxn([]clientv3.Cmp{floorUnmoved}, []clientv3.Op{
+			clientv3.OpDelete(p.after+"\x00", clientv3.WithRange(floorEnd(location, p.floor))),
+			clientv3.OpPut(floorKey, p.after, clientv3.WithLease(lease)),
+		}, nil),
+	}, nil)
 }
 
 // putOps is the operations p takes in a batch's transaction: its note, and
@@ -134,11 +138,11 @@ type pendingPut struct {
 
 // putResult is where a note was put, at which revision, and the floor of
 // its location then; rev is 0 for a note whose id was put before, under
-// key.
+// key, at revision created.
 type putResult struct {
-	key   string
-	rev   int64
-	floor string
+	key          string
+	rev, created int64
+	floor        string
 	// page is read once for the batch's answers, where this note's part
 	// starts at offset; nil for a note put before.
 	page   *firstPage
@@ -201,6 +205,13 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		turn.seq, turn.known = seq, true
 	}
 	pruning := e.turns.takePrune(turn)
+	pruned := false
+	defer func() {
+		if pruning != nil && !pruned {
+			// Not sent: the next put carries it.
+			e.turns.owe(turn, pruning)
+		}
+	}()
 	step := uint64(1)
 	for attempt := 0; attempt < maxPutAttempts && len(batch) > 0; attempt++ {
 		keys := make([]string, len(batch))
@@ -220,9 +231,8 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		cmps[0] = clientv3.Compare(clientv3.CreateRevision(start).WithRange(keys[0]+"\x00"), "=", 0)
 		if pruning != nil {
 			// What an earlier answer left out goes in the same raft entry,
-			// in a transaction of its own that only the floor decides.
-			cmp, ops := pruneOps(location, floorKey, *pruning, batch[0].lease)
-			writes = append(writes, clientv3.OpTxn([]clientv3.Cmp{cmp}, ops, nil))
+			// in a transaction of its own.
+			writes = append(writes, e.pruneOp(location, floorKey, *pruning, batch[0].lease))
 		}
 		writes = append(writes, clientv3.OpGet(floorKey))
 		resp, err := e.cli.Txn(ctx).If(cmps...).Then(writes...).
@@ -233,6 +243,10 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 			return
 		}
 		if resp.Succeeded {
+			pruned = true
+			if pruning != nil && !resp.Responses[len(resp.Responses)-2].GetResponseTxn().GetSucceeded() {
+				e.prunesRefused.Add(1)
+			}
 			turn.seq += step + uint64(len(batch)) - 1
 			floor := ""
 			if kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs; len(kvs) > 0 {
@@ -256,17 +270,17 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		}
 		// A note whose id is kept was put before: it is answered from
 		// there, and the others try again.
-		stored := map[string]string{}
+		stored := map[string]*mvccpb.KeyValue{}
 		for _, r := range resp.Responses[1:] {
 			for _, kv := range r.GetResponseRange().Kvs {
-				stored[string(kv.Key)] = string(kv.Value)
+				stored[string(kv.Key)] = kv
 			}
 		}
 		if len(stored) > 0 {
 			batch = slices.DeleteFunc(batch, func(p *pendingPut) bool {
-				key, ok := stored[p.idKey]
+				kv, ok := stored[p.idKey]
 				if ok {
-					p.done <- putResult{key: key}
+					p.done <- putResult{key: string(kv.Value), created: kv.CreateRevision}
 				}
 				return ok
 			})
@@ -426,6 +440,22 @@ func (t *turns) takePrune(tu *turn) *prune {
 	return p
 }
 
+// owe leaves p to the next batch at the turn's location, unless a prune
+// that deletes more already waits.
+func (t *turns) owe(tu *turn, p *prune) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tu.owe(p)
+}
+
+func (tu *turn) owe(p *prune) {
+	// The newest answer's prune deletes the most: its oldest key is the
+	// least in key order.
+	if p != nil && (tu.prune == nil || p.after < tu.prune.after) {
+		tu.prune = p
+	}
+}
+
 // leave ends a post's part in the turn, with the prune its answer asks
 // for, if any: the next batch at the location carries it, one operation for
 // the posts of a batch, which read the same answer. Until then the location
@@ -433,11 +463,7 @@ func (t *turns) takePrune(tu *turn) *prune {
 func (t *turns) leave(tu *turn, p *prune) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	// The newest answer's prune deletes the most: its oldest key is the
-	// least in key order.
-	if p != nil && (tu.prune == nil || p.after < tu.prune.after) {
-		tu.prune = p
-	}
+	tu.owe(p)
 	if tu.users--; tu.users > 0 {
 		return
 	}

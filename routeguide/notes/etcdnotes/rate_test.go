@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
@@ -20,7 +21,7 @@ func TestEtcdWritesNoMoreNotesASecondThanItsWriteRate(t *testing.T) {
 	const posters, each = 10, 10
 	cfg := testConfig(t)
 	cfg.WriteRate = 40
-	store := newEtcd(t, newClient(t, startEtcd(t).ClientURL()), cfg)
+	store := newEtcd(t, newClient(t, etcdtest.Start(t).ClientURL()), cfg)
 	var stored atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -50,7 +51,7 @@ func TestEtcdWritesNoMoreNotesASecondThanItsWriteRate(t *testing.T) {
 func TestEtcdANoteWhoseTurnComesAfterItsDeadlineIsRefused(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.WriteRate = 1
-	store := newEtcd(t, newClient(t, startEtcd(t).ClientURL()), cfg)
+	store := newEtcd(t, newClient(t, etcdtest.Start(t).ClientURL()), cfg)
 	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "first")); err != nil {
 		t.Fatal(err)
 	}
