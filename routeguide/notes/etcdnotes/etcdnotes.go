@@ -188,9 +188,10 @@ type Stats struct {
 	// of their location, each time a post read one. They are left out of
 	// answers, where they take the place of a note until pruned.
 	Skipped uint64
-	// PruneFailures counts posts after which deleting the notes beyond
-	// PerLocation failed. The post itself succeeded; a later post at the
-	// location deletes them.
+	// PruneFailures counts posts after which deleting the notes of earlier
+	// releases beyond the bounds failed. The post itself succeeded; a later
+	// post at the location deletes them. The newer notes' prune rides with
+	// the next put there, and fails only with it.
 	PruneFailures uint64
 	// UnreadAnswers counts posts whose note was stored but whose answer
 	// could not be read whole: the post failed with ErrUnavailable rather
