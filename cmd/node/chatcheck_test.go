@@ -272,6 +272,7 @@ func (s *chatTotals) add(fault string, ops []chatcheck.Op, res chatcheck.Result)
 func TestRouteChatAnswersLikeOneServerUnderFaults(t *testing.T) {
 	c := startChatCluster(t)
 	totals := chatTotals{faults: map[string]int{}, failed: map[string]int{}}
+	duplicateControlled := false
 	for h := range *chatHistories {
 		fault := chatFaults[h%len(chatFaults)]
 		start := time.Now()
@@ -290,6 +291,12 @@ func TestRouteChatAnswersLikeOneServerUnderFaults(t *testing.T) {
 		if h == 0 {
 			checkNegativeControl(t, ops)
 		}
+		if !duplicateControlled {
+			duplicateControlled = checkDuplicateControl(t, ops)
+		}
+	}
+	if !duplicateControlled {
+		t.Errorf("negative control: no answer in %d histories holds a retried note to doctor", totals.histories)
 	}
 	if totals.fullByCount == 0 || totals.fullByBytes == 0 {
 		t.Errorf("%d answers full by count, %d by bytes: want both bounds to forget notes", totals.fullByCount, totals.fullByBytes)
@@ -376,4 +383,19 @@ func checkNegativeControl(t *testing.T, ops []chatcheck.Op) {
 	if res := chatcheck.Check(doctored, chatBounds, 2*time.Minute); res.Verdict != porcupine.Illegal {
 		t.Errorf("negative control: the history with an acknowledged note dropped is %v, want %v", res, porcupine.Illegal)
 	}
+}
+
+// checkDuplicateControl makes sure the checker forbids duplicates: the
+// history, with a retried note (one note id, posted twice) answered twice,
+// must be rejected. It reports false when no answer holds a retried note.
+func checkDuplicateControl(t *testing.T, ops []chatcheck.Op) bool {
+	t.Helper()
+	doctored, ok := chatcheck.DuplicateRetried(ops)
+	if !ok {
+		return false
+	}
+	if res := chatcheck.Check(doctored, chatBounds, 2*time.Minute); res.Verdict != porcupine.Illegal {
+		t.Errorf("negative control: the history with a retried note answered twice is %v, want %v", res, porcupine.Illegal)
+	}
+	return true
 }

@@ -561,9 +561,11 @@ func TestNotesCanLiveInAnEtcdOfTheirOwn(t *testing.T) {
 		}
 		return resp.Count
 	}
+	// The notes' etcd holds the note at its location, and the node's
+	// declared bounds beside it; the registry's holds nothing of either.
 	notesPrefix := node.NotesPrefix(cfg.Service)
-	if got := [2]int64{count(registry, notesPrefix), count(notes, notesPrefix)}; got != [2]int64{0, 1} {
-		t.Errorf("notes in the registry's etcd and in the notes' etcd: %v, want [0 1]", got)
+	if got := [2]int64{count(registry, notesPrefix), count(notes, notesPrefix+"1,1/")}; got != [2]int64{0, 1} {
+		t.Errorf("keys under %s in the registry's etcd and notes at 1,1 in the notes' etcd: %v, want [0 1]", notesPrefix, got)
 	}
 	if got := registered(t, registry, cfg.Service); got["a"] != n.AdvertisedAddr() {
 		t.Errorf("the registry holds %v, want node a at %s", got, n.AdvertisedAddr())

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -129,6 +130,13 @@ func DefaultConfig() Config {
 	}
 }
 
+// noteLimitFlags name the flag of each field of etcdnotes.LimitError.
+var noteLimitFlags = map[string]string{
+	"PerLocation":  "max-notes-per-location",
+	"MessageBytes": "max-note-bytes",
+	"AnswerBytes":  "max-chat-answer-bytes",
+}
+
 // Validate reports the first problem with c, naming the flag that sets it.
 func (c Config) Validate() error {
 	var first error
@@ -154,11 +162,16 @@ func (c Config) Validate() error {
 	check(c.MaxMessageBytes >= 1024, "max-msg-size", "%d is below the 1024 bytes a request may need", c.MaxMessageBytes)
 	check(c.Limits.RoutePoints >= 0, "max-route-points", "%d is negative", c.Limits.RoutePoints)
 	check(c.Limits.ChatNotes >= 0, "max-chat-notes", "%d is negative", c.Limits.ChatNotes)
-	check(c.NoteLimits.PerLocation >= 0, "max-notes-per-location", "%d is negative", c.NoteLimits.PerLocation)
 	check(c.NoteLimits.PerLocation > 0 || len(c.Etcd) == 0, "max-notes-per-location", "must be at least 1 with --etcd: a cluster's notes live in etcd and need a bound")
 	check(c.NoteLimits.Bytes >= 0, "max-notes-bytes", "%d is negative", c.NoteLimits.Bytes)
-	check(c.NoteLimits.MessageBytes >= 1 && c.NoteLimits.MessageBytes <= etcdnotes.MaxMessageBytesLimit, "max-note-bytes", "%d is not between 1 and %d", c.NoteLimits.MessageBytes, etcdnotes.MaxMessageBytesLimit)
-	check(c.NoteLimits.AnswerBytes >= c.NoteLimits.MessageBytes+notes.NoteOverhead, "max-chat-answer-bytes", "%d cannot hold one note of --max-note-bytes (%d and %d bytes of overhead)", c.NoteLimits.AnswerBytes, c.NoteLimits.MessageBytes, notes.NoteOverhead)
+	limits := c.NoteLimits
+	if limits.PerLocation == 0 && len(c.Etcd) == 0 {
+		limits.PerLocation = 1 // a standalone node's 0 is no bound, in memory
+	}
+	var bad *etcdnotes.LimitError
+	if errors.As(etcdnotes.CheckLimits(limits), &bad) {
+		check(false, noteLimitFlags[bad.Field], "%s", bad.Problem)
+	}
 	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than 1s; etcd leases count whole seconds", c.NoteMaxAge)
 	check(c.NotesBudget > 0, "notes-budget", "%d must be positive", c.NotesBudget)
 	check(c.NotesCacheBytes >= 0, "notes-cache-bytes", "%d is negative", c.NotesCacheBytes)

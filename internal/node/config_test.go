@@ -41,6 +41,10 @@ func TestValidateNamesTheFlagAtFault(t *testing.T) {
 		{"unbounded notes per location in a cluster", func(c *Config) { c.NoteLimits.PerLocation = 0 }, "--max-notes-per-location"},
 		{"empty note messages only", func(c *Config) { c.NoteLimits.MessageBytes = 0 }, "--max-note-bytes"},
 		{"note messages too large for etcd", func(c *Config) { c.NoteLimits.MessageBytes = 1 << 20 }, "--max-note-bytes"},
+		{"notes per location past the cap", func(c *Config) { c.NoteLimits.PerLocation = 10_000_001 }, "--max-notes-per-location"},
+		{"notes per location past the cap when standalone", func(c *Config) { c.Etcd, c.NoteLimits.PerLocation = nil, 10_000_001 }, "--max-notes-per-location"},
+		{"answers past the cap", func(c *Config) { c.NoteLimits.AnswerBytes = 1 << 30 }, "--max-chat-answer-bytes"},
+		{"answers that cannot hold a note", func(c *Config) { c.NoteLimits.AnswerBytes = c.NoteLimits.MessageBytes }, "--max-chat-answer-bytes"},
 		{"notes kept under a second", func(c *Config) { c.NoteMaxAge = 500 * time.Millisecond }, "--notes-max-age"},
 		{"unbounded limits when standalone", func(c *Config) {
 			c.Etcd = nil

@@ -92,6 +92,18 @@ func newNodeMetrics(featureCount int, store notes.Store, tlsFiles *tlsfiles.Metr
 				Name: "routeguide_notes_unread_answers_total",
 				Help: "Posts whose note was stored in etcd but whose answer could not be read whole; each failed with UNAVAILABLE rather than answer with part of it.",
 			}, func() float64 { return float64(store.Stats().UnreadAnswers) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_bad_bounds_total",
+				Help: "Keys under the notes' bounds in etcd that declare no bounds a node could have, each time a post read one; they widen nothing.",
+			}, func() float64 { return float64(store.Stats().BadBounds) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_too_many_bounds_total",
+				Help: "Posts that found more declared bounds than a post reads; each answered within the node's own limits and pruned nothing.",
+			}, func() float64 { return float64(store.Stats().TooManyBounds) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_prunes_refused_total",
+				Help: "Prunes that etcd refused because a node declared bounds after their answer; a later post prunes again.",
+			}, func() float64 { return float64(store.Stats().PrunesRefused) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "routeguide_notes_budget_used_bytes",
 				Help: "Data the notes' etcd holds, as last measured while notes were posted (the largest DbSizeInUse of its members, plus what the node wrote since).",

@@ -121,7 +121,7 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	store, err := newNoteStore(cfg, n.notesEtcd)
+	store, err := newNoteStore(cfg, n.notesEtcd, n.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +243,7 @@ func (n *Node) closeOpened() {
 // newNoteStore returns where RouteChat keeps its notes: in etcd when the
 // node is part of a cluster, so that every node answers with the same notes
 // in the same order, and in memory when it serves alone.
-func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
+func newNoteStore(cfg Config, etcd *clientv3.Client, logger *slog.Logger) (notes.Store, error) {
 	if etcd == nil {
 		return notes.NewMemory(cfg.NoteLimits), nil
 	}
@@ -253,6 +253,7 @@ func newNoteStore(cfg Config, etcd *clientv3.Client) (notes.Store, error) {
 	ecfg.MaxAge = cfg.NoteMaxAge
 	ecfg.Budget = cfg.NotesBudget
 	ecfg.CacheBytes = cfg.NotesCacheBytes
+	ecfg.Logger = logger
 	return etcdnotes.New(etcd, ecfg)
 }
 

@@ -114,7 +114,7 @@ func TestCheckerRejectsDoctoredHistories(t *testing.T) {
 		{"a note dropped", func(a []string) []string { return slices.Delete(a, 1, 2) }, ""},
 		{"two notes swapped", func(a []string) []string { a[0], a[1] = a[1], a[0]; return a }, "in opposite orders"},
 		{"a note never posted", func(a []string) []string { a[1] = "never posted"; return a }, "never posted here"},
-		{"a note answered twice", func(a []string) []string { return slices.Insert(a, 1, a[0]) }, "answered 2 times, posted 1 times"},
+		{"a note answered twice", func(a []string) []string { return slices.Insert(a, 1, a[0]) }, "answered 2 times in one answer"},
 		{"the own note missing", func(a []string) []string { return a[:len(a)-1] }, "without its own note last"},
 	} {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
@@ -184,9 +184,27 @@ func TestCheckerRules(t *testing.T) {
 		{"an unknown post seen, then lost", []chatcheck.Op{
 			op(0, 0, 1, "a", unknown), op(1, 2, 3, "b", acked, "a", "b"), op(1, 4, 5, "c", acked, "b", "c")}, false, ""},
 		{"a retried post stored twice", []chatcheck.Op{
-			op(0, 0, 1, "a", unknown), op(0, 2, 3, "a", acked, "a", "a")}, true, ""},
+			op(0, 0, 1, "a", unknown), op(0, 2, 3, "a", acked, "a", "a")}, false, "answered 2 times in one answer"},
+		{"a retried post stored twice, seen by another", []chatcheck.Op{
+			op(0, 0, 1, "a", unknown), op(0, 2, 3, "a", acked, "a"), op(1, 4, 5, "b", acked, "a", "a", "b")}, false, "answered 2 times in one answer"},
 		{"a post stored twice", []chatcheck.Op{
-			op(0, 0, 1, "a", acked, "a"), op(1, 2, 3, "b", acked, "a", "a", "b")}, false, "answered 2 times, posted 1 times"},
+			op(0, 0, 1, "a", acked, "a"), op(1, 2, 3, "b", acked, "a", "a", "b")}, false, "answered 2 times in one answer"},
+		{"a retry answered from its first attempt's place", []chatcheck.Op{
+			op(0, 0, 1, "a", unknown), op(1, 2, 3, "b", acked, "a", "b"), op(0, 4, 5, "a", acked, "a"), op(1, 6, 7, "c", acked, "a", "b", "c")}, true, ""},
+		{"a retry answered with a note newer than its own", []chatcheck.Op{
+			op(0, 0, 1, "a", unknown), op(1, 2, 3, "b", acked, "a", "b"), op(0, 4, 5, "a", acked, "a", "b")}, false, ""},
+		{"a retry whose note is kept answered with nothing", []chatcheck.Op{
+			op(0, 0, 1, "a", unknown), op(1, 2, 3, "b", acked, "a", "b"), op(0, 4, 5, "a", acked)}, false, ""},
+		{"a retry whose note is forgotten answered with nothing", []chatcheck.Op{
+			op(0, 0, 1, "a", unknown), op(1, 2, 3, "b", acked, "a", "b"), op(1, 4, 5, "c", acked, "a", "b", "c"),
+			op(1, 6, 7, "d", acked, "b", "c", "d"), op(0, 8, 9, "a", acked)}, true, ""},
+		{"a retry answered with a forgotten note a failed prune left", []chatcheck.Op{
+			op(0, 0, 1, "x", acked, "x"), op(0, 2, 3, "a", unknown), op(1, 4, 5, "b", acked, "x", "a", "b"),
+			op(1, 6, 7, "c", acked, "a", "b", "c"), op(0, 8, 9, "a", acked, "x", "a")}, true, ""},
+		{"a retry that stored the note before its first attempt took effect", []chatcheck.Op{
+			op(0, 0, 1, "a", unknown), op(0, 2, 3, "a", acked, "a"), op(1, 4, 5, "b", acked, "a", "b")}, true, ""},
+		{"a retry's partial answer", []chatcheck.Op{
+			op(0, 0, 1, "a", unknown), op(1, 2, 3, "b", acked, "a", "b"), op(0, 4, 5, "a", partial, "a")}, true, ""},
 		{"a refused post stored", []chatcheck.Op{
 			op(0, 0, 1, "a", refused), op(1, 2, 3, "b", acked, "a", "b")}, false, ""},
 		{"a refused post", []chatcheck.Op{

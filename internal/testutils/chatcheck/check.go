@@ -15,15 +15,12 @@ import (
 // Result is the verdict on one history.
 type Result struct {
 	Ops, Acked, Unknown, Refused, Partial, Retries, Locations int
-	// Duplicates counts the notes answered twice: posted again after an
-	// unknown outcome, and stored both times.
+	// Duplicates counts the notes answered twice in one answer, which
+	// the model forbids: a retry carries the note id of the first post.
 	Duplicates int
-	// Unseen counts the Unknown ops whose note no answer holds. They are
-	// left out of what porcupine checks: a stored note is the newest at
-	// its location, so it is in the next answer there unless newer notes
-	// forgot it first, and either way it changed no answer. Left in, a
-	// cluster that fails posts fast makes hundreds of them, each of which
-	// porcupine may place anywhere after its call.
+	// Unseen counts the Unknown ops whose note no answer holds and no
+	// other op posts, left out of the search: they changed no answer
+	// (docs/DESIGN.md, "Checking RouteChat against one server").
 	Unseen int
 	// FullByCount and FullByBytes count the acked answers that a bound
 	// filled: PerLocation notes, or no room for one more of the longest
@@ -75,10 +72,12 @@ func Check(ops []Op, b Bounds, timeout time.Duration) Result {
 	process := processes(ops)
 	twice := map[string]bool{}
 	seen := map[string]bool{} // location and message of every note answered
+	posts := map[string]int{} // location and message -> ops posting it
 	for _, op := range ops {
 		for _, m := range op.Answer {
 			seen[op.Location+" "+m] = true
 		}
+		posts[op.Location+" "+op.Message]++
 	}
 	for i, op := range ops {
 		for j, m := range op.Answer {
@@ -103,11 +102,14 @@ func Check(ops []Op, b Bounds, timeout time.Duration) Result {
 		if op.Retry {
 			r.Retries++
 		}
-		if op.Outcome == Unknown && !seen[op.Location+" "+op.Message] {
+		// A post of a retried note stays in the search: the retry's answer
+		// may depend on whether the first attempt stored it.
+		repeated := posts[op.Location+" "+op.Message] > 1
+		if op.Outcome == Unknown && !seen[op.Location+" "+op.Message] && !repeated {
 			r.Unseen++
 			continue
 		}
-		history = append(history, porcupine.Operation{ClientId: process[i], Input: input{op.Message}, Call: int64(op.Call),
+		history = append(history, porcupine.Operation{ClientId: process[i], Input: input{op.Message, repeated}, Call: int64(op.Call),
 			Output: output{op.Outcome, op.Answer}, Return: int64(op.Return), Metadata: op})
 	}
 	r.Locations, r.Duplicates = len(locations), len(twice)
@@ -206,9 +208,9 @@ func processes(ops []Op) []int {
 
 // Explain checks the rules of the model one at a time, at each location,
 // and names the ops that break one: a note answered that no post made, a
-// note answered twice that one post made, two answers in opposite orders,
-// an answer without its own note last, and an acknowledged note missing
-// from an answer that began after it and that the bounds had not filled.
+// note answered twice, two answers in opposite orders, an answer without
+// its own note last, and an acknowledged note missing from an answer of a
+// new note that began after it and that the bounds had not filled.
 func Explain(ops []Op, b Bounds) []string {
 	var findings []string
 	byLocation := map[string][]Op{}
@@ -237,7 +239,8 @@ func explainLocation(ops []Op, b Bounds) []string {
 		if op.Outcome != Acked {
 			continue
 		}
-		if len(op.Answer) == 0 || op.Answer[len(op.Answer)-1] != op.Message {
+		// A retry whose note is forgotten is answered with nothing.
+		if (len(op.Answer) > 0 || posts[op.Message] == 1) && (len(op.Answer) == 0 || op.Answer[len(op.Answer)-1] != op.Message) {
 			findings = append(findings, fmt.Sprintf("answer without its own note last: %v", op))
 		}
 		seen := map[string]int{}
@@ -245,8 +248,8 @@ func explainLocation(ops []Op, b Bounds) []string {
 			seen[m]++
 			if posts[m] == 0 {
 				findings = append(findings, fmt.Sprintf("note %q answered but never posted here: %v", m, op))
-			} else if seen[m] > posts[m] {
-				findings = append(findings, fmt.Sprintf("note %q answered %d times, posted %d times: %v", m, seen[m], posts[m], op))
+			} else if seen[m] > 1 {
+				findings = append(findings, fmt.Sprintf("note %q answered %d times in one answer (posted %d times, under one note id): %v", m, seen[m], posts[m], op))
 			}
 			for _, later := range op.Answer[i+1:] {
 				if other, ok := before[[2]string{later, m}]; ok && later != m {
@@ -258,7 +261,8 @@ func explainLocation(ops []Op, b Bounds) []string {
 	}
 	longest := maxCost(ops)
 	for _, op := range ops {
-		if op.Outcome != Acked || b.filled(op.Answer, longest) != "" {
+		// A retry is answered from its note's place, without newer notes.
+		if op.Outcome != Acked || posts[op.Message] > 1 || b.filled(op.Answer, longest) != "" {
 			continue
 		}
 		var missing []Op

@@ -62,9 +62,10 @@ func OutcomeOf(err error) Outcome {
 type Op struct {
 	Client   int
 	Location string // "lat,lon": the model keeps one list of notes per location
-	Message  string // unique per client and attempt, unless Retry
+	Message  string // unique per post; a Retry posts it again
 	// Retry marks a post of a message the client posted before, whose
-	// outcome was unknown: the one case where a note may be stored twice.
+	// outcome was unknown, again under the same note id: stored once
+	// whatever the first attempt did.
 	Retry        bool
 	Call, Return time.Duration // since the history began
 	Outcome      Outcome
@@ -178,6 +179,30 @@ func DropAcknowledged(ops []Op) ([]Op, bool) {
 			if at, ok := ackedAt[m]; ok && at < op.Call {
 				out := slices.Clone(ops)
 				out[i].Answer = slices.Delete(slices.Clone(op.Answer), j, j+1)
+				return out, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// DuplicateRetried returns a copy of ops in which one answer holds twice a
+// note that two ops posted (a retry, under one note id): a history no model
+// of one server with note ids accepts, for negative controls. It reports
+// false when no answer holds a retried note.
+func DuplicateRetried(ops []Op) ([]Op, bool) {
+	posts := map[string]int{}
+	for _, op := range ops {
+		posts[op.Location+" "+op.Message]++
+	}
+	for i, op := range ops {
+		if op.Outcome != Acked {
+			continue
+		}
+		for j, m := range op.Answer {
+			if posts[op.Location+" "+m] > 1 {
+				out := slices.Clone(ops)
+				out[i].Answer = slices.Insert(slices.Clone(op.Answer), j, m)
 				return out, true
 			}
 		}

@@ -9,14 +9,17 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
 // Workload is what the clients of a history do: each posts, one note at a
 // time, a note of its own (its id and a sequence number, padded to a length
 // of its choice so that the byte bound forgets a varying number of notes)
-// at a location it picks at random.
+// at a location it picks at random, named by a note id of its own
+// (contract.NoteIDHeader) that a retry sends again.
 type Workload struct {
 	Clients   int
 	Locations []*pb.Point
@@ -24,8 +27,9 @@ type Workload struct {
 	MaxPad int
 	// Timeout bounds one post; past it the outcome is unknown.
 	Timeout time.Duration
-	// Retry makes a client post a note again, once, when the outcome of
-	// its post was unknown, as a client that wants its note stored does.
+	// Retry makes a client post a note again, once, under the same note
+	// id, when the outcome of its post was unknown, as a client that wants
+	// its note stored does.
 	Retry bool
 	// Posts is how many notes each client posts; 0 means until Stop.
 	Posts int
@@ -38,6 +42,9 @@ type Workload struct {
 // client i through conns[i%len(conns)], and records every post in r. Ending
 // ctx cuts the posts short. Run returns once every client has stopped.
 func (w Workload) Run(ctx context.Context, r *Recorder, conns []grpc.ClientConnInterface, seed uint64) {
+	// Note ids are kept per location for as long as the note: the run's
+	// own part keeps them apart from another run's at the same location.
+	run := rand.Uint64()
 	var wg sync.WaitGroup
 	for c := range w.Clients {
 		wg.Go(func() {
@@ -49,9 +56,10 @@ func (w Workload) Run(ctx context.Context, r *Recorder, conns []grpc.ClientConnI
 				if w.MaxPad > 0 {
 					message += strings.Repeat(".", rng.IntN(w.MaxPad+1))
 				}
-				op := w.post(ctx, r, conn, c, at, message, false)
+				id := fmt.Sprintf("r%x-c%d-%d", run, c, seq)
+				op := w.post(ctx, r, conn, c, at, message, id, false)
 				if op.Outcome == Unknown && w.Retry && w.backOff(ctx) {
-					op = w.post(ctx, r, conn, c, at, message, true)
+					op = w.post(ctx, r, conn, c, at, message, id, true)
 				}
 				if op.Outcome != Acked {
 					w.backOff(ctx)
@@ -92,8 +100,9 @@ func (w Workload) stopped(ctx context.Context) bool {
 	}
 }
 
-func (w Workload) post(ctx context.Context, r *Recorder, conn grpc.ClientConnInterface, client int, at *pb.Point, message string, retry bool) Op {
+func (w Workload) post(ctx context.Context, r *Recorder, conn grpc.ClientConnInterface, client int, at *pb.Point, message, id string, retry bool) Op {
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, contract.NoteIDHeader, id)
 	return r.Post(ctx, conn, client, at, message, retry)
 }

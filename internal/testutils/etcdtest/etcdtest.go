@@ -13,6 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
@@ -97,10 +98,11 @@ func Start(tb testing.TB) *localetcd.Server {
 	return srv
 }
 
-// Client is a client of the plain etcd at url, closed when tb ends.
-func Client(tb testing.TB, url string) *clientv3.Client {
+// Client is a client of the plain etcd at url, dialled with opts (a test's
+// interceptors), closed when tb ends.
+func Client(tb testing.TB, url string, opts ...grpc.DialOption) *clientv3.Client {
 	tb.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second, DialOptions: opts})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -21,20 +21,28 @@ import (
 // are followed by larger ones (JSON after protobuf), at most six.
 func legacyValueBytes(l notes.Limits) int { return 6*l.MessageBytes + notes.NoteOverhead }
 
+// maxLegacyKeys bounds the keys of earlier releases a post reads from each
+// range beside the sequenced one: the previous release's default
+// --max-notes-per-location. Past it, a post answers with the newest of
+// those it read, and its prunes shrink the location.
+const maxLegacyKeys = 1000
+
 // answer is where the reading of one answer stands, newest first. The keys
 // come from etcd's index (keys-only ranges read no value): the sequenced
 // ones page by page, those of earlier releases at once, merged by create
 // revision. The values come from the store's cache, or from etcd in pages
-// of what surely fits in the room left.
+// of what surely fits in the room left. It is read within the widest
+// bounds that any store declares (bounds.go), and cut to the store's own.
 type answer struct {
-	e          *Store
-	location   string
-	lat, lon   int32
-	rev        int64 // every read is at the revision of the post's write
-	room       int   // AnswerBytes left
-	count      int   // notes taken
-	full       bool  // a bound stopped the answer while older notes remain
-	newestLast []*pb.RouteNote
+	e        *Store
+	location string
+	lat, lon int32
+	rev      int64        // every read is at the revision of the post's write
+	limits   notes.Limits // the widest declared at rev
+	cut      cut          // what is left of limits
+	full     bool         // a bound stopped the answer while older notes remain
+	unsure   bool         // too many bounds are declared to know the widest: prune nothing
+	taken    []takenNote  // newest first
 
 	sequenced     []*mvccpb.KeyValue // keys in hand, not yet taken
 	nextSequenced string             // where the next page of keys starts; "" once read to the end
@@ -44,21 +52,33 @@ type answer struct {
 	values        map[string]*cachedNote
 }
 
+// takenNote is a note an answer took; nil for a value that is no note,
+// which takes a note's place.
+type takenNote struct {
+	note *pb.RouteNote
+	cost int
+}
+
 // readAnswer reads the answer to the note stored under key at revision rev
-// (0: the current one).
+// (0: the current one, for a note put before at revision created: the
+// notes of earlier releases created after it are newer, and left out).
 // It fails rather than answer with less than the notes that fit: a cut
 // answer would not be a prefix of later ones.
-func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64, lat, lon int32) (*answer, error) {
+func (e *Store) readAnswer(ctx context.Context, location, key string, rev, created int64, lat, lon int32) (*answer, error) {
 	_, end := sequencedRange(location)
-	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, room: e.cfg.Limits.AnswerBytes,
+	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, limits: e.cfg.Limits,
 		nextSequenced: key, values: make(map[string]*cachedNote)}
 	legacy := legacyRanges(location)
-	// The first page of keys and the keys of earlier releases in one
-	// read-only transaction: no raft entry, not in the apply loop.
+	// The first page of keys, the keys of earlier releases and the bounds
+	// declared, in one read-only transaction: no raft entry, not in the
+	// apply loop.
 	resp, err := e.cli.Txn(ctx).Then(
 		clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit())),
-		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
-		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly()),
+		// Not keys-only: etcd's index knows no lease, and a declaration
+		// must be on one. Their values are empty.
+		clientv3.OpGet(e.boundsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithLimit(maxDeclarations+1)),
+		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys)),
+		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys)),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read the first page at %s: %w", location, err)
@@ -68,10 +88,31 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64,
 		// first read saw.
 		a.rev = resp.Header.Revision
 	}
+	if declared := resp.Responses[1].GetResponseRange().Kvs; len(declared) <= maxDeclarations {
+		a.limits = e.widest(e.cfg.Limits, declared)
+	} else {
+		// The widest bounds are unknown: the answer is the store's own,
+		// and it prunes nothing.
+		a.unsure = true
+		e.tooManyBounds.Add(1)
+		e.logSometimes.Do(func() {
+			e.cfg.logger().Warn("more bounds declared than a post reads: notes are not pruned", "most", maxDeclarations, "prefix", e.boundsPrefix())
+		})
+	}
+	a.cut = newCut(a.limits)
 	first := resp.Responses[0].GetResponseRange()
 	a.addSequenced(first.Kvs, first.More)
-	for _, r := range resp.Responses[1:] {
-		a.legacy = append(a.legacy, r.GetResponseRange().Kvs...)
+	for _, r := range resp.Responses[2:] {
+		if r.GetResponseRange().More {
+			e.logSometimes.Do(func() {
+				e.cfg.logger().Warn("more notes of an earlier release at a location than a post reads", "most", maxLegacyKeys, "location", location)
+			})
+		}
+		for _, kv := range r.GetResponseRange().Kvs {
+			if created == 0 || kv.CreateRevision < created {
+				a.legacy = append(a.legacy, kv)
+			}
+		}
 	}
 	slices.SortFunc(a.legacy, func(x, y *mvccpb.KeyValue) int { return cmp.Compare(y.CreateRevision, x.CreateRevision) })
 	for {
@@ -91,13 +132,35 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev int64,
 // pageLimit is how many notes costing at most noteBytes surely fit in the
 // room left, and within PerLocation.
 func (a *answer) pageLimit(noteBytes int) int {
-	return max(1, min(a.room/noteBytes, a.e.cfg.Limits.PerLocation-a.count))
+	return max(1, min(a.cut.room/noteBytes, a.cut.places))
+}
+
+// cut is what is left of an answer's bounds, newest note first: a note
+// that does not fit ends the answer, and a value that is no note takes a
+// note's place.
+type cut struct {
+	room, places int
+}
+
+func newCut(l notes.Limits) cut { return cut{room: l.AnswerBytes, places: l.PerLocation} }
+
+// take reports whether the next value, a note of cost or none, fits, and
+// takes it if so.
+func (c *cut) take(note bool, cost int) bool {
+	if c.places == 0 || note && cost > c.room {
+		return false
+	}
+	if note {
+		c.room -= cost
+	}
+	c.places--
+	return true
 }
 
 // keysLimit is a page of keys: as many notes as the room left could hold
 // if each had a message of MessageBytes.
 func (a *answer) keysLimit() int64 {
-	return int64(a.pageLimit(a.e.cfg.Limits.MessageBytes + notes.NoteOverhead))
+	return int64(a.pageLimit(a.limits.MessageBytes + notes.NoteOverhead))
 }
 
 func (a *answer) addSequenced(kvs []*mvccpb.KeyValue, more bool) {
@@ -144,13 +207,13 @@ func (a *answer) value(ctx context.Context, kv *mvccpb.KeyValue) (*cachedNote, e
 	if v := a.e.cache.get(kv); v != nil {
 		return v, nil
 	}
-	batch, bound := []*mvccpb.KeyValue{kv}, a.e.cfg.Limits.MessageBytes+notes.NoteOverhead
+	batch, bound := []*mvccpb.KeyValue{kv}, a.limits.MessageBytes+notes.NoteOverhead
 	following := a.sequenced
 	if _, ok := seqOf(a.location, kv.Key); !ok {
 		// The first page of them assumes the worst; the next ones, the
 		// largest seen, so that a location of protobuf notes takes as few
 		// round trips as ours.
-		following, bound = a.legacy, legacyValueBytes(a.e.cfg.Limits)
+		following, bound = a.legacy, legacyValueBytes(a.limits)
 		if a.legacySeen > 0 {
 			bound = max(bound/6, a.legacySeen+notes.NoteOverhead)
 		}
@@ -193,34 +256,43 @@ func (a *answer) take(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if v.note == nil {
-		// It takes a note's place, until pruned.
-		a.e.skipped.Add(1)
-	} else if v.cost > a.room {
+	if !a.cut.take(v.note != nil, v.cost) {
 		a.full = true
 		if _, ok := seqOf(a.location, kv.Key); !ok {
 			a.legacy = append([]*mvccpb.KeyValue{kv}, a.legacy...)
 		}
 		return false, nil
-	} else {
-		a.room -= v.cost
-		a.newestLast = append(a.newestLast, v.note)
 	}
+	if v.note == nil {
+		// It takes a note's place, until pruned.
+		a.e.skipped.Add(1)
+	}
+	a.taken = append(a.taken, takenNote{v.note, v.cost})
 	if _, ok := seqOf(a.location, kv.Key); ok {
 		a.lastSequenced = string(kv.Key)
 	}
-	a.count++
-	if a.count >= a.e.cfg.Limits.PerLocation {
+	if a.cut.places == 0 {
 		a.full = len(a.sequenced) > 0 || a.nextSequenced != "" || len(a.legacy) > 0
 		return false, nil
 	}
 	return true, nil
 }
 
-// notes are the answer's notes, oldest first.
+// notes are the answer's notes within the store's own bounds, oldest
+// first: the newest of those taken, cut as take cuts.
 func (a *answer) notes() []*pb.RouteNote {
-	slices.Reverse(a.newestLast)
-	return a.newestLast
+	own := newCut(a.e.cfg.Limits)
+	var out []*pb.RouteNote
+	for _, t := range a.taken {
+		if !own.take(t.note != nil, t.cost) {
+			break
+		}
+		if t.note != nil {
+			out = append(out, t.note)
+		}
+	}
+	slices.Reverse(out)
+	return out
 }
 
 // legacyLeftOut are the keys of the notes of earlier releases that the

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
@@ -39,17 +40,7 @@ func countReplies(read *atomic.Int64) grpc.UnaryClientInterceptor {
 // countingClient is an etcd client that adds the size of every answer it
 // gets from etcd to read.
 func countingClient(t testing.TB, url string, read *atomic.Int64) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{url},
-		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(countReplies(read))},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return etcdtest.Client(t, url, grpc.WithChainUnaryInterceptor(countReplies(read)))
 }
 
 // rangeCheck is an etcd client interceptor that hands every Range a
@@ -89,12 +80,7 @@ func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
 		}
 	}
 	var read atomic.Int64
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(rangeCheck(check), countReplies(&read))}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(rangeCheck(check), countReplies(&read)))
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation, cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 50, 300, 4000
 	store := newEtcd(t, cli, cfg)
@@ -352,12 +338,7 @@ func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL()}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(cutPages)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(cutPages))
 	cfg := testConfig(t)
 	cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 300, 4000
 	store := newEtcd(t, cli, cfg)
@@ -405,13 +386,7 @@ func faultyStatusClient(t *testing.T, url string, dials, statuses *atomic.Int64,
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial), grpc.WithChainUnaryInterceptor(status)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return etcdtest.Client(t, url, grpc.WithContextDialer(dial), grpc.WithChainUnaryInterceptor(status))
 }
 
 func TestEtcdBudgetAsksEtcdOverTheStoresOwnConnection(t *testing.T) {

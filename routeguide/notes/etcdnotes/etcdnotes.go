@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -24,7 +26,8 @@ import (
 
 // Config configures a Store. Every node of a cluster must use the
 // same Prefix to share its notes; the other fields may differ from node to
-// node, and each applies to the notes that node posts and prunes.
+// node: each store answers within its own Limits, and keeps what the
+// widest Limits of any store answer with (bounds.go).
 type Config struct {
 	// Prefix is the etcd key prefix under which every note is kept, as
 	// <Prefix><latitude>,<longitude>/~<sequence>. It must end with "/".
@@ -32,7 +35,8 @@ type Config struct {
 	// Limits bound a location and one answer: PerLocation, MessageBytes and
 	// AnswerBytes are required. A post reads no more than AnswerBytes and
 	// one note of values from etcd (see readAnswer), and deletes the notes
-	// that no answer could carry. Bytes and DropOldest are the Memory store's.
+	// that no answer could carry; with stores of wider Limits on the same
+	// etcd, no more than theirs. Bytes and DropOldest are the Memory store's.
 	Limits notes.Limits
 	// MaxAge is how long a note is kept. A note expires between MaxAge and
 	// MaxAge*(1+1/LeaseBuckets)+1s after it is posted (see docs/DESIGN.md). At least
@@ -58,6 +62,16 @@ type Config struct {
 	// that a post reads from etcd only the keys of its answer and the
 	// values it has not seen (see cache.go). Zero keeps none.
 	CacheBytes int64
+	// Logger receives what the store skips, at most one record a minute;
+	// nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.Default()
+	}
+	return c.Logger
 }
 
 // DefaultConfig is the configuration of a cluster node's store when no
@@ -86,17 +100,47 @@ const DefaultCacheBytes = 32 << 20
 // far below etcd's default request size limit of 1.5 MiB.
 const MaxMessageBytesLimit = 200 << 10
 
+// MaxPerLocation and MaxAnswerBytesLimit are the largest Limits.PerLocation
+// and Limits.AnswerBytes, declared ones too (bounds.go): what one post may
+// read from etcd whatever a store declares. MaxAnswerBytesLimit is gRPC's
+// default largest message a client receives.
+const (
+	MaxPerLocation      = 10_000
+	MaxAnswerBytesLimit = 4 << 20
+)
+
+// LimitError is a bound of notes.Limits that a store cannot take.
+type LimitError struct {
+	Field   string // PerLocation, MessageBytes or AnswerBytes
+	Problem string
+}
+
+func (e *LimitError) Error() string { return "Limits." + e.Field + " " + e.Problem }
+
+// CheckLimits reports the first bound of l that a store cannot take: the
+// one check of a store's Config, of a node's flags and of every bounds
+// another store declares.
+func CheckLimits(l notes.Limits) error {
+	switch {
+	case l.PerLocation < 1 || l.PerLocation > MaxPerLocation:
+		return &LimitError{"PerLocation", fmt.Sprintf("%d is not between 1 and %d", l.PerLocation, MaxPerLocation)}
+	case l.MessageBytes < 1 || l.MessageBytes > MaxMessageBytesLimit:
+		return &LimitError{"MessageBytes", fmt.Sprintf("%d is not between 1 and %d", l.MessageBytes, MaxMessageBytesLimit)}
+	case l.AnswerBytes < l.MessageBytes+notes.NoteOverhead || l.AnswerBytes > MaxAnswerBytesLimit:
+		return &LimitError{"AnswerBytes", fmt.Sprintf("%d is not between one note of the largest message (%d with its overhead) and %d",
+			l.AnswerBytes, l.MessageBytes+notes.NoteOverhead, MaxAnswerBytesLimit)}
+	}
+	return nil
+}
+
 // Validate reports the first problem with c, naming the field at fault.
 func (c Config) Validate() error {
+	if err := CheckLimits(c.Limits); err != nil {
+		return fmt.Errorf("notes etcd config: %w", err)
+	}
 	switch {
 	case c.Prefix == "" || !strings.HasSuffix(c.Prefix, "/"):
 		return fmt.Errorf("notes etcd config: Prefix %q must be non-empty and end with \"/\"", c.Prefix)
-	case c.Limits.PerLocation < 1:
-		return fmt.Errorf("notes etcd config: Limits.PerLocation %d must be at least 1", c.Limits.PerLocation)
-	case c.Limits.MessageBytes < 1 || c.Limits.MessageBytes > MaxMessageBytesLimit:
-		return fmt.Errorf("notes etcd config: Limits.MessageBytes %d must be between 1 and %d", c.Limits.MessageBytes, MaxMessageBytesLimit)
-	case c.Limits.AnswerBytes < c.Limits.MessageBytes+notes.NoteOverhead:
-		return fmt.Errorf("notes etcd config: Limits.AnswerBytes %d must hold one note of Limits.MessageBytes (%d with its overhead)", c.Limits.AnswerBytes, c.Limits.MessageBytes+notes.NoteOverhead)
 	case c.MaxAge < time.Second:
 		return fmt.Errorf("notes etcd config: MaxAge %v must be at least 1s, as etcd leases count whole seconds", c.MaxAge)
 	case c.Timeout <= 0:
@@ -112,8 +156,8 @@ func (c Config) Validate() error {
 }
 
 // LeaseBuckets is how many leases a Store grants per MaxAge: notes
-// posted within the same MaxAge/LeaseBuckets share one lease, so a busy node
-// grants a lease every MaxAge/8 instead of one per note.
+// posted within the same MaxAge/LeaseBuckets of the clock share one lease,
+// so a busy node grants a lease every MaxAge/8 instead of one per note.
 const LeaseBuckets = 8
 
 // pruneBatch is how many deletes go into one transaction, below etcd's
@@ -134,6 +178,15 @@ type Stats struct {
 	// could not be read whole: the post failed with ErrUnavailable rather
 	// than answer with part of it.
 	UnreadAnswers uint64
+	// BadBounds counts keys under the bounds that declare no bounds a store
+	// could have (bounds.go), each time a post read one. They widen nothing.
+	BadBounds uint64
+	// TooManyBounds counts posts that found more declarations than they
+	// read: each answered within the store's own Limits and pruned nothing.
+	TooManyBounds uint64
+	// PrunesRefused counts prunes that etcd refused because bounds were
+	// declared after their answer; a later post prunes again.
+	PrunesRefused uint64
 }
 
 // Store is a notes.Store in etcd, shared by every node that uses the same Prefix:
@@ -150,6 +203,10 @@ type Store struct {
 	skipped       atomic.Uint64
 	pruneFailures atomic.Uint64
 	unreadAnswers atomic.Uint64
+	badBounds     atomic.Uint64
+	tooManyBounds atomic.Uint64
+	prunesRefused atomic.Uint64
+	logSometimes  rate.Sometimes // one record a minute of what is skipped
 
 	// grant is held, as a one-slot semaphore that a waiter can leave when
 	// its context ends, by the one Post that grants the next lease, so that
@@ -157,7 +214,8 @@ type Store struct {
 	grant chan struct{}
 	turns turns
 	cache *cache
-	mu    sync.Mutex // guards lease and leaseUntil
+	now   func() time.Time // the clock of the lease buckets
+	mu    sync.Mutex       // guards lease and leaseUntil
 	lease clientv3.LeaseID
 	// leaseUntil is when the current lease stops taking new notes.
 	leaseUntil time.Time
@@ -172,12 +230,13 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1),
-		cache: newCache(cfg.CacheBytes)}, nil
+		cache: newCache(cfg.CacheBytes), now: time.Now, logSometimes: rate.Sometimes{Interval: time.Minute}}, nil
 }
 
 // Stats returns the store's counters since it was made.
 func (e *Store) Stats() Stats {
-	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load()}
+	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load(),
+		BadBounds: e.badBounds.Load(), TooManyBounds: e.tooManyBounds.Load(), PrunesRefused: e.prunesRefused.Load()}
 }
 
 // LocationPrefix is the etcd key prefix of the notes at a location.
@@ -187,8 +246,8 @@ func (e *Store) LocationPrefix(lat, lon int32) string {
 
 // Post implements notes.Store. When etcd commits a note but its answer is
 // lost (the connection drops, the timeout passes), Post reports
-// ErrUnavailable although the note is stored, and a client that posts it
-// again stores it twice: notes carry no id of the client's to tell.
+// ErrUnavailable although the note is stored; a client that posts it again
+// stores it twice, unless both posts carry its id (notes.WithNoteID).
 func (e *Store) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, error) {
 	lat, lon := note.GetLocation().GetLatitude(), note.GetLocation().GetLongitude()
 	if len(note.GetMessage()) > e.cfg.Limits.MessageBytes {
@@ -239,20 +298,20 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 	if id := notes.NoteID(ctx); id != "" {
 		idKey = fmt.Sprintf("%sids/%d,%d/%s", e.cfg.Prefix, lat, lon, id)
 	}
-	key, rev, err := e.put(ctx, location, string(value), idKey, lease)
-	if err != nil {
-		return nil, err
+	put := e.put(ctx, location, string(value), idKey, lease)
+	if put.err != nil {
+		return nil, put.err
 	}
-	if rev != 0 {
-		e.budget.wrote(len(key) + len(value) + len(idKey)*2)
-		e.cache.put(&mvccpb.KeyValue{Key: []byte(key), Value: value, ModRevision: rev}, lat, lon)
+	if put.rev != 0 {
+		e.budget.wrote(len(put.key) + len(value) + len(idKey)*2)
+		e.cache.put(&mvccpb.KeyValue{Key: []byte(put.key), Value: value, ModRevision: put.rev}, lat, lon)
 	}
-	a, err := e.readAnswer(ctx, location, key, rev, lat, lon)
+	a, err := e.readAnswer(ctx, location, put.key, put.rev, put.created, lat, lon)
 	if err != nil {
 		e.unreadAnswers.Add(1)
-		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", key, err)
+		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", put.key, err)
 	}
-	if a.full {
+	if a.full && !a.unsure {
 		if err := e.prune(ctx, location, a); err != nil {
 			e.pruneFailures.Add(1)
 		}
@@ -264,30 +323,39 @@ func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, le
 // sequenced notes after the oldest it took (one DeleteRange, which etcd
 // finds in its index; in the next put's transaction when a post waits to
 // put there), and the legacy notes it did not take. It is safe
-// when nodes prune at once: each deletes only notes that no answer of its
-// own could carry, and deleting a deleted key does nothing.
+// when nodes prune at once: each deletes only notes that no answer within
+// the widest bounds declared could carry, and only while no store has
+// declared bounds since (bounds.go); deleting a deleted key does nothing.
 func (e *Store) prune(ctx context.Context, location string, a *answer) error {
 	_, end := sequencedRange(location)
 	if a.lastSequenced == "" {
-		// The answer took no sequenced note (legacy notes or a note of a
-		// larger bound filled it): nothing marks where to prune from.
-	} else if e.turns.deferPrune(location, a.lastSequenced) {
+		// The answer took no sequenced note (notes of earlier releases
+		// filled it): nothing marks where to prune from.
+	} else if e.turns.deferPrune(location, a.lastSequenced, a.rev) {
 		// A post waiting to put at the location deletes them with its note.
-	} else if _, err := e.cli.Delete(ctx, a.lastSequenced+"\x00", clientv3.WithRange(end)); err != nil {
+	} else if resp, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(a.rev)).
+		Then(clientv3.OpDelete(a.lastSequenced+"\x00", clientv3.WithRange(end))).Commit(); err != nil {
 		return fmt.Errorf("prune the notes at %s after %s: %w", location, a.lastSequenced, err)
+	} else if !resp.Succeeded {
+		e.prunesRefused.Add(1)
 	}
-	return e.delete(ctx, location, a.legacyLeftOut())
+	return e.delete(ctx, location, a.legacyLeftOut(), a.rev)
 }
 
-// delete deletes keys in transactions of pruneBatch.
-func (e *Store) delete(ctx context.Context, location string, keys []string) error {
+// delete deletes keys, which an answer at rev left out, in transactions of
+// pruneBatch.
+func (e *Store) delete(ctx context.Context, location string, keys []string, rev int64) error {
 	for batch := range slices.Chunk(keys, pruneBatch) {
 		deletes := make([]clientv3.Op, len(batch))
 		for i, k := range batch {
 			deletes[i] = clientv3.OpDelete(k)
 		}
-		if _, err := e.cli.Txn(ctx).Then(deletes...).Commit(); err != nil {
+		resp, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(rev)).Then(deletes...).Commit()
+		if err != nil {
 			return fmt.Errorf("prune %d notes at %s: %w", len(deletes), location, err)
+		}
+		if !resp.Succeeded {
+			e.prunesRefused.Add(1)
 		}
 	}
 	return nil
@@ -326,17 +394,20 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 		return lease, nil
 	}
 	bucket := e.cfg.MaxAge / LeaseBuckets
-	// The bucket is counted from before the request, so that a note posted
-	// before leaseUntil has at least MaxAge left on the lease, whenever
-	// etcd started counting it.
-	start := time.Now()
+	// It takes notes until the clock's bucket ends, the same for every
+	// store, so later notes expire later (docs/DESIGN.md, "The notes store").
+	start := e.now()
 	ttl := int64((e.cfg.MaxAge + bucket + time.Second - 1) / time.Second)
 	resp, err := e.cli.Grant(ctx, ttl)
 	if err != nil {
 		return 0, fmt.Errorf("grant a lease of %ds for notes: %w", ttl, err)
 	}
+	// Before any note is on it: the declaration lasts as long as its notes.
+	if err := e.declare(ctx, resp.ID, ttl); err != nil {
+		return 0, err
+	}
 	e.mu.Lock()
-	e.lease, e.leaseUntil = resp.ID, start.Add(bucket)
+	e.lease, e.leaseUntil = resp.ID, start.Truncate(bucket).Add(bucket)
 	e.mu.Unlock()
 	return resp.ID, nil
 }
@@ -344,7 +415,7 @@ func (e *Store) currentLease(ctx context.Context) (clientv3.LeaseID, error) {
 func (e *Store) usableLease() (clientv3.LeaseID, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.lease, e.lease != 0 && time.Now().Before(e.leaseUntil)
+	return e.lease, e.lease != 0 && e.now().Before(e.leaseUntil)
 }
 
 // forgetLease drops lease if it is still the current one, so that the next

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -87,11 +88,11 @@ type pendingPut struct {
 }
 
 // putResult is where a note was put, and at which revision; rev is 0 for
-// a note whose id was put before, under key.
+// a note whose id was put before, under key, at revision created.
 type putResult struct {
-	key string
-	rev int64
-	err error
+	key          string
+	rev, created int64
+	err          error
 }
 
 // put stores value under the next sequence number at location and returns
@@ -101,14 +102,14 @@ type putResult struct {
 // the post whose turn it is puts every note waiting there in one
 // transaction (a group commit), so a busy location costs one raft entry per
 // batch, and only other nodes' posts make a put try again.
-func (e *Store) put(ctx context.Context, location, value, idKey string, lease clientv3.LeaseID) (string, int64, error) {
+func (e *Store) put(ctx context.Context, location, value, idKey string, lease clientv3.LeaseID) putResult {
 	p := &pendingPut{value: value, lease: lease, idKey: idKey, done: make(chan putResult, 1)}
 	turn := e.turns.join(location, p)
 	defer e.turns.leave(turn)
 	for {
 		select {
 		case r := <-p.done:
-			return r.key, r.rev, r.err
+			return r
 		case turn.token <- struct{}{}:
 			if batch := e.turns.takeBatch(turn); len(batch) == 1 && batch[0] == p {
 				e.putBatch(ctx, turn, batch)
@@ -122,11 +123,10 @@ func (e *Store) put(ctx context.Context, location, value, idKey string, lease cl
 			<-turn.token
 		case <-ctx.Done():
 			if e.turns.withdraw(turn, p) {
-				return "", 0, fmt.Errorf("wait for the turn to post at %s: %w", location, ctx.Err())
+				return putResult{err: fmt.Errorf("wait for the turn to post at %s: %w", location, ctx.Err())}
 			}
 			// Another post is putting it: its answer comes within Timeout.
-			r := <-p.done
-			return r.key, r.rev, r.err
+			return <-p.done
 		}
 	}
 }
@@ -150,7 +150,7 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		}
 		turn.seq, turn.known = newestSeq(location, resp), true
 	}
-	pruneAfter := e.turns.takePrune(turn)
+	pruneAfter, pruneRev := e.turns.takePrune(turn)
 	step := uint64(1)
 	for attempt := 0; attempt < maxPutAttempts && len(batch) > 0; attempt++ {
 		keys := make([]string, len(batch))
@@ -168,8 +168,10 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		}
 		cmps[0] = clientv3.Compare(clientv3.CreateRevision(start).WithRange(keys[0]+"\x00"), "=", 0)
 		if pruneAfter != "" {
-			// What an earlier answer left out goes in the same raft entry.
-			writes = append(writes, clientv3.OpDelete(pruneAfter+"\x00", clientv3.WithRange(end)))
+			// What an earlier answer left out goes in the same raft entry,
+			// unless a store declared bounds since that answer.
+			writes = append(writes, clientv3.OpTxn([]clientv3.Cmp{e.boundsUnchangedSince(pruneRev)},
+				[]clientv3.Op{clientv3.OpDelete(pruneAfter+"\x00", clientv3.WithRange(end))}, nil))
 		}
 		resp, err := e.cli.Txn(ctx).If(cmps...).Then(writes...).
 			Else(append([]clientv3.Op{clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))}, ids...)...).
@@ -179,6 +181,9 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 			return
 		}
 		if resp.Succeeded {
+			if pruneAfter != "" && !resp.Responses[len(resp.Responses)-1].GetResponseTxn().GetSucceeded() {
+				e.prunesRefused.Add(1)
+			}
 			turn.seq += step + uint64(len(batch)) - 1
 			for i, p := range batch {
 				p.done <- putResult{key: keys[i], rev: resp.Header.Revision}
@@ -187,17 +192,17 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		}
 		// A note whose id is kept was put before: it is answered from
 		// there, and the others try again.
-		stored := map[string]string{}
+		stored := map[string]*mvccpb.KeyValue{}
 		for _, r := range resp.Responses[1:] {
 			for _, kv := range r.GetResponseRange().Kvs {
-				stored[string(kv.Key)] = string(kv.Value)
+				stored[string(kv.Key)] = kv
 			}
 		}
 		if len(stored) > 0 {
 			batch = slices.DeleteFunc(batch, func(p *pendingPut) bool {
-				key, ok := stored[p.idKey]
+				kv, ok := stored[p.idKey]
 				if ok {
-					p.done <- putResult{key: key}
+					p.done <- putResult{key: string(kv.Value), created: kv.CreateRevision}
 				}
 				return ok
 			})
@@ -241,8 +246,9 @@ type turn struct {
 	users   int           // posts that joined and have not left
 	waiting []*pendingPut // notes not yet taken into a batch, oldest first
 	// pruneAfter is the oldest sequenced key of an answer that left older
-	// notes out: the next put deletes those.
+	// notes out, read at pruneRev: the next put deletes those.
 	pruneAfter string
+	pruneRev   int64
 }
 
 // join queues p at location and returns the location's turn.
@@ -300,9 +306,10 @@ func (t *turns) withdraw(tu *turn, p *pendingPut) bool {
 	return true
 }
 
-// deferPrune leaves the deletion of the sequenced notes after key to the
-// next put at location, and reports whether a post is there to take it.
-func (t *turns) deferPrune(location, key string) bool {
+// deferPrune leaves the deletion of the sequenced notes after key, which an
+// answer at rev left out, to the next put at location, and reports whether a
+// post is there to take it.
+func (t *turns) deferPrune(location, key string, rev int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tu := t.at[location]
@@ -312,19 +319,20 @@ func (t *turns) deferPrune(location, key string) bool {
 	// The newest answer's bound deletes the most: its oldest key is
 	// the least in key order.
 	if tu.pruneAfter == "" || key < tu.pruneAfter {
-		tu.pruneAfter = key
+		tu.pruneAfter, tu.pruneRev = key, rev
 	}
 	return true
 }
 
 // takePrune returns the key after which the put of the turn's holder
-// deletes, and clears it; if that put fails, a later answer prunes again.
-func (t *turns) takePrune(tu *turn) string {
+// deletes, and the revision of the answer that decided it, and clears
+// them; if that put fails, a later answer prunes again.
+func (t *turns) takePrune(tu *turn) (string, int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	after := tu.pruneAfter
-	tu.pruneAfter = ""
-	return after
+	after, rev := tu.pruneAfter, tu.pruneRev
+	tu.pruneAfter, tu.pruneRev = "", 0
+	return after, rev
 }
 
 func (t *turns) leave(tu *turn) {
