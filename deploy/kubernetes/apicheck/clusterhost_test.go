@@ -198,21 +198,42 @@ func restoreHost(t *testing.T, before hostState, dir string) {
 	unmountUnder(t, dir)
 	removeCgroups(t)
 	for _, p := range before.absent {
-		entries, err := os.ReadDir(p)
-		if err != nil {
-			continue // not made
-		}
-		if len(entries) > 0 {
-			var names []string
-			for _, e := range entries {
-				names = append(names, e.Name())
+		removeMadeDir(t, p, dir)
+	}
+}
+
+// removeMadeDir removes p, a directory the cluster made outside dir, with
+// the links into dir it holds: the kubelet's links to the logs of the
+// containers it had not removed when it stopped. Anything else in it is
+// reported and left.
+func removeMadeDir(t *testing.T, p, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(p)
+	if err != nil {
+		return // not made
+	}
+	var others []string
+	links := 0
+	for _, e := range entries {
+		path := filepath.Join(p, e.Name())
+		if target, err := os.Readlink(path); err == nil && strings.HasPrefix(target, dir+"/") {
+			if err := os.Remove(path); err != nil {
+				t.Errorf("remove %s: %v", path, err)
 			}
-			t.Errorf("%s, which the cluster made, still holds %v; left as it is", p, names)
+			links++
 			continue
 		}
-		if err := os.Remove(p); err != nil {
-			t.Errorf("remove %s, which the cluster made: %v", p, err)
-		}
+		others = append(others, e.Name())
+	}
+	if links > 0 {
+		t.Logf("%s: removed %d links into %s", p, links, dir)
+	}
+	if len(others) > 0 {
+		t.Errorf("%s, which the cluster made, holds %v; left as it is", p, others)
+		return
+	}
+	if err := os.Remove(p); err != nil {
+		t.Errorf("remove %s, which the cluster made: %v", p, err)
 	}
 }
 
@@ -323,7 +344,8 @@ func mountsUnder(dir string) ([]string, error) {
 	return mounts, nil
 }
 
-// unmountUnder unmounts every mount under dir, the deepest first.
+// unmountUnder unmounts every mount under dir, the deepest first: the
+// kubelet's bind mount of its root directory onto itself, which it leaves.
 func unmountUnder(t *testing.T, dir string) {
 	t.Helper()
 	mounts, err := mountsUnder(dir)
@@ -428,6 +450,11 @@ func verifyHost(t *testing.T, before hostState, dir string) {
 	for _, v := range veths(t) {
 		if !slices.Contains(before.veths, v) && !strings.Contains(v, " master docker") && !strings.Contains(v, " master br-") {
 			leftBehind("a veth not on a Docker bridge: %s", v)
+		}
+	}
+	for _, p := range before.absent {
+		if _, err := os.Lstat(p); err == nil {
+			leftBehind("%s", p)
 		}
 	}
 	if _, err := os.Stat("/sys/class/net/" + bridgeName); err == nil {
