@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/routeguide-cluster/routeguide/internal/callpolicy"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
@@ -50,9 +51,9 @@ type (
 	}
 	// policyJSON is the policy's config (the package doc lists it).
 	policyJSON struct {
-		LatencyDecay     string            `json:"latencyDecay,omitempty"`
-		OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
-		Metrics          string            `json:"metrics,omitempty"`
+		LatencyDecay     string                `json:"latencyDecay,omitempty"`
+		OutlierDetection *outlierDetectionJSON `json:"outlierDetection,omitempty"`
+		Metrics          string                `json:"metrics,omitempty"`
 	}
 	healthCheckConfig struct {
 		ServiceName string `json:"serviceName"`
@@ -77,10 +78,13 @@ type (
 // serviceConfigOf is the service config of valid options o.
 func serviceConfigOf(o options) string {
 	sc := serviceConfig{
-		LoadBalancingConfig: []map[string]policyJSON{{Name: {OutlierDetection: o.outlierDetection}}},
+		LoadBalancingConfig: []map[string]policyJSON{{Name: {}}},
 		HealthCheckConfig:   healthCheckConfig{ServiceName: o.healthService},
 	}
 	policy := sc.LoadBalancingConfig[0][Name]
+	if o.outlierDetection != nil {
+		policy.OutlierDetection = outlierDetectionToJSON(*o.outlierDetection)
+	}
 	if o.metrics != nil {
 		policy.Metrics = o.metrics.id
 	}
@@ -133,7 +137,7 @@ type policyConfig struct {
 }
 
 func defaultPolicyConfig() policyConfig {
-	od := DefaultOutlierDetection.withDefaults()
+	od := DefaultOutlierDetection.WithDefaults()
 	return policyConfig{decay: DefaultLatencyDecay, od: &od}
 }
 
@@ -178,8 +182,12 @@ func parsePolicyConfig(raw json.RawMessage) (policyConfig, error) {
 		cfg.decay = d
 	}
 	if j.OutlierDetection != nil {
-		od := j.OutlierDetection.withDefaults()
-		if err := od.validate(); err != nil {
+		od, err := j.OutlierDetection.parse()
+		if err != nil {
+			return policyConfig{}, err
+		}
+		od = od.WithDefaults()
+		if err := od.Validate(); err != nil {
 			return policyConfig{}, err
 		}
 		cfg.od = &od
@@ -193,16 +201,6 @@ func parsePolicyConfig(raw json.RawMessage) (policyConfig, error) {
 	}
 	cfg.metrics = m
 	return cfg, nil
-}
-
-// ValidateFullMethod reports whether name is a full gRPC method name,
-// /package.Service/Method, as retry policies name methods.
-func ValidateFullMethod(name string) error {
-	service, method, _ := strings.Cut(strings.TrimPrefix(name, "/"), "/")
-	if !strings.HasPrefix(name, "/") || service == "" || method == "" || strings.Contains(method, "/") {
-		return fmt.Errorf("method %q: not /package.Service/Method", name)
-	}
-	return nil
 }
 
 // Keepalive: a client gives up a node that vanished without closing its
@@ -253,13 +251,13 @@ func (o options) validate() error {
 		return fmt.Errorf("balancer.WithLatencyDecay: %v is not between 0 and %ds", o.latencyDecay, maxConfigSeconds)
 	}
 	if od := o.outlierDetection; od != nil {
-		if err := od.withDefaults().validate(); err != nil {
+		if err := od.WithDefaults().Validate(); err != nil {
 			return fmt.Errorf("balancer.WithOutlierDetection: %w", err)
 		}
 	}
 	seen := make(map[string]bool, len(o.idempotentMethods))
 	for _, m := range o.idempotentMethods {
-		if err := ValidateFullMethod(m); err != nil {
+		if err := callpolicy.ValidateFullMethod(m); err != nil {
 			return fmt.Errorf("balancer.WithIdempotentMethods: %w", err)
 		}
 		if seen[m] {

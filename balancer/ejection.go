@@ -1,10 +1,11 @@
 package balancer
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/routeguide-cluster/routeguide/internal/callpolicy"
 )
 
 // Outlier ejection with gRFC A50's failure-percentage semantics, in the
@@ -15,20 +16,13 @@ import (
 // costs every call (docs/DESIGN.md, "Slow and failing nodes").
 // TestTheNodeLinksNoXDSClient keeps the first reason true.
 
-// OutlierDetection is A50's configuration, as gRPC's service config spells
-// it, less success-rate ejection (a mean and deviation over three nodes say
-// little). A zero field takes A50's default, except enforcementPercentage,
-// where zero means 100 (A50 says 0, for xDS, which enforces nothing unless
-// told); leaving failurePercentageEjection out turns ejection off. The
-// policy's own defaults are DefaultOutlierDetection.
-type OutlierDetection struct {
-	Interval           time.Duration
-	BaseEjectionTime   time.Duration
-	MaxEjectionTime    time.Duration
-	MaxEjectionPercent uint32
-	// FailurePercentageEjection nil turns ejection off, as in A50.
-	FailurePercentageEjection *FailurePercentageEjection
-}
+// OutlierDetection is A50's configuration, as the policy's config spells it
+// in a service config (outlierDetection); the type is shared with package
+// xdsserver, which serves the same to the clients of other languages.
+type OutlierDetection = callpolicy.OutlierDetection
+
+// FailurePercentageEjection is OutlierDetection's one algorithm.
+type FailurePercentageEjection = callpolicy.FailurePercentageEjection
 
 // outlierDetectionJSON is OutlierDetection in a service config, durations
 // as strings ("2s").
@@ -40,8 +34,9 @@ type outlierDetectionJSON struct {
 	FailurePercentageEjection *FailurePercentageEjection `json:"failurePercentageEjection,omitempty"`
 }
 
-func (od OutlierDetection) MarshalJSON() ([]byte, error) {
-	j := outlierDetectionJSON{MaxEjectionPercent: od.MaxEjectionPercent, FailurePercentageEjection: od.FailurePercentageEjection}
+// outlierDetectionToJSON is od as the service config carries it.
+func outlierDetectionToJSON(od OutlierDetection) *outlierDetectionJSON {
+	j := &outlierDetectionJSON{MaxEjectionPercent: od.MaxEjectionPercent, FailurePercentageEjection: od.FailurePercentageEjection}
 	for _, f := range []struct {
 		d   time.Duration
 		out *string
@@ -50,15 +45,12 @@ func (od OutlierDetection) MarshalJSON() ([]byte, error) {
 			*f.out = seconds(f.d)
 		}
 	}
-	return json.Marshal(j)
+	return j
 }
 
-func (od *OutlierDetection) UnmarshalJSON(b []byte) error {
-	var j outlierDetectionJSON
-	if err := json.Unmarshal(b, &j); err != nil {
-		return err
-	}
-	*od = OutlierDetection{MaxEjectionPercent: j.MaxEjectionPercent, FailurePercentageEjection: j.FailurePercentageEjection}
+// parse reads j's durations.
+func (j outlierDetectionJSON) parse() (OutlierDetection, error) {
+	od := OutlierDetection{MaxEjectionPercent: j.MaxEjectionPercent, FailurePercentageEjection: j.FailurePercentageEjection}
 	for _, f := range []struct {
 		name, in string
 		out      *time.Duration
@@ -68,21 +60,11 @@ func (od *OutlierDetection) UnmarshalJSON(b []byte) error {
 		}
 		d, err := parseSeconds(f.in)
 		if err != nil {
-			return fmt.Errorf("outlierDetection.%s: %w", f.name, err)
+			return OutlierDetection{}, fmt.Errorf("outlierDetection.%s: %w", f.name, err)
 		}
 		*f.out = d
 	}
-	return nil
-}
-
-// FailurePercentageEjection ejects an endpoint whose attempts failed more
-// than Threshold percent of the time in an interval, when it had at least
-// RequestVolume attempts and at least MinimumHosts endpoints had as many.
-type FailurePercentageEjection struct {
-	Threshold             uint32 `json:"threshold,omitempty"`
-	EnforcementPercentage uint32 `json:"enforcementPercentage,omitempty"`
-	MinimumHosts          uint32 `json:"minimumHosts,omitempty"`
-	RequestVolume         uint32 `json:"requestVolume,omitempty"`
+	return od, nil
 }
 
 // DefaultOutlierDetection is what the policy uses unless its config says
@@ -103,60 +85,6 @@ var DefaultOutlierDetection = OutlierDetection{
 		MinimumHosts:          3,
 		RequestVolume:         20,
 	},
-}
-
-// withDefaults fills the zero fields with A50's defaults.
-func (od OutlierDetection) withDefaults() OutlierDetection {
-	if od.Interval == 0 {
-		od.Interval = 10 * time.Second
-	}
-	if od.BaseEjectionTime == 0 {
-		od.BaseEjectionTime = 30 * time.Second
-	}
-	if od.MaxEjectionTime == 0 {
-		od.MaxEjectionTime = 300 * time.Second
-	}
-	if od.MaxEjectionPercent == 0 {
-		od.MaxEjectionPercent = 10
-	}
-	if f := od.FailurePercentageEjection; f != nil {
-		f2 := *f
-		if f2.Threshold == 0 {
-			f2.Threshold = 85
-		}
-		if f2.EnforcementPercentage == 0 {
-			f2.EnforcementPercentage = 100
-		}
-		if f2.MinimumHosts == 0 {
-			f2.MinimumHosts = 5
-		}
-		if f2.RequestVolume == 0 {
-			f2.RequestVolume = 50
-		}
-		od.FailurePercentageEjection = &f2
-	}
-	return od
-}
-
-// validate checks the bounds A50 sets.
-func (od OutlierDetection) validate() error {
-	if od.MaxEjectionPercent > 100 {
-		return fmt.Errorf("outlierDetection.maxEjectionPercent %d is over 100", od.MaxEjectionPercent)
-	}
-	if f := od.FailurePercentageEjection; f != nil {
-		if f.Threshold > 100 {
-			return fmt.Errorf("outlierDetection.failurePercentageEjection.threshold %d is over 100", f.Threshold)
-		}
-		if f.EnforcementPercentage > 100 {
-			return fmt.Errorf("outlierDetection.failurePercentageEjection.enforcementPercentage %d is over 100", f.EnforcementPercentage)
-		}
-	}
-	for name, d := range map[string]time.Duration{"interval": od.Interval, "baseEjectionTime": od.BaseEjectionTime, "maxEjectionTime": od.MaxEjectionTime} {
-		if d < 0 {
-			return fmt.Errorf("outlierDetection.%s %v is negative", name, d)
-		}
-	}
-	return nil
 }
 
 // ejection is one endpoint's ejection state; the sweep that changes it

@@ -183,15 +183,19 @@ func TestPolicyConfigDefaults(t *testing.T) {
 		t.Errorf("config marshalled as %s, parsed again as %+v, %v", again, cfg, err)
 	}
 	// What WithOutlierDetection writes reads back the same.
-	raw, err := json.Marshal(DefaultOutlierDetection)
+	raw, err := json.Marshal(outlierDetectionToJSON(DefaultOutlierDetection))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back OutlierDetection
+	var back outlierDetectionJSON
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := back.withDefaults(), DefaultOutlierDetection.withDefaults(); got.Interval != want.Interval || got.BaseEjectionTime != want.BaseEjectionTime || *got.FailurePercentageEjection != *want.FailurePercentageEjection {
+	od, err := back.parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := od.WithDefaults(), DefaultOutlierDetection.WithDefaults(); got.Interval != want.Interval || got.BaseEjectionTime != want.BaseEjectionTime || *got.FailurePercentageEjection != *want.FailurePercentageEjection {
 		t.Errorf("%s reads back as %+v", raw, got)
 	}
 }

@@ -12,20 +12,8 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
-	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
 )
-
-// startEtcd starts a real single-member etcd on a free 127.0.0.1 port.
-func startEtcd(t *testing.T) *localetcd.Server {
-	t.Helper()
-	s, err := localetcd.Start(localetcd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
 
 func newClient(t *testing.T, endpoints ...string) *clientv3.Client {
 	t.Helper()

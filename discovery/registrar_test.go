@@ -70,7 +70,7 @@ func not(f func() bool) func() bool { return func() bool { return !f() } }
 // through etcd's own resolver, which knows nothing of our code: the value we
 // write must be the endpoints package's format.
 func TestRegistrationIsReadableByTheUpstreamResolver(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -104,12 +104,9 @@ func TestRegistrationIsReadableByTheUpstreamResolver(t *testing.T) {
 // does (the node's etcd client goes away without revoking anything) and
 // measures how long the key outlives it.
 func TestCrashedNodeLosesItsKeyWithinTheTTL(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := etcdtest.Start(t)
 	observer := newClient(t, etcd.ClientURL())
-	nodeClient, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.ClientURL()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodeClient := newClient(t, etcd.ClientURL())
 	reg := registration(nodeClient, "n1", "10.0.0.1:50051")
 	r, err := StartRegistrar(reg)
 	if err != nil {
@@ -126,7 +123,7 @@ func TestCrashedNodeLosesItsKeyWithinTheTTL(t *testing.T) {
 
 func TestNodeRegistersAgainAfterItsKeyIsDeletedByHand(t *testing.T) {
 	ctx := testContext(t)
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	events := &counters{}
 	reg := registration(cli, "n1", "10.0.0.1:50051")
 	reg.Events = events
@@ -171,7 +168,7 @@ func TestNodeRegistersAgainAfterEtcdRestarts(t *testing.T) {
 
 func TestSecondNodeWithALiveIDIsRefused(t *testing.T) {
 	ctx := testContext(t)
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	first := startRegistrar(t, registration(cli, "n1", "10.0.0.1:50051"))
 	waitRegistered(t, first)
 
@@ -199,12 +196,9 @@ func TestSecondNodeWithALiveIDIsRefused(t *testing.T) {
 // TestRestartedNodeTakesOverItsOwnKey: a node that crashed and came back at
 // the same address before its old lease expired registers at once.
 func TestRestartedNodeTakesOverItsOwnKey(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := etcdtest.Start(t)
 	cli := newClient(t, etcd.ClientURL())
-	crashedClient, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.ClientURL()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	crashedClient := newClient(t, etcd.ClientURL())
 	reg := registration(crashedClient, "n1", "10.0.0.1:50051")
 	reg.TTL = time.Minute
 	crashed, err := StartRegistrar(reg)
@@ -220,7 +214,7 @@ func TestRestartedNodeTakesOverItsOwnKey(t *testing.T) {
 }
 
 func TestDeregisterRemovesTheKeyAtOnce(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	reg := registration(cli, "n1", "10.0.0.1:50051")
 	reg.TTL = time.Minute // a key that lingered would outlive the test
 	r, err := StartRegistrar(reg)
@@ -240,7 +234,7 @@ func TestDeregisterRemovesTheKeyAtOnce(t *testing.T) {
 }
 
 func TestRegistrationIsValidated(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	good := registration(cli, "n1", "10.0.0.1:50051")
 	tests := []struct {
 		name   string
@@ -270,7 +264,7 @@ func TestRegistrationIsValidated(t *testing.T) {
 // take it back, or the two would overwrite each other for ever.
 func TestTwoLiveNodesWithOneIDAndAddressDoNotFight(t *testing.T) {
 	ctx := testContext(t)
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	firstEvents := &counters{}
 	reg := registration(cli, "n1", "10.0.0.1:50051")
 	reg.Events = firstEvents

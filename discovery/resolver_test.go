@@ -36,7 +36,7 @@ func addrsAre(rec *stateRecorder, want ...string) func() bool {
 }
 
 func TestResolverTellsGRPCWhenNoNodeIsRegistered(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	rec := buildResolver(t, NewBuilder(cli), "etcd:///routeguide")
 	// The upstream resolver sends nothing at all here, and calls wait for
 	// their deadline; an empty state lets gRPC fail them at once.
@@ -45,7 +45,7 @@ func TestResolverTellsGRPCWhenNoNodeIsRegistered(t *testing.T) {
 
 func TestResolverAndViewFollowAddsAndDeletesWithMetadata(t *testing.T) {
 	ctx := testContext(t)
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	rec := buildResolver(t, NewBuilder(cli), "etcd:///routeguide")
 	poll.Until(t, 5*time.Second, "no initial state", addrsAre(rec))
 
@@ -105,7 +105,7 @@ func TestResolverAndViewFollowAddsAndDeletesWithMetadata(t *testing.T) {
 
 func TestResolverSkipsAndCountsMalformedValues(t *testing.T) {
 	ctx := testContext(t)
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	events := &counters{}
 	lease := withLease(t, ctx, cli)
 	if _, err := cli.Put(ctx, "routeguide/listed-bad", `not json`, lease); err != nil {
@@ -184,7 +184,7 @@ func TestResolverKeepsEndpointsWhileEtcdIsDownAndFollowsWhenItReturns(t *testing
 // lists the registry afresh and follows it.
 func TestResolverFollowsAgainAfterCutOffAndCompaction(t *testing.T) {
 	ctx := testContext(t)
-	etcd := startEtcd(t)
+	etcd := etcdtest.Start(t)
 	admin := newClient(t, etcd.ClientURL())
 	proxy, err := faultproxy.Start(etcd.ClientAddr())
 	if err != nil {
@@ -234,7 +234,7 @@ func TestResolverFollowsAgainAfterCutOffAndCompaction(t *testing.T) {
 }
 
 func TestResolverCloseStopsItsGoroutine(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	rec := &stateRecorder{}
 	r, err := NewBuilder(cli).Build(parseTarget(t, "etcd:///routeguide"), rec, resolver.BuildOptions{})
 	if err != nil {
@@ -252,7 +252,7 @@ func TestResolverCloseStopsItsGoroutine(t *testing.T) {
 }
 
 func TestResolverRejectsATargetWithoutService(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	if _, err := NewBuilder(cli).Build(parseTarget(t, "etcd:///"), &stateRecorder{}, resolver.BuildOptions{}); err == nil {
 		t.Error("Build accepted etcd:/// with no service")
 	}

@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -196,7 +196,7 @@ const maxResolverHeap = 50 << 20
 // one new state for each add or removal. The time each change took to reach
 // the state is logged (BenchmarkResolverScale measures it).
 func TestResolverFollowsTenThousandEndpoints(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := etcdtest.Start(t)
 	cli := newClient(t, etcd.ClientURL())
 	run := startScaleRun(t, cli, "scale")
 	t.Logf("resolver heap with %d endpoints: %.1f MB", scaleEndpoints, float64(run.heap)/(1<<20))
@@ -251,24 +251,7 @@ func BenchmarkResolverScale(b *testing.B) {
 // for method (LeaseKeepAlive, Range, ...).
 func etcdRequests(t *testing.T, method string) float64 {
 	t.Helper()
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, f := range families {
-		if f.GetName() != "grpc_server_msg_received_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "grpc_method" && l.GetValue() == method {
-					total += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return total
+	return etcdtest.MetricSum(t, "grpc_server_msg_received_total", "grpc_method", method)
 }
 
 // TestANodeCostsEtcdOneKeepalivePerThirdOfTheTTL counts what a registered
@@ -277,7 +260,7 @@ func etcdRequests(t *testing.T, method string) float64 {
 // polling). It measures over six keepalives, counted by the registrar's
 // events rather than timed, and logs the interval (TTL/3 expected).
 func TestANodeCostsEtcdOneKeepalivePerThirdOfTheTTL(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := etcdtest.Start(t)
 	cli := newClient(t, etcd.ClientURL())
 	events := &counters{}
 	reg := registration(cli, "n1", "10.0.0.1:50051")

@@ -10,6 +10,7 @@ import (
 
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -51,7 +52,7 @@ func (w *keyWarnings) named() []string {
 // written.
 func TestResolverSkipsAndCountsUnleasedEntries(t *testing.T) {
 	ctx := testContext(t)
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	lease := withLease(t, ctx, cli)
 	em, err := endpoints.NewManager(cli, "routeguide")
 	if err != nil {
@@ -97,7 +98,7 @@ func TestResolverSkipsAndCountsUnleasedEntries(t *testing.T) {
 // neither does. The View follows the same rule as the resolver.
 func TestUnleasedEntriesAreTakenWhenTold(t *testing.T) {
 	ctx := testContext(t)
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	if _, err := cli.Put(ctx, "routeguide/static-1", `{"Op":0,"Addr":"10.0.0.1:50051"}`); err != nil {
 		t.Fatal(err)
 	}

@@ -91,30 +91,12 @@ func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	return conn
 }
 
-// callContext bounds a test's calls, so that a bug fails the test instead of
-// hanging it.
-func callContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func listFeatures(ctx context.Context, client pb.RouteGuideClient, rect *pb.Rectangle) ([]*pb.Feature, error) {
 	stream, err := client.ListFeatures(ctx, rect)
 	if err != nil {
 		return nil, err
 	}
-	var got []*pb.Feature
-	for {
-		f, err := stream.Recv()
-		if err == io.EOF {
-			return got, nil
-		}
-		if err != nil {
-			return got, err
-		}
-		got = append(got, f)
-	}
+	return grpctest.RecvAll(stream.Recv)
 }
 
 func recordRoute(ctx context.Context, client pb.RouteGuideClient, points []*pb.Point) (*pb.RouteSummary, error) {
@@ -149,17 +131,7 @@ func chat(ctx context.Context, client pb.RouteGuideClient, sent ...*pb.RouteNote
 	if err := stream.CloseSend(); err != nil {
 		return nil, err
 	}
-	var got []*pb.RouteNote
-	for {
-		n, err := stream.Recv()
-		if err == io.EOF {
-			return got, nil
-		}
-		if err != nil {
-			return got, err
-		}
-		got = append(got, n)
-	}
+	return grpctest.RecvAll(stream.Recv)
 }
 
 // post sends n on stream and reads the want answers it brings.
@@ -213,7 +185,7 @@ func wantStatus(t *testing.T, err error, code codes.Code, substrings ...string) 
 // wantServing fails t unless the server still answers a good call.
 func wantServing(t *testing.T, client pb.RouteGuideClient) {
 	t.Helper()
-	if _, err := client.GetFeature(callContext(t), point(0, 0)); err != nil {
+	if _, err := client.GetFeature(grpctest.CallContext(t), point(0, 0)); err != nil {
 		t.Fatalf("the server no longer serves: GetFeature: %v", err)
 	}
 }
@@ -243,7 +215,7 @@ func TestGetFeatureReturnsTheFirstFeatureAtExactlyThePoint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := client.GetFeature(callContext(t), tt.point)
+			got, err := client.GetFeature(grpctest.CallContext(t), tt.point)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -294,7 +266,7 @@ func TestListFeaturesStreamsEveryFeatureInsideTheRectangleEdgesIncluded(t *testi
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := listFeatures(callContext(t), client, &pb.Rectangle{Lo: tt.lo, Hi: tt.hi})
+			got, err := listFeatures(grpctest.CallContext(t), client, &pb.Rectangle{Lo: tt.lo, Hi: tt.hi})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -350,7 +322,7 @@ func TestRecordRouteSummarisesTheRoute(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := recordRoute(callContext(t), client, tt.points)
+			got, err := recordRoute(grpctest.CallContext(t), client, tt.points)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -418,7 +390,7 @@ func TestRecordRouteDistanceIsTheSumOfLegsTruncatedToWholeMetres(t *testing.T) {
 			if want == int64(untruncated) {
 				t.Fatalf("the route does not tell per-leg truncation (%d m) from truncating the sum", want)
 			}
-			got, err := recordRoute(callContext(t), client, route)
+			got, err := recordRoute(grpctest.CallContext(t), client, route)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -446,7 +418,7 @@ func TestRecordRouteDistanceSaturatesAtMaxInt32(t *testing.T) {
 			for i := range tt.legs {
 				route = append(route, point(0, int32(1-i%2)*features.MaxLongitude))
 			}
-			got, err := recordRoute(callContext(t), client, route)
+			got, err := recordRoute(grpctest.CallContext(t), client, route)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -474,7 +446,7 @@ func TestRecordRouteMeasuresAntipodesAsHalfTheGlobe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := recordRoute(callContext(t), client, []*pb.Point{tt.from, tt.to})
+			got, err := recordRoute(grpctest.CallContext(t), client, []*pb.Point{tt.from, tt.to})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -545,7 +517,7 @@ func TestBadInputIsInvalidArgumentAndTheServerStaysUp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantStatus(t, tt.call(callContext(t)), codes.InvalidArgument, tt.want...)
+			wantStatus(t, tt.call(grpctest.CallContext(t)), codes.InvalidArgument, tt.want...)
 			wantServing(t, client)
 		})
 	}
@@ -597,7 +569,7 @@ func TestRecordRouteRejectsPointsPastTheLimit(t *testing.T) {
 	cfg.Limits.RoutePoints = 3
 	cfg.Observer = rec
 	client, _ := startServer(t, cfg)
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 	p := point(1, 1)
 
 	got, err := recordRoute(ctx, client, []*pb.Point{p, p, p})
@@ -618,7 +590,7 @@ func TestRouteChatRejectsNotesPastTheStreamLimitAndKeepsTheEarlierOnes(t *testin
 	cfg.Limits.ChatNotes = 2
 	cfg.Observer = rec
 	client, _ := startServer(t, cfg)
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 
 	got, err := chat(ctx, client, note(1, 1, "a1"), note(1, 1, "a2"), note(1, 1, "a3"))
 	wantStatus(t, err, codes.ResourceExhausted, "at most 2 notes")
@@ -677,7 +649,7 @@ func TestRouteChatRejectsNotesTheStoreCannotKeepAndKeepsTheEarlierOnes(t *testin
 			client, _ := startServer(t, routeguide.Config{Features: features.New(nil), Notes: store, Observer: rec})
 			wantLimits := []string{}
 			for i, call := range tt.calls {
-				got, err := chat(callContext(t), client, call.sent...)
+				got, err := chat(grpctest.CallContext(t), client, call.sent...)
 				if call.wantErr == "" {
 					if err != nil {
 						t.Fatalf("call %d: %v", i, err)
@@ -734,12 +706,12 @@ func TestMessagesOverTheSizeLimitAreResourceExhausted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantStatus(t, tt.call(callContext(t)), codes.ResourceExhausted, "larger than max")
+			wantStatus(t, tt.call(grpctest.CallContext(t)), codes.ResourceExhausted, "larger than max")
 			wantServing(t, client)
 		})
 	}
 	// The note sent before the one too large was kept.
-	got, err := chat(callContext(t), client, note(3, 3, "after"))
+	got, err := chat(grpctest.CallContext(t), client, note(3, 3, "after"))
 	if want := []string{"small", "after"}; err != nil || !slices.Equal(messages(got), want) {
 		t.Errorf("RouteChat after a rejected note = %q, %v; want %q", messages(got), err, want)
 	}
@@ -747,7 +719,7 @@ func TestMessagesOverTheSizeLimitAreResourceExhausted(t *testing.T) {
 
 func TestRouteChatAnswersEveryNoteAtTheLocationInPostingOrder(t *testing.T) {
 	client, _ := startServer(t, config(features.New(nil)))
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 	stream, err := client.RouteChat(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -777,7 +749,7 @@ func TestRouteChatAnswersEveryNoteAtTheLocationInPostingOrder(t *testing.T) {
 
 func TestRouteChatStreamsOfTwoClientsSeeEachOthersNotesInPostingOrder(t *testing.T) {
 	_, addr := startServer(t, config(features.New(nil)))
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 	var streams [2]pb.RouteGuide_RouteChatClient
 	for i := range streams {
 		var err error
@@ -805,7 +777,7 @@ func TestRouteChatStreamsOfTwoClientsSeeEachOthersNotesInPostingOrder(t *testing
 
 func TestRouteChatConcurrentStreamsAgreeOnOnePostingOrder(t *testing.T) {
 	client, addr := startServer(t, config(features.New(nil)))
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 	const clients, each = 4, 25
 	// answers[c][i] is the answer to note i of client c.
 	answers := make([][][]string, clients)
@@ -917,7 +889,7 @@ func TestObserverHearsRoutesNotesAndLimits(t *testing.T) {
 		Observer: rec,
 	}
 	client, _ := startServer(t, cfg)
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 
 	if _, err := recordRoute(ctx, client, []*pb.Point{point(0, 0), point(0, 1e7)}); err != nil {
 		t.Fatal(err)
@@ -965,7 +937,7 @@ func TestRouteChatAnswerNotReadWithinItsWaitEndsTheStreamAndGivesBackItsPlace(t 
 	_, slow := postUnread(t, addr, lat, lon)
 	<-rec.posted
 	start := time.Now()
-	got, err := chat(callContext(t), pb.NewRouteGuideClient(dial(t, addr)), note(1, 1, "other"))
+	got, err := chat(grpctest.CallContext(t), pb.NewRouteGuideClient(dial(t, addr)), note(1, 1, "other"))
 	if err != nil || len(got) != 1 {
 		t.Fatalf("a post while another client held the only place: %v, %d notes", err, len(got))
 	}
@@ -996,13 +968,13 @@ func TestRouteChatAnswerNotReadWithinItsWaitEndsTheStreamAndGivesBackItsPlace(t 
 func TestRouteChatRefusesANoteIDOutsideItsBound(t *testing.T) {
 	client, _ := startServer(t, config(features.New(nil)))
 	for _, id := range []string{strings.Repeat("a", contract.MaxNoteIDBytes+1), "has space", "slash/no"} {
-		ctx := metadata.AppendToOutgoingContext(callContext(t), contract.NoteIDHeader, id)
+		ctx := metadata.AppendToOutgoingContext(grpctest.CallContext(t), contract.NoteIDHeader, id)
 		_, err := chat(ctx, client, note(1, 1, "x"))
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), contract.NoteIDHeader) {
 			t.Errorf("note id %q: %v, want InvalidArgument naming %s", id, err, contract.NoteIDHeader)
 		}
 	}
-	ctx := metadata.AppendToOutgoingContext(callContext(t), contract.NoteIDHeader, strings.Repeat("a", contract.MaxNoteIDBytes))
+	ctx := metadata.AppendToOutgoingContext(grpctest.CallContext(t), contract.NoteIDHeader, strings.Repeat("a", contract.MaxNoteIDBytes))
 	if _, err := chat(ctx, client, note(1, 1, "x")); err != nil {
 		t.Errorf("a note id of %d bytes: %v", contract.MaxNoteIDBytes, err)
 	}

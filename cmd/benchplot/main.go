@@ -4,7 +4,7 @@
 // `go test -bench` output on stdin, averages repeated runs (-count), and
 // writes an SVG to stdout, with nothing but the standard library:
 //
-//	go test -run '^$' -bench ClusterGetFeature -benchtime 5000x -count 3 ./internal/devcluster/ |
+//	go test -run '^$' -bench ClusterGetFeature -benchtime 5000x -count 3 ./internal/clustertest/ |
 //		go run ./cmd/benchplot > docs/cluster.svg
 package main
 

@@ -79,20 +79,44 @@ func TestClientLibrariesLinkNoServer(t *testing.T) {
 	}
 }
 
+// allDepsOf lists every package, ours or not, that `go list -deps` finds
+// for pkgs (relative to the module root).
+func allDepsOf(t *testing.T, pkgs ...string) []string {
+	t.Helper()
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	cmd := exec.Command(goTool, append([]string{"list", "-deps"}, pkgs...)...)
+	cmd.Dir = "../.."
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v\n%s", strings.Join(pkgs, " "), err, out)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestClientLibrariesKeepToTheirLayers: discovery (xdsserver with it)
+// knows nothing of RouteGuide or of package balancer, and balancer nothing
+// of etcd or of discovery; what both say of calls is internal/callpolicy.
+func TestClientLibrariesKeepToTheirLayers(t *testing.T) {
+	for _, dep := range allDepsOf(t, "./discovery/...") {
+		rel, ours := strings.CutPrefix(dep, module)
+		if ours && (rel == "balancer" || rel == "gen/routeguidepb" || rel == "routeguide" || strings.HasPrefix(rel, "routeguide/")) {
+			t.Errorf("discovery links %s", rel)
+		}
+	}
+	for _, dep := range allDepsOf(t, "./balancer") {
+		if strings.HasPrefix(dep, module+"discovery") || strings.HasPrefix(dep, "go.etcd.io/") {
+			t.Errorf("balancer links %s", dep)
+		}
+	}
+}
+
 // TestTheNodeLinksNoXDSClient: the node serves xDS but is no xDS client. It
 // imports package balancer (for its server options), which is why the
 // balancer ejects outliers itself rather than through gRPC's
 // outlier_detection_experimental, registered only by gRPC's xDS client
 // (balancer/ejection.go).
 func TestTheNodeLinksNoXDSClient(t *testing.T) {
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	cmd := exec.Command(goTool, "list", "-deps", "./cmd/node")
-	cmd.Dir = "../.."
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps: %v\n%s", err, out)
-	}
-	deps := strings.Fields(string(out))
+	deps := allDepsOf(t, "./cmd/node")
 	if !slices.Contains(deps, module+"balancer") {
 		t.Fatal("the node no longer links package balancer; this test guards nothing")
 	}

@@ -9,23 +9,9 @@ import (
 	"os/exec"
 	"regexp"
 	"testing"
+
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
 )
-
-// requirePrometheus, set to 1 (as CI does), fails the test where promtool
-// is missing instead of skipping it.
-const requirePrometheus = "ROUTEGUIDE_REQUIRE_PROMETHEUS"
-
-func promtool(t *testing.T) string {
-	t.Helper()
-	if path, err := exec.LookPath("promtool"); err == nil {
-		return path
-	}
-	if os.Getenv(requirePrometheus) == "1" {
-		t.Fatalf("no promtool, and %s=1; install it: apt-get install prometheus", requirePrometheus)
-	}
-	t.Skipf("no promtool (apt-get install prometheus); set %s=1 to fail instead", requirePrometheus)
-	return ""
-}
 
 func run(t *testing.T, bin string, args ...string) {
 	t.Helper()
@@ -36,7 +22,7 @@ func run(t *testing.T, bin string, args ...string) {
 }
 
 func TestConfigAndRulesAreValid(t *testing.T) {
-	bin := promtool(t)
+	bin := testutils.PrometheusBinary(t, "promtool")
 	// check config also checks the rule files it names.
 	run(t, bin, "check", "config", "prometheus.yml")
 	run(t, bin, "check", "rules", "rules.yml")
@@ -61,7 +47,7 @@ func TestKubernetesRulesAreTheseRules(t *testing.T) {
 }
 
 func TestKubernetesConfigLoadsTheRules(t *testing.T) {
-	bin := promtool(t)
+	bin := testutils.PrometheusBinary(t, "promtool")
 	out, err := exec.Command(bin, "check", "config", "../kubernetes/prometheus.yml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)
@@ -72,7 +58,7 @@ func TestKubernetesConfigLoadsTheRules(t *testing.T) {
 }
 
 func TestEveryAlertFiresAsItsUnitTestSays(t *testing.T) {
-	run(t, promtool(t), "test", "rules", "rules_test.yml")
+	run(t, testutils.PrometheusBinary(t, "promtool"), "test", "rules", "rules_test.yml")
 }
 
 func TestEveryAlertHasAUnitTest(t *testing.T) {

@@ -243,7 +243,7 @@ func TestGoClientsEjectTheNodeThatFails(t *testing.T) {
 	for _, policy := range []string{balancer.Name, "routeguide.test.policy_nobody_registered"} {
 		t.Run("policy="+policy, func(t *testing.T) {
 			_, cli, _, addr := setupConfig(t, func(c *xdsserver.Config) {
-				c.EndpointPolicy, c.LeastRequest, c.Ejection = policy, true, &testEjection
+				c.EndpointPolicy, c.LeastRequest, c.OutlierDetection = policy, true, &testEjection
 			})
 			live1, live2, failing := &callsSeen{name: "live1"}, &callsSeen{name: "live2"}, &callsSeen{name: "failing", failTenths: 3}
 			serveNodes(t, cli, live1, live2, failing)

@@ -85,8 +85,8 @@ func staticResources(cfg Config) (listener, route, cluster types.Resource, err e
 			return nil, nil, nil, err
 		}
 	}
-	if e := cfg.Ejection; e != nil {
-		c.OutlierDetection = outlierDetection(*e)
+	if od := cfg.OutlierDetection; od != nil && od.FailurePercentageEjection != nil {
+		c.OutlierDetection = outlierDetection(od.WithDefaults())
 	}
 	return listener, route, c, nil
 }
@@ -121,19 +121,21 @@ func endpointPolicies(name string, leastRequest bool) (*clusterv3.LoadBalancingP
 	return &clusterv3.LoadBalancingPolicy{Policies: policies}, nil
 }
 
-// outlierDetection is e as the cluster carries it: failure percentage
-// only, with success rate's enforcement at 0, which turns it off (A50).
-func outlierDetection(e Ejection) *clusterv3.OutlierDetection {
+// outlierDetection is od, its defaults filled in, as the cluster carries
+// it: failure percentage only, with success rate's enforcement at 0, which
+// turns it off (A50).
+func outlierDetection(od OutlierDetection) *clusterv3.OutlierDetection {
+	fp := od.FailurePercentageEjection
 	return &clusterv3.OutlierDetection{
-		Interval:                       durationpb.New(e.Interval),
-		BaseEjectionTime:               durationpb.New(e.BaseTime),
-		MaxEjectionTime:                durationpb.New(e.MaxTime),
-		MaxEjectionPercent:             wrapperspb.UInt32(e.MaxPercent),
+		Interval:                       durationpb.New(od.Interval),
+		BaseEjectionTime:               durationpb.New(od.BaseEjectionTime),
+		MaxEjectionTime:                durationpb.New(od.MaxEjectionTime),
+		MaxEjectionPercent:             wrapperspb.UInt32(od.MaxEjectionPercent),
 		EnforcingSuccessRate:           wrapperspb.UInt32(0),
-		FailurePercentageThreshold:     wrapperspb.UInt32(e.FailurePercent),
-		EnforcingFailurePercentage:     wrapperspb.UInt32(100),
-		FailurePercentageMinimumHosts:  wrapperspb.UInt32(e.MinimumHosts),
-		FailurePercentageRequestVolume: wrapperspb.UInt32(e.RequestVolume),
+		FailurePercentageThreshold:     wrapperspb.UInt32(fp.Threshold),
+		EnforcingFailurePercentage:     wrapperspb.UInt32(fp.EnforcementPercentage),
+		FailurePercentageMinimumHosts:  wrapperspb.UInt32(fp.MinimumHosts),
+		FailurePercentageRequestVolume: wrapperspb.UInt32(fp.RequestVolume),
 	}
 }
 

@@ -25,8 +25,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/routeguide-cluster/routeguide/balancer"
 	"github.com/routeguide-cluster/routeguide/discovery"
+	"github.com/routeguide-cluster/routeguide/internal/callpolicy"
 )
 
 // Source is the registry as the server follows it; *discovery.View is one.
@@ -65,44 +65,27 @@ type Config struct {
 	// of two random nodes) after EndpointPolicy, for the clients that have
 	// it and not EndpointPolicy; needs EndpointPolicy.
 	LeastRequest bool
-	// Ejection, when set, is the cluster's outlier detection (gRFC A50),
-	// for the clients that implement it.
-	Ejection *Ejection
+	// OutlierDetection, when set, is the cluster's (gRFC A50), for the
+	// clients that implement it, with A50's defaults for its zero fields.
+	OutlierDetection *OutlierDetection
 	// Logger hears of rejected resources and skipped endpoints; nil means
 	// slog.Default().
 	Logger *slog.Logger
 }
 
-// Ejection is outlier detection by failure percentage (gRFC A50): every
-// Interval, a node that failed more than FailurePercent of at least
-// RequestVolume calls is ejected for BaseTime times the number of its
-// ejections in a row (at most MaxTime), while fewer than MaxPercent of the
-// nodes are ejected. A50's other algorithm, success rate against the
-// peers' spread, needs 5 nodes by default and is left off.
-type Ejection struct {
-	Interval, BaseTime, MaxTime time.Duration
-	MaxPercent                  uint32
-	FailurePercent              uint32
-	// MinimumHosts is how many nodes must have RequestVolume calls in an
-	// interval for any to be ejected (A50's default of 5 would never eject
-	// in a cluster of 3).
-	MinimumHosts, RequestVolume uint32
-}
+// OutlierDetection is gRFC A50's outlier ejection by failure percentage,
+// the type package balancer's policy takes too: a node that failed more
+// than the threshold of its calls in an interval is out for a while.
+type OutlierDetection = callpolicy.OutlierDetection
 
-// Validate reports the first problem with e.
-func (e Ejection) Validate() error {
-	if e.Interval <= 0 || e.BaseTime <= 0 || e.MaxTime < e.BaseTime || e.MaxPercent == 0 || e.MaxPercent > 100 ||
-		e.FailurePercent > 100 || e.MinimumHosts == 0 || e.RequestVolume == 0 {
-		return fmt.Errorf("xds ejection %+v: needs positive interval and times with base <= max, percents in 1..100 (threshold 0..100), and at least 1 host and 1 call", e)
-	}
-	return nil
-}
+// FailurePercentageEjection is OutlierDetection's one algorithm.
+type FailurePercentageEjection = callpolicy.FailurePercentageEjection
 
 // Validate reports the first problem with c.
 func (c Config) Validate() error {
-	if c.Ejection != nil {
-		if err := c.Ejection.Validate(); err != nil {
-			return err
+	if od := c.OutlierDetection; od != nil {
+		if err := od.Validate(); err != nil {
+			return fmt.Errorf("xds %w", err)
 		}
 	}
 	switch {
@@ -116,7 +99,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("xds retry %+v: needs status codes, at least 2 attempts and backoffs with 0 < base <= max", c.Retry)
 	}
 	for _, m := range c.RetryMethods {
-		if err := balancer.ValidateFullMethod(m); err != nil {
+		if err := callpolicy.ValidateFullMethod(m); err != nil {
 			return fmt.Errorf("xds retry %w", err)
 		}
 	}

@@ -23,12 +23,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -101,16 +103,6 @@ func register(t *testing.T, cli *clientv3.Client, id, addr string) {
 type adsStream struct {
 	t      testing.TB
 	stream discoverypb.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-}
-
-func dialADS(t testing.TB, addr string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }
 
 func openADS(t testing.TB, ctx context.Context, conn *grpc.ClientConn) *adsStream {
@@ -187,7 +179,7 @@ func TestEndpointsFollowTheRegistryThroughJoinsAndLeaves(t *testing.T) {
 	_, cli, _, addr := setup(t)
 	register(t, cli, "n1", "10.0.0.1:50051")
 	register(t, cli, "n2", "10.0.0.2:50051")
-	ads := openADS(t, t.Context(), dialADS(t, addr))
+	ads := openADS(t, t.Context(), grpctest.Dial(t, addr))
 	ads.subscribe(resourcev3.EndpointType)
 	want := []string{"10.0.0.1:50051", "10.0.0.2:50051"}
 	// The first answer may predate the listing; the registry's comes next.
@@ -208,16 +200,8 @@ func TestEndpointsFollowTheRegistryThroughJoinsAndLeaves(t *testing.T) {
 
 func TestListenerCarriesTheRouterFilterGRPCRequires(t *testing.T) {
 	_, _, _, addr := setup(t)
-	ads := openADS(t, t.Context(), dialADS(t, addr))
-	ads.subscribe(resourcev3.ListenerType)
-	resp, err := ads.stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var l listenerv3.Listener
-	if err := resp.Resources[0].UnmarshalTo(&l); err != nil {
-		t.Fatal(err)
-	}
+	firstResource(t, addr, resourcev3.ListenerType, &l)
 	var hcm hcmv3.HttpConnectionManager
 	if err := l.ApiListener.ApiListener.UnmarshalTo(&hcm); err != nil {
 		t.Fatal(err)
@@ -231,7 +215,7 @@ func TestListenerCarriesTheRouterFilterGRPCRequires(t *testing.T) {
 func TestEndpointsStayWhileEtcdIsOut(t *testing.T) {
 	etcd, cli, _, addr := setup(t)
 	register(t, cli, "n1", "10.0.0.1:50051")
-	conn := dialADS(t, addr)
+	conn := grpctest.Dial(t, addr)
 	ads := openADS(t, t.Context(), conn)
 	ads.subscribe(resourcev3.EndpointType)
 	for !slices.Equal(ads.nextEndpoints(), []string{"10.0.0.1:50051"}) {
@@ -247,7 +231,7 @@ func TestEndpointsStayWhileEtcdIsOut(t *testing.T) {
 
 func TestARejectedVersionIsNotSentInALoop(t *testing.T) {
 	_, _, xds, addr := setup(t)
-	ads := openADS(t, t.Context(), dialADS(t, addr))
+	ads := openADS(t, t.Context(), grpctest.Dial(t, addr))
 	ads.subscribe(resourcev3.ListenerType)
 	responses := 0
 	var err error
@@ -305,7 +289,7 @@ func TestThousandStreamsFitInAStatedMemory(t *testing.T) {
 	}
 	clients := make([]*grpc.ClientConn, conns)
 	for i := range clients {
-		clients[i] = dialADS(t, addr)
+		clients[i] = grpctest.Dial(t, addr)
 	}
 	before := int64(testutils.HeapAfterGC().HeapInuse)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -328,28 +312,43 @@ func TestThousandStreamsFitInAStatedMemory(t *testing.T) {
 }
 
 // testEjection is an outlier detection quick enough for a test.
-var testEjection = xdsserver.Ejection{
-	Interval: 500 * time.Millisecond, BaseTime: 30 * time.Second, MaxTime: time.Minute,
-	MaxPercent: 33, FailurePercent: 20, MinimumHosts: 2, RequestVolume: 10,
+var testEjection = xdsserver.OutlierDetection{
+	Interval: 500 * time.Millisecond, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: time.Minute, MaxEjectionPercent: 33,
+	FailurePercentageEjection: &xdsserver.FailurePercentageEjection{Threshold: 20, MinimumHosts: 2, RequestVolume: 10},
 }
 
 // The cluster names, in order, our policy, least request and round robin,
 // and carries failure-percentage outlier detection, with success rate's
 // (which needs 5 nodes) turned off.
-func TestClusterCarriesEjectionAndThePoliciesInOrder(t *testing.T) {
-	_, _, _, addr := setupConfig(t, func(c *xdsserver.Config) {
-		c.EndpointPolicy, c.LeastRequest, c.Ejection = "routeguide.test.policy", true, &testEjection
-	})
-	ads := openADS(t, t.Context(), dialADS(t, addr))
-	ads.subscribe(resourcev3.ClusterType)
+// firstResource reads into m the first resource of type typ that the
+// server at addr sends a new ADS stream.
+func firstResource(t *testing.T, addr, typ string, m proto.Message) {
+	t.Helper()
+	ads := openADS(t, t.Context(), grpctest.Dial(t, addr))
+	ads.subscribe(typ)
 	resp, err := ads.stream.Recv()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cluster clusterv3.Cluster
-	if err := resp.Resources[0].UnmarshalTo(&cluster); err != nil {
+	if err := resp.Resources[0].UnmarshalTo(m); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// servedCluster is the cluster resource a server configured by change
+// serves.
+func servedCluster(t *testing.T, change func(*xdsserver.Config)) *clusterv3.Cluster {
+	t.Helper()
+	_, _, _, addr := setupConfig(t, change)
+	var cluster clusterv3.Cluster
+	firstResource(t, addr, resourcev3.ClusterType, &cluster)
+	return &cluster
+}
+
+func TestClusterCarriesEjectionAndThePoliciesInOrder(t *testing.T) {
+	cluster := servedCluster(t, func(c *xdsserver.Config) {
+		c.EndpointPolicy, c.LeastRequest, c.OutlierDetection = "routeguide.test.policy", true, &testEjection
+	})
 	var policies []string
 	for _, p := range cluster.GetLoadBalancingPolicy().GetPolicies() {
 		policies = append(policies, p.GetTypedExtensionConfig().GetTypedConfig().GetTypeUrl())
@@ -365,43 +364,65 @@ func TestClusterCarriesEjectionAndThePoliciesInOrder(t *testing.T) {
 	if cluster.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
 		t.Errorf("lb_policy %v: a client without gRFC A52 needs ROUND_ROBIN", cluster.GetLbPolicy())
 	}
-	od := cluster.GetOutlierDetection()
+	od, fp := cluster.GetOutlierDetection(), testEjection.FailurePercentageEjection
 	for _, f := range []struct {
 		name      string
 		got, want uint32
 	}{
 		{"enforcing_success_rate", od.GetEnforcingSuccessRate().GetValue(), 0},
 		{"enforcing_failure_percentage", od.GetEnforcingFailurePercentage().GetValue(), 100},
-		{"failure_percentage_threshold", od.GetFailurePercentageThreshold().GetValue(), testEjection.FailurePercent},
-		{"failure_percentage_minimum_hosts", od.GetFailurePercentageMinimumHosts().GetValue(), testEjection.MinimumHosts},
-		{"failure_percentage_request_volume", od.GetFailurePercentageRequestVolume().GetValue(), testEjection.RequestVolume},
-		{"max_ejection_percent", od.GetMaxEjectionPercent().GetValue(), testEjection.MaxPercent},
+		{"failure_percentage_threshold", od.GetFailurePercentageThreshold().GetValue(), fp.Threshold},
+		{"failure_percentage_minimum_hosts", od.GetFailurePercentageMinimumHosts().GetValue(), fp.MinimumHosts},
+		{"failure_percentage_request_volume", od.GetFailurePercentageRequestVolume().GetValue(), fp.RequestVolume},
+		{"max_ejection_percent", od.GetMaxEjectionPercent().GetValue(), testEjection.MaxEjectionPercent},
 	} {
 		if f.got != f.want {
 			t.Errorf("outlier_detection.%s = %d, want %d", f.name, f.got, f.want)
 		}
 	}
-	if od.GetInterval().AsDuration() != testEjection.Interval || od.GetBaseEjectionTime().AsDuration() != testEjection.BaseTime {
-		t.Errorf("outlier_detection interval %v, base ejection time %v; want %v, %v", od.GetInterval(), od.GetBaseEjectionTime(), testEjection.Interval, testEjection.BaseTime)
+	if od.GetInterval().AsDuration() != testEjection.Interval || od.GetBaseEjectionTime().AsDuration() != testEjection.BaseEjectionTime {
+		t.Errorf("outlier_detection interval %v, base ejection time %v; want %v, %v", od.GetInterval(), od.GetBaseEjectionTime(), testEjection.Interval, testEjection.BaseEjectionTime)
 	}
 }
 
-func TestConfigRefusesAnEjectionThatCouldNeverWork(t *testing.T) {
+// The zero fields of an outlier detection are A50's defaults, as in package
+// balancer's policy, but for enforcement (100%); without failure-percentage
+// ejection the cluster carries none.
+func TestClusterFillsA50sDefaultsAndLeavesEjectionOffWhenAsked(t *testing.T) {
+	od := servedCluster(t, func(c *xdsserver.Config) {
+		c.OutlierDetection = &xdsserver.OutlierDetection{FailurePercentageEjection: &xdsserver.FailurePercentageEjection{}}
+	}).GetOutlierDetection()
+	got := []any{od.GetInterval().AsDuration(), od.GetBaseEjectionTime().AsDuration(), od.GetMaxEjectionTime().AsDuration(),
+		od.GetMaxEjectionPercent().GetValue(), od.GetFailurePercentageThreshold().GetValue(), od.GetEnforcingFailurePercentage().GetValue(),
+		od.GetFailurePercentageMinimumHosts().GetValue(), od.GetFailurePercentageRequestVolume().GetValue()}
+	want := []any{10 * time.Second, 30 * time.Second, 300 * time.Second, uint32(10), uint32(85), uint32(100), uint32(5), uint32(50)}
+	if !slices.Equal(got, want) {
+		t.Errorf("interval, base, max time, max %%, threshold, enforcement, hosts, volume = %v, want A50's defaults %v", got, want)
+	}
+	off := servedCluster(t, func(c *xdsserver.Config) { c.OutlierDetection = &xdsserver.OutlierDetection{Interval: time.Second} })
+	if off.GetOutlierDetection() != nil {
+		t.Errorf("outlier detection without failure-percentage ejection served as %v, want none", off.GetOutlierDetection())
+	}
+}
+
+func TestConfigRefusesAnEjectionOutOfA50sBounds(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
-		change func(*xdsserver.Ejection)
+		change func(*xdsserver.OutlierDetection)
 	}{
-		{"no interval", func(e *xdsserver.Ejection) { e.Interval = 0 }},
-		{"max time below base", func(e *xdsserver.Ejection) { e.MaxTime = e.BaseTime / 2 }},
-		{"no node may be ejected", func(e *xdsserver.Ejection) { e.MaxPercent = 0 }},
-		{"a threshold over 100%", func(e *xdsserver.Ejection) { e.FailurePercent = 101 }},
-		{"no hosts", func(e *xdsserver.Ejection) { e.MinimumHosts = 0 }},
+		{"a negative interval", func(e *xdsserver.OutlierDetection) { e.Interval = -time.Second }},
+		{"over 100% ejected", func(e *xdsserver.OutlierDetection) { e.MaxEjectionPercent = 101 }},
+		{"a threshold over 100%", func(e *xdsserver.OutlierDetection) {
+			fp := *e.FailurePercentageEjection
+			fp.Threshold = 101
+			e.FailurePercentageEjection = &fp
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := testEjection
 			tt.change(&e)
-			if _, err := xdsserver.New(xdsserver.Config{Service: service, Ejection: &e}); err == nil || !strings.Contains(err.Error(), "xds ejection") {
-				t.Errorf("New: %v, want an error naming the ejection", err)
+			if _, err := xdsserver.New(xdsserver.Config{Service: service, OutlierDetection: &e}); err == nil || !strings.Contains(err.Error(), "xds outlierDetection") {
+				t.Errorf("New: %v, want an error naming the outlier detection", err)
 			}
 		})
 	}

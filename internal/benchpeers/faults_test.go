@@ -1,7 +1,6 @@
 package benchpeers_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -68,24 +68,8 @@ func underFaults(t *testing.T, c *cluster) faultRun {
 	t.Helper()
 	r := faultRun{name: c.fw.name}
 	calls := &callLog{ClientConnInterface: c.conn}
-	ctx, cancel := context.WithCancel(context.Background())
-	type outcome struct {
-		res load.Result
-		err error
-	}
-	loaded := make(chan outcome, 1)
-	go func() {
-		// Two minutes bound the run; the test ends it well before.
-		res, err := load.Run(ctx, calls, load.Config{RPC: load.Get, Concurrency: callers, Duration: 2 * time.Minute, Timeout: 5 * time.Second})
-		loaded <- outcome{res, err}
-	}()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cancel()
-			<-loaded
-		}
-	})
+	// Two minutes bound the run; the test ends it well before.
+	run := loadtest.Start(t, calls, load.Config{RPC: load.Get, Concurrency: callers, Duration: 2 * time.Minute, Timeout: 5 * time.Second})
 	poll.Until(t, 30*time.Second, fmt.Sprintf("%d calls before the first fault", warmCalls), func() bool { return calls.calls.Load() >= warmCalls })
 
 	terminated, killed := c.nodes[0], c.nodes[1]
@@ -104,14 +88,9 @@ func underFaults(t *testing.T, c *cluster) faultRun {
 	time.Sleep(afterExpiry) // the experiment: load on the one node left
 
 	endAt := time.Now()
-	cancel()
-	stopped = true
-	out := <-loaded
-	if out.err != nil {
-		t.Fatalf("load: %v", out.err)
-	}
-	// Calls cut short by the cancel end after endAt and are not counted.
-	r.calls, r.qps = out.res.OK+out.res.Failed, out.res.QPS
+	res := run.Stop(t)
+	// Calls cut short by the stop end after endAt and are not counted.
+	r.calls, r.qps = res.OK+res.Failed, res.QPS
 	r.failedBefore, _ = calls.failed(time.Time{}, termAt)
 	r.failedTerm, r.codesTerm = calls.failed(termAt, killAt)
 	r.failedKill, r.codesKill = calls.failed(killAt, endAt)

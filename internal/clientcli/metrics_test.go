@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -23,7 +22,6 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
-	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
@@ -32,23 +30,9 @@ import (
 // free ports, until the test ends.
 func startCluster(t *testing.T, nodes int) *devcluster.Cluster {
 	t.Helper()
-	template := node.DefaultConfig()
-	template.Listen = "127.0.0.1:0"
-	template.MetricsListen = ""
+	template := nodetest.Config(t)
 	template.DrainDelay = 0
-	template.Logger = slog.New(slog.DiscardHandler)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cluster, err := devcluster.Start(ctx, devcluster.Config{Nodes: nodes, Node: template, EtcdAddr: "127.0.0.1:0", Logger: template.Logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cluster.Close(); err != nil {
-			t.Errorf("close the cluster: %v", err)
-		}
-	})
-	return cluster
+	return nodetest.StartCluster(t, nodes, template)
 }
 
 // scrapeClient opens no connection that outlives a scrape, so that goleak

@@ -58,14 +58,9 @@ func TestStartWithoutDirKeepsDataInATempDirRemovedAtClose(t *testing.T) {
 
 func put(t *testing.T, url, k, v string) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := cli.Put(ctx, k, v); err != nil {
+	if _, err := etcdtest.Client(t, url).Put(ctx, k, v); err != nil {
 		t.Fatal(err)
 	}
 }

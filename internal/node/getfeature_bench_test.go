@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
@@ -69,7 +68,7 @@ func BenchmarkGetFeatureVsCanonical(b *testing.B) {
 		for _, server := range benchServers() {
 			b.Run(fmt.Sprintf("callers=%d/server=%s", callers, server), func(b *testing.B) {
 				proc := startServerProcess(b, server)
-				client := pb.NewRouteGuideClient(dialBench(b, proc.addr))
+				client := pb.NewRouteGuideClient(grpctest.Dial(b, proc.addr))
 				serverCPU, serverAllocs := proc.cpuTime(b), proc.allocs(b)
 				benchCalls(b, callers, func(i int) error {
 					_, err := client.GetFeature(context.Background(), points[i%len(points)])
@@ -96,7 +95,7 @@ func BenchmarkListFeaturesVsCanonical(b *testing.B) {
 	for _, server := range benchServers() {
 		b.Run("server="+server, func(b *testing.B) {
 			proc := startServerProcess(b, server)
-			client := pb.NewRouteGuideClient(dialBench(b, proc.addr))
+			client := pb.NewRouteGuideClient(grpctest.Dial(b, proc.addr))
 			var messages atomic.Int64
 			serverCPU, serverAllocs := proc.cpuTime(b), proc.allocs(b)
 			benchCalls(b, 4, func(int) error {
@@ -346,31 +345,6 @@ func startBenchNode(b testing.TB, metricsListen, featuresFile string) *Node {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("Run: %v", err)
-		}
-	})
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		b.Fatalf("Run returned before the node was ready: %v", err)
-	}
+	testutils.Run(b, "node", n)
 	return n
-}
-
-// dialBench is the client of every benchmark: gRPC's defaults, as a
-// canonical client dials.
-func dialBench(b *testing.B, addr string) *grpc.ClientConn {
-	b.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	return conn
 }

@@ -39,7 +39,7 @@ func newLibraryGRPCMetrics() *grpcprom.ServerMetrics {
 var kindsService = grpc.ServiceDesc{
 	ServiceName: "routeguide.test.Kinds",
 	HandlerType: (*any)(nil),
-	Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: kindsUnary}},
+	Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: endingAs(endAs)}},
 	Streams: []grpc.StreamDesc{
 		{StreamName: "ClientStream", Handler: kindsClientStream, ClientStreams: true},
 		{StreamName: "ServerStream", Handler: kindsServerStream, ServerStreams: true},
@@ -52,7 +52,7 @@ var kindsService = grpc.ServiceDesc{
 var lateService = grpc.ServiceDesc{
 	ServiceName: "routeguide.test.Late",
 	HandlerType: (*any)(nil),
-	Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: kindsUnary}},
+	Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: endingAs(endAs)}},
 	Streams:     []grpc.StreamDesc{{StreamName: "Bidi", Handler: echoUntil(endAs), ClientStreams: true, ServerStreams: true}},
 }
 
@@ -82,19 +82,6 @@ func endAs(what string) error {
 		return status.Error(codes.Code(code), "asked")
 	}
 	panic("no behaviour " + what)
-}
-
-func kindsUnary(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	req := new(wrapperspb.StringValue)
-	if err := dec(req); err != nil {
-		return nil, err
-	}
-	handler := func(_ context.Context, req any) (any, error) {
-		return req, endAs(req.(*wrapperspb.StringValue).GetValue())
-	}
-	// The method's name is the same in both services.
-	method, _ := grpc.Method(ctx)
-	return interceptor(ctx, req, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, handler)
 }
 
 // kindsClientStream reads every request, ends at the first that is not
@@ -182,7 +169,7 @@ func kindsCalls() []kindsCall {
 // call makes c on conn and returns its code.
 func (c kindsCall) call(t *testing.T, conn *grpc.ClientConn) codes.Code {
 	t.Helper()
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 	resp := new(wrapperspb.StringValue)
 	if c.desc == nil {
 		return status.Code(conn.Invoke(ctx, c.method, wrapperspb.String(c.requests[0]), resp))
@@ -263,8 +250,8 @@ func TestGRPCMetricsExposeWhatTheLibraryProviderDoes(t *testing.T) {
 	libraryHealth := healthpb.NewHealthClient(libraryConn)
 	for _, service := range []string{"", "nowhere"} {
 		req := &healthpb.HealthCheckRequest{Service: service}
-		_, err := health.Check(callContext(t), req)
-		_, libraryErr := libraryHealth.Check(callContext(t), req)
+		_, err := health.Check(grpctest.CallContext(t), req)
+		_, libraryErr := libraryHealth.Check(grpctest.CallContext(t), req)
 		if status.Code(err) != status.Code(libraryErr) {
 			t.Fatalf("health check of %q: %v against %v", service, err, libraryErr)
 		}

@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/routeguide"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
@@ -34,7 +35,7 @@ func allocsPerGetFeature(t *testing.T, metrics *grpcMetrics, opts ...grpc.Server
 	t.Cleanup(func() { conn.Close() })
 	client := pb.NewRouteGuideClient(conn)
 	point := db.All()[7].Location
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 	call := func() {
 		if _, err := client.GetFeature(ctx, point); err != nil {
 			t.Fatal(err)

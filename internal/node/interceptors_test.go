@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
 
@@ -23,7 +24,7 @@ import (
 var faultyService = grpc.ServiceDesc{
 	ServiceName: "routeguide.test.Faulty",
 	HandlerType: (*any)(nil),
-	Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: faultyUnary}},
+	Methods:     []grpc.MethodDesc{{MethodName: "Unary", Handler: endingAs(behave)}},
 	Streams: []grpc.StreamDesc{{
 		StreamName: "Stream", Handler: echoUntil(behave), ServerStreams: true, ClientStreams: true,
 	}},
@@ -36,18 +37,23 @@ const (
 
 func registerFaulty(s *grpc.Server) { s.RegisterService(&faultyService, struct{}{}) }
 
-func faultyUnary(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	req := new(wrapperspb.StringValue)
-	if err := dec(req); err != nil {
-		return nil, err
+// endingAs is a unary handler that answers its request with itself, or
+// with the error that end, given the request, returns.
+func endingAs(end func(string) error) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		req := new(wrapperspb.StringValue)
+		if err := dec(req); err != nil {
+			return nil, err
+		}
+		handler := func(_ context.Context, req any) (any, error) {
+			return req, end(req.(*wrapperspb.StringValue).GetValue())
+		}
+		if interceptor == nil {
+			return handler(ctx, req)
+		}
+		method, _ := grpc.Method(ctx)
+		return interceptor(ctx, req, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, handler)
 	}
-	handler := func(_ context.Context, req any) (any, error) {
-		return req, behave(req.(*wrapperspb.StringValue).GetValue())
-	}
-	if interceptor == nil {
-		return handler(ctx, req)
-	}
-	return interceptor(ctx, req, &grpc.UnaryServerInfo{Server: srv, FullMethod: faultyUnaryMethod}, handler)
 }
 
 // echoUntil is a stream handler that answers each request with itself until
@@ -89,7 +95,7 @@ func behave(what string) error {
 // returns its header and trailer together, and its error.
 func callFaulty(t *testing.T, conn *grpc.ClientConn, method, what string) (metadata.MD, error) {
 	t.Helper()
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 	req, resp := wrapperspb.String(what), new(wrapperspb.StringValue)
 	if method == faultyUnaryMethod {
 		var header, trailer metadata.MD

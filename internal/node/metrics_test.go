@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
@@ -211,16 +212,16 @@ func TestGRPCMetricsCountCallsByCode(t *testing.T) {
 	point := knownPoint(t)
 	const ok, invalid = 5, 3
 	for range ok {
-		if _, err := client.GetFeature(callContext(t), point); err != nil {
+		if _, err := client.GetFeature(grpctest.CallContext(t), point); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for range invalid {
-		if _, err := client.GetFeature(callContext(t), &pb.Point{Latitude: 1e9}); status.Code(err) != codes.InvalidArgument {
+		if _, err := client.GetFeature(grpctest.CallContext(t), &pb.Point{Latitude: 1e9}); status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("GetFeature off the globe: %v, want InvalidArgument", err)
 		}
 	}
-	stream, err := client.ListFeatures(callContext(t), everywhere)
+	stream, err := client.ListFeatures(grpctest.CallContext(t), everywhere)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +285,7 @@ func TestServiceMetricsFollowTheCalls(t *testing.T) {
 	}
 
 	route := func(points int) (*pb.RouteSummary, error) {
-		stream, err := client.RecordRoute(callContext(t))
+		stream, err := client.RecordRoute(grpctest.CallContext(t))
 		if err != nil {
 			return nil, err
 		}
@@ -303,7 +304,7 @@ func TestServiceMetricsFollowTheCalls(t *testing.T) {
 		t.Fatalf("a route of %d points over a limit of %d: %v, want ResourceExhausted", maxPoints+1, maxPoints, err)
 	}
 	const notes = 4
-	if err := chat(callContext(t), client, notes); err != nil {
+	if err := chat(grpctest.CallContext(t), client, notes); err != nil {
 		t.Fatal(err)
 	}
 
@@ -404,7 +405,7 @@ func TestMetricsOffMeansNoListener(t *testing.T) {
 		t.Errorf("metrics listener %v, HTTP server %v; want neither", tn.metricsListener, tn.httpServer)
 	}
 	// And the node serves as well without them.
-	if _, err := tn.client().GetFeature(callContext(t), knownPoint(t)); err != nil {
+	if _, err := tn.client().GetFeature(grpctest.CallContext(t), knownPoint(t)); err != nil {
 		t.Errorf("GetFeature: %v", err)
 	}
 }
@@ -419,7 +420,7 @@ func TestDebugEndpointsServePprofAndChannelzOnlyWhenAsked(t *testing.T) {
 			}
 			conn := dial(t, tn.MetricsAddr())
 			defer conn.Close()
-			servers, err := channelzpb.NewChannelzClient(conn).GetServers(callContext(t), &channelzpb.GetServersRequest{})
+			servers, err := channelzpb.NewChannelzClient(conn).GetServers(grpctest.CallContext(t), &channelzpb.GetServersRequest{})
 			if !on {
 				if err == nil {
 					t.Errorf("channelz answered with the debug endpoints off: %v", servers)

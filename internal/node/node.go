@@ -193,6 +193,9 @@ func dialEtcd(cfg Config, reload tlsfiles.Reload, traces *tracing.Provider) (reg
 // node's gRPC port (docs/DESIGN.md, "xDS for any language"), with the retry
 // policy of package balancer, and its policy for the Go clients that link it.
 func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
+	// The clients of other languages eject as package balancer's policy
+	// does, in a cluster of three too.
+	od := balancer.DefaultOutlierDetection
 	return xdsserver.New(xdsserver.Config{
 		Service:      cfg.Service,
 		RetryMethods: contract.IdempotentMethods,
@@ -202,28 +205,11 @@ func newXDSServer(cfg Config, logger *slog.Logger) (*xdsserver.Server, error) {
 			BaseBackoff: balancer.RetryInitialBackoff,
 			MaxBackoff:  balancer.RetryMaxBackoff,
 		},
-		EndpointPolicy: balancer.Name,
-		LeastRequest:   true,
-		Ejection:       xdsEjection(),
-		Logger:         logger,
+		EndpointPolicy:   balancer.Name,
+		LeastRequest:     true,
+		OutlierDetection: &od,
+		Logger:           logger,
 	})
-}
-
-// xdsEjection is the outlier detection the cluster resource carries (gRFC
-// A50) for the clients of other languages: package balancer's, which ejects
-// in a cluster of three too.
-func xdsEjection() *xdsserver.Ejection {
-	od := balancer.DefaultOutlierDetection
-	fp := od.FailurePercentageEjection
-	return &xdsserver.Ejection{
-		Interval:       od.Interval,
-		BaseTime:       od.BaseEjectionTime,
-		MaxTime:        od.MaxEjectionTime,
-		MaxPercent:     od.MaxEjectionPercent,
-		FailurePercent: fp.Threshold,
-		MinimumHosts:   fp.MinimumHosts,
-		RequestVolume:  fp.RequestVolume,
-	}
 }
 
 // closeOpened closes what New opened, after a failure.

@@ -30,6 +30,7 @@ import (
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grayfault"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
 )
@@ -145,13 +146,6 @@ func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 		t.Fatal(err)
 	}
 	return conn
-}
-
-// callContext bounds one test call.
-func callContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // logBuffer collects the JSON records of a slog.JSONHandler.
@@ -299,7 +293,7 @@ func TestEveryResponseNamesTheNode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			header, err := tt.call(callContext(t))
+			header, err := tt.call(grpctest.CallContext(t))
 			if status.Code(err) != tt.wantCode {
 				t.Fatalf("call ended with %v, want code %v", err, tt.wantCode)
 			}
@@ -328,7 +322,7 @@ func TestHealthFollowsTheNodeLifecycle(t *testing.T) {
 	services := []string{"", contract.HealthService}
 	check := func(service string) healthpb.HealthCheckResponse_ServingStatus {
 		t.Helper()
-		resp, err := healthpb.NewHealthClient(tn.conn).Check(callContext(t), &healthpb.HealthCheckRequest{Service: service})
+		resp, err := healthpb.NewHealthClient(tn.conn).Check(grpctest.CallContext(t), &healthpb.HealthCheckRequest{Service: service})
 		if err != nil {
 			t.Fatalf("Check(%q): %v", service, err)
 		}
@@ -357,7 +351,7 @@ func TestHealthFollowsTheNodeLifecycle(t *testing.T) {
 		t.Errorf("draining, Check(%q) = %v, want NOT_SERVING", contract.HealthService, got)
 	}
 	// The node keeps answering during the drain delay.
-	if _, err := tn.client().GetFeature(callContext(t), &pb.Point{}); err != nil {
+	if _, err := tn.client().GetFeature(grpctest.CallContext(t), &pb.Point{}); err != nil {
 		t.Errorf("GetFeature while draining: %v", err)
 	}
 	if elapsed := time.Since(start); elapsed >= drainDelay {
@@ -373,7 +367,14 @@ func TestHealthFollowsTheNodeLifecycle(t *testing.T) {
 
 func TestReflectionListsTheServices(t *testing.T) {
 	tn := startNode(t, nil, nil)
-	stream, err := reflectionpb.NewServerReflectionClient(tn.conn).ServerReflectionInfo(callContext(t))
+	checkReflectionLists(t, tn.conn)
+}
+
+// checkReflectionLists checks that reflection over conn lists RouteGuide
+// and the health service.
+func checkReflectionLists(t *testing.T, conn grpc.ClientConnInterface) {
+	t.Helper()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(grpctest.CallContext(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +450,7 @@ func TestLimitsApplyThroughTheNode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tn := startNode(t, tt.configure, nil)
-			if err := tt.call(callContext(t), tn.client()); status.Code(err) != codes.ResourceExhausted {
+			if err := tt.call(grpctest.CallContext(t), tn.client()); status.Code(err) != codes.ResourceExhausted {
 				t.Errorf("call ended with %v, want ResourceExhausted", err)
 			}
 		})
@@ -528,7 +529,7 @@ func TestDrainCompletesAStreamInFlight(t *testing.T) {
 	// still sending when the node drains.
 	streamConn := dial(t, tn.Addr().String(), grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
 	defer streamConn.Close()
-	stream, err := pb.NewRouteGuideClient(streamConn).ListFeatures(callContext(t),
+	stream, err := pb.NewRouteGuideClient(streamConn).ListFeatures(grpctest.CallContext(t),
 		&pb.Rectangle{Lo: &pb.Point{}, Hi: &pb.Point{Latitude: 1e6, Longitude: 1e6}})
 	if err != nil {
 		t.Fatal(err)
@@ -579,7 +580,7 @@ func TestDrainCompletesAStreamInFlight(t *testing.T) {
 func TestShutdownTimeoutCutsOpenCalls(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	tn := startNode(t, func(c *Config) { c.ShutdownTimeout = timeout }, nil)
-	stream, err := tn.client().RouteChat(callContext(t))
+	stream, err := tn.client().RouteChat(grpctest.CallContext(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,7 +614,7 @@ func TestClientsCheckingHealthLeaveDuringTheDrainDelay(t *testing.T) {
 	conn := dial(t, tn.Addr().String(), grpc.WithDefaultServiceConfig(
 		`{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": "`+contract.HealthService+`"}}`))
 	defer conn.Close()
-	if _, err := pb.NewRouteGuideClient(conn).GetFeature(callContext(t), &pb.Point{}); err != nil {
+	if _, err := pb.NewRouteGuideClient(conn).GetFeature(grpctest.CallContext(t), &pb.Point{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -634,7 +635,7 @@ func TestClientsCheckingHealthLeaveDuringTheDrainDelay(t *testing.T) {
 
 func TestAFullLocationForgetsItsOldestNote(t *testing.T) {
 	tn := startNode(t, func(c *Config) { c.NoteLimits.PerLocation = 2 }, nil)
-	stream, err := tn.client().RouteChat(callContext(t))
+	stream, err := tn.client().RouteChat(grpctest.CallContext(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -666,11 +667,11 @@ func TestAFullLocationForgetsItsOldestNote(t *testing.T) {
 func TestMetadataOverTheBoundIsRefusedAndTheConnectionServesOn(t *testing.T) {
 	tn := startNode(t, nil, nil)
 	big := metadata.Pairs("x-padding", strings.Repeat("p", balancer.MaxHeaderListBytes))
-	_, err := tn.client().GetFeature(metadata.NewOutgoingContext(callContext(t), big), &pb.Point{})
+	_, err := tn.client().GetFeature(metadata.NewOutgoingContext(grpctest.CallContext(t), big), &pb.Point{})
 	if status.Code(err) == codes.OK || !strings.Contains(err.Error(), "header list size") {
 		t.Errorf("a call with %d bytes of metadata: %v, want it refused for its header list size", balancer.MaxHeaderListBytes, err)
 	}
-	if _, err := tn.client().GetFeature(callContext(t), &pb.Point{}); err != nil {
+	if _, err := tn.client().GetFeature(grpctest.CallContext(t), &pb.Point{}); err != nil {
 		t.Errorf("a call after it: %v", err)
 	}
 }
@@ -689,7 +690,7 @@ func TestACallTheNodeFailsIsRetriedByItsClient(t *testing.T) {
 	t.Cleanup(func() { conn.Close() }) // before the node's check for goroutines left
 	client := pb.NewRouteGuideClient(conn)
 	for i := range 20 {
-		if _, err := client.GetFeature(callContext(t), &pb.Point{Latitude: 1, Longitude: 1}); err != nil {
+		if _, err := client.GetFeature(grpctest.CallContext(t), &pb.Point{Latitude: 1, Longitude: 1}); err != nil {
 			t.Fatalf("call %d: %v; want it retried past the failure", i, err)
 		}
 	}

@@ -12,12 +12,13 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/hostile"
 )
 
 func TestANoteThatIsNotUTF8IsTheCallersError(t *testing.T) {
 	tn := startMetricsNode(t, nil)
-	stream, err := tn.conn.NewStream(callContext(t), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
+	stream, err := tn.conn.NewStream(grpctest.CallContext(t), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
 		pb.RouteGuide_RouteChat_FullMethodName, grpc.ForceCodec(hostile.RawCodec{}))
 	if err != nil {
 		t.Fatal(err)

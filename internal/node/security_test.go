@@ -2,7 +2,6 @@ package node
 
 import (
 	"crypto/tls"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/routeguide-cluster/routeguide/discovery"
@@ -19,6 +17,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide/contract"
@@ -82,7 +81,7 @@ func TestMutualTLSServesRouteGuideHealthAndReflection(t *testing.T) {
 		t.Errorf(`"serving" records %v, want one with tls=mutual`, recs)
 	}
 	conn := dialTLS(t, tn.Addr().String(), tlsfiles.Client{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey})
-	ctx := callContext(t)
+	ctx := grpctest.CallContext(t)
 
 	feature, err := pb.NewRouteGuideClient(conn).GetFeature(ctx, knownPoint(t))
 	if err != nil || feature.GetName() == "" {
@@ -94,27 +93,7 @@ func TestMutualTLSServesRouteGuideHealthAndReflection(t *testing.T) {
 			t.Errorf("health of %q over mutual TLS: %v, %v; want SERVING", service, resp, err)
 		}
 	}
-	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatalf("reflection over mutual TLS: %v", err)
-	}
-	var names []string
-	for _, s := range resp.GetListServicesResponse().GetService() {
-		names = append(names, s.Name)
-	}
-	for _, want := range []string{"routeguide.RouteGuide", "grpc.health.v1.Health"} {
-		if !slices.Contains(names, want) {
-			t.Errorf("reflection over mutual TLS lists %q, want %s among them", names, want)
-		}
-	}
-	stream.CloseSend()
+	checkReflectionLists(t, conn)
 }
 
 // TestTLSRefusesClients asserts that every client that cannot prove itself,
@@ -146,7 +125,7 @@ func TestTLSRefusesClients(t *testing.T) {
 				conn = dial(t, tn.Addr().String())
 				t.Cleanup(func() { conn.Close() })
 			}
-			_, err := healthpb.NewHealthClient(conn).Check(callContext(t), &healthpb.HealthCheckRequest{})
+			_, err := healthpb.NewHealthClient(conn).Check(grpctest.CallContext(t), &healthpb.HealthCheckRequest{})
 			if status.Code(err) != codes.Unavailable {
 				t.Fatalf("health Check: %v; want Unavailable", err)
 			}
@@ -213,7 +192,7 @@ func TestNodeWithEtcdCredentialsRegistersAndNeverShowsThePassword(t *testing.T) 
 		t.Fatal(err)
 	}
 	defer root.Close()
-	resp, err := root.Get(callContext(t), discovery.Prefix("routeguide")+testNodeID)
+	resp, err := root.Get(grpctest.CallContext(t), discovery.Prefix("routeguide")+testNodeID)
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("the node's key in etcd: %v, %v", resp, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/otlptest"
 	"github.com/routeguide-cluster/routeguide/internal/tracing"
 )
@@ -66,7 +67,7 @@ func TestARouteChatsEtcdCallsAreChildrenOfItsServerSpan(t *testing.T) {
 	conn := dial(t, n.Addr().String(), caller.DialOptions()...)
 	defer conn.Close()
 
-	if err := chat(callContext(t), pb.NewRouteGuideClient(conn), 1); err != nil {
+	if err := chat(grpctest.CallContext(t), pb.NewRouteGuideClient(conn), 1); err != nil {
 		t.Fatal(err)
 	}
 	flush(t, caller)
@@ -119,7 +120,7 @@ func TestANodeWithoutAnEndpointTracesNothing(t *testing.T) {
 	}
 	conn := dial(t, tn.Addr().String(), caller.DialOptions()...)
 	defer conn.Close()
-	if _, err := pb.NewRouteGuideClient(conn).GetFeature(callContext(t), &pb.Point{}); err != nil {
+	if _, err := pb.NewRouteGuideClient(conn).GetFeature(grpctest.CallContext(t), &pb.Point{}); err != nil {
 		t.Fatal(err)
 	}
 	flush(t, caller)

@@ -18,6 +18,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 )
 
 // subscribeAll asks, on one ADS stream, for the four resources a gRPC
@@ -85,7 +86,7 @@ func TestXDSTakesLargeRequestsWithABoundOfItsOwn(t *testing.T) {
 	}
 
 	ads := discoverypb.NewAggregatedDiscoveryServiceClient(tn.conn)
-	stream, err := ads.StreamAggregatedResources(callContext(t))
+	stream, err := ads.StreamAggregatedResources(grpctest.CallContext(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func TestXDSTakesLargeRequestsWithABoundOfItsOwn(t *testing.T) {
 	}
 
 	over := envoyLikeNode(xdsserver.MaxRequestBytes + 1024)
-	tooLarge, err := ads.StreamAggregatedResources(callContext(t))
+	tooLarge, err := ads.StreamAggregatedResources(grpctest.CallContext(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,10 +125,10 @@ func TestXDSTakesLargeRequestsWithABoundOfItsOwn(t *testing.T) {
 	// RouteGuide keeps its own bound, unary and streaming.
 	point := &pb.Point{Latitude: 1, Longitude: 1}
 	point.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, 99, protowire.BytesType), make([]byte, routeGuideBound)))
-	if _, err := tn.client().GetFeature(callContext(t), point); status.Code(err) != codes.ResourceExhausted {
+	if _, err := tn.client().GetFeature(grpctest.CallContext(t), point); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("GetFeature of %d bytes: %v, want RESOURCE_EXHAUSTED", proto.Size(point), err)
 	}
-	route, err := tn.client().RecordRoute(callContext(t))
+	route, err := tn.client().RecordRoute(grpctest.CallContext(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestXDSTakesLargeRequestsWithABoundOfItsOwn(t *testing.T) {
 	if _, err := route.CloseAndRecv(); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("RecordRoute of a point of %d bytes: %v, want RESOURCE_EXHAUSTED", proto.Size(point), err)
 	}
-	if _, err := tn.client().GetFeature(callContext(t), &pb.Point{}); err != nil {
+	if _, err := tn.client().GetFeature(grpctest.CallContext(t), &pb.Point{}); err != nil {
 		t.Errorf("a GetFeature in bounds after the refusals: %v", err)
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
@@ -120,6 +122,18 @@ func (c *Cluster) ClientURLs() []string {
 		urls = append(urls, m.ClientURL())
 	}
 	return urls
+}
+
+// Client is a client of every member, closed when tb ends: it goes on
+// through the members left when one is lost.
+func (c *Cluster) Client(tb testing.TB) *clientv3.Client {
+	tb.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.ClientURLs(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cli.Close() })
+	return cli
 }
 
 // Leader is the member that leads the cluster now, as it says itself, or nil

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
@@ -27,17 +26,6 @@ func start(t *testing.T) *Cluster {
 	return c
 }
 
-// client is a client of every member, closed when t ends.
-func client(t *testing.T, c *Cluster) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.ClientURLs(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 // TestClusterKeepsServingAfterLosingItsLeader starts three members on free
 // ports, loses the leader, and writes and reads through the two left.
 func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
@@ -45,7 +33,7 @@ func TestClusterKeepsServingAfterLosingItsLeader(t *testing.T) {
 	if n := len(c.ClientURLs()); n != 3 {
 		t.Fatalf("%d client URLs, want 3", n)
 	}
-	cli := client(t, c)
+	cli := c.Client(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if _, err := cli.Put(ctx, "k", "before"); err != nil {
@@ -97,7 +85,7 @@ func TestLostLeaderRestartsFromItsDataAndCatchesUp(t *testing.T) {
 	poll.Until(t, 10*time.Second, "a leader", func() bool { leader = c.Leader(); return leader != nil })
 	leader.Lose()
 	poll.Until(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != nil })
-	cli := client(t, c)
+	cli := c.Client(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if _, err := cli.Put(ctx, "k", "while lost"); err != nil {

@@ -2,8 +2,8 @@
 // member (package localetcd), plain or secured as a production cluster runs
 // it (TLS, authentication, the users a test names), or, for fault tests, a
 // cluster of several members that loses one as abruptly as a crash does.
-// localetcd itself is linked into the node binary (node -dev) and so does
-// not import testing.
+// A Watch records when keys changed. localetcd itself is linked into the
+// node binary (node -dev) and so does not import testing.
 package etcdtest
 
 import (

@@ -38,17 +38,24 @@ func roundTrip(t *testing.T, c net.Conn, msg string) error {
 	return err
 }
 
+// dial connects to p until the test ends.
+func dial(t *testing.T, p *Proxy) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func TestProxyForwardsBlackholesAndCuts(t *testing.T) {
 	p, err := Start(echoServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, p)
 	if err := roundTrip(t, c, "hello"); err != nil {
 		t.Fatalf("forwarding: %v", err)
 	}
@@ -75,11 +82,7 @@ func TestCloseAfterBlackholeAndCutReturns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, p)
 	if err := roundTrip(t, c, "hello"); err != nil {
 		t.Fatal(err)
 	}
@@ -103,22 +106,11 @@ func TestProxyWithoutTargetRefusesUntilSetTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := roundTrip(t, c, "early"); err == nil {
+	if err := roundTrip(t, dial(t, p), "early"); err == nil {
 		t.Fatal("a proxy without a target carried data")
 	}
-	c.Close()
-
 	p.SetTarget(echoServer(t))
-	c, err = net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := roundTrip(t, c, "hello"); err != nil {
+	if err := roundTrip(t, dial(t, p), "hello"); err != nil {
 		t.Fatalf("after SetTarget: %v", err)
 	}
 }

@@ -1,10 +1,14 @@
 // Package grpctest serves real gRPC servers on ephemeral ports of 127.0.0.1
-// for tests, and dials them.
+// for tests, dials them, and reads their streams.
 package grpctest
 
 import (
+	"context"
+	"errors"
+	"io"
 	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -53,4 +57,28 @@ func FreeAddr(tb testing.TB) string {
 	}
 	defer lis.Close()
 	return lis.Addr().String()
+}
+
+// CallContext bounds a test's calls to 10s, so that a bug fails the test
+// instead of hanging it; it ends with the test.
+func CallContext(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(tb.Context(), 10*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// RecvAll receives from a stream (recv is its Recv) until it ends, and
+// returns what came, with the error that ended it: nil for io.EOF.
+func RecvAll[T any](recv func() (T, error)) ([]T, error) {
+	var got []T
+	for {
+		m, err := recv()
+		if errors.Is(err, io.EOF) {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
+		got = append(got, m)
+	}
 }

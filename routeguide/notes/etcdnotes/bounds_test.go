@@ -67,7 +67,7 @@ func rangeCheck(check func(*etcdserverpb.RangeRequest)) grpc.UnaryClientIntercep
 // limit. A post's reads must be plain ranges with a limit, keys-only
 // ranges (etcd's index alone), or single keys.
 func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var ranges, unbounded atomic.Int64
 	var bad sync.Map
 	check := func(r *etcdserverpb.RangeRequest) {
@@ -112,7 +112,7 @@ func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
 // stored size in an answer, so a post reads at most an answer's bytes of
 // them, and prunes the rest.
 func TestEtcdAPostAtALocationOfJSONNotesReadsAtMostOneAnswer(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var read atomic.Int64
 	cli := countingClient(t, srv.ClientURL(), &read)
 	cfg := testConfig(t)
@@ -146,7 +146,7 @@ func TestEtcdAPostAtALocationOfJSONNotesReadsAtMostOneAnswer(t *testing.T) {
 }
 
 func TestEtcdAnswersTheNewestNotesThatFitInAnAnswerAndPrunesTheRest(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	cfg := testConfig(t)
 	cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 300, 2000
 	store := newEtcd(t, cli, cfg)
@@ -158,7 +158,7 @@ func TestEtcdAnswersTheNewestNotesThatFitInAnAnswerAndPrunesTheRest(t *testing.T
 }
 
 func TestEtcdStoresANoteInAFewBytesMoreThanItsMessage(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t))
 	// Control characters took six bytes each in JSON.
 	message := strings.Repeat("\x01", 4096)
@@ -175,7 +175,7 @@ func TestEtcdStoresANoteInAFewBytesMoreThanItsMessage(t *testing.T) {
 }
 
 func TestEtcdReadsTheNotesThatEarlierNodesStoredAsJSON(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t))
 	old, err := protojson.Marshal(notestest.Note(1, 1, "from an older node"))
 	if err != nil {
@@ -194,7 +194,7 @@ func TestEtcdReadsTheNotesThatEarlierNodesStoredAsJSON(t *testing.T) {
 }
 
 func TestEtcdAPostAtAFullLocationReadsAtMostOneAnswerFromEtcd(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var read atomic.Int64
 	cli := countingClient(t, srv.ClientURL(), &read)
 	cfg := testConfig(t)
@@ -326,7 +326,7 @@ func TestEtcdBudgetNeverPassesThreeQuartersOfTheQuotaEtcdReports(t *testing.T) {
 // ErrUnavailable and is counted, rather than answer with the notes read so
 // far, which would not be a prefix of later answers.
 func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var cut atomic.Bool
 	var injected atomic.Int64
 	// A page after the first is the only plain Range a post sends at the
@@ -390,7 +390,7 @@ func faultyStatusClient(t *testing.T, url string, dials, statuses *atomic.Int64,
 }
 
 func TestEtcdBudgetAsksEtcdOverTheStoresOwnConnection(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var dials, statuses atomic.Int64
 	var fail atomic.Bool
 	cfg := testConfig(t)
@@ -411,7 +411,7 @@ func TestEtcdBudgetAsksEtcdOverTheStoresOwnConnection(t *testing.T) {
 // writes, then refuses saying why, and takes notes again as soon as Status
 // answers, with etcd nearly empty all along.
 func TestEtcdBudgetWhileStatusFailsTakesAnAllowanceAndRecovers(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var dials, statuses atomic.Int64
 	var fail atomic.Bool
 	fail.Store(true)
@@ -440,7 +440,7 @@ func TestEtcdBudgetWhileStatusFailsTakesAnAllowanceAndRecovers(t *testing.T) {
 // TestEtcdBudgetCountsTheFileEtcdsQuotaChecks: etcd's quota checks the size
 // of its file, which a compaction does not shrink; the budget counts it.
 func TestEtcdBudgetCountsTheFileEtcdsQuotaChecks(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := newClient(t, srv.ClientURL())
 	filler := strings.Repeat("f", 64<<10)
 	for i := range 100 {

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
@@ -27,7 +27,7 @@ import (
 //	go test -run '^$' -bench RegistryWritesUnderChat -benchtime 4x ./routeguide/notes/etcdnotes/
 func BenchmarkRegistryWritesUnderChatAtAFullLocation(b *testing.B) {
 	const posters, writesPerRound = 64, 60
-	srv := startEtcd(b)
+	srv := etcdtest.Start(b)
 	var read atomic.Int64
 	cfg := testConfig(b)
 	store := newEtcd(b, countingClient(b, srv.ClientURL(), &read), cfg)
@@ -110,22 +110,5 @@ func p99(d []time.Duration) time.Duration {
 // applySeconds is the time the embedded etcd spent applying transactions
 // so far, from its own histogram in the process's default registry.
 func applySeconds(b *testing.B) float64 {
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		b.Fatal(err)
-	}
-	sum := 0.0
-	for _, f := range families {
-		if f.GetName() != "etcd_server_apply_duration_seconds" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "op" && l.GetValue() == "Txn" {
-					sum += m.GetHistogram().GetSampleSum()
-				}
-			}
-		}
-	}
-	return sum
+	return etcdtest.MetricSum(b, "etcd_server_apply_duration_seconds", "op", "Txn")
 }

@@ -43,7 +43,7 @@ func onTxn(see func(*etcdserverpb.TxnRequest)) grpc.UnaryClientInterceptor {
 // note of the location or stop every post: a store prunes to its own bounds
 // and counts them.
 func TestEtcdABoundsKeyOfNoStoreWidensNothingAndIsCounted(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := newClient(t, srv.ClientURL())
 	for i, tt := range []struct {
 		name, key string
@@ -98,7 +98,7 @@ func TestEtcdABoundsKeyOfNoStoreWidensNothingAndIsCounted(t *testing.T) {
 // location with 200 notes of 1000 bytes, then plants a declaration past the
 // caps: a post of a store of 5 notes reads about one answer of its own.
 func TestEtcdAPostUnderAHostileBoundsKeyReadsNoMoreThanItsOwnAnswer(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := newClient(t, srv.ClientURL())
 	wideCfg := testConfig(t)
 	wideCfg.Limits.PerLocation, wideCfg.Limits.MessageBytes, wideCfg.Limits.AnswerBytes = 200, 1000, 300_000
@@ -138,7 +138,7 @@ func TestEtcdAPostUnderAHostileBoundsKeyReadsNoMoreThanItsOwnAnswer(t *testing.T
 // stores declare bounds, for a prune of its own and for one that rides
 // with a put.
 func TestEtcdAPrunesConditionComparesOneKey(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cfg := testConfig(t)
 	var prunes, ranged atomic.Int64
 	var compares func(cmps []*etcdserverpb.Compare, ops []*etcdserverpb.RequestOp)
@@ -191,7 +191,7 @@ func TestEtcdAPrunesConditionComparesOneKey(t *testing.T) {
 // plants more keys under the bounds than a post reads: the widest bounds
 // are unknown, so a post answers within its own and deletes nothing.
 func TestEtcdPastTheDeclarationsAPostReadsItAnswersWithinItsOwnAndPrunesNothing(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := newClient(t, srv.ClientURL())
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation = 2
@@ -227,7 +227,7 @@ func TestEtcdPastTheDeclarationsAPostReadsItAnswersWithinItsOwnAndPrunesNothing(
 // each declare on their own lease, so one's lease ending leaves the other's
 // declaration, which its notes need.
 func TestEtcdEachLeaseDeclaresItsOwnBounds(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	cfg := testConfig(t)
 	first, second := newEtcd(t, cli, cfg), newEtcd(t, cli, cfg)
 	for _, s := range []*etcdnotes.Store{first, second} {
@@ -287,7 +287,7 @@ func countKeys(read *atomic.Int64) grpc.UnaryClientInterceptor {
 // by default: a post reads at most 1000 keys from each range beside the
 // sequenced one, and answers.
 func TestEtcdAPostReadsABoundedNumberOfKeysOfEarlierReleases(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := newClient(t, srv.ClientURL())
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation = 5

@@ -19,6 +19,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/discovery"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
@@ -29,17 +30,6 @@ import (
 // etcd server, client and gRPC server a test starts is stopped by its cleanup.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// startEtcd starts a real etcd on an ephemeral port, stopped by t's cleanup.
-func startEtcd(t testing.TB) *localetcd.Server {
-	t.Helper()
-	srv, err := localetcd.Start(localetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	return srv
 }
 
 // newClient is an etcd client as a node has one, closed by t's cleanup.
@@ -128,12 +118,12 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 }
 
 func TestEtcdPostAnswersTheLocationsNotesInPostingOrder(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	notestest.CheckPostingOrder(t, newEtcd(t, cli, testConfig(t)))
 }
 
 func TestEtcdTwoStoresOnOneEtcdAnswerInOnePostingOrder(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cfg := testConfig(t)
 	// Two nodes: each its own client and store.
 	stores := []*etcdnotes.Store{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
@@ -151,30 +141,39 @@ func TestEtcdTwoStoresOnOneEtcdAnswerInOnePostingOrder(t *testing.T) {
 	}
 }
 
-func TestEtcdConcurrentPostsOnTwoStoresAreConsistentViewsOfOneOrder(t *testing.T) {
-	const posters, each = 8, 20
-	srv := startEtcd(t)
-	cfg := testConfig(t)
-	stores := []*etcdnotes.Store{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
-	answers := make([][][]string, posters)
+// postAtOnce has posters post each notes at (at, at) all at once, through
+// the stores in turn, and hands check each poster's answers, in order.
+func postAtOnce(t *testing.T, stores []*etcdnotes.Store, posters, each int, at int32, check func(poster int, sent string, got []*pb.RouteNote)) {
+	t.Helper()
 	var wg sync.WaitGroup
 	for p := range posters {
 		wg.Go(func() {
 			for i := range each {
 				sent := fmt.Sprintf("poster %d no %d", p, i)
-				got, err := stores[p%2].Post(t.Context(), notestest.Note(5, 5, sent))
+				got, err := stores[p%len(stores)].Post(t.Context(), notestest.Note(at, at, sent))
 				if err != nil {
 					t.Errorf("post %q: %v", sent, err)
 					return
 				}
-				if len(got) == 0 || got[len(got)-1].Message != sent {
-					t.Errorf("post %q: the answer does not end with it: %q", sent, notestest.Messages(got))
-				}
-				answers[p] = append(answers[p], notestest.Messages(got))
+				check(p, sent, got)
 			}
 		})
 	}
 	wg.Wait()
+}
+
+func TestEtcdConcurrentPostsOnTwoStoresAreConsistentViewsOfOneOrder(t *testing.T) {
+	const posters, each = 8, 20
+	srv := etcdtest.Start(t)
+	cfg := testConfig(t)
+	stores := []*etcdnotes.Store{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
+	answers := make([][][]string, posters)
+	postAtOnce(t, stores, posters, each, 5, func(p int, sent string, got []*pb.RouteNote) {
+		if len(got) == 0 || got[len(got)-1].Message != sent {
+			t.Errorf("post %q: the answer does not end with it: %q", sent, notestest.Messages(got))
+		}
+		answers[p] = append(answers[p], notestest.Messages(got))
+	})
 	last, err := stores[0].Post(t.Context(), notestest.Note(5, 5, "last"))
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +184,7 @@ func TestEtcdConcurrentPostsOnTwoStoresAreConsistentViewsOfOneOrder(t *testing.T
 }
 
 func TestEtcdKeepsTheNewestPerLocationNotes(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation = 3
 	store := newEtcd(t, cli, cfg)
@@ -218,28 +217,16 @@ func TestEtcdKeepsTheNewestPerLocationNotes(t *testing.T) {
 
 func TestEtcdConcurrentPruningKeepsTheNewestPerLocation(t *testing.T) {
 	const posters, each, keep = 6, 15, 4
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation = keep
 	cli := newClient(t, srv.ClientURL())
 	stores := []*etcdnotes.Store{newEtcd(t, cli, cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}
-	var wg sync.WaitGroup
-	for p := range posters {
-		wg.Go(func() {
-			for i := range each {
-				sent := fmt.Sprintf("poster %d no %d", p, i)
-				got, err := stores[p%2].Post(t.Context(), notestest.Note(3, 3, sent))
-				if err != nil {
-					t.Errorf("post %q: %v", sent, err)
-					return
-				}
-				if len(got) > keep || len(got) == 0 || got[len(got)-1].Message != sent {
-					t.Errorf("post %q = %q, want at most %d notes ending with it", sent, notestest.Messages(got), keep)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	postAtOnce(t, stores, posters, each, 3, func(_ int, sent string, got []*pb.RouteNote) {
+		if len(got) > keep || len(got) == 0 || got[len(got)-1].Message != sent {
+			t.Errorf("post %q = %q, want at most %d notes ending with it", sent, notestest.Messages(got), keep)
+		}
+	})
 	// One more post prunes whatever was left by posts pruning concurrently.
 	last, err := stores[0].Post(t.Context(), notestest.Note(3, 3, "last"))
 	if err != nil {
@@ -262,20 +249,30 @@ func TestEtcdConcurrentPruningKeepsTheNewestPerLocation(t *testing.T) {
 }
 
 func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	cfg := testConfig(t)
 	cfg.MaxAge = 2 * time.Second
 	bucket := cfg.MaxAge / etcdnotes.LeaseBuckets
 	store := newEtcd(t, cli, cfg)
 
-	before := time.Now()
-	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "first")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "second")); err != nil {
-		t.Fatal(err)
-	}
-	kvs := keysAt(t, cli, store, 1, 1)
+	// Buckets follow the clock, so two posts may straddle a bucket's end:
+	// post pairs at new locations until one pair falls within one bucket.
+	var (
+		before time.Time
+		kvs    []*mvccpb.KeyValue
+		lat    int32
+	)
+	poll.Until(t, 10*time.Second, "two posts within one bucket", func() bool {
+		lat++
+		before = time.Now()
+		for _, message := range []string{"first", "second"} {
+			if _, err := store.Post(t.Context(), notestest.Note(lat, 1, message)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return before.Truncate(bucket).Equal(time.Now().Truncate(bucket))
+	})
+	kvs = keysAt(t, cli, store, lat, 1)
 	if len(kvs) != 2 || kvs[0].Lease == 0 || kvs[0].Lease != kvs[1].Lease {
 		t.Fatalf("notes posted in one bucket have leases %v, want one shared lease", kvs)
 	}
@@ -303,12 +300,12 @@ func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
 	}
 
 	poll.Until(t, 10*time.Second, "the first notes to expire", func() bool {
-		return countAt(t, cli, store, 1, 1) == 0
+		return countAt(t, cli, store, lat, 1) == 0
 	})
 	if lived := time.Since(before); lived < cfg.MaxAge {
 		t.Errorf("notes expired after %v, before MaxAge %v", lived, cfg.MaxAge)
 	}
-	got, err := store.Post(t.Context(), notestest.Note(1, 1, "after"))
+	got, err := store.Post(t.Context(), notestest.Note(lat, 1, "after"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +315,7 @@ func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
 }
 
 func TestEtcdPostGrantsANewLeaseWhenItsLeaseIsGone(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t)) // MaxAge 24h: the lease would serve 3h
 	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "first")); err != nil {
 		t.Fatal(err)
@@ -342,7 +339,7 @@ func TestEtcdPostGrantsANewLeaseWhenItsLeaseIsGone(t *testing.T) {
 }
 
 func TestEtcdSkipsAndCountsValuesThatAreNotNotesOfTheLocation(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t))
 	if _, err := store.Post(t.Context(), notestest.Note(1, 1, "before")); err != nil {
 		t.Fatal(err)
@@ -387,7 +384,7 @@ func TestEtcdSkipsAndCountsValuesThatAreNotNotesOfTheLocation(t *testing.T) {
 }
 
 func TestEtcdRefusesAMessageOverMaxMessageBytes(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	cfg := testConfig(t)
 	cfg.Limits.MessageBytes = 8
 	store := newEtcd(t, cli, cfg)
@@ -404,7 +401,7 @@ func TestEtcdRefusesAMessageOverMaxMessageBytes(t *testing.T) {
 }
 
 func TestEtcdStoresNoUnknownFields(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t))
 	sent := notestest.Note(1, 1, "hello")
 	sent.ProtoReflect().SetUnknown([]byte{0xca, 0x06, 0x03, 'a', 'b', 'c'}) // field 99, "abc"
@@ -479,7 +476,7 @@ func TestEtcdPostWhileEtcdIsDownFailsUnavailableAndRecovers(t *testing.T) {
 }
 
 func BenchmarkEtcdPost(b *testing.B) {
-	cli := newClient(b, startEtcd(b).ClientURL())
+	cli := newClient(b, etcdtest.Start(b).ClientURL())
 	cfg := testConfig(b)
 	cfg.Limits.PerLocation = 100
 	store := newEtcd(b, cli, cfg)
@@ -493,7 +490,7 @@ func BenchmarkEtcdPost(b *testing.B) {
 }
 
 func TestEtcdANoteRetriedWithItsIDIsStoredOnce(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cfg := testConfig(t)
 	// Two nodes: the retry may reach another one.
 	stores := []*etcdnotes.Store{newEtcd(t, newClient(t, srv.ClientURL()), cfg), newEtcd(t, newClient(t, srv.ClientURL()), cfg)}

@@ -53,7 +53,7 @@ func TestEtcdStoresWithDifferentBoundsPruneNoNoteAnotherStillAnswersWith(t *test
 		{"crossed", [3]int{10, 300, 1000}, [3]int{3, 300, 100000}, func(i int) int { return []int{5, 280}[i/4%2] }},
 	} {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
-			srv := startEtcd(t)
+			srv := etcdtest.Start(t)
 			cfg := testConfig(t)
 			stores := []boundedStore{
 				newBoundedStore(t, srv.ClientURL(), cfg, c.a[0], c.a[1], c.a[2]),
@@ -92,7 +92,7 @@ func short(messages []string) []string {
 // them. Once its lease is gone (expired, as for a node stopped a max-age
 // ago; revoked here), a post through the narrower store prunes to its own.
 func TestEtcdANarrowStorePrunesToItsBoundsOnceTheWiderOnesLeaseIsGone(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cfg := testConfig(t)
 	wide := newBoundedStore(t, srv.ClientURL(), cfg, 8, 100, 1<<20)
 	narrow := newBoundedStore(t, srv.ClientURL(), cfg, 2, 100, 1<<20)
@@ -139,7 +139,7 @@ func onPrune(armed *atomic.Bool, hook func()) grpc.UnaryClientInterceptor {
 // wider bounds declares them and answers before the prune reaches etcd.
 // The prune must not delete what that answer held.
 func TestEtcdAPruneDecidedBeforeWiderBoundsWereDeclaredDeletesNothing(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation = 2
 	var armed atomic.Bool
@@ -198,7 +198,7 @@ func putLegacy(t *testing.T, cli *clientv3.Client, store *etcdnotes.Store, lat, 
 }
 
 func TestEtcdARetryIsAnsweredWithoutTheNotesOfEarlierReleasesPostedAfterIt(t *testing.T) {
-	cli := newClient(t, startEtcd(t).ClientURL())
+	cli := newClient(t, etcdtest.Start(t).ClientURL())
 	store := newEtcd(t, cli, testConfig(t))
 	putLegacy(t, cli, store, 1, 1, "older")
 	ctx := notes.WithNoteID(t.Context(), "client-1.0")
@@ -222,7 +222,7 @@ func TestEtcdARetryIsAnsweredWithoutTheNotesOfEarlierReleasesPostedAfterIt(t *te
 // prunes failed to delete. Nothing marks where to prune the sequenced notes
 // from, and none may go.
 func TestEtcdAPruneAfterAnAnswerOfNoSequencedNoteDeletesNoSequencedNote(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	var failed atomic.Int64
 	// Deletes of single keys are the prunes of an earlier release's notes.
 	failLegacyDeletes := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {

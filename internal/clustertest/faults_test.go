@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 // The fault suite: each scenario runs under concurrent load, counts the calls
 // that failed and asserts the count, and checks that nothing is left running.
@@ -6,7 +6,7 @@ package devcluster_test
 //
 //	FAULT scenario=<name> rpc=<rpcs> calls=<n> failed=<n> detect=<duration> <more key=value>
 //
-// go test -race -count=1 -run TestFault -v ./internal/devcluster/ | grep FAULT
+// go test -race -count=1 -run TestFault -v ./internal/clustertest/ | grep FAULT
 
 import (
 	"context"
@@ -28,9 +28,10 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/faultproxy"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -69,7 +70,7 @@ const maxHeapLeft = 16 << 20
 // until stopped. Every call has a 5s deadline.
 type faultLoad struct {
 	rpcs []load.RPC
-	runs []*backgroundLoad
+	runs []*loadtest.Run
 }
 
 type loadSpec struct {
@@ -81,15 +82,8 @@ func startLoads(t *testing.T, conn grpc.ClientConnInterface, specs ...loadSpec) 
 	t.Helper()
 	l := &faultLoad{}
 	for _, s := range specs {
-		ctx, cancel := context.WithCancel(context.Background())
-		b := &backgroundLoad{cancel: cancel, done: make(chan struct{})}
-		go func() {
-			defer close(b.done)
-			b.result, b.err = load.Run(ctx, conn, load.Config{RPC: s.rpc, Concurrency: s.concurrency, Duration: 5 * time.Minute, Timeout: 5 * time.Second})
-		}()
-		t.Cleanup(func() { b.cancel(); <-b.done })
 		l.rpcs = append(l.rpcs, s.rpc)
-		l.runs = append(l.runs, b)
+		l.runs = append(l.runs, loadtest.Start(t, conn, load.Config{RPC: s.rpc, Concurrency: s.concurrency, Duration: 5 * time.Minute, Timeout: 5 * time.Second}))
 	}
 	return l
 }
@@ -97,12 +91,9 @@ func startLoads(t *testing.T, conn grpc.ClientConnInterface, specs ...loadSpec) 
 // stop stops every run and returns their results, by RPC.
 func (l *faultLoad) stop(t *testing.T) map[load.RPC]load.Result {
 	t.Helper()
-	for _, b := range l.runs {
-		b.cancel()
-	}
 	results := map[load.RPC]load.Result{}
-	for i, b := range l.runs {
-		results[l.rpcs[i]] = b.stop(t)
+	for i, r := range l.runs {
+		results[l.rpcs[i]] = r.Stop(t)
 	}
 	return results
 }
@@ -155,18 +146,12 @@ func logFault(t *testing.T, scenario string, results map[load.RPC]load.Result, d
 	t.Log(line)
 }
 
-// ownNode is a node the test runs itself, for configurations devcluster does
-// not make: an advertised address that is a proxy, several etcd endpoints.
-type ownNode struct {
-	*node.Node
-	cancel context.CancelFunc
-	done   chan error
-}
-
-// startOwnNode creates a node from cfg, calls beforeRun with it (nil for
-// nothing), runs it, and returns once it is serving and registered. It
-// drains when the test ends, unless stopped before.
-func startOwnNode(t *testing.T, cfg node.Config, beforeRun func(*node.Node)) *ownNode {
+// startOwnNode runs a node the test makes itself, for configurations
+// devcluster does not make (an advertised address that is a proxy, several
+// etcd endpoints): it creates it from cfg, calls beforeRun with it (nil for
+// nothing), runs it until the test ends, and returns once it is serving and
+// registered.
+func startOwnNode(t *testing.T, cfg node.Config, beforeRun func(*node.Node)) *node.Node {
 	t.Helper()
 	n, err := node.New(cfg)
 	if err != nil {
@@ -175,32 +160,8 @@ func startOwnNode(t *testing.T, cfg node.Config, beforeRun func(*node.Node)) *ow
 	if beforeRun != nil {
 		beforeRun(n)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	o := &ownNode{Node: n, cancel: cancel, done: make(chan error, 1)}
-	go func() { o.done <- n.Run(ctx) }()
-	t.Cleanup(func() { o.stop(t) })
-	select {
-	case <-n.Ready():
-		return o
-	case err := <-o.done:
-		o.done <- err
-		t.Fatalf("node %s: %v", cfg.NodeID, err)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("node %s not ready within 30s", cfg.NodeID)
-	}
-	return nil
-}
-
-// stop drains the node and waits until it has stopped; stopping it again
-// does nothing.
-func (o *ownNode) stop(t *testing.T) {
-	t.Helper()
-	o.cancel()
-	err := <-o.done
-	o.done <- err
-	if err != nil {
-		t.Errorf("node %s: %v", o.ID(), err)
-	}
+	testutils.Run(t, "node "+cfg.NodeID, n)
+	return n
 }
 
 // picks reads the balancer's metrics of one client connection.
@@ -281,16 +242,6 @@ func registered(t *testing.T, cli *clientv3.Client, service string) map[string]s
 	return nodes
 }
 
-func etcdClient(t *testing.T, endpoints ...string) *clientv3.Client {
-	t.Helper()
-	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: endpoints})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 // TestFaultNodeSilentWithoutReset cuts the path from the client to one node
 // of three without a reset, as a partition or a pulled cable does: the node
 // stays registered (its path to etcd is fine, the worst case), and nothing
@@ -306,8 +257,8 @@ func etcdClient(t *testing.T, endpoints ...string) *clientv3.Client {
 // logged and bounded.
 func TestFaultNodeSilentWithoutReset(t *testing.T) {
 	checkNothingLeftBehind(t)
-	template := nodeTemplate(t)
-	cluster := startCluster(t, 2, template)
+	template := nodetest.Config(t)
+	cluster := nodetest.StartCluster(t, 2, template)
 
 	proxy, err := faultproxy.Start("")
 	if err != nil {
@@ -330,7 +281,7 @@ func TestFaultNodeSilentWithoutReset(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 	waitAllAnswer(t, conn, append(ids(cluster.Nodes()), silent.ID())...)
 
-	calls := answerlog.New(conn)
+	calls := loadtest.NewLog(conn)
 	loads := startLoads(t, calls, loadSpec{load.Get, 6}, loadSpec{load.List, 2}, loadSpec{load.Record, 2})
 	// Behind its proxy the node is slower than the others, and the policy
 	// gives it fewer calls than a third.
@@ -382,13 +333,13 @@ func TestFaultNodeSilentWithoutReset(t *testing.T) {
 // is down.
 func TestFaultEtcdDownLongerThanTheLease(t *testing.T) {
 	checkNothingLeftBehind(t)
-	template := nodeTemplate(t)
+	template := nodetest.Config(t)
 	template.LeaseTTL = 2 * time.Second
-	cluster := startCluster(t, 3, template)
+	cluster := nodetest.StartCluster(t, 3, template)
 	conn := dial(t, cluster)
 	nodes := cluster.Nodes()
 	waitAllAnswer(t, conn, ids(nodes)...)
-	calls := answerlog.New(conn)
+	calls := loadtest.NewLog(conn)
 	loads := startLoads(t, calls, loadSpec{load.Get, 4}, loadSpec{load.List, 2}, loadSpec{load.Record, 2})
 
 	down := time.Now()
@@ -403,7 +354,7 @@ func TestFaultEtcdDownLongerThanTheLease(t *testing.T) {
 	if err := cluster.RestartEtcd(); err != nil {
 		t.Fatal(err)
 	}
-	cli := etcdClient(t, cluster.EtcdURL())
+	cli := etcdtest.Client(t, cluster.EtcdURL())
 	want := map[string]string{}
 	for _, n := range nodes {
 		want[n.ID()] = n.AdvertisedAddr()
@@ -447,8 +398,8 @@ func TestFaultEtcdDownLongerThanTheLease(t *testing.T) {
 // connections, which the round robin never picks.
 func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 	checkNothingLeftBehind(t)
-	template := nodeTemplate(t)
-	cluster := startCluster(t, 3, template)
+	template := nodetest.Config(t)
+	cluster := nodetest.StartCluster(t, 3, template)
 	proxy, err := faultproxy.Start(cluster.Etcd().ClientAddr())
 	if err != nil {
 		t.Fatal(err)
@@ -462,7 +413,7 @@ func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 	a := cluster.Nodes()[0]
 	waitAllAnswer(t, conn, ids(cluster.Nodes())...)
-	calls := answerlog.New(conn)
+	calls := loadtest.NewLog(conn)
 	loads := startLoads(t, calls, loadSpec{load.Get, 4}, loadSpec{load.Mix, 4})
 
 	proxy.Cut()
@@ -477,7 +428,7 @@ func TestFaultClientCutOffEtcdWhileRegistryChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli := etcdClient(t, cluster.EtcdURL())
+	cli := etcdtest.Client(t, cluster.EtcdURL())
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	resp, err := cli.Get(ctx, "compact")
@@ -532,7 +483,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 	t.Cleanup(etcd.Close)
 	template := metricsTemplate(t)
 	template.Etcd = etcd.ClientURLs()
-	var nodes []*ownNode
+	var nodes []*node.Node
 	for i := range 3 {
 		cfg := template
 		cfg.NodeID = fmt.Sprintf("n%d", i+1)
@@ -548,7 +499,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 		nodeIDs = append(nodeIDs, n.ID())
 	}
 	waitAllAnswer(t, conn, nodeIDs...)
-	calls := answerlog.New(conn)
+	calls := loadtest.NewLog(conn)
 	loads := startLoads(t, calls, loadSpec{load.Get, 4}, loadSpec{load.List, 2}, loadSpec{load.Record, 2})
 	var leader *etcdtest.Member
 	poll.Until(t, 10*time.Second, "an etcd leader", func() bool { leader = etcd.Leader(); return leader != nil })
@@ -594,7 +545,7 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 		return !calls.First(late.ID()).IsZero()
 	})
 	picked := calls.First(late.ID()).Sub(joined)
-	cli := etcdClient(t, etcd.ClientURLs()...)
+	cli := etcd.Client(t)
 	if got := registered(t, cli, template.Service); len(got) != 4 {
 		t.Errorf("registry after the loss: %v, want the 4 nodes", got)
 	}
@@ -609,12 +560,12 @@ func TestFaultEtcdMemberLost(t *testing.T) {
 // before the next is drained. No call of any kind fails.
 func TestFaultRollingRestart(t *testing.T) {
 	checkNothingLeftBehind(t)
-	template := nodeTemplate(t)
-	cluster := startCluster(t, 3, template)
+	template := nodetest.Config(t)
+	cluster := nodetest.StartCluster(t, 3, template)
 	conn := dial(t, cluster)
 	old := cluster.Nodes()
 	waitAllAnswer(t, conn, ids(old)...)
-	calls := answerlog.New(conn)
+	calls := loadtest.NewLog(conn)
 	loads := startLoads(t, calls, loadSpec{load.Get, 4}, loadSpec{load.Mix, 4})
 
 	var slowest time.Duration

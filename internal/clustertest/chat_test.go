@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 )
 
 // TestRouteChatOfTwoClientsOnTwoNodesSharesOnePostingOrder guards that the
@@ -18,7 +19,7 @@ import (
 // node, and every note posted through one comes back through the other, in
 // one posting order.
 func TestRouteChatOfTwoClientsOnTwoNodesSharesOnePostingOrder(t *testing.T) {
-	cluster := startCluster(t, 2, nodeTemplate(t))
+	cluster := nodetest.StartCluster(t, 2, nodetest.Config(t))
 	nodes := cluster.Nodes()
 	// A node that kept its notes to itself would leave a client waiting for
 	// an answer that never comes: the deadline turns that into a failure.

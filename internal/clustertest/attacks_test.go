@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 // The attack suite: what a client with nothing but a RouteGuide client (or a
 // raw HTTP/2 connection) can send must not reach the registry or a node's
@@ -8,17 +8,13 @@ package devcluster_test
 // all succeeded, and that the heap stayed under the scenario's bound. Each
 // logs a FAULT line, as the fault suite does:
 //
-// go test -race -count=1 -run TestAttack -v ./internal/devcluster/ | grep FAULT
+// go test -race -count=1 -run TestAttack -v ./internal/clustertest/ | grep FAULT
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,8 +37,12 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/canonical"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/hostile"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -55,9 +55,9 @@ const attackQuota = 32 << 20
 // GetFeature, ListFeatures and RecordRoute.
 type attackGround struct {
 	etcd    *localetcd.Server
-	nodes   []*ownNode
+	nodes   []*node.Node
 	before  map[string]registration
-	calls   *answerlog.Log
+	calls   *loadtest.Log
 	loads   *faultLoad
 	heap    *heapWatch
 	started time.Time
@@ -97,7 +97,7 @@ func startAttackGround(t *testing.T, configure func(*node.Config)) *attackGround
 	}
 	t.Cleanup(func() { conn.Close() })
 	waitAllAnswer(t, conn, "a", "b")
-	g.calls = answerlog.New(conn)
+	g.calls = loadtest.NewLog(conn)
 	g.loads = startLoads(t, g.calls, loadSpec{load.Get, 4}, loadSpec{load.List, 2}, loadSpec{load.Record, 2})
 	g.heap = watchHeap(t)
 	g.started = time.Now()
@@ -119,7 +119,7 @@ func (g *attackGround) finish(t *testing.T, scenario string, heapBound uint64, m
 	if p99 > time.Second {
 		t.Errorf("GetFeature's p99 under attack was %v, want under 1s", p99)
 	}
-	cli := etcdClient(t, g.etcd.ClientURL())
+	cli := etcdtest.Client(t, g.etcd.ClientURL())
 	alarms, err := cli.AlarmList(t.Context())
 	if err != nil || len(alarms.Alarms) != 0 {
 		t.Errorf("etcd alarms after the attack: %v (%v), want none", alarms, err)
@@ -195,13 +195,6 @@ func sumOf(families map[string]*dto.MetricFamily, name, label, value string) flo
 	return sum
 }
 
-// callContext bounds a test's call.
-func callContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // chatOnce posts one note through conn and reads its answer.
 func chatOnce(ctx context.Context, conn grpc.ClientConnInterface, n *pb.RouteNote) ([]*pb.RouteNote, error) {
 	stream, err := pb.NewRouteGuideClient(conn).RouteChat(ctx)
@@ -214,17 +207,7 @@ func chatOnce(ctx context.Context, conn grpc.ClientConnInterface, n *pb.RouteNot
 	if err := stream.CloseSend(); err != nil {
 		return nil, err
 	}
-	var answer []*pb.RouteNote
-	for {
-		got, err := stream.Recv()
-		if err == io.EOF {
-			return answer, nil
-		}
-		if err != nil {
-			return answer, err
-		}
-		answer = append(answer, got)
-	}
+	return grpctest.RecvAll(stream.Recv)
 }
 
 func note(lat, lon int32, message string) *pb.RouteNote {
@@ -292,7 +275,7 @@ func TestAttackNotesCannotFillEtcd(t *testing.T) {
 func TestAttackBusyLocationCostsABoundedPost(t *testing.T) {
 	const writes = 16
 	g := startAttackGround(t, func(c *node.Config) { c.Limits.NoteWrites = writes })
-	cli := etcdClient(t, g.etcd.ClientURL())
+	cli := etcdtest.Client(t, g.etcd.ClientURL())
 	value, err := proto.Marshal(note(90000000, 90000000, strings.Repeat("\x01", 4<<10)))
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +317,7 @@ func TestAttackBusyLocationCostsABoundedPost(t *testing.T) {
 	var took [2]time.Duration
 	for i, via := range []*grpc.ClientConn{rawClient(t, g.nodes[0].Addr().String(), "127.0.0.1"), rawClient(t, g.nodes[1].Addr().String(), "127.0.0.1")} {
 		start := time.Now()
-		answer, err := chatOnce(callContext(t), via, note(1, 1, fmt.Sprintf("calm %d", i)))
+		answer, err := chatOnce(grpctest.CallContext(t), via, note(1, 1, fmt.Sprintf("calm %d", i)))
 		took[i] = time.Since(start)
 		if err != nil || len(answer) == 0 {
 			t.Errorf("a chat at a calm location on node %s during the attack: %v", g.nodes[i].ID(), err)
@@ -481,27 +464,12 @@ func TestAttackUnreadListFeaturesHoldLittle(t *testing.T) {
 // the globe, and returns its path.
 func writeManyFeatures(t *testing.T, n int) string {
 	t.Helper()
-	type point struct {
-		Latitude  int32 `json:"latitude"`
-		Longitude int32 `json:"longitude"`
-	}
-	type feature struct {
-		Location point  `json:"location"`
-		Name     string `json:"name"`
-	}
-	list := make([]feature, n)
+	list := make([]*pb.Feature, n)
 	for i := range list {
-		list[i] = feature{point{int32(i%1800)*1000000 - 899000000, int32(i/1800)*3000000 - 1790000000}, fmt.Sprintf("feature %d", i)}
+		at := &pb.Point{Latitude: int32(i%1800)*1000000 - 899000000, Longitude: int32(i/1800)*3000000 - 1790000000}
+		list[i] = &pb.Feature{Location: at, Name: fmt.Sprintf("feature %d", i)}
 	}
-	data, err := json.Marshal(list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "features.json")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return canonical.WriteFeatures(t, list)
 }
 
 // TestAttackNotesNotUTF8AreTheCallersFault sends notes whose message is not
@@ -512,7 +480,7 @@ func TestAttackNotesNotUTF8AreTheCallersFault(t *testing.T) {
 	conn := rawClient(t, g.nodes[0].Addr().String(), "127.0.0.2")
 	bad := hostile.NoteNotUTF8()
 	for range 50 {
-		stream, err := conn.NewStream(callContext(t), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
+		stream, err := conn.NewStream(grpctest.CallContext(t), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
 			pb.RouteGuide_RouteChat_FullMethodName, grpc.ForceCodec(hostile.RawCodec{}))
 		if err != nil {
 			t.Fatal(err)
@@ -546,14 +514,14 @@ func TestNotesCanLiveInAnEtcdOfTheirOwn(t *testing.T) {
 		t.Cleanup(srv.Close)
 		etcds[i] = srv
 	}
-	cfg := nodeTemplate(t)
+	cfg := nodetest.Config(t)
 	cfg.NodeID, cfg.Etcd, cfg.NotesEtcd = "a", []string{etcds[0].ClientURL()}, []string{etcds[1].ClientURL()}
 	n := startOwnNode(t, cfg, nil)
 	conn := rawClient(t, n.Addr().String(), "127.0.0.1")
-	if _, err := chatOnce(callContext(t), conn, note(1, 1, "kept apart")); err != nil {
+	if _, err := chatOnce(grpctest.CallContext(t), conn, note(1, 1, "kept apart")); err != nil {
 		t.Fatal(err)
 	}
-	registry, notes := etcdClient(t, etcds[0].ClientURL()), etcdClient(t, etcds[1].ClientURL())
+	registry, notes := etcdtest.Client(t, etcds[0].ClientURL()), etcdtest.Client(t, etcds[1].ClientURL())
 	count := func(cli *clientv3.Client, prefix string) int64 {
 		resp, err := cli.Get(t.Context(), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
@@ -583,7 +551,7 @@ func TestNotesCanLiveInAnEtcdOfTheirOwn(t *testing.T) {
 func TestAttackUnreadAnswersFromFewHostsLeaveRoomForOthers(t *testing.T) {
 	const wait = 3 * time.Second
 	g := startAttackGround(t, func(c *node.Config) { c.Limits.AnswerWait = wait })
-	cli := etcdClient(t, g.etcd.ClientURL())
+	cli := etcdtest.Client(t, g.etcd.ClientURL())
 	busy := note(80000000, 80000000, strings.Repeat("\x01", 4<<10))
 	value, err := proto.Marshal(busy)
 	if err != nil {
@@ -600,7 +568,7 @@ func TestAttackUnreadAnswersFromFewHostsLeaveRoomForOthers(t *testing.T) {
 		}
 	}
 	addr := g.nodes[0].Addr().String()
-	if _, err := chatOnce(callContext(t), rawClient(t, addr, "127.0.0.1"), busy); err != nil {
+	if _, err := chatOnce(grpctest.CallContext(t), rawClient(t, addr, "127.0.0.1"), busy); err != nil {
 		t.Fatal(err)
 	}
 
@@ -646,7 +614,7 @@ func TestAttackUnreadAnswersFromFewHostsLeaveRoomForOthers(t *testing.T) {
 	defer tick.Stop()
 	for i := range 20 {
 		<-tick.C
-		if _, err := chatOnce(callContext(t), honest, note(1, 1, fmt.Sprint("honest ", i))); err != nil {
+		if _, err := chatOnce(grpctest.CallContext(t), honest, note(1, 1, fmt.Sprint("honest ", i))); err != nil {
 			refusals = append(refusals, err.Error())
 		} else {
 			through++

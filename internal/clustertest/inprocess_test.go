@@ -1,16 +1,14 @@
-package devcluster_test
+package clustertest
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -22,9 +20,10 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 )
 
 // target is what clients dial, as the client command does by default.
@@ -32,38 +31,6 @@ const target = "etcd:///routeguide"
 
 // somewhere is a point with a feature, for single calls.
 var somewhere = &pb.Point{Latitude: 409146138, Longitude: -746188906}
-
-// nodeTemplate is the configuration test nodes start from: free ports, no
-// metrics listener, a short lease and drain, and logs at Warn and above in
-// the test's output.
-func nodeTemplate(t testing.TB) node.Config {
-	cfg := node.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.MetricsListen = ""
-	cfg.LeaseTTL = 3 * time.Second
-	cfg.DrainDelay = 200 * time.Millisecond
-	cfg.ShutdownTimeout = 5 * time.Second
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return cfg
-}
-
-// startCluster starts an embedded etcd on a free port and nodes nodes from
-// template, and closes them all when the test ends.
-func startCluster(t *testing.T, nodes int, template node.Config) *devcluster.Cluster {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	c, err := devcluster.Start(ctx, devcluster.Config{Nodes: nodes, Node: template, EtcdAddr: "127.0.0.1:0", Logger: template.Logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return c
-}
 
 // dial connects to the cluster the way the client command does.
 func dial(t *testing.T, c *devcluster.Cluster) *clientcli.Conn {
@@ -111,38 +78,6 @@ func waitAllAnswer(t *testing.T, conn grpc.ClientConnInterface, want ...string) 
 	})
 }
 
-// backgroundLoad is a load.Run that goes on until stopped.
-type backgroundLoad struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	result load.Result
-	err    error
-}
-
-// startLoad runs rpc from 8 workers, each call with a 5s deadline, until
-// stop. Calls that stop cuts short are counted neither OK nor failed.
-func startLoad(t *testing.T, conn grpc.ClientConnInterface, rpc load.RPC) *backgroundLoad {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &backgroundLoad{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(b.done)
-		b.result, b.err = load.Run(ctx, conn, load.Config{RPC: rpc, Concurrency: 8, Duration: time.Minute, Timeout: 5 * time.Second})
-	}()
-	t.Cleanup(func() { b.cancel(); <-b.done })
-	return b
-}
-
-func (b *backgroundLoad) stop(t *testing.T) load.Result {
-	t.Helper()
-	b.cancel()
-	<-b.done
-	if b.err != nil {
-		t.Fatalf("load: %v", b.err)
-	}
-	return b.result
-}
-
 // TestDrainUnderLoadFailsNoCall drains one node of three while eight workers
 // call without pause. The drained node answers its share until the drain
 // begins; then its clients must stop picking it within the drain delay,
@@ -158,18 +93,18 @@ func TestDrainUnderLoadFailsNoCall(t *testing.T) {
 // testDrainUnderLoad is TestDrainUnderLoadFailsNoCall for a client that
 // dial connects.
 func testDrainUnderLoad(t *testing.T, rpc load.RPC, dial func(*testing.T, *devcluster.Cluster) *clientcli.Conn) {
-	template := nodeTemplate(t)
+	template := nodetest.Config(t)
 	template.DrainDelay = time.Second
-	cluster := startCluster(t, 3, template)
+	cluster := nodetest.StartCluster(t, 3, template)
 	conn := dial(t, cluster)
 	waitAllAnswer(t, conn, ids(cluster.Nodes())...)
 	victim := cluster.Nodes()[1]
 	others := slices.DeleteFunc(ids(cluster.Nodes()), func(id string) bool { return id == victim.ID() })
 
 	// The log sees the unary calls only: all of get, 70% of the mix.
-	calls := answerlog.New(conn)
+	calls := loadtest.NewLog(conn)
 	loadStart := time.Now()
-	background := startLoad(t, calls, rpc)
+	background := loadtest.Start(t, calls, load.Config{RPC: rpc, Concurrency: 8, Duration: time.Minute, Timeout: 5 * time.Second})
 	// The policy picks by load, so the share of one node of three varies
 	// with the machine's noise: wait for calls, not a third of them.
 	poll.Until(t, 20*time.Second, "the node to be drained to answer 100 calls", func() bool {
@@ -183,7 +118,7 @@ func testDrainUnderLoad(t *testing.T, rpc load.RPC, dial func(*testing.T, *devcl
 	stopped := time.Now()
 	// The load goes on over the two nodes left.
 	poll.Until(t, 10*time.Second, "500 calls after the drain", func() bool { return calls.Count("", stopped, time.Time{}) >= 500 })
-	res := background.stop(t)
+	res := background.Stop(t)
 
 	if res.Failed != 0 {
 		t.Errorf("%d of %d calls failed during the drain: %v", res.Failed, res.OK+res.Failed, res.Errors)
@@ -219,7 +154,7 @@ func TestCallsSpreadOverThreeNodes(t *testing.T) {
 // testCallsSpread makes 3000 calls over three nodes from a client that dial
 // connects, and wants each node within percent of a third of them.
 func testCallsSpread(t *testing.T, dial func(*testing.T, *devcluster.Cluster) *clientcli.Conn, percent int) {
-	cluster := startCluster(t, 3, nodeTemplate(t))
+	cluster := nodetest.StartCluster(t, 3, nodetest.Config(t))
 	conn := dial(t, cluster)
 	nodes := ids(cluster.Nodes())
 	waitAllAnswer(t, conn, nodes...)
@@ -247,8 +182,8 @@ func testCallsSpread(t *testing.T, dial func(*testing.T, *devcluster.Cluster) *c
 // TestNewNodeServesWithinASecondOfRegistering measures, under load, the time
 // from a new node's key appearing in etcd to the first response from it.
 func TestNewNodeServesWithinASecondOfRegistering(t *testing.T) {
-	template := nodeTemplate(t)
-	cluster := startCluster(t, 2, template)
+	template := nodetest.Config(t)
+	cluster := nodetest.StartCluster(t, 2, template)
 	const trials = 5
 	joins := 0
 	delays := joinDelays(t, cluster, template, dial(t, cluster), func() bool { joins++; return joins <= trials })
@@ -264,15 +199,9 @@ func TestNewNodeServesWithinASecondOfRegistering(t *testing.T) {
 // first answer.
 func joinDelays(b testing.TB, cluster *devcluster.Cluster, template node.Config, conn *clientcli.Conn, more func() bool) []time.Duration {
 	waitNodesAnswer(b, conn, len(cluster.Nodes()))
-	registry := registrywatch.Start(b, cluster.EtcdURL(), "routeguide")
-	calls := answerlog.New(conn)
-	ctx, cancel := context.WithCancel(context.Background())
-	loaded := make(chan load.Result, 1)
-	go func() {
-		res, _ := load.Run(ctx, calls, load.Config{RPC: load.Get, Concurrency: 8, Duration: time.Hour, Timeout: 5 * time.Second})
-		loaded <- res
-	}()
-	b.Cleanup(func() { cancel(); <-loaded })
+	registry := etcdtest.StartWatch(b, cluster.EtcdURL(), discovery.Prefix("routeguide"))
+	calls := loadtest.NewLog(conn)
+	run := loadtest.Start(b, calls, load.Config{RPC: load.Get, Concurrency: 8, Duration: time.Hour, Timeout: 5 * time.Second})
 
 	var delays []time.Duration
 	for i := 0; more(); i++ {
@@ -290,18 +219,16 @@ func joinDelays(b testing.TB, cluster *devcluster.Cluster, template node.Config,
 			b.Fatal(err)
 		}
 	}
-	cancel()
-	if res := <-loaded; res.Failed != 0 {
+	if res := run.Stop(b); res.Failed != 0 {
 		b.Errorf("%d calls failed while nodes joined and left: %v", res.Failed, res.Errors)
 	}
-	loaded <- load.Result{} // for the cleanup
 	slices.Sort(delays)
 	return delays
 }
 
 func TestNoNodesFailsFastNamingTheService(t *testing.T) {
-	template := nodeTemplate(t)
-	cluster := startCluster(t, 1, template)
+	template := nodetest.Config(t)
+	cluster := nodetest.StartCluster(t, 1, template)
 	if err := cluster.StopNode(cluster.Nodes()[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -350,9 +277,9 @@ func TestNoNodesFailsFastNamingTheService(t *testing.T) {
 }
 
 func TestDuplicateNodeIDIsRefused(t *testing.T) {
-	template := nodeTemplate(t)
+	template := nodetest.Config(t)
 	template.NodeID = "n1"
-	cluster := startCluster(t, 1, template)
+	cluster := nodetest.StartCluster(t, 1, template)
 	first := cluster.Nodes()[0]
 
 	cfg := template
@@ -401,37 +328,4 @@ func TestDuplicateNodeIDIsRefused(t *testing.T) {
 	if res.OK != 50 || res.ByNode["n1"] != 50 {
 		t.Errorf("after the refusal: ok=%d failed=%d by_node=%v, want 50 calls answered by n1", res.OK, res.Failed, res.ByNode)
 	}
-}
-
-// TestCloseLeavesNoGoroutine runs a cluster through what `node -dev` does:
-// start, serve a client, drain one node, close.
-func TestCloseLeavesNoGoroutine(t *testing.T) {
-	before := goleak.IgnoreCurrent()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	template := nodeTemplate(t)
-	template.DrainDelay = 0
-	cluster, err := devcluster.Start(ctx, devcluster.Config{Nodes: 3, Node: template, EtcdAddr: "127.0.0.1:0", Logger: template.Logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cluster.Close() }) // if the test stops early; closing again does nothing
-	conn, err := clientcli.Dial(ctx, target, clientcli.WithEtcdConfig(discovery.EtcdConfig{Endpoints: []string{cluster.EtcdURL()}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := load.Run(ctx, conn, load.Config{RPC: load.Mix, Concurrency: 4, Requests: 200, Timeout: 5 * time.Second})
-	if err != nil || res.OK != 200 {
-		t.Errorf("load: %+v, %v", res, err)
-	}
-	if err := cluster.StopNode(cluster.Nodes()[0]); err != nil {
-		t.Errorf("StopNode: %v", err)
-	}
-	if err := conn.Close(); err != nil {
-		t.Errorf("close the client: %v", err)
-	}
-	if err := cluster.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	goleak.VerifyNone(t, before)
 }

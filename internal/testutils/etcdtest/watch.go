@@ -1,6 +1,4 @@
-// Package registrywatch records, for tests, when each key of a service's
-// registry in etcd was written and deleted, as a watch of its own sees it.
-package registrywatch
+package etcdtest
 
 import (
 	"context"
@@ -9,37 +7,33 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/routeguide-cluster/routeguide/discovery"
 )
 
-// Watch is a running watch of one service's registry.
+// Watch records when each key under a prefix was written and deleted, as a
+// watch of its own sees it: when a node registered or left, say.
 type Watch struct {
 	mu      sync.Mutex
 	puts    map[string]time.Time
 	deletes map[string]time.Time
 }
 
-// Start watches the registry of service in the etcd at etcdURL until tb
-// ends. It returns once the watch is up, so that it sees everything that
-// happens after.
-func Start(tb testing.TB, etcdURL, service string) *Watch {
+// StartWatch watches the keys under prefix (discovery.Prefix(service), for
+// a registry) in the etcd at url until tb ends. It returns once the watch is
+// up, so that it sees everything that happens after.
+func StartWatch(tb testing.TB, url, prefix string) *Watch {
 	tb.Helper()
-	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{etcdURL}})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	cli := Client(tb, url)
 	ctx, cancel := context.WithCancel(context.Background())
-	watch := cli.Watch(ctx, discovery.Prefix(service), clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	watch := cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
 	done := make(chan struct{})
-	tb.Cleanup(func() { cancel(); <-done; cli.Close() })
+	tb.Cleanup(func() { cancel(); <-done })
 	select {
 	case resp := <-watch:
 		if !resp.Created {
-			tb.Fatalf("watch of the registry: %v", resp.Err())
+			tb.Fatalf("watch of %s: %v", prefix, resp.Err())
 		}
 	case <-time.After(10 * time.Second):
-		tb.Fatal("watch of the registry not created within 10s")
+		tb.Fatalf("watch of %s not created within 10s", prefix)
 	}
 	w := &Watch{puts: map[string]time.Time{}, deletes: map[string]time.Time{}}
 	go func() {

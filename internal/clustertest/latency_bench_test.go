@@ -1,4 +1,4 @@
-package main
+package clustertest
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
 )
 
 // BenchmarkLatencyAtLoad is latency under load rather than throughput: node
@@ -18,7 +18,7 @@ import (
 // sends open-loop load at 25%, 50% and 75% of it and reports p50, p99 and
 // p99.9 measured from when each call was due:
 //
-//	go test -run '^$' -bench LatencyAtLoad -benchtime 1x ./cmd/node/
+//	go test -run '^$' -bench LatencyAtLoad -benchtime 1x ./internal/clustertest/
 //
 // Every step, a warm-up of 16 callers first, lasts latencyStep; -benchtime
 // 1x is the point, as each step is one timed run, not b.N calls. The open
@@ -90,6 +90,6 @@ func latencyCluster(b *testing.B, nodes int) *clientcli.Conn {
 		started = append(started, startClusterNode(b, etcd.ClientURL(), fmt.Sprintf("n%d", i+1)))
 	}
 	conn := etcdClient.dial(b, etcd.ClientURL(), started)
-	waitEveryNodeAnswers(b, answerlog.New(conn), started)
+	waitEveryNodeAnswers(b, loadtest.NewLog(conn), started)
 	return conn
 }

@@ -1,9 +1,8 @@
-package main
+package clustertest
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -11,10 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 )
 
 // previousRelease is the last commit whose notes store kept notes under
@@ -63,21 +61,11 @@ func TestRollingUpgradeFromThePreviousReleaseKeepsEveryNoteInAnswers(t *testing.
 	args := func(id string) []string {
 		return []string{"--etcd", etcd.ClientURL(), "--node-id", id, "--lease-ttl", "3s"}
 	}
-	var nodes []pb.RouteGuideClient
-	for i, bin := range []string{previous, binary} {
+	var nodes []grpc.ClientConnInterface
+	for i, bin := range []string{previous, commands.Node} {
 		p, addr := startServingBinary(t, bin, nil, args(fmt.Sprint("node-", i))...)
-		t.Cleanup(func() {
-			p.cmd.Process.Kill()
-			for range p.records {
-			}
-			p.cmd.Wait()
-		})
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		nodes = append(nodes, pb.NewRouteGuideClient(conn))
+		t.Cleanup(p.kill)
+		nodes = append(nodes, grpctest.Dial(t, addr))
 	}
 	var posted []string
 	for i := range 12 {
@@ -87,40 +75,18 @@ func TestRollingUpgradeFromThePreviousReleaseKeepsEveryNoteInAnswers(t *testing.
 		}
 		message := fmt.Sprintf("note %d via the %s node", i, []string{"previous", "new"}[via])
 		posted = append(posted, message)
-		got, err := chatOnce(t, nodes[via], message)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		answer, err := chatOnce(ctx, nodes[via], note(407838351, -746143763, message))
+		cancel()
 		if err != nil {
 			t.Fatalf("post %q: %v", message, err)
+		}
+		var got []string
+		for _, n := range answer {
+			got = append(got, n.Message)
 		}
 		if !slices.Equal(got, posted) {
 			t.Fatalf("post %q answered %q, want every note so far, in order: %q", message, got, posted)
 		}
-	}
-}
-
-// chatOnce posts one note at a fixed location and returns the answer's
-// messages.
-func chatOnce(t *testing.T, node pb.RouteGuideClient, message string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	stream, err := node.RouteChat(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := stream.Send(&pb.RouteNote{Location: &pb.Point{Latitude: 407838351, Longitude: -746143763}, Message: message}); err != nil {
-		return nil, err
-	}
-	if err := stream.CloseSend(); err != nil {
-		return nil, err
-	}
-	var got []string
-	for {
-		n, err := stream.Recv()
-		if err == io.EOF {
-			return got, nil
-		}
-		if err != nil {
-			return got, err
-		}
-		got = append(got, n.Message)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package clustertest
 
 import (
 	"context"
@@ -18,10 +18,10 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/channelztest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/registrywatch"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/xdstest"
 )
 
@@ -81,12 +81,7 @@ func startClusterNode(t testing.TB, etcdURL, id string) *clusterNode {
 	t.Helper()
 	p, _ := startServing(t, "--etcd", etcdURL, "--listen", "127.0.0.1:0", "--metrics-listen=", "--node-id", id,
 		"--lease-ttl", clusterTTL.String(), "--drain-delay", clusterDrain.String(), "--log-format", "json")
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		for range p.records { // the reader closes records at the end of stderr
-		}
-		p.cmd.Wait()
-	})
+	t.Cleanup(p.kill)
 	r := p.waitFor(t, "registered")
 	addr, _ := r["addr"].(string)
 	key, _ := r["key"].(string)
@@ -100,10 +95,10 @@ func startClusterNode(t testing.TB, etcdURL, id string) *clusterNode {
 // calls are logged.
 type liveCluster struct {
 	etcd     *localetcd.Server
-	registry *registrywatch.Watch
+	registry *etcdtest.Watch
 	nodes    []*clusterNode
 	conn     *clientcli.Conn
-	calls    *answerlog.Log
+	calls    *loadtest.Log
 }
 
 func startLiveCluster(t *testing.T, client clusterClient) *liveCluster {
@@ -113,19 +108,19 @@ func startLiveCluster(t *testing.T, client clusterClient) *liveCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(etcd.Close)
-	c := &liveCluster{etcd: etcd, registry: registrywatch.Start(t, etcd.ClientURL(), "routeguide")}
+	c := &liveCluster{etcd: etcd, registry: etcdtest.StartWatch(t, etcd.ClientURL(), discovery.Prefix("routeguide"))}
 	for i := range 3 {
 		c.nodes = append(c.nodes, startClusterNode(t, etcd.ClientURL(), fmt.Sprintf("n%d", i+1)))
 	}
 	c.conn = client.dial(t, etcd.ClientURL(), c.nodes)
-	c.calls = answerlog.New(c.conn)
+	c.calls = loadtest.NewLog(c.conn)
 	waitEveryNodeAnswers(t, c.calls, c.nodes)
 	return c
 }
 
 // waitEveryNodeAnswers makes calls until every node has answered one: from
 // then on, the client's round robin holds them all.
-func waitEveryNodeAnswers(t testing.TB, calls *answerlog.Log, nodes []*clusterNode) {
+func waitEveryNodeAnswers(t testing.TB, calls *loadtest.Log, nodes []*clusterNode) {
 	t.Helper()
 	start := time.Now()
 	client := pb.NewRouteGuideClient(calls)
@@ -223,7 +218,7 @@ type fault struct {
 	exited     time.Time
 	keyRemoved time.Time
 	result     load.Result
-	calls      *answerlog.Log
+	calls      *loadtest.Log
 }
 
 // faultScenario is which client sees a fault, and which node it hits.
@@ -260,7 +255,7 @@ func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load
 	sub := subchannelOf(t, s.client.target(), f.victim.addr)
 
 	loadStart := time.Now()
-	stop := startLoad(t, c.calls, load.Config{RPC: rpc, Concurrency: 8, Duration: time.Minute, Timeout: 5 * time.Second})
+	run := loadtest.Start(t, c.calls, load.Config{RPC: rpc, Concurrency: 8, Duration: time.Minute, Timeout: 5 * time.Second})
 	// The policy picks by load, so one node's share of three varies with
 	// the machine's noise: wait for calls, not a third of them.
 	poll.Until(t, 20*time.Second, f.victim.id+" to answer 100 calls", func() bool {
@@ -291,42 +286,8 @@ func signalUnderLoad(t *testing.T, s faultScenario, sig syscall.Signal, rpc load
 		}
 		t.Logf("the client keeps the dead %s, its xDS server, in state %v", f.victim.id, state)
 	}
-	f.result = stop()
+	f.result = run.Stop(t)
 	return f
-}
-
-// startLoad runs cfg's load on calls until stop, which returns what it
-// counted; a test that ends before calling stop has it called at cleanup.
-func startLoad(t *testing.T, calls *answerlog.Log, cfg load.Config) (stop func() load.Result) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	type outcome struct {
-		res load.Result
-		err error
-	}
-	loaded := make(chan outcome, 1)
-	go func() {
-		res, err := load.Run(ctx, calls, cfg)
-		loaded <- outcome{res, err}
-	}()
-	var stopped *outcome
-	stopOnce := func() outcome {
-		if stopped == nil {
-			cancel()
-			out := <-loaded
-			stopped = &out
-		}
-		return *stopped
-	}
-	t.Cleanup(func() { stopOnce() })
-	return func() load.Result {
-		t.Helper()
-		out := stopOnce()
-		if out.err != nil {
-			t.Fatalf("load: %v", out.err)
-		}
-		return out.res
-	}
 }
 
 // checkNoCallFailed checks the counts every fault must keep: no failed call,

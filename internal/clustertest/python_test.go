@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 import (
 	"bufio"
@@ -16,7 +16,9 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery/xdsserver"
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
+	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/grayfault"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/routeguide/features"
 )
 
@@ -64,28 +66,13 @@ type pythonAnswers struct {
 // a node drained while it calls must cost it no call.
 func TestPythonClientOverXDS(t *testing.T) {
 	python := pythonWithGRPC(t)
-	template := nodeTemplate(t)
+	template := nodetest.Config(t)
 	template.DrainDelay = time.Second
-	cluster := startCluster(t, 3, template)
+	cluster := nodetest.StartCluster(t, 3, template)
 	nodes := cluster.Nodes()
 
-	// Generated at test time from proto/, the one source of the contract.
-	dir := generatePython(t, python)
-	var servers []string
-	for _, n := range nodes {
-		servers = append(servers, n.AdvertisedAddr())
-	}
-	bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: servers, NodeID: "python-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bootstrapFile := filepath.Join(dir, "bootstrap.json")
-	if err := os.WriteFile(bootstrapFile, bootstrap, 0o644); err != nil {
-		t.Fatal(err)
-	}
-
 	cmd := exec.Command(python, filepath.Join(repoRoot, "deploy/python/route_guide_client.py"), "--until-stdin-closes")
-	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bootstrapFile, "PYTHONPATH="+dir)
+	cmd.Env = pythonClientEnv(t, python, nodes)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -193,8 +180,8 @@ type grayClientSummary struct {
 // hence neither our policy nor least request.
 func TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls(t *testing.T) {
 	python := pythonWithGRPC(t)
-	template := nodeTemplate(t)
-	cluster := startCluster(t, 2, template)
+	template := nodetest.Config(t)
+	cluster := nodetest.StartCluster(t, 2, template)
 	failing := template
 	failing.NodeID = "failing"
 	failing.ServerOptions = (&grayfault.Fault{FailPercent: 30}).ServerOptions()
@@ -203,23 +190,10 @@ func TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls(t *testing.T) {
 	if _, err := cluster.StartNode(ctx, failing); err != nil {
 		t.Fatal(err)
 	}
-	dir := generatePython(t, python)
-	var servers []string
-	for _, n := range cluster.Nodes() {
-		servers = append(servers, n.AdvertisedAddr())
-	}
-	bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: servers, NodeID: "python-gray-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bootstrapFile := filepath.Join(dir, "bootstrap.json")
-	if err := os.WriteFile(bootstrapFile, bootstrap, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	const bucket = 500 * time.Millisecond
-	cmd := exec.Command(python, "internal/devcluster/testdata/gray_client.py", "--duration", "14", "--bucket", fmt.Sprint(bucket.Seconds()))
+	cmd := exec.Command(python, "internal/clustertest/testdata/gray_client.py", "--duration", "14", "--bucket", fmt.Sprint(bucket.Seconds()))
 	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bootstrapFile, "PYTHONPATH="+dir)
+	cmd.Env = pythonClientEnv(t, python, cluster.Nodes())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -247,11 +221,13 @@ func TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls(t *testing.T) {
 	// Round robin before the ejection: each node had a third of the
 	// attempts. The failing node's failed attempts were retried on the
 	// others (the route's retry policy, gRFC A44), so it answered 70% of
-	// its third, and the caller saw no failure.
+	// its third, and the caller saw almost no failure.
 	answered := map[string]int{}
 	for _, b := range got.Buckets[:ejectedAt] {
 		for node, n := range b {
-			answered[node] += n
+			if node != "failed" {
+				answered[node] += n
+			}
 		}
 	}
 	attempts := float64(answered["failing"]) / 0.7
@@ -260,14 +236,27 @@ func TestPythonClientEjectsANodeThatFailsAThirdOfItsCalls(t *testing.T) {
 			t.Errorf("answers before the ejection %v: %s's %d against the failing node's %.0f attempts; want a third each, round robin", answered, node, n, attempts)
 		}
 	}
-	if len(got.Errors) != 0 {
-		t.Errorf("calls failed: %v; want every failure retried", got.Errors)
+	// An attempt fails with chance 1/3 × 30% = 0.1, so a call fails all 4
+	// of its attempts with chance 1e-4: a run of a few thousand calls may
+	// see one. Without retries a tenth of the calls would fail.
+	calls, failed := 0, 0
+	for _, b := range got.Buckets {
+		for node, n := range b {
+			calls += n
+			if node == "failed" {
+				failed += n
+			}
+		}
+	}
+	if limit := max(3, calls/1000); failed > limit {
+		t.Errorf("%d of %d calls failed (%v); want at most %d: every failure retried but for chance", failed, calls, got.Errors, limit)
 	}
 }
 
-// generatePython generates RouteGuide's Python modules from proto/ into a
-// temporary directory, and returns it.
-func generatePython(t *testing.T, python string) string {
+// pythonClientEnv is the environment of a Python client of nodes over xDS:
+// RouteGuide's modules, generated now from proto/ (the one source of the
+// contract), on its PYTHONPATH, and a bootstrap that names every node.
+func pythonClientEnv(t *testing.T, python string, nodes []*node.Node) []string {
 	t.Helper()
 	dir := t.TempDir()
 	protoc := exec.Command(python, "-m", "grpc_tools.protoc", "-I", filepath.Join(repoRoot, "proto/routeguide"),
@@ -275,7 +264,19 @@ func generatePython(t *testing.T, python string) string {
 	if out, err := protoc.CombinedOutput(); err != nil {
 		t.Fatalf("grpc_tools.protoc: %v\n%s", err, out)
 	}
-	return dir
+	var servers []string
+	for _, n := range nodes {
+		servers = append(servers, n.AdvertisedAddr())
+	}
+	bootstrap, err := xdsserver.Bootstrap(xdsserver.BootstrapConfig{Servers: servers, NodeID: t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootstrapFile := filepath.Join(dir, "bootstrap.json")
+	if err := os.WriteFile(bootstrapFile, bootstrap, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bootstrapFile, "PYTHONPATH="+dir)
 }
 
 func pythonGRPCVersion(t *testing.T, python string) string {

@@ -1,6 +1,4 @@
-// Package answerlog records, for tests, which node answered each unary call
-// and when, so that a test can tell when a node stopped taking calls.
-package answerlog
+package loadtest
 
 import (
 	"context"
@@ -29,8 +27,8 @@ type answer struct {
 	at      time.Time // when its answer was back
 }
 
-// New logs the calls made through conn.
-func New(conn grpc.ClientConnInterface) *Log { return &Log{ClientConnInterface: conn} }
+// NewLog logs the calls made through conn.
+func NewLog(conn grpc.ClientConnInterface) *Log { return &Log{ClientConnInterface: conn} }
 
 // Invoke makes the call and notes who answered.
 func (l *Log) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {

@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/clientcli"
 	"github.com/routeguide-cluster/routeguide/internal/devcluster"
 	"github.com/routeguide-cluster/routeguide/internal/load"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/xdstest"
@@ -84,8 +85,8 @@ func TestXDSClientDrainUnderLoadFailsNoCall(t *testing.T) {
 // load from an xDS client, as BenchmarkJoinLatency does, and bounds the p99
 // of the time from each node's key in etcd to its first answer.
 func TestXDSClientTakesAJoinedNodeWithin250ms(t *testing.T) {
-	template := nodeTemplate(t)
-	cluster := startCluster(t, 2, template)
+	template := nodetest.Config(t)
+	cluster := nodetest.StartCluster(t, 2, template)
 	conn := dialXDS(t, cluster)
 	joins := 0
 	delays := joinDelays(t, cluster, template, conn, func() bool { joins++; return joins <= 20 })
@@ -122,12 +123,12 @@ func TestXDSClientReachesTLSNodesOnlyWithTheirCredentials(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			template := nodeTemplate(t)
+			template := nodetest.Config(t)
 			template.TLS = tlsfiles.Server{CertFile: nodeCert, KeyFile: nodeKey}
 			if tt.mutual {
 				template.TLS.ClientCAFile = certs.CA
 			}
-			cluster := startCluster(t, 3, template)
+			cluster := nodetest.StartCluster(t, 3, template)
 			conn := dialXDSWithTLS(t, cluster, tt.client)
 			if !tt.refused {
 				waitAllAnswer(t, conn, ids(cluster.Nodes())...)

@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/discovery"
 	"github.com/routeguide-cluster/routeguide/internal/node"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
 
@@ -27,10 +28,10 @@ import (
 // leaves no connection, and so no goroutine, behind a request.
 var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 
-// metricsTemplate is nodeTemplate with every node's metrics listener on a
+// metricsTemplate is nodetest.Config with every node's metrics listener on a
 // free port.
 func metricsTemplate(t *testing.T) node.Config {
-	cfg := nodeTemplate(t)
+	cfg := nodetest.Config(t)
 	cfg.MetricsListen = "127.0.0.1:0"
 	return cfg
 }
@@ -122,7 +123,7 @@ func registrationOf(t *testing.T, addr string) registration {
 func TestRegisteredFollowsEtcdAwayAndBack(t *testing.T) {
 	template := metricsTemplate(t)
 	template.LeaseTTL = 2 * time.Second
-	cluster := startCluster(t, 1, template)
+	cluster := nodetest.StartCluster(t, 1, template)
 	addr := cluster.Nodes()[0].MetricsAddr()
 
 	reg := registrationOf(t, addr)
@@ -240,7 +241,7 @@ func equalSD(a, b []sdGroup) bool {
 // grows and shrinks, with a malformed value in the registry.
 func TestSDFollowsRegistrationsAndDeletions(t *testing.T) {
 	template := metricsTemplate(t)
-	cluster := startCluster(t, 2, template)
+	cluster := nodetest.StartCluster(t, 2, template)
 	addr := cluster.Nodes()[0].MetricsAddr()
 	waitSD(t, addr, template.Service, cluster.Nodes())
 

@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 import (
 	"context"
@@ -38,7 +38,7 @@ import (
 //   - unleased=5000/taken: the same with discovery.WithUnleasedEntries, as
 //     every client did before it skipped them.
 //
-//     go test -run '^$' -bench FirstCallAmongUnreachable -benchtime 3x ./internal/devcluster/
+//     go test -run '^$' -bench FirstCallAmongUnreachable -benchtime 3x ./internal/clustertest/
 func BenchmarkFirstCallAmongUnreachable(b *testing.B) {
 	cluster, _ := benchCluster(b, 1)
 	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{cluster.EtcdURL()}})

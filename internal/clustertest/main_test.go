@@ -1,4 +1,4 @@
-package main
+package clustertest
 
 import (
 	"bufio"
@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -18,36 +17,18 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-
-	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
-	"github.com/routeguide-cluster/routeguide/internal/node"
-	"github.com/routeguide-cluster/routeguide/routeguide/contract"
+	"github.com/routeguide-cluster/routeguide/internal/testutils"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/grpctest"
 )
 
-// binary is the node command, built once by TestMain.
-var binary string
+// commands are the node and client commands, built once by TestMain.
+var commands testutils.Commands
 
 func TestMain(m *testing.M) {
-	os.Exit(buildAndRun(m))
-}
-
-func buildAndRun(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "routeguide-node-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "node")
-	// go test puts its own go command first on PATH.
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build the node command: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
+	os.Exit(testutils.RunWithBuilds(m, func(dir string) (err error) {
+		commands, err = testutils.BuildCommands(dir)
+		return err
+	}))
 }
 
 // standalone are the arguments that keep a node off fixed ports and etcd;
@@ -57,19 +38,26 @@ var standalone = []string{"--listen=127.0.0.1:0", "--etcd=", "--metrics-listen="
 // command prepares the node binary with env added to an environment cleared
 // of ROUTEGUIDE_ variables, so the tests do not depend on the caller's.
 func command(ctx context.Context, env []string, args ...string) *exec.Cmd {
-	return commandOf(ctx, binary, env, args...)
+	return commandOf(ctx, commands.Node, env, args...)
 }
 
 // commandOf is command for the node binary at bin.
 func commandOf(ctx context.Context, bin string, env []string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, bin, append(slices.Clone(standalone), args...)...)
+	cmd.Env = environ(env...)
+	return cmd
+}
+
+// environ is this process's environment without its ROUTEGUIDE_ variables,
+// and env.
+func environ(env ...string) []string {
+	var all []string
 	for _, v := range os.Environ() {
 		if !strings.HasPrefix(v, "ROUTEGUIDE_") {
-			cmd.Env = append(cmd.Env, v)
+			all = append(all, v)
 		}
 	}
-	cmd.Env = append(cmd.Env, env...)
-	return cmd
+	return append(all, env...)
 }
 
 // runToExit runs a node that is expected to exit on its own.
@@ -211,7 +199,7 @@ func startServing(t testing.TB, args ...string) (*process, string) {
 // startServingWith is startServing with env added to the node's environment.
 func startServingWith(t testing.TB, env []string, args ...string) (*process, string) {
 	t.Helper()
-	return startServingBinary(t, binary, env, args...)
+	return startServingBinary(t, commands.Node, env, args...)
 }
 
 // startServingBinary is startServingWith for the node binary at bin.
@@ -289,6 +277,14 @@ func (p *process) wait(t *testing.T) error {
 	return p.cmd.Wait()
 }
 
+// kill kills the node and waits for it to exit, its stderr read to the end.
+func (p *process) kill() {
+	p.cmd.Process.Kill()
+	for range p.records { // the reader closes records at the end of stderr
+	}
+	p.cmd.Wait()
+}
+
 func (p *process) signal(t *testing.T, sig os.Signal) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
@@ -300,7 +296,11 @@ func TestStandaloneNodeServesAndDrainsOnSignal(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			p, addr := startServing(t, "--node-id=n1", "--drain-delay=100ms", "--shutdown-timeout=5s")
-			getFeature(t, addr, "n1")
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			if id, err := getFeature(ctx, grpctest.Dial(t, addr)); err != nil || id != "n1" {
+				t.Fatalf("GetFeature answered by %q, %v; want answered by n1", id, err)
+			}
 			p.signal(t, sig)
 			if err := p.wait(t); err != nil {
 				t.Fatalf("node after %v: %v; stderr:\n%s", sig, err, strings.Join(p.lines, "\n"))
@@ -333,119 +333,5 @@ func TestSecondSignalKillsADrainingNode(t *testing.T) {
 	// Killed by the test's deadline instead, it would show SIGKILL.
 	if status, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !status.Signaled() || status.Signal() != syscall.SIGTERM {
 		t.Errorf("node after a second SIGTERM: %v, want killed by SIGTERM", err)
-	}
-}
-
-// getFeature makes one GetFeature call to addr and checks that nodeID answered.
-func getFeature(t *testing.T, addr, nodeID string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var header metadata.MD
-	_, err = pb.NewRouteGuideClient(conn).GetFeature(ctx, &pb.Point{Latitude: 409146138, Longitude: -746188906}, grpc.Header(&header))
-	if err != nil {
-		t.Fatalf("GetFeature: %v", err)
-	}
-	if got := header.Get(contract.NodeHeader); !slices.Equal(got, []string{nodeID}) {
-		t.Errorf("%s header = %q, want %q", contract.NodeHeader, got, nodeID)
-	}
-}
-
-func TestFlagsAndEnvironmentFillTheConfig(t *testing.T) {
-	env := map[string]string{
-		"ROUTEGUIDE_ETCD":            "http://a:2379, http://b:2379",
-		"ROUTEGUIDE_MAX_NOTES_BYTES": "5000",
-		"ROUTEGUIDE_LOG_LEVEL":       "debug",
-		"ROUTEGUIDE_OTLP_ENDPOINT":   "jaeger:4317",
-	}
-	lookup := func(name string) (string, bool) { v, ok := env[name]; return v, ok }
-	cfg, opts, err := parseConfig([]string{"--max-notes-bytes=6000", "--drain-delay=0s"}, lookup, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(cfg.Etcd, []string{"http://a:2379", "http://b:2379"}) {
-		t.Errorf("Etcd = %q", cfg.Etcd)
-	}
-	if cfg.NoteLimits.Bytes != 6000 || cfg.DrainDelay != 0 || opts.log.level.String() != "DEBUG" || opts.log.format != "text" || cfg.OTLPEndpoint != "jaeger:4317" {
-		t.Errorf("got %+v, %+v", cfg, opts)
-	}
-	if def := node.DefaultConfig(); cfg.LeaseTTL != def.LeaseTTL || cfg.Listen != def.Listen {
-		t.Errorf("defaults not kept: %+v", cfg)
-	}
-
-	env = map[string]string{"ROUTEGUIDE_ETCD": ""}
-	if cfg, _, err = parseConfig(nil, lookup, io.Discard); err != nil || len(cfg.Etcd) != 0 {
-		t.Errorf("ROUTEGUIDE_ETCD= gave Etcd %q, %v; want none (standalone)", cfg.Etcd, err)
-	}
-}
-
-// TestEveryValidatedFieldHasItsFlag guards that the flag names Validate puts
-// in its errors are the flags that set those fields.
-func TestEveryValidatedFieldHasItsFlag(t *testing.T) {
-	bad := map[string]string{
-		"listen":                 "nowhere",
-		"advertise":              ":50051",
-		"advertise-network":      "10.20.0.0",
-		"metrics-listen":         "nowhere",
-		"service":                "",
-		"lease-ttl":              "10ms",
-		"drain-delay":            "-1s",
-		"shutdown-timeout":       "0s",
-		"max-msg-size":           "10",
-		"max-route-points":       "-1",
-		"max-chat-notes":         "-1",
-		"max-notes-per-location": "-1",
-		"max-notes-bytes":        "-1",
-		"max-note-bytes":         "0",
-		"notes-max-age":          "10ms",
-		"tls-cert":               "/cert.pem", // without its key
-		"tls-key":                "/key.pem",  // without its certificate
-		"tls-client-ca":          "/ca.pem",   // without a server certificate
-		"etcd-cert":              "/cert.pem",
-		"etcd-key":               "/key.pem",
-		"etcd-username":          "node",   // without a password
-		"otlp-endpoint":          "jaeger", // without a port
-	}
-	for flag, value := range bad {
-		_, _, err := parseConfig([]string{"--" + flag + "=" + value}, func(string) (string, bool) { return "", false }, io.Discard)
-		if err == nil || !strings.HasPrefix(err.Error(), "--"+flag+":") {
-			t.Errorf("--%s=%q: error %v, want one naming --%s", flag, value, err, flag)
-		}
-	}
-}
-
-// TestDevEtcdListensBeyondThisHostOnlyWhenAskedTo: the development etcd has
-// no TLS and no users, so it listens on loopback addresses only, unless
-// --dev-etcd-insecure-listen (or its variable) says otherwise. Checked on
-// the parsed flags: a test listens on no address other hosts reach.
-func TestDevEtcdListensBeyondThisHostOnlyWhenAskedTo(t *testing.T) {
-	tests := []struct {
-		args []string
-		env  map[string]string
-		ok   bool
-	}{
-		{[]string{"-dev", "--dev-etcd-listen=127.0.0.2:2379"}, nil, true},
-		{[]string{"-dev", "--dev-etcd-listen=[::1]:2379"}, nil, true},
-		{[]string{"-dev", "--dev-etcd-listen=localhost:2379"}, nil, true},
-		{[]string{"-dev", "--dev-etcd-listen=0.0.0.0:2379"}, nil, false},
-		{[]string{"-dev", "--dev-etcd-listen=192.0.2.1:2379"}, nil, false},
-		{[]string{"-dev", "--dev-etcd-listen=etcd.example:2379"}, nil, false},
-		{[]string{"-dev", "--dev-etcd-listen=0.0.0.0:2379", "--dev-etcd-insecure-listen"}, nil, true},
-		{[]string{"-dev", "--dev-etcd-listen=:2379"}, map[string]string{"ROUTEGUIDE_DEV_ETCD_INSECURE_LISTEN": "true"}, true},
-	}
-	for _, tt := range tests {
-		lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
-		_, opts, err := parseConfig(tt.args, lookup, io.Discard)
-		if (err == nil) != tt.ok {
-			t.Errorf("%v %v: error %v; want accepted %t", tt.args, tt.env, err, tt.ok)
-		}
-		if err == nil && opts.devEtcdListen != strings.TrimPrefix(tt.args[1], "--dev-etcd-listen=") {
-			t.Errorf("%v: dev etcd listens on %q", tt.args, opts.devEtcdListen)
-		}
 	}
 }

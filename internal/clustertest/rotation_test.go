@@ -1,4 +1,4 @@
-package main
+package clustertest
 
 import (
 	"context"
@@ -18,8 +18,8 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/etcdauth"
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/localetcd"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/testcerts"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
@@ -107,12 +107,7 @@ func TestCARotationUnderLoadFailsNoCall(t *testing.T) {
 			"ROUTEGUIDE_ETCD_CERT=" + secret.Path("etcd.crt"), "ROUTEGUIDE_ETCD_KEY=" + secret.Path("etcd.key"),
 		}, "--node-id="+id, "--etcd="+url, "--etcd-username=node", "--etcd-password-file="+passwordFile,
 			"--lease-ttl="+clusterTTL.String(), "--drain-delay=0s", "--tls-reload-interval="+rotationReload.String())
-		t.Cleanup(func() {
-			p.cmd.Process.Kill()
-			for range p.records {
-			}
-			p.cmd.Wait()
-		})
+		t.Cleanup(p.kill)
 		p.waitFor(t, "registered")
 		addrs[id] = addr
 	}
@@ -142,7 +137,7 @@ func TestCARotationUnderLoadFailsNoCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	calls := answerlog.New(conn)
+	calls := loadtest.NewLog(conn)
 	poll.Until(t, 20*time.Second, "n1 and n2 to answer the client", func() bool {
 		res, _ := load.Run(t.Context(), calls, load.Config{RPC: load.Get, Concurrency: 2, Requests: 20, Timeout: 5 * time.Second})
 		return res.ByNode["n1"] > 0 && res.ByNode["n2"] > 0
@@ -283,11 +278,11 @@ func startRotationEtcd(t *testing.T, dir, addr, cert, key, caFile string) *local
 
 // underLoad runs GetFeature from 8 workers while during runs, and returns
 // what they counted.
-func underLoad(t *testing.T, calls *answerlog.Log, during func()) load.Result {
+func underLoad(t *testing.T, calls *loadtest.Log, during func()) load.Result {
 	t.Helper()
-	stop := startLoad(t, calls, load.Config{RPC: load.Get, Concurrency: 8, Duration: 5 * time.Minute, Timeout: 5 * time.Second})
+	run := loadtest.Start(t, calls, load.Config{RPC: load.Get, Concurrency: 8, Duration: 5 * time.Minute, Timeout: 5 * time.Second})
 	during()
-	return stop()
+	return run.Stop(t)
 }
 
 // waitLeaseRenewed waits until node id has renewed its lease since the

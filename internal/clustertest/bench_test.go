@@ -1,9 +1,8 @@
-package devcluster_test
+package clustertest
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -25,7 +24,8 @@ import (
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/node"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
-	"github.com/routeguide-cluster/routeguide/internal/testutils/answerlog"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/loadtest"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 	"github.com/routeguide-cluster/routeguide/internal/tlsfiles"
 	"github.com/routeguide-cluster/routeguide/routeguide"
@@ -35,19 +35,12 @@ import (
 )
 
 // benchCluster starts an embedded etcd and nodes nodes from the tests'
-// nodeTemplate, logging nowhere, until b ends.
+// nodetest.Config, logging nowhere, until b ends.
 func benchCluster(b *testing.B, nodes int) (*devcluster.Cluster, node.Config) {
 	b.Helper()
-	cfg := nodeTemplate(b)
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := devcluster.Start(ctx, devcluster.Config{Nodes: nodes, Node: cfg, EtcdAddr: "127.0.0.1:0", Logger: cfg.Logger})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	return c, cfg
+	cfg := nodetest.Config(b)
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	return nodetest.StartCluster(b, nodes, cfg), cfg
 }
 
 func benchDial(b *testing.B, target, etcdURL string, opts ...clientcli.DialOption) *clientcli.Conn {
@@ -81,7 +74,7 @@ func benchDial(b *testing.B, target, etcdURL string, opts ...clientcli.DialOptio
 //     services and options but not its interceptors, so its calls are a
 //     little cheaper and the connections' share of them a little larger.
 //
-//     go test -run '^$' -bench ClusterGetFeature -benchtime 5000x -count 3 ./internal/devcluster/
+//     go test -run '^$' -bench ClusterGetFeature -benchtime 5000x -count 3 ./internal/clustertest/
 //
 // On one machine the three nodes share its cores with the client, so the
 // ratio measures what discovery and balancing cost, not how a cluster scales.
@@ -120,7 +113,7 @@ func BenchmarkClusterGetFeature(b *testing.B) {
 // load (GetFeature from concurrency workers, each with one call in flight).
 // The ratio of their qps is docs/BENCHMARKS.md's "xDS".
 //
-//	go test -run '^$' -bench TargetGetFeature -benchtime 20000x -count 5 ./internal/devcluster/
+//	go test -run '^$' -bench TargetGetFeature -benchtime 20000x -count 5 ./internal/clustertest/
 func BenchmarkTargetGetFeature(b *testing.B) {
 	cluster, _ := benchCluster(b, 3)
 	bootstrap := xdsBootstrap(b, cluster, tlsfiles.Client{})
@@ -177,7 +170,7 @@ func benchGetFeature(b *testing.B, conn grpc.ClientConnInterface, answering, con
 //   - client=round_robin: grpc.NewClient with gRPC's round_robin and
 //     nothing else, as docs/BENCHMARKS.md's Peers builds plain grpc-go.
 //
-//     go test -run '^$' -bench ClientGetFeature -benchtime 20000x -count 1 ./internal/devcluster/
+//     go test -run '^$' -bench ClientGetFeature -benchtime 20000x -count 1 ./internal/clustertest/
 func BenchmarkClientGetFeature(b *testing.B) {
 	cluster, _ := benchCluster(b, 3)
 	var addrs []string
@@ -275,7 +268,7 @@ func waitNodesAnswer(b testing.TB, conn grpc.ClientConnInterface, n int) {
 	if n == 0 {
 		return
 	}
-	calls := answerlog.New(conn)
+	calls := loadtest.NewLog(conn)
 	poll.Until(b, 10*time.Second, fmt.Sprintf("%d nodes to answer", n), func() bool {
 		res, _ := load.Run(context.Background(), calls, load.Config{RPC: load.Get, Concurrency: 1, Requests: 3 * n, Timeout: 5 * time.Second})
 		return len(res.ByNode) >= n
@@ -290,7 +283,7 @@ func waitNodesAnswer(b testing.TB, conn grpc.ClientConnInterface, n int) {
 // The client resolves etcd:///routeguide, or xds:///routeguide from the
 // first node's xDS server.
 //
-//	go test -run '^$' -bench JoinLatency -benchtime 100x ./internal/devcluster/
+//	go test -run '^$' -bench JoinLatency -benchtime 100x ./internal/clustertest/
 func BenchmarkJoinLatency(b *testing.B) {
 	for _, target := range []string{"etcd", "xds"} {
 		b.Run("target="+target, func(b *testing.B) {

@@ -1,4 +1,4 @@
-package main
+package clustertest
 
 import (
 	"context"
@@ -30,7 +30,7 @@ import (
 // is checked against one server with the same bounds (package chatcheck).
 // CI runs a few histories; the figures in docs/BENCHMARKS.md come from
 //
-//	go test -race -count=1 -timeout 60m -run TestRouteChatAnswersLikeOneServerUnderFaults -v ./cmd/node/ -chat.histories 30
+//	go test -race -count=1 -timeout 60m -run TestRouteChatAnswersLikeOneServerUnderFaults -v ./internal/clustertest/ -chat.histories 60
 var (
 	chatHistories = flag.Int("chat.histories", 3, "RouteChat histories to record and check, one fault each, in turn")
 	chatClients   = flag.Int("chat.clients", 12, "clients posting notes in each RouteChat history")

@@ -1,4 +1,4 @@
-package devcluster_test
+package clustertest
 
 import (
 	"encoding/json"
@@ -18,29 +18,9 @@ import (
 
 	"github.com/routeguide-cluster/routeguide/internal/load"
 	"github.com/routeguide-cluster/routeguide/internal/testutils"
+	"github.com/routeguide-cluster/routeguide/internal/testutils/nodetest"
 	"github.com/routeguide-cluster/routeguide/internal/testutils/poll"
 )
-
-// requirePrometheus is the variable CI sets so that the end-to-end test with
-// a real Prometheus fails, rather than skips, when the binary is missing.
-const requirePrometheus = "ROUTEGUIDE_REQUIRE_PROMETHEUS"
-
-// prometheusBinary finds Debian's prometheus (apt-get install prometheus),
-// or skips the test when it is not installed and not required.
-func prometheusBinary(t *testing.T) string {
-	t.Helper()
-	if path, err := exec.LookPath("prometheus"); err == nil {
-		return path
-	}
-	if _, err := os.Stat("/usr/bin/prometheus"); err == nil {
-		return "/usr/bin/prometheus"
-	}
-	if os.Getenv(requirePrometheus) == "1" {
-		t.Fatalf("no prometheus binary, and %s=1; install it: apt-get install prometheus", requirePrometheus)
-	}
-	t.Skipf("no prometheus binary (apt-get install prometheus); set %s=1 to fail instead", requirePrometheus)
-	return ""
-}
 
 // prometheus is a Prometheus server that a test runs.
 type prometheus struct {
@@ -173,9 +153,9 @@ func (p *prometheus) query(t *testing.T, expr string) ([]sample, error) {
 // docs/OPERATIONS.md tells operators to: every node must be up, labelled with its node
 // id, and the GetFeature calls a client made must arrive.
 func TestPrometheusFindsAndScrapesEveryNode(t *testing.T) {
-	bin := prometheusBinary(t)
+	bin := testutils.PrometheusBinary(t, "prometheus")
 	template := metricsTemplate(t)
-	cluster := startCluster(t, 3, template)
+	cluster := nodetest.StartCluster(t, 3, template)
 	nodes := cluster.Nodes()
 
 	// The rules the compose Prometheus loads, evaluated on real nodes.
