@@ -38,7 +38,9 @@ var clusterImages = []string{
 // their pod IPs, readiness follows the nodes' gRPC health, scaling, a rolling
 // restart and the loss of an etcd pod fail no call, Prometheus scrapes every
 // node it finds through /sd, and the PodDisruptionBudgets refuse an eviction
-// beyond them. See docs/DEPLOY.md, "Kubernetes".
+// beyond them. A negative control (control_test.go) shows that its readiness
+// checks catch a probe on a wrong port, and verifyHost that the host is left
+// as it was found. See docs/DEPLOY.md, "Run on a cluster".
 func TestKubernetesClusterFailsNoCallThroughScalingRolloutsAndEtcdLoss(t *testing.T) {
 	requireClusterHost(t)
 	lockCluster(t)
@@ -57,6 +59,7 @@ func TestKubernetesClusterFailsNoCallThroughScalingRolloutsAndEtcdLoss(t *testin
 	})
 	t.Cleanup(func() { dockerStillWorks(t) })
 	before := snapshotHost(t)
+	t.Cleanup(func() { verifyHost(t, before, dir) })
 	t.Cleanup(func() { restoreHost(t, before, dir) })
 	images := buildImages(t, dir, clusterImages)
 
@@ -72,15 +75,15 @@ func TestKubernetesClusterFailsNoCallThroughScalingRolloutsAndEtcdLoss(t *testin
 	startKubelet(t, bins, dir, api, rt)
 	t.Logf("FIGURE cluster up (etcd to node Ready, builds aside) in %v", time.Since(start).Round(time.Millisecond))
 
-	k := kube{t: t, api: api, bin: bins.kubectl, logs: filepath.Join(dir, "pod-logs")}
+	k := kube{t: t, api: api, bin: bins.kubectl, logs: filepath.Join(dir, "pod-logs"), kubelet: filepath.Join(dir, "kubelet")}
 	makeVolumes(t, k, dir)
 	k.must("create", "namespace", namespace)
 	t.Cleanup(k.deleteAll) // first of all: while the kubelet runs
 	start = time.Now()
 	k.must("apply", "-k", linkOverlay(t, dir))
-	k.must("rollout", "status", "statefulset/etcd", "--timeout=300s")
-	k.must("rollout", "status", "deployment/node", "--timeout=300s")
-	k.must("rollout", "status", "deployment/prometheus", "--timeout=300s")
+	k.rolledOut("statefulset/etcd", 300*time.Second)
+	k.rolledOut("deployment/node", 300*time.Second)
+	k.rolledOut("deployment/prometheus", 300*time.Second)
 	t.Logf("FIGURE deploy/kubernetes applied and rolled out in %v", time.Since(start).Round(time.Millisecond))
 
 	etcd := k.etcdClient()
@@ -90,6 +93,7 @@ func TestKubernetesClusterFailsNoCallThroughScalingRolloutsAndEtcdLoss(t *testin
 	}{
 		{"etcd's StatefulSet forms one cluster of three", etcdFormsCluster},
 		{"the nodes register their pod IPs", nodesRegisterPodIPs},
+		{"a copy of the node with its readiness probe on a wrong port is caught unready (negative control)", wrongProbePortIsCaught},
 		{"readiness follows the node's gRPC health", readinessFollowsHealth},
 		{"scaling 3 to 5 to 2 fails no call, and the HPA restores its minimum", scalingFailsNoCall},
 		{"a rolling restart fails no call", rolloutFailsNoCall},
@@ -132,10 +136,11 @@ func linkOverlay(t *testing.T, dir string) string {
 
 // kube runs kubectl against the cluster, in the routeguide namespace.
 type kube struct {
-	t    *testing.T
-	api  apiServer
-	bin  string
-	logs string // the kubelet's podLogsDir
+	t       *testing.T
+	api     apiServer
+	bin     string
+	logs    string // the kubelet's podLogsDir
+	kubelet string // the kubelet's root directory
 }
 
 func (k kube) with(t *testing.T) kube { k.t = t; return k }
@@ -162,6 +167,22 @@ func (k kube) apply(doc string) {
 	k.must("apply", "-f", path)
 }
 
+// rolloutStatus is the check every step makes of a rollout: kubectl rollout
+// status, which waits until the new pods are Ready (their readiness probes
+// pass) and the old ones are gone. The negative control shows it catches a
+// probe that never passes.
+func (k kube) rolloutStatus(what string, within time.Duration) (string, error) {
+	return k.run("rollout", "status", what, "--timeout="+within.String())
+}
+
+// rolledOut fails the test unless what has rolled out within the time.
+func (k kube) rolledOut(what string, within time.Duration) {
+	k.t.Helper()
+	if out, err := k.rolloutStatus(what, within); err != nil {
+		k.t.Fatalf("%s has not rolled out within %v: %v\n%s", what, within, err, out)
+	}
+}
+
 // get returns a JSONPath of an object, or of a list (-l selector).
 func (k kube) get(what, jsonpath string, args ...string) string {
 	k.t.Helper()
@@ -178,6 +199,15 @@ func (k kube) deleteAll() {
 	if out, err := k.api.kubectl(k.bin, "delete", "persistentvolumes", "--all", "--timeout=60s"); err != nil {
 		k.t.Errorf("kubectl delete persistentvolumes: %v\n%s", err, out)
 	}
+	// The API lets a pod go once its containers have stopped; the kubelet
+	// unmounts its volumes after that.
+	eventually(k.t, 60*time.Second, "the kubelet unmounts the deleted pods' volumes", func() error {
+		mounts, err := mountsUnder(filepath.Join(k.kubelet, "pods"))
+		if err == nil && len(mounts) > 0 {
+			err = fmt.Errorf("still mounted: %v", mounts)
+		}
+		return err
+	})
 	k.t.Logf("FIGURE namespace and volumes deleted in %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -423,7 +453,7 @@ func readinessFollowsHealth(t *testing.T, k kube, etcd *clientv3.Client) {
 		t.Errorf("during the stuck rollout %d node pods are Ready; want the 3 old ones: %v", len(now), now)
 	}
 	k.must("rollout", "undo", "deployment/node")
-	k.must("rollout", "status", "deployment/node", "--timeout=180s")
+	k.rolledOut("deployment/node", 180*time.Second)
 	l.result(t)
 }
 
@@ -431,7 +461,7 @@ func scalingFailsNoCall(t *testing.T, k kube, etcd *clientv3.Client) {
 	l := k.startLoad(t, "load-scaling", 90*time.Second)
 	start := time.Now()
 	k.must("scale", "deployment/node", "--replicas=5")
-	k.must("rollout", "status", "deployment/node", "--timeout=180s")
+	k.rolledOut("deployment/node", 180*time.Second)
 	nodesRegistered(t, k, etcd, 5)
 	t.Logf("FIGURE 3 to 5 nodes, all registered, in %v", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
@@ -444,7 +474,7 @@ func scalingFailsNoCall(t *testing.T, k kube, etcd *clientv3.Client) {
 		}
 		return nil
 	})
-	k.must("rollout", "status", "deployment/node", "--timeout=180s")
+	k.rolledOut("deployment/node", 180*time.Second)
 	nodesRegistered(t, k, etcd, 3)
 	t.Logf("FIGURE 5 to 2 nodes, back to 3 by the HPA, all registered, in %v", time.Since(start).Round(time.Millisecond))
 	t.Logf("HPA: %s", k.get("hpa/node", `{range .status.conditions[*]}{.type}={.status} ({.reason}) {end}`))
@@ -456,7 +486,7 @@ func rolloutFailsNoCall(t *testing.T, k kube, etcd *clientv3.Client) {
 	old := k.readyPods(nodeSelector)
 	start := time.Now()
 	k.must("rollout", "restart", "deployment/node")
-	k.must("rollout", "status", "deployment/node", "--timeout=240s")
+	k.rolledOut("deployment/node", 240*time.Second)
 	addrs := nodesRegistered(t, k, etcd, 3)
 	for _, ip := range old {
 		if slices.Contains(addrs, ip+":50051") {
@@ -484,7 +514,7 @@ func etcdLossFailsNoCall(t *testing.T, k kube, etcd *clientv3.Client) {
 	l := k.startLoad(t, "load-etcd-loss", 90*time.Second)
 	start := time.Now()
 	k.must("delete", "pod", leader)
-	k.must("rollout", "status", "statefulset/etcd", "--timeout=180s")
+	k.rolledOut("statefulset/etcd", 180*time.Second)
 	eventually(t, 60*time.Second, "etcd has one leader again, on all three pods", func() error {
 		leaders := map[uint64]bool{}
 		for name, ip := range k.readyPods(etcdSelector) {
@@ -588,7 +618,7 @@ func budgetsRefuseEvictions(t *testing.T, k kube, etcd *clientv3.Client) {
 			t.Fatalf("PodDisruptionBudget %s: the second eviction (%s) passes: %v\n%s", b.pdb, names[1], err, out)
 		}
 		t.Logf("PodDisruptionBudget %s: evicted %s; refused %s: %s", b.pdb, names[0], names[1], strings.TrimSpace(out))
-		k.must("rollout", "status", b.rollout, "--timeout=180s")
+		k.rolledOut(b.rollout, 180*time.Second)
 	}
 	nodesRegistered(t, k, etcd, 3)
 	l.result(t)
@@ -598,7 +628,7 @@ func clientJobCompletes(t *testing.T, k kube, etcd *clientv3.Client) {
 	k.must("wait", "job/client", "--for=condition=Complete", "--timeout=120s")
 	out := k.jobLog("client")
 	ok, failed := loadSummary(t, out)
-	t.Logf("FIGURE the manifests' client Job: %d calls ok, %d failed", ok, failed)
+	t.Logf("FIGURE the manifests' client Job: %d calls ok, %d failed (after %q failed starts)", ok, failed, k.get("job/client", "{.status.failed}"))
 	if failed != 0 || ok == 0 {
 		t.Errorf("the client Job: %d ok, %d failed; want all ok:\n%s", ok, failed, out)
 	}
@@ -666,11 +696,12 @@ func (l load) result(t *testing.T) {
 	l.k.must("delete", "job/"+l.name, "--cascade=foreground")
 }
 
-// jobLog is the output of the container of job's pod, as the kubelet
-// keeps it (CRI log lines: time, stream, tag, text).
+// jobLog is the output of the container of job's pod that succeeded, as
+// the kubelet keeps it (CRI log lines: time, stream, tag, text); the pods
+// of failed starts before it are not its.
 func (k kube) jobLog(job string) string {
 	k.t.Helper()
-	pod := k.get("pods", "{.items[0].metadata.name}_{.items[0].metadata.uid}", "-l", "job-name="+job)
+	pod := k.get("pods", "{.items[0].metadata.name}_{.items[0].metadata.uid}", "-l", "job-name="+job, "--field-selector=status.phase=Succeeded")
 	paths, _ := filepath.Glob(filepath.Join(k.logs, namespace+"_"+pod, "*", "0.log"))
 	if len(paths) != 1 {
 		k.t.Fatalf("job %s: %d logs of its pod %s; want 1", job, len(paths), pod)

@@ -41,6 +41,7 @@ const cniBinDir = "/usr/lib/cni"
 var kernelSettings = []string{
 	"kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "vm/panic_on_oom",
 	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward",
+	"net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables",
 }
 
 // unavailable skips the test on a developer's machine, and fails it under
@@ -98,14 +99,17 @@ func lockCluster(t *testing.T) {
 type hostState struct {
 	sysctls map[string]string
 	chains  map[string][]string // per iptables command and table: "cmd table chain"
+	rules   []string            // ownRules
+	tables  []string            // nfTables
 	netns   []string
+	veths   []string // the host's veth links
 	absent  []string // of hostPaths
 }
 
 // hostPaths are the paths outside the test's directory that the kubelet
 // and containerd make: the kubelet's links to container logs, and the
 // shims' runc state for the CRI's namespace.
-var hostPaths = []string{"/var/log/containers", "/run/containerd/runc/k8s.io"}
+var hostPaths = []string{"/var/log/containers", "/run/containerd/runc/k8s.io", "/run/netns"}
 
 var iptablesCommands = []string{"iptables", "ip6tables", "iptables-legacy", "ip6tables-legacy"}
 
@@ -118,7 +122,10 @@ func snapshotHost(t *testing.T) hostState {
 		}
 	}
 	s.chains = iptablesChains()
+	s.rules = ownRules()
+	s.tables = nfTables(t)
 	s.netns, _ = filepath.Glob("/run/netns/cni-*")
+	s.veths = veths(t)
 	for _, p := range hostPaths {
 		if _, err := os.Lstat(p); err != nil {
 			s.absent = append(s.absent, p)
@@ -172,6 +179,7 @@ func restoreHost(t *testing.T, before hostState, dir string) {
 		}
 	}
 	removeChains(t, before.chains)
+	removeTables(t, before.tables)
 	netns, _ := filepath.Glob("/run/netns/cni-*")
 	for _, ns := range netns {
 		if !slices.Contains(before.netns, ns) {
@@ -190,11 +198,42 @@ func restoreHost(t *testing.T, before hostState, dir string) {
 	unmountUnder(t, dir)
 	removeCgroups(t)
 	for _, p := range before.absent {
-		if _, err := os.Lstat(p); err == nil {
-			if err := os.RemoveAll(p); err != nil {
-				t.Errorf("remove %s, which the cluster made: %v", p, err)
+		removeMadeDir(t, p, dir)
+	}
+}
+
+// removeMadeDir removes p, a directory the cluster made outside dir, with
+// the links into dir it holds: the kubelet's links to the logs of the
+// containers it had not removed when it stopped. Anything else in it is
+// reported and left.
+func removeMadeDir(t *testing.T, p, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(p)
+	if err != nil {
+		return // not made
+	}
+	var others []string
+	links := 0
+	for _, e := range entries {
+		path := filepath.Join(p, e.Name())
+		if target, err := os.Readlink(path); err == nil && strings.HasPrefix(target, dir+"/") {
+			if err := os.Remove(path); err != nil {
+				t.Errorf("remove %s: %v", path, err)
 			}
+			links++
+			continue
 		}
+		others = append(others, e.Name())
+	}
+	if links > 0 {
+		t.Logf("%s: removed %d links into %s", p, links, dir)
+	}
+	if len(others) > 0 {
+		t.Errorf("%s, which the cluster made, holds %v; left as it is", p, others)
+		return
+	}
+	if err := os.Remove(p); err != nil {
+		t.Errorf("remove %s, which the cluster made: %v", p, err)
 	}
 }
 
@@ -240,13 +279,60 @@ func removeChains(t *testing.T, before map[string][]string) {
 	}
 }
 
-// unmountUnder unmounts every mount under dir, the deepest first.
-func unmountUnder(t *testing.T, dir string) {
+// nfTables lists the tables of the ip and ip6 families, as "family name":
+// iptables over nf_tables makes a table when a rule first needs it (the
+// kubelet's in mangle, for one), and deleting its chains leaves it.
+func nfTables(t *testing.T) []string {
 	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		return nil // iptables-legacy's tables always exist
+	}
+	out, err := exec.Command("nft", "list", "tables").Output()
+	if err != nil {
+		t.Errorf("nft list tables: %v", err)
+		return nil
+	}
+	var tables []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "table" && (f[1] == "ip" || f[1] == "ip6") {
+			tables = append(tables, f[1]+" "+f[2])
+		}
+	}
+	return tables
+}
+
+// removeTables deletes the ip and ip6 tables that were not there before
+// and hold no rule now: those iptables made for the cluster.
+func removeTables(t *testing.T, before []string) {
+	t.Helper()
+	for _, tb := range nfTables(t) {
+		if slices.Contains(before, tb) {
+			continue
+		}
+		family, table, _ := strings.Cut(tb, " ")
+		cmd := map[string]string{"ip": "iptables", "ip6": "ip6tables"}[family]
+		rules, err := exec.Command(cmd, "-w", "-t", table, "-S").Output()
+		if err != nil {
+			t.Errorf("%s -t %s -S: %v", cmd, table, err)
+			continue
+		}
+		if slices.ContainsFunc(strings.Split(strings.TrimSpace(string(rules)), "\n"), func(line string) bool {
+			return !strings.HasPrefix(line, "-P ") // a rule, or a chain of its own
+		}) {
+			t.Errorf("the table %s, new since the cluster started, holds rules; left as it is:\n%s", tb, rules)
+			continue
+		}
+		if out, err := exec.Command("nft", "delete", "table", family, table).CombinedOutput(); err != nil {
+			t.Errorf("nft delete table %s: %v: %s", tb, err, out)
+		}
+	}
+}
+
+// mountsUnder lists the mount points at or under dir.
+func mountsUnder(dir string) ([]string, error) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		t.Error(err)
-		return
+		return nil, err
 	}
 	var mounts []string
 	for _, line := range strings.Split(string(data), "\n") {
@@ -255,14 +341,26 @@ func unmountUnder(t *testing.T, dir string) {
 			mounts = append(mounts, f[4])
 		}
 	}
+	return mounts, nil
+}
+
+// unmountUnder unmounts every mount under dir, the deepest first: the
+// kubelet's bind mount of its root directory onto itself, which it leaves.
+func unmountUnder(t *testing.T, dir string) {
+	t.Helper()
+	mounts, err := mountsUnder(dir)
+	if err != nil {
+		t.Error(err)
+		return
+	}
 	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
+	if len(mounts) > 0 {
+		t.Logf("unmounting what the cluster left under %s: %v", dir, mounts)
+	}
 	for _, m := range mounts {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", m, err)
 		}
-	}
-	if len(mounts) > 0 {
-		t.Logf("unmounted %d mounts the cluster left under %s", len(mounts), dir)
 	}
 }
 
@@ -319,4 +417,129 @@ func removeCgroups(t *testing.T) {
 			}
 		}
 	}
+}
+
+// verifyHost checks, once restoreHost has run, that the host is as the test
+// found it: each kernel setting as before, no iptables rule or chain of the
+// cluster's, no veth it made, no bridge, mount, cgroup or process of its
+// own. Other programs (Docker, other tests) may change the host meanwhile,
+// so it looks only for what is the cluster's.
+func verifyHost(t *testing.T, before hostState, dir string) {
+	t.Helper()
+	left := 0
+	leftBehind := func(format string, args ...any) {
+		t.Helper()
+		left++
+		t.Errorf("left behind by the cluster: "+format, args...)
+	}
+	for k, v := range before.sysctls {
+		if now, err := os.ReadFile("/proc/sys/" + k); err != nil || strings.TrimSpace(string(now)) != v {
+			leftBehind("%s is %q (%v); it was %q", strings.ReplaceAll(k, "/", "."), strings.TrimSpace(string(now)), err, v)
+		}
+	}
+	for _, r := range ownRules() {
+		if !slices.Contains(before.rules, r) {
+			leftBehind("iptables: %s", r)
+		}
+	}
+	for _, tb := range nfTables(t) {
+		if !slices.Contains(before.tables, tb) {
+			leftBehind("the nftables table %s", tb)
+		}
+	}
+	for _, v := range veths(t) {
+		if !slices.Contains(before.veths, v) && !strings.Contains(v, " master docker") && !strings.Contains(v, " master br-") {
+			leftBehind("a veth not on a Docker bridge: %s", v)
+		}
+	}
+	for _, p := range before.absent {
+		if _, err := os.Lstat(p); err == nil {
+			leftBehind("%s", p)
+		}
+	}
+	if _, err := os.Stat("/sys/class/net/" + bridgeName); err == nil {
+		leftBehind("the bridge %s", bridgeName)
+	}
+	for _, under := range []string{dir, "/run/netns"} {
+		mounts, err := mountsUnder(under)
+		if err != nil {
+			t.Error(err)
+		}
+		for _, m := range mounts {
+			if m != "/run/netns" && !slices.Contains(before.netns, m) {
+				leftBehind("the mount %s", m)
+			}
+		}
+	}
+	if cgroups, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroupRoot); len(cgroups) > 0 {
+		leftBehind("the cgroups %v", cgroups)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup" + cgroupRoot); err == nil {
+		leftBehind("the cgroup %s", "/sys/fs/cgroup"+cgroupRoot)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if data, err := os.ReadFile(p); err == nil && strings.Contains(string(data), dir) {
+			leftBehind("the process %s: %s", filepath.Base(filepath.Dir(p)), strings.ReplaceAll(string(data), "\x00", " "))
+		}
+	}
+	if left == 0 {
+		t.Logf("the host is as the test found it: kernel settings, iptables, links, mounts, cgroups, processes")
+	}
+}
+
+// ownRule marks what the cluster's programs write into iptables: the
+// chains of the CNI plugins and the kubelet, the bridge, and its ranges.
+var ownRule = regexp.MustCompile(`CNI-|KUBE-|` + bridgeName + `|` + regexp.QuoteMeta(strings.TrimSuffix(podSubnet, "0/24")) + `|` + regexp.QuoteMeta(strings.TrimSuffix(serviceCIDR, "0/24")))
+
+// ownRules are the lines of every iptables-save that ownRule marks,
+// counters aside, each prefixed with its command and table.
+func ownRules() []string {
+	var rules []string
+	for _, cmd := range iptablesCommands {
+		if _, err := exec.LookPath(cmd + "-save"); err != nil {
+			continue
+		}
+		data, err := exec.Command(cmd + "-save").Output()
+		if err != nil {
+			continue
+		}
+		table := ""
+		for _, line := range strings.Split(string(data), "\n") {
+			switch {
+			case strings.HasPrefix(line, "*"):
+				table = line
+			case ownRule.MatchString(line) && !strings.HasPrefix(line, "#"):
+				rules = append(rules, cmd+" "+table+" "+counters.ReplaceAllString(line, ""))
+			}
+		}
+	}
+	return rules
+}
+
+// counters are the packet and byte counts iptables-save prints on chains.
+var counters = regexp.MustCompile(` \[\d+:\d+\]$`)
+
+// veths lists the host's veth links as `ip -o link` shows them: name, and
+// master if any.
+func veths(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "-o", "link", "show", "type", "veth").Output()
+	if err != nil {
+		t.Errorf("ip -o link show type veth: %v", err)
+		return nil
+	}
+	var links []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		link := strings.TrimSuffix(f[1], ":")
+		if i := slices.Index(f, "master"); i >= 0 && i+1 < len(f) {
+			link += " master " + f[i+1]
+		}
+		links = append(links, link)
+	}
+	return links
 }
