@@ -53,11 +53,12 @@ const (
 	LimitStoredNotes = "stored_notes"
 	LimitNoteBytes   = "note_bytes"
 	LimitNoteWrites  = "note_writes"
+	LimitNoteRate    = "note_rate"
 	LimitAnswerWait  = "answer_wait"
 )
 
 // LimitNames lists every limit name, for metrics that start each at zero.
-var LimitNames = []string{LimitRoutePoints, LimitChatNotes, LimitStoredNotes, LimitNoteBytes, LimitNoteWrites, LimitAnswerWait}
+var LimitNames = []string{LimitRoutePoints, LimitChatNotes, LimitStoredNotes, LimitNoteBytes, LimitNoteWrites, LimitNoteRate, LimitAnswerWait}
 
 // Observer hears what the service does, for metrics. Its methods are called
 // on the request path and must be cheap and safe for concurrent use.
@@ -283,6 +284,9 @@ func (s *Server) postError(err error) error {
 	switch {
 	case errors.Is(err, notes.ErrNoteTooLarge):
 		s.observer.LimitRejected(LimitNoteBytes)
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, notes.ErrWriteRate):
+		s.observer.LimitRejected(LimitNoteRate)
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, notes.ErrLimit):
 		s.observer.LimitRejected(LimitStoredNotes)

@@ -56,6 +56,7 @@ func TestEveryValidatedFieldHasItsFlag(t *testing.T) {
 		"max-notes-bytes":        "-1",
 		"max-note-bytes":         "0",
 		"notes-max-age":          "10ms",
+		"notes-write-rate":       "0",
 		"tls-cert":               "/cert.pem", // without its key
 		"tls-key":                "/key.pem",  // without its certificate
 		"tls-client-ca":          "/ca.pem",   // without a server certificate

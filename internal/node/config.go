@@ -46,6 +46,9 @@ type Config struct {
 	// NotesCacheBytes bounds the notes read from etcd that the node keeps
 	// in memory (see etcdnotes.Config.CacheBytes).
 	NotesCacheBytes int64
+	// NotesWriteRate bounds the notes per second the node writes to etcd
+	// (see etcdnotes.Config.WriteRate).
+	NotesWriteRate int
 	// Service is the name the node registers under.
 	Service string
 	// LeaseTTL is the TTL of the node's etcd lease.
@@ -124,6 +127,7 @@ func DefaultConfig() Config {
 		NoteMaxAge:           24 * time.Hour,
 		NotesBudget:          etcdnotes.DefaultBudget,
 		NotesCacheBytes:      etcdnotes.DefaultCacheBytes,
+		NotesWriteRate:       etcdnotes.DefaultWriteRate,
 		MaxConcurrentStreams: 100,
 		TLSReloadInterval:    tlsfiles.DefaultReloadInterval,
 		Version:              "dev",
@@ -175,6 +179,7 @@ func (c Config) Validate() error {
 	check(c.NoteMaxAge >= time.Second, "notes-max-age", "%v is shorter than 1s; etcd leases count whole seconds", c.NoteMaxAge)
 	check(c.NotesBudget > 0, "notes-budget", "%d must be positive", c.NotesBudget)
 	check(c.NotesCacheBytes >= 0, "notes-cache-bytes", "%d is negative", c.NotesCacheBytes)
+	check(c.NotesWriteRate >= 1, "notes-write-rate", "%d must be at least 1", c.NotesWriteRate)
 	check(len(c.NotesEtcd) == 0 || len(c.Etcd) > 0, "notes-etcd", "needs --etcd: a standalone node keeps its notes in memory")
 	check(c.Limits.NoteWrites >= 1, "max-note-writes", "%d must be at least 1", c.Limits.NoteWrites)
 	check(c.Limits.NoteWriteWait > 0, "note-write-wait", "%v must be positive", c.Limits.NoteWriteWait)

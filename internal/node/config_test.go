@@ -46,6 +46,7 @@ func TestValidateNamesTheFlagAtFault(t *testing.T) {
 		{"answers past the cap", func(c *Config) { c.NoteLimits.AnswerBytes = 1 << 30 }, "--max-chat-answer-bytes"},
 		{"answers that cannot hold a note", func(c *Config) { c.NoteLimits.AnswerBytes = c.NoteLimits.MessageBytes }, "--max-chat-answer-bytes"},
 		{"notes kept under a second", func(c *Config) { c.NoteMaxAge = 500 * time.Millisecond }, "--notes-max-age"},
+		{"no notes written to etcd", func(c *Config) { c.NotesWriteRate = 0 }, "--notes-write-rate"},
 		{"unbounded limits when standalone", func(c *Config) {
 			c.Etcd = nil
 			c.Limits.RoutePoints, c.Limits.ChatNotes, c.NoteLimits.PerLocation, c.NoteLimits.Bytes = 0, 0, 0, 0

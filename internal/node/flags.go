@@ -33,6 +33,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.NoteLimits.AnswerBytes, "max-chat-answer-bytes", c.NoteLimits.AnswerBytes, "most `bytes` of notes one RouteChat answer holds: the newest notes at the location that fit")
 	fs.Var((*flagenv.List)(&c.NotesEtcd), "notes-etcd", "comma-separated `endpoints` of the etcd cluster that keeps the notes (default: --etcd's, on a connection of its own)")
 	fs.Int64Var(&c.NotesCacheBytes, "notes-cache-bytes", c.NotesCacheBytes, "`bytes` of notes read from etcd that the node keeps, so that a post reads from etcd only the keys of its answer and the notes it has not seen; 0 keeps none")
+	fs.IntVar(&c.NotesWriteRate, "notes-write-rate", c.NotesWriteRate, "notes per second the node writes to etcd at most; a post past it waits its turn, and gets RESOURCE_EXHAUSTED when its turn would come after its deadline or 5s")
 	fs.Int64Var(&c.NotesBudget, "notes-budget", c.NotesBudget, "`bytes` of data the notes' etcd may hold while notes are posted; keep it well below etcd's --quota-backend-bytes")
 	fs.IntVar(&c.Limits.NoteWrites, "max-note-writes", c.Limits.NoteWrites, "notes the node posts and answers at once; a client host may take a quarter")
 	fs.DurationVar(&c.Limits.NoteWriteWait, "note-write-wait", c.Limits.NoteWriteWait, "how long a note waits for --max-note-writes before RESOURCE_EXHAUSTED")

@@ -93,6 +93,10 @@ func newNodeMetrics(featureCount int, store notes.Store, tlsFiles *tlsfiles.Metr
 				Help: "Posts whose note was stored in etcd but whose answer could not be read whole; each failed with UNAVAILABLE rather than answer with part of it.",
 			}, func() float64 { return float64(store.Stats().UnreadAnswers) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_future_reads_total",
+				Help: "Reads of an answer at its post's revision that an etcd member refused, not having applied that revision yet, and that went again linearizable.",
+			}, func() float64 { return float64(store.Stats().FutureReads) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "routeguide_notes_bad_bounds_total",
 				Help: "Keys under the notes' bounds in etcd that declare no bounds a node could have, each time a post read one; they widen nothing.",
 			}, func() float64 { return float64(store.Stats().BadBounds) }),

@@ -239,6 +239,7 @@ func newNoteStore(cfg Config, etcd *clientv3.Client, logger *slog.Logger) (notes
 	ecfg.MaxAge = cfg.NoteMaxAge
 	ecfg.Budget = cfg.NotesBudget
 	ecfg.CacheBytes = cfg.NotesCacheBytes
+	ecfg.WriteRate = cfg.NotesWriteRate
 	ecfg.Logger = logger
 	return etcdnotes.New(etcd, ecfg)
 }

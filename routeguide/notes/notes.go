@@ -27,6 +27,11 @@ var ErrUnavailable = errors.New("note store unavailable")
 // bound on one message, as opposed to a store or a location that is full.
 var ErrNoteTooLarge = fmt.Errorf("note too large: %w", ErrLimit)
 
+// ErrWriteRate is the ErrLimit of a note refused because its store writes
+// no more notes per second than its bound, and the note's turn would come
+// after its deadline.
+var ErrWriteRate = fmt.Errorf("note write rate reached: %w", ErrLimit)
+
 // noteIDKey is the context key of a note's id.
 type noteIDKey struct{}
 

@@ -31,3 +31,30 @@ func MetricSum(tb testing.TB, name, label, value string) float64 {
 	}
 	return sum
 }
+
+// MetricBuckets reads a histogram of the etcd servers embedded in this
+// process, summed over its series: the buckets' upper bounds, and the
+// observations in each (not cumulated).
+func MetricBuckets(tb testing.TB, name string) (bounds []float64, counts []uint64) {
+	tb.Helper()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			below := uint64(0)
+			for i, b := range m.GetHistogram().GetBucket() {
+				if i == len(bounds) {
+					bounds, counts = append(bounds, b.GetUpperBound()), append(counts, 0)
+				}
+				counts[i] += b.GetCumulativeCount() - below
+				below = b.GetCumulativeCount()
+			}
+		}
+	}
+	return bounds, counts
+}

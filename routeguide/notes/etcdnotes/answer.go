@@ -3,10 +3,13 @@ package etcdnotes
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	pb "github.com/routeguide-cluster/routeguide/gen/routeguidepb"
@@ -43,9 +46,10 @@ type answer struct {
 	full     bool         // a bound stopped the answer while older notes remain
 	unsure   bool         // too many bounds are declared to know the widest: prune nothing
 	taken    []takenNote  // newest first
+	floor    string       // the location's floor at rev; "" for none, or not known
 
 	sequenced     []*mvccpb.KeyValue // keys in hand, not yet taken
-	nextSequenced string             // where the next page of keys starts; "" once read to the end
+	nextSequenced string             // where the next page of keys starts; "" once read to the floor
 	lastSequenced string             // the key of the oldest sequenced note taken
 	legacy        []*mvccpb.KeyValue // keys of earlier releases, newest first, not yet taken
 	legacySeen    int                // the largest value of theirs read
@@ -59,27 +63,26 @@ type takenNote struct {
 	cost int
 }
 
-// readAnswer reads the answer to the note stored under key at revision rev
-// (0: the current one, for a note put before at revision created: the
-// notes of earlier releases created after it are newer, and left out).
+// readAnswer reads the answer to the note that r put, at its revision, down
+// to the floor (rev 0: the current one, for a note put before at revision
+// created: the notes of earlier releases created after it are newer, and
+// left out).
 // It fails rather than answer with less than the notes that fit: a cut
 // answer would not be a prefix of later ones.
-func (e *Store) readAnswer(ctx context.Context, location, key string, rev, created int64, lat, lon int32) (*answer, error) {
-	_, end := sequencedRange(location)
-	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, limits: e.cfg.Limits,
-		nextSequenced: key, values: make(map[string]*cachedNote)}
-	legacy := legacyRanges(location)
-	// The first page of keys, the keys of earlier releases and the bounds
-	// declared, in one read-only transaction: no raft entry, not in the
-	// apply loop.
-	resp, err := e.cli.Txn(ctx).Then(
-		clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit())),
-		// Not keys-only: etcd's index knows no lease, and a declaration
-		// must be on one. Their values are empty.
-		clientv3.OpGet(e.boundsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithLimit(maxDeclarations+1)),
-		clientv3.OpGet(legacy[0][0], clientv3.WithRange(legacy[0][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys)),
-		clientv3.OpGet(legacy[1][0], clientv3.WithRange(legacy[1][1]), clientv3.WithRev(rev), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys)),
-	).Commit()
+func (e *Store) readAnswer(ctx context.Context, location string, r putResult, lat, lon int32) (*answer, error) {
+	key, rev, created := r.key, r.rev, r.created
+	a := &answer{e: e, location: location, lat: lat, lon: lon, rev: rev, limits: e.cfg.Limits, cut: newCut(e.cfg.Limits),
+		floor: r.floor, nextSequenced: key, values: make(map[string]*cachedNote)}
+	// The first page is as long as the store's own bounds need; wider
+	// declared ones read the rest page by page.
+	limit := a.keysLimit()
+	var resp *clientv3.TxnResponse
+	var err error
+	if r.page != nil {
+		resp, err = r.page.read(ctx, e, location, rev, r.floor, limit)
+	} else {
+		resp, err = e.readFirstPage(ctx, location, key, rev, r.floor, limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read the first page at %s: %w", location, err)
 	}
@@ -101,7 +104,14 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev, creat
 	}
 	a.cut = newCut(a.limits)
 	first := resp.Responses[0].GetResponseRange()
-	a.addSequenced(first.Kvs, first.More)
+	kvs, more := first.Kvs, first.More
+	if r.page != nil {
+		// The batch's page starts at its newest note: this answer's part
+		// starts at its own.
+		kvs = kvs[min(r.offset, len(kvs)):min(r.offset+int(limit), len(kvs))]
+		more = first.More || len(first.Kvs) > r.offset+int(limit)
+	}
+	a.addSequenced(kvs, more)
 	for _, r := range resp.Responses[2:] {
 		if r.GetResponseRange().More {
 			e.logSometimes.Do(func() {
@@ -127,6 +137,64 @@ func (e *Store) readAnswer(ctx context.Context, location, key string, rev, creat
 			return a, err
 		}
 	}
+}
+
+// readFirstPage reads, at revision rev, the first page of keys of an
+// answer from the note under key, the bounds declared, and the keys of
+// earlier releases, in one read-only transaction: no raft entry, not in
+// the apply loop.
+func (e *Store) readFirstPage(ctx context.Context, location, key string, rev int64, floor string, limit int64) (*clientv3.TxnResponse, error) {
+	legacy := legacyRanges(location)
+	return e.readAt(ctx, rev, func(at ...clientv3.OpOption) []clientv3.Op {
+		return []clientv3.Op{
+			clientv3.OpGet(key, append(at, clientv3.WithRange(floorEnd(location, floor)), clientv3.WithKeysOnly(), clientv3.WithLimit(limit))...),
+			// Not keys-only: etcd's index knows no lease, and a declaration
+			// must be on one. Their values are empty.
+			clientv3.OpGet(e.boundsPrefix(), append(at, clientv3.WithPrefix(), clientv3.WithLimit(maxDeclarations+1))...),
+			clientv3.OpGet(legacy[0][0], append(at, clientv3.WithRange(legacy[0][1]), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys))...),
+			clientv3.OpGet(legacy[1][0], append(at, clientv3.WithRange(legacy[1][1]), clientv3.WithKeysOnly(), clientv3.WithLimit(maxLegacyKeys))...),
+		}
+	})
+}
+
+// readAt sends the reads that ops builds with at, which names revision
+// rev. They are serializable: a revision names one state, whichever
+// member answers, and the member then needs no round of raft to confirm
+// that it is current. A member that has not applied rev yet refuses them,
+// and they go again linearizable, as do reads of the current revision
+// (rev 0).
+func (e *Store) readAt(ctx context.Context, rev int64, ops func(at ...clientv3.OpOption) []clientv3.Op) (*clientv3.TxnResponse, error) {
+	if rev != 0 {
+		resp, err := e.cli.Txn(ctx).Then(ops(clientv3.WithRev(rev), clientv3.WithSerializable())...).Commit()
+		if !errors.Is(err, rpctypes.ErrFutureRev) {
+			return resp, err
+		}
+		e.futureReads.Add(1)
+	}
+	return e.cli.Txn(ctx).Then(ops(clientv3.WithRev(rev))...).Commit()
+}
+
+// firstPage is the first page of keys of the answers of one batch, read
+// once for all of them: every answer is read at the batch's revision, and
+// each one's page is the part from its own note on.
+type firstPage struct {
+	once   sync.Once
+	newest string // the key of the batch's newest note
+	extra  int    // the batch's other notes, newer than its oldest
+	resp   *clientv3.TxnResponse
+	err    error
+}
+
+// read returns the batch's page, as long as the oldest note's answer needs
+// and the newer notes of the batch more; the first post to ask reads it,
+// within the store's Timeout, as the others wait for it.
+func (p *firstPage) read(ctx context.Context, e *Store, location string, rev int64, floor string, limit int64) (*clientv3.TxnResponse, error) {
+	p.once.Do(func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.Timeout)
+		defer cancel()
+		p.resp, p.err = e.readFirstPage(rctx, location, p.newest, rev, floor, limit+int64(p.extra))
+	})
+	return p.resp, p.err
 }
 
 // pageLimit is how many notes costing at most noteBytes surely fit in the
@@ -158,9 +226,10 @@ func (c *cut) take(note bool, cost int) bool {
 }
 
 // keysLimit is a page of keys: as many notes as the room left could hold
-// if each had a message of MessageBytes.
+// if each had a message of MessageBytes, and one more, so that at a full
+// location the note that no longer fits is in hand without another page.
 func (a *answer) keysLimit() int64 {
-	return int64(a.pageLimit(a.limits.MessageBytes + notes.NoteOverhead))
+	return int64(a.pageLimit(a.limits.MessageBytes+notes.NoteOverhead)) + 1
 }
 
 func (a *answer) addSequenced(kvs []*mvccpb.KeyValue, more bool) {
@@ -175,13 +244,15 @@ func (a *answer) addSequenced(kvs []*mvccpb.KeyValue, more bool) {
 // keys when none is in hand; nil when all are taken.
 func (a *answer) next(ctx context.Context) (*mvccpb.KeyValue, error) {
 	if len(a.sequenced) == 0 && a.nextSequenced != "" {
-		_, end := sequencedRange(a.location)
-		resp, err := a.e.cli.Get(ctx, a.nextSequenced, clientv3.WithRange(end), clientv3.WithRev(a.rev),
-			clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit()))
+		resp, err := a.e.readAt(ctx, a.rev, func(at ...clientv3.OpOption) []clientv3.Op {
+			return []clientv3.Op{clientv3.OpGet(a.nextSequenced, append(at, clientv3.WithRange(floorEnd(a.location, a.floor)),
+				clientv3.WithKeysOnly(), clientv3.WithLimit(a.keysLimit()))...)}
+		})
 		if err != nil {
 			return nil, fmt.Errorf("read a page of notes at %s from %q: %w", a.location, a.nextSequenced, err)
 		}
-		a.addSequenced(resp.Kvs, resp.More)
+		page := resp.Responses[0].GetResponseRange()
+		a.addSequenced(page.Kvs, page.More)
 	}
 	switch {
 	case len(a.sequenced) == 0 && len(a.legacy) == 0:
@@ -226,11 +297,13 @@ func (a *answer) value(ctx context.Context, kv *mvccpb.KeyValue) (*cachedNote, e
 			batch = append(batch, k)
 		}
 	}
-	ops := make([]clientv3.Op, len(batch))
-	for i, k := range batch {
-		ops[i] = clientv3.OpGet(string(k.Key), clientv3.WithRev(a.rev))
-	}
-	resp, err := a.e.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := a.e.readAt(ctx, a.rev, func(at ...clientv3.OpOption) []clientv3.Op {
+		ops := make([]clientv3.Op, len(batch))
+		for i, k := range batch {
+			ops[i] = clientv3.OpGet(string(k.Key), at...)
+		}
+		return ops
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read %d notes at %s: %w", len(batch), a.location, err)
 	}
@@ -293,6 +366,16 @@ func (a *answer) notes() []*pb.RouteNote {
 	}
 	slices.Reverse(out)
 	return out
+}
+
+// sequencedPrune is the prune of the sequenced notes that the answer left
+// out; nil when it took none (notes of earlier releases filled it: nothing
+// marks where to prune from), or took the floor.
+func (a *answer) sequencedPrune() *prune {
+	if a.lastSequenced == "" || a.lastSequenced == a.floor {
+		return nil
+	}
+	return &prune{after: a.lastSequenced, floor: a.floor, rev: a.rev}
 }
 
 // legacyLeftOut are the keys of the notes of earlier releases that the

@@ -43,22 +43,36 @@ func countingClient(t testing.TB, url string, read *atomic.Int64) *clientv3.Clie
 	return etcdtest.Client(t, url, grpc.WithChainUnaryInterceptor(countReplies(read)))
 }
 
-// rangeCheck is an etcd client interceptor that hands every Range a
-// request carries, alone or in a transaction, to check.
-func rangeCheck(check func(*etcdserverpb.RangeRequest)) grpc.UnaryClientInterceptor {
+// sentOps is an etcd client interceptor that hands check every operation
+// a request carries: alone, in a transaction's branches, or in a
+// transaction nested in one.
+func sentOps(check func(*etcdserverpb.RequestOp)) grpc.UnaryClientInterceptor {
+	var visit func(ops []*etcdserverpb.RequestOp)
+	visit = func(ops []*etcdserverpb.RequestOp) {
+		for _, op := range ops {
+			check(op)
+			if txn := op.GetRequestTxn(); txn != nil {
+				visit(slices.Concat(txn.Success, txn.Failure))
+			}
+		}
+	}
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		switch r := req.(type) {
 		case *etcdserverpb.RangeRequest:
-			check(r)
+			check(&etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestRange{RequestRange: r}})
+		case *etcdserverpb.DeleteRangeRequest:
+			check(&etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestDeleteRange{RequestDeleteRange: r}})
 		case *etcdserverpb.TxnRequest:
-			for _, op := range slices.Concat(r.Success, r.Failure) {
-				if rr := op.GetRequestRange(); rr != nil {
-					check(rr)
-				}
-			}
+			check(&etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestTxn{RequestTxn: r}})
+			visit(slices.Concat(r.Success, r.Failure))
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+}
+
+// opsClient is an etcd client whose every operation goes to check first.
+func opsClient(t testing.TB, url string, check func(*etcdserverpb.RequestOp)) *clientv3.Client {
+	return etcdtest.Client(t, url, grpc.WithChainUnaryInterceptor(sentOps(check)))
 }
 
 // TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself guards the key layout:
@@ -70,7 +84,11 @@ func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
 	srv := etcdtest.Start(t)
 	var ranges, unbounded atomic.Int64
 	var bad sync.Map
-	check := func(r *etcdserverpb.RangeRequest) {
+	check := func(op *etcdserverpb.RequestOp) {
+		r := op.GetRequestRange()
+		if r == nil {
+			return
+		}
 		ranges.Add(1)
 		plain := r.SortOrder == etcdserverpb.RangeRequest_NONE && r.MinCreateRevision == 0 && r.MaxCreateRevision == 0 &&
 			r.MinModRevision == 0 && r.MaxModRevision == 0
@@ -80,7 +98,7 @@ func TestEtcdEveryRangeOfAPostIsOneEtcdLimitsItself(t *testing.T) {
 		}
 	}
 	var read atomic.Int64
-	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(rangeCheck(check), countReplies(&read)))
+	cli := etcdtest.Client(t, srv.ClientURL(), grpc.WithChainUnaryInterceptor(sentOps(check), countReplies(&read)))
 	cfg := testConfig(t)
 	cfg.Limits.PerLocation, cfg.Limits.MessageBytes, cfg.Limits.AnswerBytes = 50, 300, 4000
 	store := newEtcd(t, cli, cfg)
@@ -329,10 +347,11 @@ func TestEtcdAPostWhoseAnswerIsCutAfterItsFirstPageFailsAndIsCounted(t *testing.
 	srv := etcdtest.Start(t)
 	var cut atomic.Bool
 	var injected atomic.Int64
-	// A page after the first is the only plain Range a post sends at the
-	// revision of its put.
+	// A page after the first is the only read a post sends alone that is
+	// a range at the revision of its put.
 	cutPages := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if r, ok := req.(*etcdserverpb.RangeRequest); ok && r.Revision > 0 && cut.Load() {
+		if r, ok := req.(*etcdserverpb.TxnRequest); ok && len(r.Success) == 1 && cut.Load() &&
+			r.Success[0].GetRequestRange().GetRevision() > 0 && len(r.Success[0].GetRequestRange().GetRangeEnd()) > 0 {
 			injected.Add(1)
 			return errors.New("connection cut between two pages")
 		}

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/time/rate"
@@ -30,7 +29,9 @@ import (
 // widest Limits of any store answer with (bounds.go).
 type Config struct {
 	// Prefix is the etcd key prefix under which every note is kept, as
-	// <Prefix><latitude>,<longitude>/~<sequence>. It must end with "/".
+	// <Prefix><latitude>,<longitude>/~<sequence>, with each location's
+	// floor (layout.go), the notes' ids and the stores' bounds beside them.
+	// It must end with "/".
 	Prefix string
 	// Limits bound a location and one answer: PerLocation, MessageBytes and
 	// AnswerBytes are required. A post reads no more than AnswerBytes and
@@ -58,6 +59,14 @@ type Config struct {
 	// BudgetCheck is how often, at most, a Store asks etcd its size while
 	// notes are posted.
 	BudgetCheck time.Duration
+	// WriteRate is how many notes per second a Store writes to etcd at
+	// most, a tenth of a second's worth at once after a pause: a post past
+	// it waits its turn, and fails with notes.ErrWriteRate at once when its
+	// turn would come after its deadline or Timeout. It keeps the posts of
+	// a node's clients from taking the etcd member that the registry's
+	// writes need too (docs/DESIGN.md, "RouteChat in etcd"); etcd takes at
+	// most WriteRate times MessageBytes a second from a node.
+	WriteRate int
 	// CacheBytes bounds the notes a Store keeps in memory once read, so
 	// that a post reads from etcd only the keys of its answer and the
 	// values it has not seen (see cache.go). Zero keeps none.
@@ -85,8 +94,15 @@ func DefaultConfig() Config {
 		Budget:      DefaultBudget,
 		BudgetCheck: time.Second,
 		CacheBytes:  DefaultCacheBytes,
+		WriteRate:   DefaultWriteRate,
 	}
 }
+
+// DefaultWriteRate is the notes per second a node writes to etcd at most:
+// what an etcd member on two shared cores took beside the registry's writes
+// (docs/BENCHMARKS.md, "RouteChat in etcd"). A member with cores and disks of
+// its own takes more.
+const DefaultWriteRate = 100
 
 // DefaultBudget is a quarter of etcd's default quota (--quota-backend-bytes,
 // 2 GiB): the registry, etcd's history and a burst of notes between two
@@ -151,6 +167,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("notes etcd config: BudgetCheck %v must be positive", c.BudgetCheck)
 	case c.CacheBytes < 0:
 		return fmt.Errorf("notes etcd config: CacheBytes %d must not be negative", c.CacheBytes)
+	case c.WriteRate < 1:
+		return fmt.Errorf("notes etcd config: WriteRate %d must be at least 1", c.WriteRate)
 	}
 	return nil
 }
@@ -170,9 +188,10 @@ type Stats struct {
 	// of their location, each time a post read one. They are left out of
 	// answers, where they take the place of a note until pruned.
 	Skipped uint64
-	// PruneFailures counts posts after which deleting the notes beyond
-	// PerLocation failed. The post itself succeeded; a later post at the
-	// location deletes them.
+	// PruneFailures counts posts after which deleting the notes of earlier
+	// releases beyond the bounds failed. The post itself succeeded; a later
+	// post at the location deletes them. The newer notes' prune rides with
+	// the next put there, and fails only with it.
 	PruneFailures uint64
 	// UnreadAnswers counts posts whose note was stored but whose answer
 	// could not be read whole: the post failed with ErrUnavailable rather
@@ -187,6 +206,10 @@ type Stats struct {
 	// PrunesRefused counts prunes that etcd refused because bounds were
 	// declared after their answer; a later post prunes again.
 	PrunesRefused uint64
+	// FutureReads counts reads of an answer that a member refused, not
+	// having applied the post's revision yet, and that went again
+	// linearizable (see readAt).
+	FutureReads uint64
 }
 
 // Store is a notes.Store in etcd, shared by every node that uses the same Prefix:
@@ -206,12 +229,14 @@ type Store struct {
 	badBounds     atomic.Uint64
 	tooManyBounds atomic.Uint64
 	prunesRefused atomic.Uint64
+	futureReads   atomic.Uint64
 	logSometimes  rate.Sometimes // one record a minute of what is skipped
 
 	// grant is held, as a one-slot semaphore that a waiter can leave when
 	// its context ends, by the one Post that grants the next lease, so that
 	// concurrent posts at a bucket's end grant one lease and not one each.
 	grant chan struct{}
+	rate  *rate.Limiter // of notes written
 	turns turns
 	cache *cache
 	now   func() time.Time // the clock of the lease buckets
@@ -230,13 +255,15 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{cli: cli, cfg: cfg, budget: newBudget(cli, cfg.Budget, cfg.BudgetCheck), grant: make(chan struct{}, 1),
-		cache: newCache(cfg.CacheBytes), now: time.Now, logSometimes: rate.Sometimes{Interval: time.Minute}}, nil
+		rate: rate.NewLimiter(rate.Limit(cfg.WriteRate), max(1, cfg.WriteRate/10)), cache: newCache(cfg.CacheBytes), now: time.Now,
+		logSometimes: rate.Sometimes{Interval: time.Minute}}, nil
 }
 
 // Stats returns the store's counters since it was made.
 func (e *Store) Stats() Stats {
 	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load(),
-		BadBounds: e.badBounds.Load(), TooManyBounds: e.tooManyBounds.Load(), PrunesRefused: e.prunesRefused.Load()}
+		BadBounds: e.badBounds.Load(), TooManyBounds: e.tooManyBounds.Load(), PrunesRefused: e.prunesRefused.Load(),
+		FutureReads: e.futureReads.Load()}
 }
 
 // LocationPrefix is the etcd key prefix of the notes at a location.
@@ -264,6 +291,14 @@ func (e *Store) Post(ctx context.Context, note *pb.RouteNote) ([]*pb.RouteNote, 
 	if err := e.budget.check(opCtx); err != nil {
 		return nil, err
 	}
+	// Posts wait their turn in arrival order; a turn past the deadline is
+	// refused at once, without waiting for it.
+	if err := e.rate.Wait(opCtx); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("store note in etcd: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("the node writes at most %d notes a second to etcd, and this one's turn would come after its deadline: %w", e.cfg.WriteRate, notes.ErrWriteRate)
+	}
 	answer, err := e.post(opCtx, lat, lon, value)
 	if err != nil {
 		return nil, e.postError(ctx, err)
@@ -290,56 +325,47 @@ func (e *Store) post(ctx context.Context, lat, lon int32, value []byte) ([]*pb.R
 	}
 }
 
-// putAndRead puts the note, reads its answer at the revision of the put,
-// then deletes the notes the answer left out, if any.
+// putAndRead puts the note and reads its answer at the revision of the
+// put; the next put at the location prunes what the answer left out.
 func (e *Store) putAndRead(ctx context.Context, lat, lon int32, value []byte, lease clientv3.LeaseID) ([]*pb.RouteNote, error) {
 	location := e.LocationPrefix(lat, lon)
-	idKey := ""
+	p := &pendingPut{value: string(value), lat: lat, lon: lon, lease: lease, done: make(chan putResult, 1)}
 	if id := notes.NoteID(ctx); id != "" {
-		idKey = fmt.Sprintf("%sids/%d,%d/%s", e.cfg.Prefix, lat, lon, id)
+		p.idKey = fmt.Sprintf("%sids/%d,%d/%s", e.cfg.Prefix, lat, lon, id)
 	}
-	put := e.put(ctx, location, string(value), idKey, lease)
-	if put.err != nil {
-		return nil, put.err
+	turn := e.turns.join(location, p)
+	a, err := e.putAndReadInTurn(ctx, turn, p, lat, lon)
+	var asked *prune
+	if err == nil && a.full && !a.unsure {
+		// Only while no store declared wider bounds since (bounds.go).
+		asked = a.sequencedPrune()
 	}
-	if put.rev != 0 {
-		e.budget.wrote(len(put.key) + len(value) + len(idKey)*2)
-		e.cache.put(&mvccpb.KeyValue{Key: []byte(put.key), Value: value, ModRevision: put.rev}, lat, lon)
-	}
-	a, err := e.readAnswer(ctx, location, put.key, put.rev, put.created, lat, lon)
+	e.turns.leave(turn, asked)
 	if err != nil {
-		e.unreadAnswers.Add(1)
-		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", put.key, err)
+		return nil, err
 	}
 	if a.full && !a.unsure {
-		if err := e.prune(ctx, location, a); err != nil {
+		if err := e.delete(ctx, location, a.legacyLeftOut(), a.rev); err != nil {
 			e.pruneFailures.Add(1)
 		}
 	}
 	return a.notes(), nil
 }
 
-// prune deletes the notes at location that the answer a left out: the
-// sequenced notes after the oldest it took (one DeleteRange, which etcd
-// finds in its index; in the next put's transaction when a post waits to
-// put there), and the legacy notes it did not take. It is safe
-// when nodes prune at once: each deletes only notes that no answer within
-// the widest bounds declared could carry, and only while no store has
-// declared bounds since (bounds.go); deleting a deleted key does nothing.
-func (e *Store) prune(ctx context.Context, location string, a *answer) error {
-	_, end := sequencedRange(location)
-	if a.lastSequenced == "" {
-		// The answer took no sequenced note (notes of earlier releases
-		// filled it): nothing marks where to prune from.
-	} else if e.turns.deferPrune(location, a.lastSequenced, a.rev) {
-		// A post waiting to put at the location deletes them with its note.
-	} else if resp, err := e.cli.Txn(ctx).If(e.boundsUnchangedSince(a.rev)).
-		Then(clientv3.OpDelete(a.lastSequenced+"\x00", clientv3.WithRange(end))).Commit(); err != nil {
-		return fmt.Errorf("prune the notes at %s after %s: %w", location, a.lastSequenced, err)
-	} else if !resp.Succeeded {
-		e.prunesRefused.Add(1)
+func (e *Store) putAndReadInTurn(ctx context.Context, turn *turn, p *pendingPut, lat, lon int32) (*answer, error) {
+	r := e.put(ctx, turn, p)
+	if r.err != nil {
+		return nil, r.err
 	}
-	return e.delete(ctx, location, a.legacyLeftOut(), a.rev)
+	if r.rev != 0 {
+		e.budget.wrote(len(r.key) + len(p.value) + len(p.idKey)*2)
+	}
+	a, err := e.readAnswer(ctx, turn.location, r, lat, lon)
+	if err != nil {
+		e.unreadAnswers.Add(1)
+		return nil, fmt.Errorf("note %s is stored, but its answer could not be read: %w", r.key, err)
+	}
+	return a, nil
 }
 
 // delete deletes keys, which an answer at rev left out, in transactions of

@@ -66,9 +66,57 @@ const (
 	maxBatch      = 100
 	maxBatchBytes = 1 << 20
 	// maxBatchOps is etcd's default of 128 operations in a transaction's
-	// branch, less the prune that may ride with the puts.
-	maxBatchOps = 127
+	// branch, less the prune that may ride with the puts and the read of
+	// the floor.
+	maxBatchOps = 126
 )
+
+// A location's floor is the key of the oldest note it keeps: the prune
+// that sets it deletes every older note in the same transaction (see
+// pruneOps), so that no note is ever older. Every range a post sends ends
+// there: etcd walks its index over the whole range of a Range to count it,
+// whatever the limit, and a deleted key stays in the index until etcd
+// compacts its history (docs/DESIGN.md, "RouteChat in etcd"). It is kept
+// beside the notes, outside the location's keys: <prefix>floors/<lat>,<lon>/.
+func (e *Store) floorKey(location string) string {
+	return e.cfg.Prefix + "floors/" + strings.TrimPrefix(location, e.cfg.Prefix)
+}
+
+// floorEnd is where the ranges of location end: after its floor, or at
+// the end of the sequenced notes when it has none.
+func floorEnd(location, floor string) string {
+	if floor == "" {
+		_, end := sequencedRange(location)
+		return end
+	}
+	return floor + "\x00"
+}
+
+// prune is what an answer at rev left out: the sequenced notes older than
+// after, down to the floor that the answer saw.
+type prune struct {
+	after, floor string
+	rev          int64
+}
+
+// pruneOp deletes the notes older than p.after and makes p.after the
+// floor, unless a store declared bounds since p's answer (bounds.go), or
+// another prune moved the floor; then a later answer prunes again. Its
+// transaction succeeds when the bounds allowed it.
+func (e *Store) pruneOp(location, floorKey string, p prune, lease clientv3.LeaseID) clientv3.Op {
+	floorUnmoved := clientv3.Compare(clientv3.Value(floorKey), "=", p.floor)
+	if p.floor == "" {
+		// Without a floor, the first prune walks the location's history
+		// once.
+		floorUnmoved = clientv3.Compare(clientv3.CreateRevision(floorKey), "=", 0)
+	}
+	return clientv3.OpTxn([]clientv3.Cmp{e.boundsUnchangedSince(p.rev)}, []clientv3.Op{
+		clientv3.OpTxn([]clientv3.Cmp{floorUnmoved}, []clientv3.Op{
+			clientv3.OpDelete(p.after+"\x00", clientv3.WithRange(floorEnd(location, p.floor))),
+			clientv3.OpPut(floorKey, p.after, clientv3.WithLease(lease)),
+		}, nil),
+	}, nil)
+}
 
 // putOps is the operations p takes in a batch's transaction: its note, and
 // its id.
@@ -81,18 +129,25 @@ func putOps(p *pendingPut) int {
 
 // pendingPut is a note waiting to be put at its location.
 type pendingPut struct {
-	value string
-	lease clientv3.LeaseID
-	idKey string         // where the client's note id is kept; "" without one
-	done  chan putResult // gets the result once, from whichever post put it
+	value    string
+	lat, lon int32
+	lease    clientv3.LeaseID
+	idKey    string         // where the client's note id is kept; "" without one
+	done     chan putResult // gets the result once, from whichever post put it
 }
 
-// putResult is where a note was put, and at which revision; rev is 0 for
-// a note whose id was put before, under key, at revision created.
+// putResult is where a note was put, at which revision, and the floor of
+// its location then; rev is 0 for a note whose id was put before, under
+// key, at revision created.
 type putResult struct {
 	key          string
 	rev, created int64
-	err          error
+	floor        string
+	// page is read once for the batch's answers, where this note's part
+	// starts at offset; nil for a note put before.
+	page   *firstPage
+	offset int
+	err    error
 }
 
 // put stores value under the next sequence number at location and returns
@@ -102,10 +157,8 @@ type putResult struct {
 // the post whose turn it is puts every note waiting there in one
 // transaction (a group commit), so a busy location costs one raft entry per
 // batch, and only other nodes' posts make a put try again.
-func (e *Store) put(ctx context.Context, location, value, idKey string, lease clientv3.LeaseID) putResult {
-	p := &pendingPut{value: value, lease: lease, idKey: idKey, done: make(chan putResult, 1)}
-	turn := e.turns.join(location, p)
-	defer e.turns.leave(turn)
+func (e *Store) put(ctx context.Context, turn *turn, p *pendingPut) putResult {
+	location := turn.location
 	for {
 		select {
 		case r := <-p.done:
@@ -135,22 +188,30 @@ func (e *Store) put(ctx context.Context, location, value, idKey string, lease cl
 // result. The holder of the turn's token calls it.
 func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 	location := turn.location
-	start, end := sequencedRange(location)
+	start, _ := sequencedRange(location)
 	fail := func(err error) {
 		turn.known = false
 		for _, p := range batch {
 			p.done <- putResult{err: err}
 		}
 	}
+	floorKey := e.floorKey(location)
 	if !turn.known {
-		resp, err := e.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+		seq, err := e.newest(ctx, location, floorKey)
 		if err != nil {
-			fail(fmt.Errorf("read the newest note at %s: %w", location, err))
+			fail(err)
 			return
 		}
-		turn.seq, turn.known = newestSeq(location, resp), true
+		turn.seq, turn.known = seq, true
 	}
-	pruneAfter, pruneRev := e.turns.takePrune(turn)
+	pruning := e.turns.takePrune(turn)
+	pruned := false
+	defer func() {
+		if pruning != nil && !pruned {
+			// Not sent: the next put carries it.
+			e.turns.owe(turn, pruning)
+		}
+	}()
 	step := uint64(1)
 	for attempt := 0; attempt < maxPutAttempts && len(batch) > 0; attempt++ {
 		keys := make([]string, len(batch))
@@ -166,27 +227,44 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 				ids = append(ids, clientv3.OpGet(p.idKey))
 			}
 		}
+		newer := clientv3.WithRange(keys[0] + "\x00")
 		cmps[0] = clientv3.Compare(clientv3.CreateRevision(start).WithRange(keys[0]+"\x00"), "=", 0)
-		if pruneAfter != "" {
+		if pruning != nil {
 			// What an earlier answer left out goes in the same raft entry,
-			// unless a store declared bounds since that answer.
-			writes = append(writes, clientv3.OpTxn([]clientv3.Cmp{e.boundsUnchangedSince(pruneRev)},
-				[]clientv3.Op{clientv3.OpDelete(pruneAfter+"\x00", clientv3.WithRange(end))}, nil))
+			// in a transaction of its own.
+			writes = append(writes, e.pruneOp(location, floorKey, *pruning, batch[0].lease))
 		}
+		writes = append(writes, clientv3.OpGet(floorKey))
 		resp, err := e.cli.Txn(ctx).If(cmps...).Then(writes...).
-			Else(append([]clientv3.Op{clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))}, ids...)...).
+			Else(append([]clientv3.Op{clientv3.OpGet(start, newer, clientv3.WithKeysOnly(), clientv3.WithLimit(1))}, ids...)...).
 			Commit()
 		if err != nil {
 			fail(fmt.Errorf("put %d notes at %s from %s: %w", len(batch), location, keys[0], err))
 			return
 		}
 		if resp.Succeeded {
-			if pruneAfter != "" && !resp.Responses[len(resp.Responses)-1].GetResponseTxn().GetSucceeded() {
+			pruned = true
+			if pruning != nil && !resp.Responses[len(resp.Responses)-2].GetResponseTxn().GetSucceeded() {
 				e.prunesRefused.Add(1)
 			}
 			turn.seq += step + uint64(len(batch)) - 1
+			floor := ""
+			if kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs; len(kvs) > 0 {
+				floor = string(kvs[0].Value)
+			}
+			if floor != "" && floor < keys[0] {
+				// Every note above the floor is gone, and the numbers this
+				// node knew were below it: the floor no longer holds.
+				e.dropFloor(ctx, floorKey, floor)
+				floor = ""
+			}
+			page := &firstPage{newest: keys[len(keys)-1], extra: len(keys) - 1}
 			for i, p := range batch {
-				p.done <- putResult{key: keys[i], rev: resp.Header.Revision}
+				// Before any answer of the batch, which may hold it.
+				e.cache.put(&mvccpb.KeyValue{Key: []byte(keys[i]), Value: []byte(p.value), ModRevision: resp.Header.Revision}, p.lat, p.lon)
+			}
+			for i, p := range batch {
+				p.done <- putResult{key: keys[i], rev: resp.Header.Revision, floor: floor, page: page, offset: len(keys) - 1 - i}
 			}
 			return
 		}
@@ -211,13 +289,41 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 		// The winner's next post takes the number after its last one: a
 		// post that lost skips further ahead, so that it wins unless that
 		// node posts twice meanwhile. Gaps in the order change nothing.
-		turn.seq = newestSeq(location, (*clientv3.GetResponse)(resp.Responses[0].GetResponseRange()))
+		turn.seq = max(turn.seq, newestSeq(location, (*clientv3.GetResponse)(resp.Responses[0].GetResponseRange())))
 		step *= 2
 	}
 	if len(batch) == 0 {
 		return
 	}
 	fail(fmt.Errorf("put a note at %s: other nodes posted there first %d times in a row", location, maxPutAttempts))
+}
+
+// dropFloor deletes the floor of a location, unless it moved.
+func (e *Store) dropFloor(ctx context.Context, floorKey, floor string) {
+	// On failure the next batch finds it again.
+	_, _ = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(floorKey), "=", floor)).Then(clientv3.OpDelete(floorKey)).Commit()
+}
+
+// newest is the newest sequence number at location: its floor's, or its
+// newest note's, read in a range that ends at the floor.
+func (e *Store) newest(ctx context.Context, location, floorKey string) (uint64, error) {
+	resp, err := e.cli.Get(ctx, floorKey)
+	if err != nil {
+		return 0, fmt.Errorf("read the floor of %s: %w", location, err)
+	}
+	var floor uint64
+	end := floorEnd(location, "")
+	if len(resp.Kvs) > 0 {
+		floor, _ = seqOf(location, resp.Kvs[0].Value)
+		end = floorEnd(location, string(resp.Kvs[0].Value))
+	}
+	start, _ := sequencedRange(location)
+	resp, err = e.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+	if err != nil {
+		return 0, fmt.Errorf("read the newest note at %s: %w", location, err)
+	}
+	// When every note is gone, the floor may remain: numbers go on from it.
+	return max(floor, newestSeq(location, resp)), nil
 }
 
 func newestSeq(location string, resp *clientv3.GetResponse) uint64 {
@@ -230,11 +336,26 @@ func newestSeq(location string, resp *clientv3.GetResponse) uint64 {
 
 // turns let one post at a time of this store take a location's next
 // sequence number. An entry lives while posts wait for it, so the map holds
-// at most as many locations as posts run at once.
+// at most as many locations as posts run at once. What an entry knows
+// outlives it at up to maxIdle idle locations: the newest number seen, so
+// that a location posted to now and then is not read again before each
+// post (a number another node passed meanwhile costs the put one lost
+// comparison), and the prune that the last answer asked for, which the next
+// put there carries.
 type turns struct {
-	mu sync.Mutex
-	at map[string]*turn
+	mu   sync.Mutex
+	at   map[string]*turn
+	idle map[string]idleTurn
 }
+
+type idleTurn struct {
+	seq   uint64
+	prune *prune
+}
+
+// maxIdle bounds the idle locations a store remembers. A prune forgotten
+// with one is done by the next prune there, which deletes down to the floor.
+const maxIdle = 4096
 
 type turn struct {
 	location string
@@ -245,10 +366,9 @@ type turn struct {
 	// Guarded by turns.mu:
 	users   int           // posts that joined and have not left
 	waiting []*pendingPut // notes not yet taken into a batch, oldest first
-	// pruneAfter is the oldest sequenced key of an answer that left older
-	// notes out, read at pruneRev: the next put deletes those.
-	pruneAfter string
-	pruneRev   int64
+	// prune is what the newest answer that left notes out asks for: the
+	// next batch deletes them.
+	prune *prune
 }
 
 // join queues p at location and returns the location's turn.
@@ -261,6 +381,10 @@ func (t *turns) join(location string, p *pendingPut) *turn {
 	tu := t.at[location]
 	if tu == nil {
 		tu = &turn{location: location, token: make(chan struct{}, 1)}
+		if idle, ok := t.idle[location]; ok {
+			tu.seq, tu.known, tu.prune = idle.seq, true, idle.prune
+			delete(t.idle, location)
+		}
 		t.at[location] = tu
 	}
 	tu.users++
@@ -306,39 +430,56 @@ func (t *turns) withdraw(tu *turn, p *pendingPut) bool {
 	return true
 }
 
-// deferPrune leaves the deletion of the sequenced notes after key, which an
-// answer at rev left out, to the next put at location, and reports whether a
-// post is there to take it.
-func (t *turns) deferPrune(location, key string, rev int64) bool {
+// takePrune returns the prune for the put of the turn's holder, and clears
+// it; if that put fails, a later answer prunes again.
+func (t *turns) takePrune(tu *turn) *prune {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	tu := t.at[location]
-	if tu == nil || len(tu.waiting) == 0 {
-		return false
-	}
-	// The newest answer's bound deletes the most: its oldest key is
-	// the least in key order.
-	if tu.pruneAfter == "" || key < tu.pruneAfter {
-		tu.pruneAfter, tu.pruneRev = key, rev
-	}
-	return true
+	p := tu.prune
+	tu.prune = nil
+	return p
 }
 
-// takePrune returns the key after which the put of the turn's holder
-// deletes, and the revision of the answer that decided it, and clears
-// them; if that put fails, a later answer prunes again.
-func (t *turns) takePrune(tu *turn) (string, int64) {
+// owe leaves p to the next batch at the turn's location, unless a prune
+// that deletes more already waits.
+func (t *turns) owe(tu *turn, p *prune) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	after, rev := tu.pruneAfter, tu.pruneRev
-	tu.pruneAfter, tu.pruneRev = "", 0
-	return after, rev
+	tu.owe(p)
 }
 
-func (t *turns) leave(tu *turn) {
+func (tu *turn) owe(p *prune) {
+	// The newest answer's prune deletes the most: its oldest key is the
+	// least in key order.
+	if p != nil && (tu.prune == nil || p.after < tu.prune.after) {
+		tu.prune = p
+	}
+}
+
+// leave ends a post's part in the turn, with the prune its answer asks
+// for, if any: the next batch at the location carries it, one operation for
+// the posts of a batch, which read the same answer. Until then the location
+// keeps, beyond its answers, the notes of the batches put since.
+func (t *turns) leave(tu *turn, p *prune) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if tu.users--; tu.users == 0 {
-		delete(t.at, tu.location)
+	tu.owe(p)
+	if tu.users--; tu.users > 0 {
+		return
 	}
+	delete(t.at, tu.location)
+	// Read under t.mu: no post holds the turn's token now.
+	if !tu.known {
+		return
+	}
+	if t.idle == nil {
+		t.idle = make(map[string]idleTurn)
+	}
+	for k := range t.idle {
+		if len(t.idle) < maxIdle {
+			break
+		}
+		delete(t.idle, k)
+	}
+	t.idle[tu.location] = idleTurn{seq: tu.seq, prune: tu.prune}
 }

@@ -112,22 +112,29 @@ func TestEtcdANarrowStorePrunesToItsBoundsOnceTheWiderOnesLeaseIsGone(t *testing
 	if _, err := cli.Revoke(t.Context(), lease); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := narrow.store.Post(t.Context(), notestest.Note(1, 1, "narrow last")); err != nil {
-		t.Fatal(err)
+	// The second post's put carries the prune of the first's answer.
+	for _, m := range []string{"narrow last but one", "narrow last"} {
+		if _, err := narrow.store.Post(t.Context(), notestest.Note(1, 1, m)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if n := countAt(t, cli, narrow.store, 1, 1); n != 2 {
-		t.Errorf("etcd holds %d notes once the wider store's lease is gone, want the narrow store's 2", n)
+	if n := countAt(t, cli, narrow.store, 1, 1); n != 3 {
+		t.Errorf("etcd holds %d notes once the wider store's lease is gone, want the narrow store's 2 and one to prune", n)
 	}
 }
 
 // onPrune is an etcd client interceptor that calls hook, once armed,
-// before the first transaction that deletes a range: a prune of sequenced
-// notes.
+// before the first transaction that deletes a range, in a transaction
+// nested in it: a put that carries a prune of sequenced notes.
 func onPrune(armed *atomic.Bool, hook func()) grpc.UnaryClientInterceptor {
+	var deletesRange func(ops []*etcdserverpb.RequestOp) bool
+	deletesRange = func(ops []*etcdserverpb.RequestOp) bool {
+		return slices.ContainsFunc(ops, func(op *etcdserverpb.RequestOp) bool {
+			return len(op.GetRequestDeleteRange().GetRangeEnd()) > 0 || deletesRange(op.GetRequestTxn().GetSuccess())
+		})
+	}
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if txn, ok := req.(*etcdserverpb.TxnRequest); ok && slices.ContainsFunc(txn.Success, func(op *etcdserverpb.RequestOp) bool {
-			return len(op.GetRequestDeleteRange().GetRangeEnd()) > 0
-		}) && armed.CompareAndSwap(true, false) {
+		if txn, ok := req.(*etcdserverpb.TxnRequest); ok && deletesRange(txn.Success) && armed.CompareAndSwap(true, false) {
 			hook()
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
@@ -163,10 +170,12 @@ func TestEtcdAPruneDecidedBeforeWiderBoundsWereDeclaredDeletesNothing(t *testing
 		}
 	}
 	armed.Store(true)
-	// The answer [n1 n2] leaves n0 out; before its prune, the wide store
-	// answers [n0 n1 n2 wide].
-	if _, err := narrow.Post(t.Context(), notestest.Note(1, 1, "n2")); err != nil {
-		t.Fatal(err)
+	// The answer [n1 n2] leaves n0 out; before the next put carries its
+	// prune, the wide store answers [n0 n1 n2 wide].
+	for _, m := range []string{"n2", "n3"} {
+		if _, err := narrow.Post(t.Context(), notestest.Note(1, 1, m)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if want := []string{"n0", "n1", "n2", "wide"}; !slices.Equal(wideAnswer, want) {
 		t.Fatalf("the wide store answered %q, want %q", wideAnswer, want)
@@ -175,7 +184,7 @@ func TestEtcdAPruneDecidedBeforeWiderBoundsWereDeclaredDeletesNothing(t *testing
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"n0", "n1", "n2", "wide", "wide again"}; !slices.Equal(notestest.Messages(got), want) {
+	if want := []string{"n0", "n1", "n2", "wide", "n3", "wide again"}; !slices.Equal(notestest.Messages(got), want) {
 		t.Errorf("after the narrow store's prune the wide store answers %q, want %q", notestest.Messages(got), want)
 	}
 	if s := narrow.Stats(); s.PrunesRefused != 1 {
@@ -249,12 +258,13 @@ func TestEtcdAPruneAfterAnAnswerOfNoSequencedNoteDeletesNoSequencedNote(t *testi
 	for _, post := range []struct {
 		ctx     context.Context
 		message string
-	}{{ctx, "retried"}, {t.Context(), "newer 1"}, {t.Context(), "newer 2"}} {
+	}{{ctx, "retried"}, {t.Context(), "newer 1"}, {t.Context(), "newer 2"}, {t.Context(), "newer 3"}} {
 		if _, err := store.Post(post.ctx, notestest.Note(5, 5, post.message)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// "newer 2" pruned "retried"; the old notes stay, as their prunes failed.
+	// "newer 3" pruned "retried", which "newer 2" left out; the old notes
+	// stay, as their prunes failed.
 	got, err := store.Post(ctx, notestest.Note(5, 5, "retried"))
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +278,7 @@ func TestEtcdAPruneAfterAnAnswerOfNoSequencedNoteDeletesNoSequencedNote(t *testi
 	for _, at := range []struct {
 		lat, lon int32
 		want     int
-	}{{1, 1, 1}, {5, 5, 5}} {
+	}{{1, 1, 1}, {5, 5, 6}} {
 		if n := countAt(t, cli, store, at.lat, at.lon); n != at.want {
 			t.Errorf("etcd holds %d notes at %d,%d after the prune, want %d", n, at.lat, at.lon, at.want)
 		}

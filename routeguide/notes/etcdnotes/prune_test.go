@@ -59,7 +59,7 @@ func TestAPruneLeftToTheNextPutDeletesNothingOnceWiderBoundsAreDeclared(t *testi
 	// What an answer at this revision, [n0 n1] with a bound of one, would
 	// leave to the next put: the notes after n1.
 	narrow.turns.at = map[string]*turn{location: {location: location, token: make(chan struct{}, 1),
-		pruneAfter: string(resp.Kvs[0].Key), pruneRev: resp.Header.Revision}}
+		prune: &prune{after: string(resp.Kvs[0].Key), rev: resp.Header.Revision}}}
 	if got := messages(t, wide, "wide"); len(got) != 3 {
 		t.Fatalf("the wide store answered %q, want n0, n1 and its own", got)
 	}
