@@ -101,6 +101,10 @@ func newNodeMetrics(featureCount int, store notes.Store, tlsFiles *tlsfiles.Metr
 				Help: "Keys under the notes' bounds in etcd that declare no bounds a node could have, each time a post read one; they widen nothing.",
 			}, func() float64 { return float64(store.Stats().BadBounds) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "routeguide_notes_bad_floors_total",
+				Help: "Floors of a location in etcd that were no note key of that location; each was deleted and bounded no range.",
+			}, func() float64 { return float64(store.Stats().BadFloors) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "routeguide_notes_too_many_bounds_total",
 				Help: "Posts that found more declared bounds than a post reads; each answered within the node's own limits and pruned nothing.",
 			}, func() float64 { return float64(store.Stats().TooManyBounds) }),

@@ -200,6 +200,9 @@ type Stats struct {
 	// BadBounds counts keys under the bounds that declare no bounds a store
 	// could have (bounds.go), each time a post read one. They widen nothing.
 	BadBounds uint64
+	// BadFloors counts floors that were no note key of their location, and
+	// were deleted.
+	BadFloors uint64
 	// TooManyBounds counts posts that found more declarations than they
 	// read: each answered within the store's own Limits and pruned nothing.
 	TooManyBounds uint64
@@ -227,6 +230,7 @@ type Store struct {
 	pruneFailures atomic.Uint64
 	unreadAnswers atomic.Uint64
 	badBounds     atomic.Uint64
+	badFloors     atomic.Uint64
 	tooManyBounds atomic.Uint64
 	prunesRefused atomic.Uint64
 	futureReads   atomic.Uint64
@@ -262,7 +266,7 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 // Stats returns the store's counters since it was made.
 func (e *Store) Stats() Stats {
 	return Stats{Skipped: e.skipped.Load(), PruneFailures: e.pruneFailures.Load(), UnreadAnswers: e.unreadAnswers.Load(),
-		BadBounds: e.badBounds.Load(), TooManyBounds: e.tooManyBounds.Load(), PrunesRefused: e.prunesRefused.Load(),
+		BadBounds: e.badBounds.Load(), BadFloors: e.badFloors.Load(), TooManyBounds: e.tooManyBounds.Load(), PrunesRefused: e.prunesRefused.Load(),
 		FutureReads: e.futureReads.Load()}
 }
 

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/routeguide-cluster/routeguide/internal/testutils/etcdtest"
+	"github.com/routeguide-cluster/routeguide/routeguide/notes/etcdnotes"
 	"github.com/routeguide-cluster/routeguide/routeguide/notes/notestest"
 )
 
@@ -223,5 +224,51 @@ func TestEtcdAPostAtAFullLocationTakesTwoRequests(t *testing.T) {
 	defer mu.Unlock()
 	if len(sent) != 2*posts {
 		t.Errorf("%d posts at a full location sent %d requests, want two each: %v", posts, len(sent), sent)
+	}
+}
+
+// A floor comes from etcd, where anyone with write access may put one: a
+// floor that is no note key of its location bounds no range, and is
+// deleted and counted.
+func TestEtcdAFloorThatIsNoNoteOfItsLocationReachesNoOtherLocation(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		floor func(store *etcdnotes.Store) string
+	}{
+		{"another location's key", func(store *etcdnotes.Store) string { return store.LocationPrefix(2, 2) + "\x7f" }},
+		{"past every key", func(*etcdnotes.Store) string { return "\xff" }},
+		{"a number about to wrap", func(store *etcdnotes.Store) string {
+			return store.LocationPrefix(1, 1) + "~0000000000000000"
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cli := newClient(t, etcdtest.Start(t).ClientURL())
+			cfg := testConfig(t)
+			cfg.Limits.PerLocation = 2
+			store := newEtcd(t, cli, cfg)
+			for i := range 2 {
+				if _, err := store.Post(t.Context(), notestest.Note(2, 2, fmt.Sprint("acknowledged ", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := cli.Put(t.Context(), cfg.Prefix+"floors/1,1/", c.floor(store)); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range []string{"one", "two", "three"} {
+				if _, err := store.Post(t.Context(), notestest.Note(1, 1, m)); err != nil {
+					t.Fatalf("post %q at (1,1) under a hostile floor: %v", m, err)
+				}
+			}
+			got, err := newEtcd(t, cli, cfg).Post(t.Context(), notestest.Note(2, 2, "later"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"acknowledged 1", "later"}; !slices.Equal(notestest.Messages(got), want) {
+				t.Errorf("answer at (2,2) %q, want %q: a floor at (1,1) pruned (2,2)", notestest.Messages(got), want)
+			}
+			if st := store.Stats(); st.BadFloors == 0 {
+				t.Errorf("stats %+v, want the hostile floor counted", st)
+			}
+		})
 	}
 }

@@ -42,6 +42,24 @@ func seqOf(location string, key []byte) (seq uint64, ok bool) {
 	return math.MaxUint64 - inverted, true
 }
 
+// floorOf checks a floor read from etcd: the key of a note of location,
+// numbered below what any location reaches. Anything else (written by
+// hand, or by a hostile writer) would stretch ranges beyond the location
+// or make its numbers wrap.
+func floorOf(location string, floor []byte) (seq uint64, ok bool) {
+	seq, ok = seqOf(location, floor)
+	return seq, ok && seq < math.MaxUint64/2
+}
+
+// badFloor counts and logs a floor that floorOf refused, and deletes it.
+func (e *Store) badFloor(ctx context.Context, location, floorKey, floor string) {
+	e.badFloors.Add(1)
+	e.logSometimes.Do(func() {
+		e.cfg.logger().Warn("deleted a floor that is no note key of its location", "location", location, "floor", floor)
+	})
+	e.dropFloor(ctx, floorKey, floor)
+}
+
 // sequencedRange is where the sequenced notes of location are, newest first.
 func sequencedRange(location string) (start, end string) {
 	return location + sequencedMark, location + sequencedEnd
@@ -85,11 +103,11 @@ func (e *Store) floorKey(location string) string {
 // floorEnd is where the ranges of location end: after its floor, or at
 // the end of the sequenced notes when it has none.
 func floorEnd(location, floor string) string {
+	_, end := sequencedRange(location)
 	if floor == "" {
-		_, end := sequencedRange(location)
 		return end
 	}
-	return floor + "\x00"
+	return min(floor+"\x00", end)
 }
 
 // prune is what an answer at rev left out: the sequenced notes older than
@@ -252,6 +270,10 @@ func (e *Store) putBatch(ctx context.Context, turn *turn, batch []*pendingPut) {
 			if kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs; len(kvs) > 0 {
 				floor = string(kvs[0].Value)
 			}
+			if _, ok := floorOf(location, []byte(floor)); floor != "" && !ok {
+				e.badFloor(ctx, location, floorKey, floor)
+				floor = ""
+			}
 			if floor != "" && floor < keys[0] {
 				// Every note above the floor is gone, and the numbers this
 				// node knew were below it: the floor no longer holds.
@@ -314,8 +336,12 @@ func (e *Store) newest(ctx context.Context, location, floorKey string) (uint64, 
 	var floor uint64
 	end := floorEnd(location, "")
 	if len(resp.Kvs) > 0 {
-		floor, _ = seqOf(location, resp.Kvs[0].Value)
-		end = floorEnd(location, string(resp.Kvs[0].Value))
+		var ok bool
+		if floor, ok = floorOf(location, resp.Kvs[0].Value); ok {
+			end = floorEnd(location, string(resp.Kvs[0].Value))
+		} else {
+			e.badFloor(ctx, location, floorKey, string(resp.Kvs[0].Value))
+		}
 	}
 	start, _ := sequencedRange(location)
 	resp, err = e.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
