@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -45,14 +46,17 @@ func TestClientCommandToursAndStopsOnSIGINTWithItsSummary(t *testing.T) {
 		t.Fatalf("client tour: %v\n%s", err, out)
 	}
 
-	run := client("--json", "load", "--duration", "1h")
+	const workers = 4
+	run := client("--json", "load", "--concurrency", fmt.Sprint(workers), "--duration", "1h")
 	var stdout, stderr bytes.Buffer
 	run.Stdout, run.Stderr = &stdout, &stderr
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
 	}
 	before := calls.Load()
-	poll.Until(t, 30*time.Second, "100 calls of the load", func() bool { return calls.Load()-before >= 100 })
+	// The nodes count a call as it starts: with each worker's call in
+	// flight, 100 have finished once 100+workers have started.
+	poll.Until(t, 30*time.Second, "100 calls of the load", func() bool { return calls.Load()-before >= 100+workers })
 	if err := run.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
