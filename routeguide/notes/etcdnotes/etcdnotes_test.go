@@ -267,7 +267,6 @@ func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
 	// post pairs at new locations until one pair falls within one bucket.
 	var (
 		before time.Time
-		kvs    []*mvccpb.KeyValue
 		lat    int32
 	)
 	poll.Until(t, 10*time.Second, "two posts within one bucket", func() bool {
@@ -280,7 +279,7 @@ func TestEtcdNotesExpireBetweenMaxAgeAndOneBucketLater(t *testing.T) {
 		}
 		return before.Truncate(bucket).Equal(time.Now().Truncate(bucket))
 	})
-	kvs = keysAt(t, cli, store, lat, 1)
+	kvs := keysAt(t, cli, store, lat, 1)
 	if len(kvs) != 2 || kvs[0].Lease == 0 || kvs[0].Lease != kvs[1].Lease {
 		t.Fatalf("notes posted in one bucket have leases %v, want one shared lease", kvs)
 	}
